@@ -1,0 +1,78 @@
+"""The contract every runtime implements: token-level, so the text-level logic lives once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+
+class BackendError(Exception):
+    """A backend cannot load or run a model; the message is one line for the user."""
+
+
+class Unsupported(BackendError):
+    """This backend cannot run this combination (architecture, quant): the item skips, it does not fail."""
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Whether a backend-device pair can run here, and if not, why (a skip reason)."""
+
+    name: str  # "llamacpp-cpu", "mlx-gpu", ...
+    available: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Everything a backend needs to load one (model, device, quant) combination."""
+
+    model_name: str
+    gguf_path: Path | None  # the GGUF file, when the model has one
+    mlx_path: Path | None  # an MLX model directory, when the model has one
+    device: str  # the device part of the pair: "cpu", "cuda", "metal", "gpu"
+    quant: str
+    threads: int
+    seed: int = 1234
+    context_length: int = 4096
+    batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class ScoreGroup:
+    """One shared context and the continuations scored after it (the choices of one question)."""
+
+    context: Sequence[int]
+    continuations: Sequence[Sequence[int]]
+
+
+class LoadedModel(Protocol):
+    """A model loaded on one device, at one quantization.
+
+    Token ids are the model's own vocabulary; tokenize() adds no special tokens.
+    """
+
+    bos_id: int | None
+    add_bos: bool  # whether the model expects its BOS before every text
+    eos_ids: frozenset[int]
+    provenance: dict[str, str]  # backend and library versions, for baselines
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token: a multi-byte character may span several tokens."""
+        ...
+
+    def score(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:
+        """Per group, per continuation: (sum of log-probabilities, whether greedy decoding yields it).
+
+        Each context is evaluated once and its continuations branch from its KV cache.
+        """
+        ...
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int) -> Iterator[int]:
+        """Greedy decoding: yields new token ids until an end-of-sequence token or the limit."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,241 @@
+"""llama.cpp through llama-cpp-python's low-level API, in process.
+
+The high-level `Llama` class cannot give what a fast, honest scorer needs: several sequences
+sharing one KV cache (one context, many continuations) and logits only at the positions that are
+read (`logits_all` computes all 49k-wide rows; with it off, `Llama.scores` goes stale). So this
+module drives llama.cpp's batch API directly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .base import BackendError, DeviceStatus, LoadRequest, ScoreGroup, Unsupported
+
+GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
+MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
+
+
+def detect_devices(system_info: str, gpu_offload: bool, platform: str) -> list[DeviceStatus]:
+    """Which llama.cpp devices this build can drive; pure so every platform is unit-testable."""
+    has_cuda = gpu_offload and "CUDA" in system_info
+    has_metal = gpu_offload and platform == "darwin" and ("Metal" in system_info or "MTL" in system_info)
+    return [
+        DeviceStatus("llamacpp-cpu", True),
+        DeviceStatus(
+            "llamacpp-cuda",
+            has_cuda,
+            "" if has_cuda else "llama-cpp-python was built without CUDA (rebuild with CMAKE_ARGS=-DGGML_CUDA=on)",
+        ),
+        DeviceStatus(
+            "llamacpp-metal",
+            has_metal,
+            "" if has_metal else "llama.cpp Metal needs macOS on Apple Silicon and a Metal build of llama-cpp-python",
+        ),
+    ]
+
+
+def device_statuses() -> list[DeviceStatus]:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        reason = f"llama-cpp-python is not installed ({exc})"
+        return [DeviceStatus(f"llamacpp-{d}", False, reason) for d in ("cpu", "cuda", "metal")]
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    return detect_devices(info, bool(llama_cpp.llama_supports_gpu_offload()), sys.platform)
+
+
+def load(request: LoadRequest) -> LlamaCppModel:
+    if request.quant != "native" and request.gguf_path is None:
+        raise Unsupported(f"llama.cpp needs a GGUF file for quant {request.quant!r}")
+    if request.gguf_path is None:
+        raise Unsupported(f"model {request.model_name!r} has no GGUF file for llama.cpp")
+    return LlamaCppModel(request)
+
+
+Entry = tuple[int, int, int, bool]  # token, position, sequence id, whether its logits are read
+
+
+class LlamaCppModel:
+    """One GGUF loaded on one device; scores and generates deterministically."""
+
+    def __init__(self, request: LoadRequest) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        llama_cpp.llama_backend_init()
+        _silence_llama_logs(llama_cpp)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0 if request.device == "cpu" else GPU_LAYERS_ALL
+        path = str(request.gguf_path)
+        self._model = llama_cpp.llama_model_load_from_file(path.encode(), model_params)
+        if not self._model:
+            raise BackendError(f"llama.cpp could not load {path} (truncated or corrupt GGUF?)")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx = request.context_length
+        self.n_batch = request.batch_size
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = request.context_length
+        ctx_params.n_batch = request.batch_size
+        ctx_params.n_ubatch = request.batch_size
+        ctx_params.n_seq_max = MAX_PARALLEL_SEQUENCES
+        ctx_params.kv_unified = True  # sequences share one cache, so a copied context costs nothing
+        ctx_params.n_threads = request.threads
+        ctx_params.n_threads_batch = request.threads
+        ctx_params.no_perf = False
+        ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise BackendError(f"llama.cpp could not create a context for {path} (n_ctx={self.n_ctx})")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, MAX_PARALLEL_SEQUENCES)
+
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.bos_id = bos if bos >= 0 else None
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.eos_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        desc = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self._model, desc, len(desc))
+        self.provenance = {
+            "backend": "llama.cpp",
+            "llama_cpp_python": llama_cpp.__version__,
+            "model_desc": desc.value.decode(errors="replace"),
+        }
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (self._lib.llama_token * capacity)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, capacity, False, True)
+        if n < 0:  # buffer too small: llama.cpp returns the negated size it needs
+            capacity = -n
+            buffer = (self._lib.llama_token * capacity)()
+            n = self._lib.llama_tokenize(self._vocab, data, len(data), buffer, capacity, False, True)
+        return list(buffer[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:n]
+
+    # -- decoding -----------------------------------------------------------------------------
+
+    def _decode(self, entries: Sequence[Entry], read: Callable[[int, np.ndarray], None] | None = None) -> None:
+        """Decode entries in batch-sized chunks; `read(entry_index, logits)` sees each flagged row.
+
+        Rows are views into llama.cpp's buffer, valid only until the next decode.
+        """
+        batch = self._batch
+        for start in range(0, len(entries), self.n_batch):
+            chunk = entries[start : start + self.n_batch]
+            for i, (token, pos, seq, wants_logits) in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = wants_logits
+            batch.n_tokens = len(chunk)
+            status = self._lib.llama_decode(self._ctx, batch)
+            if status != 0:
+                raise BackendError(f"llama_decode failed with status {status} (context of {self.n_ctx} tokens full?)")
+            if read is not None:
+                for i, entry in enumerate(chunk):
+                    if entry[3]:
+                        read(start + i, self._logits(i))
+
+    def _logits(self, batch_index: int) -> np.ndarray:
+        pointer = self._lib.llama_get_logits_ith(self._ctx, batch_index)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    def _prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        """Fresh cache, tokens on sequence 0; returns a copy of the last position's logits."""
+        self._lib.llama_memory_clear(self._memory, True)
+        last: list[np.ndarray] = []
+        entries = [(tok, pos, 0, pos == len(tokens) - 1) for pos, tok in enumerate(tokens)]
+        self._decode(entries, lambda _, logits: last.append(logits.copy()))
+        return last[0]
+
+    def score(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:
+        return [self._score_group(group) for group in groups]
+
+    def _score_group(self, group: ScoreGroup) -> list[tuple[float, bool]]:
+        """Decode the context once on sequence 0, then the continuations side by side on copies of it."""
+        continuations = [list(c) for c in group.continuations]
+        context = list(group.context)
+        overflow = len(context) + max((len(c) for c in continuations), default=0) - self.n_ctx
+        if overflow > 0:  # keep the end of the context, as lm-eval's own models do
+            context = context[overflow:]
+        if not context:
+            raise BackendError("cannot score a continuation without a context token")
+        first_row = self._prefill(context)
+        first_best = int(np.argmax(first_row))
+        results: list[tuple[float, bool]] = []
+        for offset in range(0, len(continuations), MAX_PARALLEL_SEQUENCES - 1):
+            chunk = continuations[offset : offset + MAX_PARALLEL_SEQUENCES - 1]
+            self._lib.llama_memory_seq_rm(self._memory, -1, len(context), -1)  # drop earlier branches
+            per_token = [[(_log_prob(first_row, c[0]), first_best == c[0])] if c else [] for c in chunk]
+            entries: list[Entry] = []
+            targets: list[tuple[int, int]] = []  # per entry: (continuation in chunk, token it predicts)
+            for j, cont in enumerate(chunk):
+                self._lib.llama_memory_seq_cp(self._memory, 0, j + 1, -1, -1)
+                for k, token in enumerate(cont[:-1]):
+                    entries.append((token, len(context) + k, j + 1, True))
+                    targets.append((j, cont[k + 1]))
+
+            def read(index: int, logits: np.ndarray) -> None:
+                j, target = targets[index]
+                per_token[j].append((_log_prob(logits, target), int(np.argmax(logits)) == target))
+
+            self._decode(entries, read)
+            results += [(sum(lp for lp, _ in scores), all(g for _, g in scores)) for scores in per_token]
+        return results
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int) -> Iterator[int]:
+        tokens = list(prompt)[-(self.n_ctx - max_new_tokens) :]
+        logits = self._prefill(tokens)
+        rows: list[np.ndarray] = []
+        for position in range(len(tokens), len(tokens) + max_new_tokens):
+            token = int(np.argmax(logits))
+            if token in self.eos_ids:
+                return
+            yield token
+            rows.clear()
+            self._decode([(token, position, 0, True)], lambda _, row: rows.append(row))
+            logits = rows[0]
+
+    def close(self) -> None:
+        if self._ctx:
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self._ctx)
+            self._lib.llama_model_free(self._model)
+            self._ctx = self._model = None
+
+
+def _log_prob(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token], stable in float64."""
+    row = logits.astype(np.float64)
+    peak = row.max()
+    return float(row[token] - peak - np.log(np.exp(row - peak).sum()))
+
+
+_LOG_CALLBACK = None
+
+
+def _silence_llama_logs(llama_cpp) -> None:
+    """llama.cpp logs every load to stderr; a test report should not drown in it."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))

@@ -1,0 +1,58 @@
+"""What items exist: the model × device × quant (× task) cases and their stable ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from typing import Iterable
+
+
+@dataclass(frozen=True, order=True)
+class TaskSpec:
+    """An lm-eval task and its few-shot count, written `name:shots` (shots default to 0)."""
+
+    name: str
+    shots: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> TaskSpec:
+        name, _, shots = text.strip().partition(":")
+        if not name:
+            raise ValueError(f"empty task name in {text!r}")
+        if shots and not (shots.isdigit() and int(shots) <= 100):
+            raise ValueError(f"few-shot count must be a whole number 0-100, got {text!r}")
+        return cls(name, int(shots or 0))
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.shots}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One combination; the task is None for tests that only need the model."""
+
+    model: str
+    device: str
+    quant: str
+    task: TaskSpec | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.device.split("-", 1)[0]
+
+    @property
+    def model_id(self) -> str:
+        """The part a model load is shared across: model, device, quant."""
+        return f"{self.model}-{self.device}-{self.quant}"
+
+    @property
+    def id(self) -> str:
+        return self.model_id if self.task is None else f"{self.model_id}-{self.task}"
+
+
+def build_cases(
+    models: Iterable[str], devices: Iterable[str], quants: Iterable[str], tasks: Iterable[TaskSpec] | None
+) -> list[Case]:
+    """Cases in model, device, quant, task order, so items of one load sit together."""
+    task_axis: list[TaskSpec | None] = list(tasks) if tasks is not None else [None]
+    return [Case(m, d, q, t) for m, d, q, t in product(models, devices, quants, task_axis)]

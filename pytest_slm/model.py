@@ -1,0 +1,103 @@
+"""The text-level model handle that tests receive as `slm_model`: one API over every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .backends.base import LoadedModel, ScoreGroup
+from .matrix import Case
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    context: tuple[int, ...]
+    continuation: tuple[int, ...]
+
+
+class SlmModel:
+    """A loaded (model, device, quant): greedy generation, log-likelihoods and tokenization."""
+
+    def __init__(self, case: Case, backend: LoadedModel) -> None:
+        self.case = case
+        self.backend = backend
+        self._tokens: dict[str, tuple[int, ...]] = {}
+
+    def __repr__(self) -> str:
+        return f"<SlmModel {self.case.model_id}>"
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        return dict(self.backend.provenance)
+
+    def tokenize(self, text: str) -> list[int]:
+        """The model's token ids for `text`, without special tokens."""
+        return list(self._encode(text))
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        if text not in self._tokens:
+            self._tokens[text] = tuple(self.backend.tokenize(text))
+        return self._tokens[text]
+
+    def encode_pair(self, context: str, continuation: str) -> EncodedPair:
+        """Split like lm-eval: trailing context spaces move to the continuation, and the
+        continuation's tokens are those of the whole text past the context's, so a merge across
+        the boundary does not change the context."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self._encode(context + continuation)
+        context_tokens = self._encode(context) if context else ()
+        start = self._start_tokens()
+        return EncodedPair(start + context_tokens, whole[len(context_tokens) :])
+
+    def _start_tokens(self) -> tuple[int, ...]:
+        """What the model puts before any text: its BOS when it wants one, else a document
+        boundary, so an empty context still has a position to predict from."""
+        if self.backend.bos_id is not None and self.backend.add_bos:
+            return (self.backend.bos_id,)
+        return ()
+
+    def boundary_token(self) -> int:
+        if self.backend.bos_id is not None:
+            return self.backend.bos_id
+        return min(self.backend.eos_ids)
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """(log P(continuation | context), is greedy) per request; each distinct context is evaluated once."""
+        pairs = [self.encode_pair(c, x) for c, x in requests]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, pair in enumerate(pairs):
+            context = pair.context or (self.boundary_token(),)
+            groups.setdefault(context, []).append(index)
+        ordered = list(groups.items())
+        scored = self.backend.score(
+            [ScoreGroup(context, [pairs[i].continuation for i in members]) for context, members in ordered]
+        )
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)
+        for (_, members), scores in zip(ordered, scored):
+            for index, score in zip(members, scores):
+                results[index] = score
+        return results
+
+    def loglikelihood(self, context: str, continuation: str) -> float:
+        return self.loglikelihoods([(context, continuation)])[0][0]
+
+    def generate(self, prompt: str, max_tokens: int = 64, stop: Sequence[str] = ()) -> str:
+        """Greedy completion of `prompt`, cut before the first stop string."""
+        tokens = self._start_tokens() + self._encode(prompt)
+        produced = bytearray()
+        text = ""
+        for token in self.backend.generate(tokens, max_tokens):
+            produced += self.backend.token_bytes(token)
+            text = produced.decode("utf-8", errors="ignore")
+            cut = _first_stop(text, stop)
+            if cut is not None:
+                return text[:cut]
+        return text
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> int | None:
+    positions = [text.find(s) for s in stop if s]
+    found = [p for p in positions if p >= 0]
+    return min(found) if found else None

@@ -1,0 +1,145 @@
+"""Command-line and ini options, parsed and validated once into a typed `SlmConfig`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .matrix import TaskSpec
+
+DEVICES = ("llamacpp-cpu", "llamacpp-cuda", "llamacpp-metal", "mlx-cpu", "mlx-gpu")
+QUANTS = ("native",)
+
+# name: (help, ini type, default); every option is also an ini key `slm_<name>`.
+OPTIONS: dict[str, tuple[str, str, str | None]] = {
+    "models": ("comma-separated model names from the registry, or paths to .gguf files", "args", None),
+    "devices": ("comma-separated backend-device pairs (default: every pair available here)", "args", None),
+    "quants": ("comma-separated quantizations (default: native)", "args", "native"),
+    "tasks": ("comma-separated lm-eval tasks, each with an optional few-shot count: slm_arith:5", "args", None),
+    "limit": ("samples per task (default: all)", "string", None),
+    "threads": ("CPU threads per worker (default: cores / xdist workers)", "string", None),
+    "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
+    "registry": ("models registry TOML (default: suites/models.toml under the rootdir)", "string", "suites/models.toml"),
+    "task-paths": ("extra directories of lm-eval task YAMLs (default: suites/tasks under the rootdir)", "args", "suites/tasks"),
+    "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
+    "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
+}
+FLAGS = {
+    "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
+    "slm-strict": "fail, instead of skip, items that have no baseline",
+    "slm-allow-prompt-change": "compare outcomes even when the task's prompts changed since the baseline",
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("slm", "small language model regression (pytest-slm)")
+    for name, (help_text, ini_type, default) in OPTIONS.items():
+        dest = "slm_" + name.replace("-", "_")
+        group.addoption(f"--slm-{name}", dest=dest, default=None, help=help_text)
+        parser.addini(dest, help_text, type=ini_type, default=_ini_default(ini_type, default))
+    for name, help_text in FLAGS.items():
+        dest = name.replace("-", "_")
+        group.addoption(f"--{name}", dest=dest, action="store_true", default=False, help=help_text)
+
+
+def _ini_default(ini_type: str, default: str | None) -> object:
+    if ini_type == "args":
+        return default.split(",") if default else []
+    return default or ""
+
+
+@dataclass(frozen=True)
+class SlmConfig:
+    """Every option, parsed; model and task names are checked against their catalogs later."""
+
+    rootdir: Path
+    models: tuple[str, ...] | None
+    devices: tuple[str, ...] | None
+    quants: tuple[str, ...]
+    tasks: tuple[TaskSpec, ...] | None
+    limit: int | None
+    threads: int
+    baselines_dir: Path
+    registry_path: Path
+    task_paths: tuple[Path, ...]
+    alpha: float
+    min_drop_points: float
+    update: bool
+    strict: bool
+    allow_prompt_change: bool
+    worker_count: int = field(default=1)
+
+
+def read_config(config: pytest.Config) -> SlmConfig:
+    """Parse and validate; any bad value is a `pytest.UsageError` before anything loads."""
+    rootdir = Path(config.rootpath)
+
+    def value(name: str) -> list[str] | str | None:
+        dest = "slm_" + name.replace("-", "_")
+        cli = config.getoption(dest)
+        if cli is not None:
+            return cli
+        ini = config.getini(dest)
+        return ini if ini not in ("", []) else None
+
+    def names(name: str) -> tuple[str, ...] | None:
+        raw = value(name)
+        if raw is None:
+            return None
+        items = raw.split(",") if isinstance(raw, str) else [p for part in raw for p in part.split(",")]
+        cleaned = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+        if not cleaned:
+            raise pytest.UsageError(f"--slm-{name} is empty")
+        return cleaned
+
+    def number(name: str, kind: type, low: float, default: object = None):
+        raw = value(name)
+        if raw is None:
+            return default
+        try:
+            parsed = kind(raw)
+        except ValueError:
+            raise pytest.UsageError(f"--slm-{name} must be a {kind.__name__}, got {raw!r}") from None
+        if parsed < low:
+            raise pytest.UsageError(f"--slm-{name} must be at least {low}, got {raw!r}")
+        return parsed
+
+    devices = names("devices")
+    for device in devices or ():
+        if device not in DEVICES:
+            raise pytest.UsageError(f"unknown device {device!r}; known devices: {', '.join(DEVICES)}")
+    quants = names("quants") or ("native",)
+    for quant in quants:
+        if quant not in QUANTS:
+            raise pytest.UsageError(f"unknown quant {quant!r}; known quants: {', '.join(QUANTS)}")
+    try:
+        task_names = names("tasks")
+        tasks = tuple(dict.fromkeys(TaskSpec.parse(t) for t in task_names)) if task_names else None
+    except ValueError as exc:
+        raise pytest.UsageError(f"--slm-tasks: {exc}") from None
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    default_threads = max(1, (os.cpu_count() or 1) // workers)
+    alpha = number("alpha", float, 0.0)
+    if not 0 < alpha < 1:
+        raise pytest.UsageError(f"--slm-alpha must be between 0 and 1, got {alpha}")
+    return SlmConfig(
+        rootdir=rootdir,
+        models=names("models"),
+        devices=devices,
+        quants=quants,
+        tasks=tasks,
+        limit=number("limit", int, 1),
+        threads=number("threads", int, 1, default_threads),
+        baselines_dir=rootdir / str(value("baselines")),
+        registry_path=rootdir / str(value("registry")),
+        task_paths=tuple(rootdir / p for p in names("task-paths") or ()),
+        alpha=alpha,
+        min_drop_points=number("min-drop", float, 0.0),
+        update=config.getoption("update_baselines"),
+        strict=config.getoption("slm_strict"),
+        allow_prompt_change=config.getoption("slm_allow_prompt_change"),
+        worker_count=workers,
+    )

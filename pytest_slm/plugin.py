@@ -1,0 +1,136 @@
+"""pytest-slm's hooks and fixtures: each hands over to the session or a module with one job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from . import report
+from .matrix import Case, TaskSpec
+from .model import SlmModel
+from .options import add_options, read_config
+from .session import SlmSession
+from .tasks import AccuracyResult, evaluate
+
+SESSION = pytest.StashKey[SlmSession]()
+CASE_FIXTURE = "slm_case"
+MARKERS = {
+    "slm": "an item of the model x device x quant (x task) matrix (added by pytest-slm)",
+    "slm_accuracy": "a task-accuracy item compared with its stored baseline",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+    config.stash[SESSION] = SlmSession.start(read_config(config))
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(), "slm-xdist")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Any test that asks for an slm fixture becomes one item per case of the matrix."""
+    if CASE_FIXTURE not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[SESSION]
+    with_tasks = "slm_task" in metafunc.fixturenames
+    params = [
+        pytest.param(case, id=case.id, marks=[pytest.mark.slm] + ([pytest.mark.skip(reason=skip)] if skip else []))
+        for case, skip in session.cases(with_tasks)
+    ]
+    metafunc.parametrize(CASE_FIXTURE, params, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Items of one (model, device, quant) run together, so each model loads once."""
+    order: dict[str, int] = {}
+    for item in items:
+        case = _case_of(item)
+        if case is not None:
+            order.setdefault(case.model_id, len(order))
+    items.sort(key=lambda item: -1 if (case := _case_of(item)) is None else order[case.model_id])
+
+
+def _case_of(item: pytest.Item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    value = callspec.params.get(CASE_FIXTURE) if callspec else None
+    return value if isinstance(value, Case) else None
+
+
+@pytest.fixture
+def slm_case(request: pytest.FixtureRequest) -> Case:
+    """The combination this item runs: model, device, quant and (for task tests) task."""
+    return request.param
+
+
+@pytest.fixture
+def slm_model(request: pytest.FixtureRequest, slm_case: Case) -> SlmModel:
+    """The model of this combination, loaded once per worker and shared across its items."""
+    return request.config.stash[SESSION].model(slm_case)
+
+
+@pytest.fixture
+def slm_task(slm_case: Case) -> TaskSpec:
+    assert slm_case.task is not None
+    return slm_case.task
+
+
+class AccuracyCheck:
+    """What `slm_accuracy` gives a test: run the task, compare with (or write) the baseline."""
+
+    def __init__(self, session: SlmSession, case: Case, baseline: dict[str, Any] | None) -> None:
+        self._session = session
+        self._case = case
+        self._baseline = baseline
+
+    def evaluate(self, model: SlmModel) -> AccuracyResult:
+        assert self._case.task is not None
+        return evaluate(model, self._case.task, self._session.config.limit, self._session.catalog)
+
+    def check(self, result: AccuracyResult) -> None:
+        __tracebackhide__ = True
+        self._session.check_accuracy(self._case, result, self._baseline)
+
+
+@pytest.fixture
+def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskSpec) -> AccuracyCheck:
+    """Skips before any model run when the item has no baseline (unless updating)."""
+    session = request.config.stash[SESSION]
+    return AccuracyCheck(session, slm_case, session.baseline_for(slm_case))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    slm = session.config.stash[SESSION]
+    slm.close()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller prints the one table
+        workeroutput["slm_rows"] = slm.rows
+        workeroutput["slm_writes"] = slm.writes
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    slm = config.stash[SESSION]
+    if hasattr(config, "workerinput") or not (slm.rows or slm.writes):
+        return
+    terminalreporter.section("pytest-slm summary")
+    if slm.rows:
+        terminalreporter.write_line(report.summary_table(slm.rows))
+    if slm.writes:
+        for line in report.baseline_writes(slm.writes):
+            terminalreporter.write_line(line)
+
+
+class XdistHooks:
+    """Registered only with xdist present: its hooks would not validate without it."""
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        slm = node.config.stash[SESSION]
+        output = getattr(node, "workeroutput", {})
+        slm.rows.extend(output.get("slm_rows", []))
+        slm.writes.extend(output.get("slm_writes", []))

@@ -1,0 +1,158 @@
+"""State across one pytest run: the matrix, loaded models, baselines written, summary rows."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
+from .baselines import BaselineError, BaselineStore, writable_dir_problem
+from .matrix import Case, TaskSpec, build_cases
+from .model import SlmModel
+from .options import DEVICES, SlmConfig
+from .registry import ModelEntry, RegistryError, entry_for_path, load_registry
+from .regression import Row, Settings, baseline_key, baseline_record, judge
+from .tasks import AccuracyResult, TaskCatalog, TaskError
+
+BACKEND_MODULES = {"llamacpp": "pytest_slm.backends.llamacpp", "mlx": "pytest_slm.backends.mlx"}
+
+
+@dataclass
+class SlmSession:
+    config: SlmConfig
+    models: dict[str, ModelEntry]
+    catalog: TaskCatalog
+    store: BaselineStore
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}: plain, for xdist
+    _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, config: SlmConfig) -> SlmSession:
+        """Everything that can be checked without loading a model, checked now: a bad name is a
+        usage error before any item runs."""
+        try:
+            registry = load_registry(config.registry_path)
+            models = {}
+            for name in config.models or tuple(registry):
+                if name in registry:
+                    models[name] = registry[name]
+                elif name.endswith(".gguf") or Path(name).exists():
+                    entry = entry_for_path(name)
+                    models[entry.name] = entry
+                else:
+                    known = ", ".join(sorted(registry)) or "none"
+                    raise RegistryError(f"unknown model {name!r}; known models: {known} (or give a path to a .gguf file)")
+            catalog = TaskCatalog(config.task_paths)
+            catalog.check(spec.name for spec in config.tasks or ())
+        except (RegistryError, TaskError) as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if config.update and (problem := writable_dir_problem(config.baselines_dir)):
+            raise pytest.UsageError(f"--update-baselines: {problem}")
+        return cls(config, models, catalog, BaselineStore(config.baselines_dir))
+
+    # -- the matrix ---------------------------------------------------------------------------
+
+    @cached_property
+    def device_statuses(self) -> dict[str, DeviceStatus]:
+        statuses = {}
+        for backend in {d.split("-")[0] for d in self.config.devices or DEVICES}:
+            module = importlib.import_module(BACKEND_MODULES[backend])
+            statuses.update({s.name: s for s in module.device_statuses()})
+        return statuses
+
+    def devices(self) -> tuple[str, ...]:
+        if self.config.devices is not None:
+            return self.config.devices
+        return tuple(d for d in DEVICES if self.device_statuses[d].available)
+
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        return self.config.tasks or tuple(TaskSpec(name) for name in sorted(self.catalog.shipped))
+
+    def cases(self, with_tasks: bool) -> list[tuple[Case, str | None]]:
+        """Every case, with a skip reason for those this machine cannot run."""
+        cases = build_cases(self.models, self.devices(), self.config.quants, self.tasks() if with_tasks else None)
+        result = []
+        for case in cases:
+            status = self.device_statuses[case.device]
+            result.append((case, None if status.available else f"{case.device} unavailable: {status.reason}"))
+        return result
+
+    # -- models -------------------------------------------------------------------------------
+
+    def model(self, case: Case) -> SlmModel:
+        """One load per (model, device, quant); the previous one is freed, since items are grouped."""
+        cached = self._loaded.get(case.model_id)
+        if cached is None:
+            for other in [k for k, v in self._loaded.items() if isinstance(v, SlmModel)]:
+                self._loaded.pop(other).backend.close()  # type: ignore[union-attr]
+            cached = self._loaded[case.model_id] = self._load(case)
+        if isinstance(cached, Unsupported):
+            pytest.skip(f"{case.model_id}: {cached}")
+        if isinstance(cached, BaseException):
+            pytest.fail(f"{case.model_id}: {cached}", pytrace=False)
+        return cached
+
+    def _load(self, case: Case) -> SlmModel | BaseException:
+        entry = self.models[case.model]
+        try:
+            backend = importlib.import_module(BACKEND_MODULES[case.backend])
+            request = LoadRequest(
+                model_name=case.model,
+                gguf_path=entry.gguf_path(),
+                mlx_path=entry.mlx_path(),
+                device=case.device.split("-", 1)[1],
+                quant=case.quant,
+                threads=self.config.threads,
+            )
+            return SlmModel(case, backend.load(request))
+        except (BackendError, RegistryError) as exc:
+            return exc
+
+    def close(self) -> None:
+        for loaded in self._loaded.values():
+            if isinstance(loaded, SlmModel):
+                loaded.backend.close()
+        self._loaded.clear()
+
+    # -- baselines ----------------------------------------------------------------------------
+
+    def baseline_for(self, case: Case) -> dict[str, Any] | None:
+        """Read before the item runs: a missing baseline skips it without spending a model run."""
+        if self.config.update:
+            return None
+        try:
+            baseline = self.store.read(baseline_key(case))
+        except BaselineError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        if baseline is None:
+            reason = (
+                f"no baseline for {case.id} ({self.store.path(baseline_key(case))});"
+                " create it with --update-baselines"
+            )
+            if self.config.strict:
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
+        return baseline
+
+    def check_accuracy(self, case: Case, result: AccuracyResult, baseline: dict[str, Any] | None) -> None:
+        __tracebackhide__ = True
+        if self.config.update:
+            record = baseline_record(case, result, self.model(case).provenance)
+            path = self.store.path(baseline_key(case))
+            self.writes.append({"path": str(path), "changed": self.store.write(baseline_key(case), record)})
+            self.rows.append(
+                Row(case.id, result.accuracy, None, None, None, None, None, "updated").as_dict()
+            )
+            return
+        assert baseline is not None
+        settings = Settings(self.config.alpha, self.config.min_drop_points, self.config.allow_prompt_change)
+        row, failure = judge(case, result, baseline, settings)
+        self.rows.append(row.as_dict())
+        if failure:
+            pytest.fail(failure, pytrace=False)

@@ -1,0 +1,20 @@
+"""Tests written the way a team shipping an app would: the instruct model must keep answering what
+the app relies on, in the shape the app parses, on every model, device and quantization."""
+
+import re
+
+CHAT = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+END = "<|im_end|>"
+
+
+def test_answers_capital_question(slm_model):
+    answer = slm_model.generate(CHAT.format(question="What is the capital of France?"), max_tokens=32, stop=[END])
+    assert "Paris" in answer
+
+
+def test_lists_three_colours_as_bullets(slm_model):
+    answer = slm_model.generate(
+        CHAT.format(question="List three colours, separated by commas."), max_tokens=40, stop=[END]
+    )
+    bullets = re.findall(r"^- (\w+)$", answer, flags=re.MULTILINE)
+    assert len(bullets) == 3, answer
