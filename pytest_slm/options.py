@@ -11,7 +11,8 @@ import pytest
 from .matrix import TaskSpec
 
 DEVICES = ("llamacpp-cpu", "llamacpp-cuda", "llamacpp-metal", "mlx-cpu", "mlx-gpu")
-QUANTS = ("native",)
+# `native` is the file as shipped; the others are made from it by the backends that can (MLX).
+QUANTS = ("native", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
 
 # name: (help, ini type, default); every option is also an ini key `slm_<name>`.
 OPTIONS: dict[str, tuple[str, str, str | None]] = {
@@ -24,6 +25,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
     "registry": ("models registry TOML (default: suites/models.toml under the rootdir)", "string", "suites/models.toml"),
     "task-paths": ("extra directories of lm-eval task YAMLs (default: suites/tasks under the rootdir)", "args", "suites/tasks"),
+    "report": ("directory to write results.json and summary.md to (also appended to $GITHUB_STEP_SUMMARY)", "string", None),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
 }
@@ -43,6 +45,7 @@ def add_options(parser: pytest.Parser) -> None:
     for name, help_text in FLAGS.items():
         dest = name.replace("-", "_")
         group.addoption(f"--{name}", dest=dest, action="store_true", default=False, help=help_text)
+        parser.addini(dest, help_text, type="bool", default=False)
 
 
 def _ini_default(ini_type: str, default: str | None) -> object:
@@ -65,6 +68,7 @@ class SlmConfig:
     baselines_dir: Path
     registry_path: Path
     task_paths: tuple[Path, ...]
+    report_dir: Path | None
     alpha: float
     min_drop_points: float
     update: bool
@@ -84,6 +88,9 @@ def read_config(config: pytest.Config) -> SlmConfig:
             return cli
         ini = config.getini(dest)
         return ini if ini not in ("", []) else None
+
+    def flag(dest: str) -> bool:
+        return bool(config.getoption(dest) or config.getini(dest))
 
     def names(name: str) -> tuple[str, ...] | None:
         raw = value(name)
@@ -136,10 +143,11 @@ def read_config(config: pytest.Config) -> SlmConfig:
         baselines_dir=rootdir / str(value("baselines")),
         registry_path=rootdir / str(value("registry")),
         task_paths=tuple(rootdir / p for p in names("task-paths") or ()),
+        report_dir=rootdir / str(report) if (report := value("report")) else None,
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),
-        update=config.getoption("update_baselines"),
-        strict=config.getoption("slm_strict"),
-        allow_prompt_change=config.getoption("slm_allow_prompt_change"),
+        update=flag("update_baselines"),
+        strict=flag("slm_strict"),
+        allow_prompt_change=flag("slm_allow_prompt_change"),
         worker_count=workers,
     )

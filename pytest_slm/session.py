@@ -62,8 +62,7 @@ class SlmSession:
     def device_statuses(self) -> dict[str, DeviceStatus]:
         statuses = {}
         for backend in {d.split("-")[0] for d in self.config.devices or DEVICES}:
-            module = importlib.import_module(BACKEND_MODULES[backend])
-            statuses.update({s.name: s for s in module.device_statuses()})
+            statuses.update({s.name: s for s in _backend(backend).device_statuses()})
         return statuses
 
     def devices(self) -> tuple[str, ...]:
@@ -80,7 +79,13 @@ class SlmSession:
         result = []
         for case in cases:
             status = self.device_statuses[case.device]
-            result.append((case, None if status.available else f"{case.device} unavailable: {status.reason}"))
+            quants = _backend(case.backend).QUANTS
+            if not status.available:
+                result.append((case, f"{case.device} unavailable: {status.reason}"))
+            elif case.quant not in quants:
+                result.append((case, f"{case.backend} cannot make quant {case.quant!r} (its quants: {', '.join(quants)})"))
+            else:
+                result.append((case, None))
         return result
 
     # -- models -------------------------------------------------------------------------------
@@ -101,7 +106,7 @@ class SlmSession:
     def _load(self, case: Case) -> SlmModel | BaseException:
         entry = self.models[case.model]
         try:
-            backend = importlib.import_module(BACKEND_MODULES[case.backend])
+            backend = _backend(case.backend)
             request = LoadRequest(
                 model_name=case.model,
                 gguf_path=entry.gguf_path(),
@@ -156,3 +161,8 @@ class SlmSession:
         self.rows.append(row.as_dict())
         if failure:
             pytest.fail(failure, pytrace=False)
+
+
+def _backend(name: str) -> Any:
+    """Backend modules import their runtime lazily, so importing one never fails."""
+    return importlib.import_module(BACKEND_MODULES[name])

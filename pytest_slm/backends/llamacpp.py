@@ -20,6 +20,9 @@ GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
 MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
 
 
+QUANTS = ("native",)  # the GGUF as shipped
+
+
 def detect_devices(system_info: str, gpu_offload: bool, platform: str) -> list[DeviceStatus]:
     """Which llama.cpp devices this build can drive; pure so every platform is unit-testable."""
     has_cuda = gpu_offload and "CUDA" in system_info
@@ -50,8 +53,8 @@ def device_statuses() -> list[DeviceStatus]:
 
 
 def load(request: LoadRequest) -> LlamaCppModel:
-    if request.quant != "native" and request.gguf_path is None:
-        raise Unsupported(f"llama.cpp needs a GGUF file for quant {request.quant!r}")
+    if request.quant not in QUANTS:
+        raise Unsupported(f"llama.cpp cannot make quant {request.quant!r}; its quants: {', '.join(QUANTS)}")
     if request.gguf_path is None:
         raise Unsupported(f"model {request.model_name!r} has no GGUF file for llama.cpp")
     return LlamaCppModel(request)
