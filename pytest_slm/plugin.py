@@ -115,14 +115,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     slm = config.stash[SESSION]
-    if hasattr(config, "workerinput") or not (slm.rows or slm.writes):
+    if hasattr(config, "workerinput"):
         return
-    terminalreporter.section("pytest-slm summary")
+    if slm.rows or slm.writes:
+        terminalreporter.section("pytest-slm summary")
     if slm.rows:
         terminalreporter.write_line(report.summary_table(slm.rows))
-    if slm.writes:
-        for line in report.baseline_writes(slm.writes):
-            terminalreporter.write_line(line)
+    for line in report.baseline_writes(slm.writes) if slm.writes else ():
+        terminalreporter.write_line(line)
+    if slm.config.report_dir is not None:
+        written = report.write_report(slm.config.report_dir, slm.rows, slm.writes)
+        terminalreporter.write_line(f"pytest-slm report: {', '.join(map(str, written))}")
 
 
 class XdistHooks:

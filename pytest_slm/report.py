@@ -1,15 +1,21 @@
-"""The terminal summary: one table for the whole run, whichever process measured each row."""
+"""What a run reports: one table for the whole run, whichever process measured each row, in the
+terminal and, with --slm-report, as files CI keeps (results.json, summary.md, the step summary)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from tabulate import tabulate
 
+from .atomic import write_text_atomic
+
 HEADERS = ("item", "accuracy", "baseline", "delta", "flips -/+", "p", "verdict")
 
 
-def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
     body = [
         (
             row["item"],
@@ -22,7 +28,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
         )
         for row in sorted(rows, key=lambda r: r["item"])
     ]
-    return tabulate(body, headers=HEADERS, tablefmt="simple", disable_numparse=True)
+    return tabulate(body, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
 
 
 def baseline_writes(writes: Sequence[dict[str, Any]]) -> list[str]:
@@ -34,3 +40,19 @@ def baseline_writes(writes: Sequence[dict[str, Any]]) -> list[str]:
 
 def _or_dash(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
+
+
+def write_report(directory: Path, rows: Sequence[dict[str, Any]], writes: Sequence[dict[str, Any]]) -> list[Path]:
+    """results.json for machines, summary.md for people; the summary also goes to GitHub's job
+    page when $GITHUB_STEP_SUMMARY names a file."""
+    results = {"items": sorted(rows, key=lambda r: r["item"]), "baseline_writes": list(writes)}
+    summary = "## pytest-slm summary\n\n" + summary_table(rows, tablefmt="github") + "\n"
+    if writes:
+        summary += "\n" + "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"
+    paths = [directory / "results.json", directory / "summary.md"]
+    write_text_atomic(paths[0], json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(paths[1], summary)
+    if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(summary)
+    return paths

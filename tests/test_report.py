@@ -1,0 +1,36 @@
+"""The summary table and the report files CI keeps."""
+
+import json
+
+from pytest_slm import report
+
+ROWS = [
+    dict(item="m-llamacpp-cpu-native-b:5", accuracy=0.5, baseline=0.75, delta_points=-25.0, regressed=10,
+         improved=0, p_value=0.000977, verdict="FAIL"),
+    dict(item="m-llamacpp-cpu-native-a:0", accuracy=0.6, baseline=None, delta_points=None, regressed=None,
+         improved=None, p_value=None, verdict="updated"),
+]
+WRITES = [{"path": "baselines/m/a-0shot.json", "changed": True}, {"path": "baselines/m/b-5shot.json", "changed": False}]
+
+
+def test_summary_table_sorts_items_and_dashes_what_was_not_compared():
+    lines = report.summary_table(ROWS).splitlines()
+    assert lines[0].split() == ["item", "accuracy", "baseline", "delta", "flips", "-/+", "p", "verdict"]
+    assert lines[2].split() == ["m-llamacpp-cpu-native-a:0", "0.600", "-", "-", "-", "-", "updated"]
+    assert lines[3].split() == ["m-llamacpp-cpu-native-b:5", "0.500", "0.750", "-25.0", "pt", "10/0", "0.000977", "FAIL"]
+
+
+def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_path, monkeypatch):
+    step_summary = tmp_path / "step.md"
+    step_summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    results, summary = report.write_report(tmp_path / "out", ROWS, WRITES)
+
+    data = json.loads(results.read_text())
+    assert [row["item"] for row in data["items"]] == ["m-llamacpp-cpu-native-a:0", "m-llamacpp-cpu-native-b:5"]
+    assert data["baseline_writes"] == WRITES
+    markdown = summary.read_text()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines() if "|" in line]
+    assert cells[-1] == ["m-llamacpp-cpu-native-b:5", "0.500", "0.750", "-25.0 pt", "10/0", "0.000977", "FAIL"]
+    assert "- baselines: 1 changed, 1 unchanged" in markdown
+    assert step_summary.read_text() == "earlier step\n" + markdown
