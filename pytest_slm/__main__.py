@@ -1,0 +1,59 @@
+"""`python -m pytest_slm`: the commands beside the plugin that are not a test run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .merge import MergeError, merge_trees
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_slm", description="Commands beside the pytest-slm plugin that are not a test run."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    merge = commands.add_parser(
+        "merge-baselines",
+        help="merge baseline trees refreshed on several machines into one",
+        description=(
+            "Merge every *.json under each SOURCE into --into, matched by path relative to its SOURCE."
+            " Identical files merge silently; files only in --into are kept. Every input is checked"
+            " first: a corrupt file, or two different versions of one file without --prefer, is a"
+            " one-line error each, exit status 1, and nothing is written."
+        ),
+    )
+    merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="a baselines tree")
+    merge.add_argument("--into", required=True, type=Path, metavar="DIR", help="the baselines tree to update")
+    merge.add_argument(
+        "--prefer",
+        choices=("first", "last"),
+        help="on a conflict take the version of the first (or last) SOURCE that has the file",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = merge_trees(args.sources, args.into, args.prefer)
+    except MergeError as exc:
+        for problem in exc.problems:
+            print(f"merge-baselines: {problem}", file=sys.stderr)
+        print(f"merge-baselines: nothing written to {args.into}", file=sys.stderr)
+        return 1
+    for relative in report.added:
+        print(f"added    {relative}")
+    for relative in report.changed:
+        print(f"changed  {relative}")
+    print(
+        f"merged {len(args.sources)} tree(s) into {args.into}: {len(report.added)} added,"
+        f" {len(report.changed)} changed, {len(report.unchanged)} unchanged"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

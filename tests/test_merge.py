@@ -1,0 +1,171 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pytest_slm.__main__ import main
+from pytest_slm.baselines import SCHEMA_VERSION, dumps
+from pytest_slm.merge import MergeError, merge_trees
+
+ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
+FACTS = "smollm2-135m/llamacpp-cuda/native/slm_facts-0shot.json"
+LATENCY = "smollm2-135m/llamacpp-cpu/native/latency.json"  # another kind of baseline, merged generically
+
+
+def record(accuracy=0.5, date="2026-11-22"):
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": "smollm2-135m",
+        "device": "llamacpp-cpu",
+        "quant": "native",
+        "task": "slm_arith",
+        "shots": 5,
+        "metric": "exact_match",
+        "accuracy": accuracy,
+        "n": 2,
+        "outcomes": {"00000": 1, "00001": 1 if accuracy == 1.0 else 0},
+        "prompts_sha256": "p",
+        "tokens_sha256": "t",
+        "provenance": {"date": date, "lm_eval": "0.4.13"},
+    }
+
+
+def tree(root, files):
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else dumps(content), encoding="utf-8")
+    return root
+
+
+def snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_disjoint_trees_are_united_and_identical_files_merge_silently(tmp_path):
+    a = tree(tmp_path / "a", {ARITH: record(), LATENCY: {"p50_ms": 12.5}})
+    b = tree(tmp_path / "b", {ARITH: record(), FACTS: record()})
+    into = tmp_path / "baselines"
+
+    report = merge_trees([a, b], into)
+
+    assert report.added == [LATENCY, ARITH, FACTS]
+    assert report.changed == report.unchanged == []
+    assert snapshot(into) == {**snapshot(a), **snapshot(b)}
+
+
+def test_existing_files_are_changed_unchanged_or_kept(tmp_path):
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record(), LATENCY: {"p50_ms": 12.5}})
+    before = snapshot(into)
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(date="2030-01-01")})
+
+    report = merge_trees([source], into)
+
+    assert (report.added, report.changed, report.unchanged) == ([], [ARITH], [FACTS])
+    assert json.loads((into / ARITH).read_text())["accuracy"] == 1.0
+    assert (into / FACTS).read_text() == before[FACTS]  # only the date differs: left untouched, date included
+    assert (into / LATENCY).read_text() == before[LATENCY]  # only in the destination: kept
+
+
+def test_a_conflict_names_the_file_and_writes_nothing(tmp_path):
+    a = tree(tmp_path / "a", {ARITH: record(0.5), FACTS: record()})
+    b = tree(tmp_path / "b", {ARITH: record(1.0), LATENCY: {"p50_ms": 12.5}})
+    c = tree(tmp_path / "c", {ARITH: record(0.5, date="2030-01-01"), LATENCY: {"p50_ms": 13.0}})
+    into = tree(tmp_path / "baselines", {FACTS: record(1.0)})
+    before = snapshot(into)
+
+    with pytest.raises(MergeError) as raised:
+        merge_trees([a, b, c], into)
+
+    assert raised.value.problems == [
+        f"conflict: {LATENCY} differs between {b}, {c} (choose with --prefer=first|last)",
+        f"conflict: {ARITH} differs between {a}, {b} (choose with --prefer=first|last)",
+    ]
+    assert snapshot(into) == before
+
+
+@pytest.mark.parametrize(("prefer", "winner"), [("first", 0.5), ("last", 1.0)])
+def test_prefer_picks_the_side_that_wins(tmp_path, prefer, winner):
+    a = tree(tmp_path / "a", {ARITH: record(0.5)})
+    b = tree(tmp_path / "b", {ARITH: record(1.0)})
+    into = tmp_path / "baselines"
+
+    merge_trees([a, b], into, prefer=prefer)
+
+    assert json.loads((into / ARITH).read_text())["accuracy"] == winner
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON (line 1"),
+        (dumps({**record(), "outcomes": {"00000": 2}}), "outcomes must be 0 or 1"),
+        (dumps({**record(), "schema_version": 99}), "has schema version 99"),
+        (b"\xff\xfe", "cannot read"),
+    ],
+)
+def test_a_corrupt_input_is_one_line_and_changes_nothing(tmp_path, content, message):
+    good = tree(tmp_path / "good", {FACTS: record()})
+    bad = tmp_path / "bad" / ARITH
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    into = tree(tmp_path / "baselines", {LATENCY: {"p50_ms": 12.5}})
+    before = snapshot(into)
+
+    with pytest.raises(MergeError) as raised:
+        merge_trees([good, tmp_path / "bad"], into, prefer="last")
+
+    [problem] = raised.value.problems
+    assert message in problem and str(bad) in problem and "\n" not in problem
+    assert snapshot(into) == before
+
+
+def test_a_missing_source_is_an_error(tmp_path):
+    with pytest.raises(MergeError, match="is not a directory"):
+        merge_trees([tmp_path / "nowhere"], tmp_path / "baselines")
+    assert not (tmp_path / "baselines").exists()
+
+
+def test_main_prints_a_short_report(tmp_path, capsys):
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record()})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(), LATENCY: {"p50_ms": 12.5}})
+
+    assert main(["merge-baselines", str(source), "--into", str(into)]) == 0
+
+    assert capsys.readouterr().out.splitlines() == [
+        f"added    {LATENCY}",
+        f"changed  {ARITH}",
+        f"merged 1 tree(s) into {into}: 1 added, 1 changed, 1 unchanged",
+    ]
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_slm", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_merges_and_refuses_conflicts(tmp_path):
+    tree(tmp_path / "linux", {ARITH: record(0.5)})
+    tree(tmp_path / "mac", {ARITH: record(1.0), FACTS: record()})
+
+    refused = run_cli("merge-baselines", "linux", "mac", "--into", "baselines", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"merge-baselines: conflict: {ARITH} differs between linux, mac (choose with --prefer=first|last)",
+        "merge-baselines: nothing written to baselines",
+    ]
+    assert not (tmp_path / "baselines").exists()
+
+    merged = run_cli("merge-baselines", "linux", "mac", "--into", "baselines", "--prefer=last", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert merged.stdout.splitlines()[-1] == "merged 2 tree(s) into baselines: 2 added, 0 changed, 0 unchanged"
+    assert snapshot(tmp_path / "baselines") == snapshot(tmp_path / "mac")
+
+
+def test_cli_help_and_usage_errors(tmp_path):
+    help_text = run_cli("merge-baselines", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0 and "--prefer {first,last}" in help_text.stdout
+    assert run_cli("merge-baselines", "a", cwd=tmp_path).returncode == 2  # --into is required
+    assert run_cli("merge-baselines", "a", "--into", "b", "--prefer=both", cwd=tmp_path).returncode == 2
