@@ -127,6 +127,13 @@ class SlmSession:
 
     # -- baselines ----------------------------------------------------------------------------
 
+    def _shown(self, path: Path) -> str:
+        """Relative to the rootdir where it lies there: the form a reviewer sees in the diff."""
+        try:
+            return str(path.relative_to(self.config.rootdir))
+        except ValueError:
+            return str(path)
+
     def baseline_for(self, case: Case) -> dict[str, Any] | None:
         """Read before the item runs: a missing baseline skips it without spending a model run."""
         if self.config.update:
@@ -149,8 +156,8 @@ class SlmSession:
         __tracebackhide__ = True
         if self.config.update:
             record = baseline_record(case, result, self.model(case).provenance)
-            path = self.store.path(baseline_key(case))
-            self.writes.append({"path": str(path), "changed": self.store.write(baseline_key(case), record)})
+            changed = self.store.write(baseline_key(case), record)
+            self.writes.append({"path": self._shown(self.store.path(baseline_key(case))), "changed": changed})
             self.rows.append(
                 Row(case.id, result.accuracy, None, None, None, None, None, "updated").as_dict()
             )
