@@ -1,0 +1,87 @@
+"""Derived model files: a GGUF rewritten by llama.cpp's own quantizer, built once per content.
+
+Named by what they are made from (source content, target type, llama.cpp version), so a new
+source or a new llama.cpp builds anew and an old file is never reused by mistake. Safe when several
+pytest-xdist workers ask at once (one builds under a lock, the others wait and reuse) and after a
+crash (built under a temporary name, renamed when complete, checked against its recorded size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from filelock import FileLock
+
+from .atomic import write_text_atomic
+from .backends.base import BackendError
+from .registry import GGUF_MAGIC
+
+# quant name -> llama.cpp file type; `f32` is exact for every ggml block type, so it is the
+# reference other quantizations and runtimes are compared with.
+LLAMA_FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32"}
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("PYTEST_SLM_CACHE"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-slm"
+
+
+@lru_cache(maxsize=None)
+def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def derived_gguf(source: Path, quant: str, cache_dir: Path) -> Path:
+    """The cached `quant` version of `source`, built with llama_model_quantize when missing or bad."""
+    import llama_cpp
+
+    stat = source.stat()
+    key = hashlib.sha256(
+        f"{_content_digest(source, stat.st_size, stat.st_mtime_ns)}:{quant}:{llama_cpp.__version__}".encode()
+    ).hexdigest()[:16]
+    target = cache_dir / f"{source.stem}.{quant}.{key}.gguf"
+    record = target.with_suffix(".json")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if _complete(target, record):
+                return target
+            target.unlink(missing_ok=True)  # absent, or left corrupt: build it (again)
+            _quantize(llama_cpp, source, target, quant)
+            write_text_atomic(record, json.dumps({"source": str(source), "quant": quant, "size": target.stat().st_size}))
+    except OSError as exc:
+        raise BackendError(f"cannot build {quant} of {source.name} in the cache {cache_dir}: {exc}") from None
+    return target
+
+
+def _complete(target: Path, record: Path) -> bool:
+    try:
+        expected = json.loads(record.read_text(encoding="utf-8"))["size"]
+        with target.open("rb") as handle:
+            return handle.read(4) == GGUF_MAGIC and target.stat().st_size == expected
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _quantize(llama_cpp, source: Path, target: Path, quant: str) -> None:
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, LLAMA_FTYPES[quant])
+    params.allow_requantize = True  # the source may itself be quantized: dequantize, then convert
+    params.nthread = max(1, os.cpu_count() or 1)
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(temporary).encode(), params)
+        if status != 0 or not temporary.exists():
+            raise BackendError(f"llama.cpp could not make {quant} from {source.name} (status {status})")
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
