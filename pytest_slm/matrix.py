@@ -56,3 +56,37 @@ def build_cases(
     """Cases in model, device, quant, task order, so items of one load sit together."""
     task_axis: list[TaskSpec | None] = list(tasks) if tasks is not None else [None]
     return [Case(m, d, q, t) for m, d, q, t in product(models, devices, quants, task_axis)]
+
+
+# llama.cpp's device and MLX's device on the same hardware: what a parity item puts side by side.
+PARITY_PAIRS = (("llamacpp-cpu", "mlx-cpu"), ("llamacpp-metal", "mlx-gpu"), ("llamacpp-cuda", "mlx-gpu"))
+
+
+# The reference side runs the GGUF's exact float32 copy: llama.cpp's kernels for quantized weights
+# also quantize the activations (to 8 bits), which moves next-token distributions by far more than
+# a runtime's float32 arithmetic does; against f32 only a real difference shows.
+PARITY_REFERENCE_QUANT = "f32"
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """The GGUF's own weights in MLX (`native`: its blocks, mapped exactly) against llama.cpp
+    running the same values unquantized."""
+
+    model: str
+    reference: str  # llama.cpp's device
+    candidate: str  # MLX's device
+
+    @property
+    def sides(self) -> tuple[Case, Case]:
+        return Case(self.model, self.reference, PARITY_REFERENCE_QUANT), Case(self.model, self.candidate, "native")
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.candidate}-native-vs-{self.reference}-{PARITY_REFERENCE_QUANT}"
+
+
+def build_parity_cases(models: Iterable[str], devices: Iterable[str]) -> list[ParityCase]:
+    """A case per model for each pair of runtimes on the same hardware among the selected devices."""
+    selected = set(devices)
+    return [ParityCase(m, r, c) for m in models for r, c in PARITY_PAIRS if {r, c} <= selected]

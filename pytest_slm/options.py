@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from .artifacts import default_cache_dir
 from .matrix import TaskSpec
 
 DEVICES = ("llamacpp-cpu", "llamacpp-cuda", "llamacpp-metal", "mlx-cpu", "mlx-gpu")
-# `native` is the file as shipped; the others are made from it by the backends that can (MLX).
-QUANTS = ("native", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
+# `native` is the file as shipped; the others are made from it by the backends that can: `f32` by
+# llama.cpp's quantizer (exact), `f16` and `mlx-q*` by MLX.
+QUANTS = ("native", "f32", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
 
 # name: (help, ini type, default); every option is also an ini key `slm_<name>`.
 OPTIONS: dict[str, tuple[str, str, str | None]] = {
@@ -25,7 +27,12 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
     "registry": ("models registry TOML (default: suites/models.toml under the rootdir)", "string", "suites/models.toml"),
     "task-paths": ("extra directories of lm-eval task YAMLs (default: suites/tasks under the rootdir)", "args", "suites/tasks"),
+    "cache": ("directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)", "string", None),
     "report": ("directory to write results.json and summary.md to (also appended to $GITHUB_STEP_SUMMARY)", "string", None),
+    "eval-text": ("text the parity items compare runtimes on (default: suites/eval/text.txt under the rootdir)", "string", "suites/eval/text.txt"),
+    "parity-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
+    "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
+    "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
 }
@@ -69,6 +76,11 @@ class SlmConfig:
     registry_path: Path
     task_paths: tuple[Path, ...]
     report_dir: Path | None
+    cache_dir: Path
+    eval_text: Path
+    parity_window: int
+    parity_top1: float
+    parity_kld: float
     alpha: float
     min_drop_points: float
     update: bool
@@ -144,6 +156,11 @@ def read_config(config: pytest.Config) -> SlmConfig:
         registry_path=rootdir / str(value("registry")),
         task_paths=tuple(rootdir / p for p in names("task-paths") or ()),
         report_dir=rootdir / str(report) if (report := value("report")) else None,
+        cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
+        eval_text=rootdir / str(value("eval-text")),
+        parity_window=number("parity-window", int, 2),
+        parity_top1=number("parity-top1", float, 0.0),
+        parity_kld=number("parity-kld", float, 0.0),
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),
         update=flag("update_baselines"),

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from . import report
-from .matrix import Case, TaskSpec
+from .fidelity import Fidelity
+from .matrix import Case, ParityCase, TaskSpec
 from .model import SlmModel
 from .options import add_options, read_config
 from .session import SlmSession
@@ -15,9 +16,11 @@ from .tasks import AccuracyResult, evaluate
 
 SESSION = pytest.StashKey[SlmSession]()
 CASE_FIXTURE = "slm_case"
+PARITY_FIXTURE = "slm_parity_case"
 MARKERS = {
     "slm": "an item of the model x device x quant (x task) matrix (added by pytest-slm)",
     "slm_accuracy": "a task-accuracy item compared with its stored baseline",
+    "slm_parity": "the same weights on llama.cpp and MLX, compared distribution by distribution",
 }
 
 
@@ -35,31 +38,39 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Any test that asks for an slm fixture becomes one item per case of the matrix."""
-    if CASE_FIXTURE not in metafunc.fixturenames:
-        return
     session = metafunc.config.stash[SESSION]
-    with_tasks = "slm_task" in metafunc.fixturenames
-    params = [
-        pytest.param(case, id=case.id, marks=[pytest.mark.slm] + ([pytest.mark.skip(reason=skip)] if skip else []))
-        for case, skip in session.cases(with_tasks)
-    ]
-    metafunc.parametrize(CASE_FIXTURE, params, indirect=True)
+    if PARITY_FIXTURE in metafunc.fixturenames:
+        metafunc.parametrize(PARITY_FIXTURE, [_param(c, skip) for c, skip in session.parity_cases()], indirect=True)
+    elif CASE_FIXTURE in metafunc.fixturenames:
+        cases = session.cases(with_tasks="slm_task" in metafunc.fixturenames)
+        metafunc.parametrize(CASE_FIXTURE, [_param(c, skip) for c, skip in cases], indirect=True)
+
+
+def _param(case: Case | ParityCase, skip: str | None) -> Any:
+    marks = [pytest.mark.slm] + ([pytest.mark.skip(reason=skip)] if skip else [])
+    return pytest.param(case, id=case.id, marks=marks)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Items of one (model, device, quant) run together, so each model loads once."""
+    """Items of one (model, device, quant) run together, so each model loads once; parity items,
+    which load two, run last."""
     order: dict[str, int] = {}
     for item in items:
         case = _case_of(item)
-        if case is not None:
+        if isinstance(case, Case):
             order.setdefault(case.model_id, len(order))
-    items.sort(key=lambda item: -1 if (case := _case_of(item)) is None else order[case.model_id])
+
+    def rank(item: pytest.Item) -> int:
+        case = _case_of(item)
+        return -1 if case is None else order[case.model_id] if isinstance(case, Case) else len(order)
+
+    items.sort(key=rank)
 
 
-def _case_of(item: pytest.Item) -> Case | None:
-    callspec = getattr(item, "callspec", None)
-    value = callspec.params.get(CASE_FIXTURE) if callspec else None
-    return value if isinstance(value, Case) else None
+def _case_of(item: pytest.Item) -> Case | ParityCase | None:
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    value = params.get(CASE_FIXTURE, params.get(PARITY_FIXTURE))
+    return value if isinstance(value, (Case, ParityCase)) else None
 
 
 @pytest.fixture
@@ -104,12 +115,39 @@ def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskS
     return AccuracyCheck(session, slm_case, session.baseline_for(slm_case))
 
 
+@pytest.fixture
+def slm_parity_case(request: pytest.FixtureRequest) -> ParityCase:
+    """The model and quant, and the two runtimes' devices, this parity item compares."""
+    return request.param
+
+
+class ParityCheck:
+    """What `slm_parity` gives a test: measure both runtimes, check they agree."""
+
+    def __init__(self, session: SlmSession, case: ParityCase) -> None:
+        self._session = session
+        self._case = case
+
+    def measure(self) -> Fidelity:
+        return self._session.measure_parity(self._case)
+
+    def check(self, fidelity: Fidelity) -> None:
+        __tracebackhide__ = True
+        self._session.check_parity(self._case, fidelity)
+
+
+@pytest.fixture
+def slm_parity(request: pytest.FixtureRequest, slm_parity_case: ParityCase) -> ParityCheck:
+    return ParityCheck(request.config.stash[SESSION], slm_parity_case)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     slm = session.config.stash[SESSION]
     slm.close()
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller prints the one table
         workeroutput["slm_rows"] = slm.rows
+        workeroutput["slm_parity_rows"] = slm.parity_rows
         workeroutput["slm_writes"] = slm.writes
 
 
@@ -117,14 +155,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     slm = config.stash[SESSION]
     if hasattr(config, "workerinput"):
         return
-    if slm.rows or slm.writes:
+    if slm.rows or slm.parity_rows or slm.writes:
         terminalreporter.section("pytest-slm summary")
     if slm.rows:
         terminalreporter.write_line(report.summary_table(slm.rows))
+    if slm.parity_rows:
+        terminalreporter.write_line(report.parity_table(slm.parity_rows))
     for line in report.baseline_writes(slm.writes) if slm.writes else ():
         terminalreporter.write_line(line)
     if slm.config.report_dir is not None:
-        written = report.write_report(slm.config.report_dir, slm.rows, slm.writes)
+        written = report.write_report(slm.config.report_dir, slm.rows, slm.parity_rows, slm.writes)
         terminalreporter.write_line(f"pytest-slm report: {', '.join(map(str, written))}")
 
 
@@ -136,4 +176,5 @@ class XdistHooks:
         slm = node.config.stash[SESSION]
         output = getattr(node, "workeroutput", {})
         slm.rows.extend(output.get("slm_rows", []))
+        slm.parity_rows.extend(output.get("slm_parity_rows", []))
         slm.writes.extend(output.get("slm_writes", []))

@@ -1,4 +1,5 @@
-"""The regression decision for accuracy items: a measured result against its stored baseline."""
+"""Verdicts: an accuracy result against its stored baseline, two runtimes' distributions against
+the agreement they must reach."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from importlib import metadata
 from typing import Any
 
 from .baselines import SCHEMA_VERSION, BaselineKey
+from .fidelity import Fidelity
 from .matrix import Case
 from .stats import compare_outcomes
 from .tasks import AccuracyResult
@@ -115,6 +117,23 @@ def judge(case: Case, result: AccuracyResult, baseline: dict[str, Any], settings
             )
     lines.append(refresh)
     return row, "\n".join(lines)
+
+
+def judge_parity(item: str, fidelity: Fidelity, min_top1: float, max_mean_kld: float) -> tuple[dict[str, Any], str | None]:
+    """A summary row, and the failure message when the runtimes disagree more than allowed."""
+    problems = []
+    if fidelity.top1_agreement < min_top1:
+        problems.append(f"top-1 agreement {fidelity.top1_agreement:.4f} < {min_top1}")
+    if fidelity.mean_kld > max_mean_kld:
+        problems.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats > {max_mean_kld}")
+    row = {"item": item, **fidelity.__dict__, "verdict": "FAIL" if problems else "pass"}
+    if not problems:
+        return row, None
+    return row, (
+        f"{item}: the runtimes disagree on the same weights: {'; '.join(problems)}"
+        f" over {fidelity.tokens} positions (p99 KLD {fidelity.p99_kld:.3g}, perplexity"
+        f" {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})"
+    )
 
 
 def _tail(text: str, width: int = 60) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +32,25 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
     return tabulate(body, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
 
 
+PARITY_HEADERS = ("parity item", "positions", "top-1 agree", "mean KLD", "p99 KLD", "ppl ref / cand", "verdict")
+
+
+def parity_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
+    body = [
+        (
+            row["item"],
+            str(row["tokens"]),
+            f"{row['top1_agreement']:.4f}",
+            f"{row['mean_kld']:.2e}",
+            f"{row['p99_kld']:.2e}",
+            f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}",
+            row["verdict"],
+        )
+        for row in sorted(rows, key=lambda r: r["item"])
+    ]
+    return tabulate(body, headers=PARITY_HEADERS, tablefmt=tablefmt, disable_numparse=True)
+
+
 def baseline_writes(writes: Sequence[dict[str, Any]]) -> list[str]:
     changed = sorted(w["path"] for w in writes if w["changed"])
     lines = [f"baselines: {len(changed)} changed, {len(writes) - len(changed)} unchanged"]
@@ -42,11 +62,25 @@ def _or_dash(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
 
 
-def write_report(directory: Path, rows: Sequence[dict[str, Any]], writes: Sequence[dict[str, Any]]) -> list[Path]:
+def write_report(
+    directory: Path,
+    rows: Sequence[dict[str, Any]],
+    parity_rows: Sequence[dict[str, Any]],
+    writes: Sequence[dict[str, Any]],
+) -> list[Path]:
     """results.json for machines, summary.md for people; the summary also goes to GitHub's job
     page when $GITHUB_STEP_SUMMARY names a file."""
-    results = {"items": sorted(rows, key=lambda r: r["item"]), "baseline_writes": list(writes)}
-    summary = "## pytest-slm summary\n\n" + summary_table(rows, tablefmt="github") + "\n"
+    by_item = itemgetter("item")
+    results = {
+        "items": sorted(rows, key=by_item),
+        "parity": sorted(parity_rows, key=by_item),
+        "baseline_writes": list(writes),
+    }
+    summary = "## pytest-slm summary\n\n"
+    if rows:
+        summary += summary_table(rows, tablefmt="github") + "\n"
+    if parity_rows:
+        summary += "\n" + parity_table(parity_rows, tablefmt="github") + "\n"
     if writes:
         summary += "\n" + "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"
     paths = [directory / "results.json", directory / "summary.md"]

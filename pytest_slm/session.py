@@ -12,11 +12,12 @@ import pytest
 
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
 from .baselines import BaselineError, BaselineStore, writable_dir_problem
-from .matrix import Case, TaskSpec, build_cases
+from .fidelity import Fidelity, compare, windows
+from .matrix import Case, ParityCase, TaskSpec, build_cases, build_parity_cases
 from .model import SlmModel
 from .options import DEVICES, SlmConfig
 from .registry import ModelEntry, RegistryError, entry_for_path, load_registry
-from .regression import Row, Settings, baseline_key, baseline_record, judge
+from .regression import Row, Settings, baseline_key, baseline_record, judge, judge_parity
 from .tasks import AccuracyResult, TaskCatalog, TaskError
 
 BACKEND_MODULES = {"llamacpp": "pytest_slm.backends.llamacpp", "mlx": "pytest_slm.backends.mlx"}
@@ -29,6 +30,7 @@ class SlmSession:
     catalog: TaskCatalog
     store: BaselineStore
     rows: list[dict[str, Any]] = field(default_factory=list)
+    parity_rows: list[dict[str, Any]] = field(default_factory=list)
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}: plain, for xdist
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
 
@@ -76,17 +78,20 @@ class SlmSession:
     def cases(self, with_tasks: bool) -> list[tuple[Case, str | None]]:
         """Every case, with a skip reason for those this machine cannot run."""
         cases = build_cases(self.models, self.devices(), self.config.quants, self.tasks() if with_tasks else None)
-        result = []
-        for case in cases:
-            status = self.device_statuses[case.device]
-            quants = _backend(case.backend).QUANTS
-            if not status.available:
-                result.append((case, f"{case.device} unavailable: {status.reason}"))
-            elif case.quant not in quants:
-                result.append((case, f"{case.backend} cannot make quant {case.quant!r} (its quants: {', '.join(quants)})"))
-            else:
-                result.append((case, None))
-        return result
+        return [(case, self._skip_reason(case)) for case in cases]
+
+    def parity_cases(self) -> list[tuple[ParityCase, str | None]]:
+        cases = build_parity_cases(self.models, self.devices())
+        return [(case, self._skip_reason(case.sides[0]) or self._skip_reason(case.sides[1])) for case in cases]
+
+    def _skip_reason(self, case: Case) -> str | None:
+        status = self.device_statuses[case.device]
+        quants = _backend(case.backend).QUANTS
+        if not status.available:
+            return f"{case.device} unavailable: {status.reason}"
+        if case.quant not in quants:
+            return f"{case.backend} cannot make quant {case.quant!r} (its quants: {', '.join(quants)})"
+        return None
 
     # -- models -------------------------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class SlmSession:
                 device=case.device.split("-", 1)[1],
                 quant=case.quant,
                 threads=self.config.threads,
+                cache_dir=self.config.cache_dir,
             )
             return SlmModel(case, backend.load(request))
         except (BackendError, RegistryError) as exc:
@@ -169,7 +175,30 @@ class SlmSession:
         if failure:
             pytest.fail(failure, pytrace=False)
 
+    # -- parity -------------------------------------------------------------------------------
+
+    def measure_parity(self, case: ParityCase) -> Fidelity:
+        """Both runtimes on the same windows of the evaluation text; one model loaded at a time."""
+        reference_case, candidate_case = case.sides
+        text = self.config.eval_text.read_text(encoding="utf-8")
+        reference = self.model(reference_case).backend
+        tokens = reference.tokenize(text)
+        chunks = windows(tokens, self.config.parity_window)
+        reference_logits = [reference.logits(chunk) for chunk in chunks]
+        candidate = self.model(candidate_case).backend
+        if candidate.tokenize(text) != tokens:
+            pytest.fail(f"{case.id}: the two runtimes tokenize the evaluation text differently", pytrace=False)
+        return compare((r, candidate.logits(chunk), chunk) for r, chunk in zip(reference_logits, chunks))
+
+    def check_parity(self, case: ParityCase, fidelity: Fidelity) -> None:
+        __tracebackhide__ = True
+        row, failure = judge_parity(case.id, fidelity, self.config.parity_top1, self.config.parity_kld)
+        self.parity_rows.append(row)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+
 
 def _backend(name: str) -> Any:
     """Backend modules import their runtime lazily, so importing one never fails."""
     return importlib.import_module(BACKEND_MODULES[name])
+

@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_slm.matrix import Case, TaskSpec, build_cases
+from pytest_slm.matrix import Case, TaskSpec, build_cases, build_parity_cases
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,10 @@ def test_cases_keep_one_load_together():
         "b-llamacpp-cpu-native-t2:5",
     ]
     assert [c.id for c in build_cases(["a"], ["mlx-cpu"], ["native"], None)] == ["a-mlx-cpu-native"]
+
+
+def test_parity_pairs_llama_cpp_and_mlx_on_the_same_hardware_only():
+    cases = build_parity_cases(["m"], ["llamacpp-cpu", "llamacpp-cuda", "mlx-cpu", "mlx-gpu"])
+    assert [c.id for c in cases] == ["m-mlx-cpu-native-vs-llamacpp-cpu-f32", "m-mlx-gpu-native-vs-llamacpp-cuda-f32"]
+    assert cases[0].sides == (Case("m", "llamacpp-cpu", "f32"), Case("m", "mlx-cpu", "native"))
+    assert build_parity_cases(["m"], ["llamacpp-cpu", "mlx-gpu"]) == []

@@ -181,3 +181,41 @@ def test_unwritable_baselines_directory_is_a_usage_error(project):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --update-baselines: baselines path */occupied is not a directory"])
     assert files(project.path) == before
+
+
+BROKEN_CONVERTER = '''
+import pytest
+from pytest_slm.backends import mlx
+
+
+@pytest.fixture(autouse=True)
+def broken_converter(monkeypatch):
+    """llama.cpp's Q/K row permutation applied a second time instead of undone."""
+    def permute(rows, n_heads):
+        out = rows.shape[0]
+        return rows.reshape(n_heads, 2, out // n_heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+    monkeypatch.setattr(mlx, "unpermute_qk", permute)
+'''
+
+
+def test_parity_passes_on_the_real_import_and_fails_on_a_broken_one(project):
+    shutil.copy(ROOT / "suites" / "test_parity.py", project.path / "test_parity.py")
+    (project.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
+    args = [
+        "test_parity.py",
+        "--slm-devices=llamacpp-cpu,mlx-cpu",
+        "--slm-eval-text=eval.txt",
+        "--slm-parity-window=128",
+        f"--slm-cache={project.path / 'cache'}",
+    ]
+    result = project.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32 * 254 * pass"])
+
+    project.makeconftest(BROKEN_CONVERTER)
+    broken = project.runpytest_subprocess(*args)
+    broken.assert_outcomes(failed=1)
+    broken.stdout.fnmatch_lines(
+        ["*-f32: the runtimes disagree on the same weights: top-1 agreement 0.* < 0.99; mean KL divergence * > 0.01 over 254 positions*"]
+    )

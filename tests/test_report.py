@@ -24,7 +24,7 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
     step_summary = tmp_path / "step.md"
     step_summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
-    results, summary = report.write_report(tmp_path / "out", ROWS, WRITES)
+    results, summary = report.write_report(tmp_path / "out", ROWS, [], WRITES)
 
     data = json.loads(results.read_text())
     assert [row["item"] for row in data["items"]] == ["m-llamacpp-cpu-native-a:0", "m-llamacpp-cpu-native-b:5"]

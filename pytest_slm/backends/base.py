@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
+import numpy as np
+
 
 class BackendError(Exception):
     """A backend cannot load or run a model; the message is one line for the user."""
@@ -35,6 +37,7 @@ class LoadRequest:
     quant: str
     threads: int
     seed: int = 1234
+    cache_dir: Path | None = None  # where derived files (other quants) are kept
     context_length: int = 4096
     batch_size: int = 512
 
@@ -45,6 +48,15 @@ class ScoreGroup:
 
     context: Sequence[int]
     continuations: Sequence[Sequence[int]]
+
+    def fitted_context(self, n_ctx: int) -> list[int]:
+        """The context, cut from the left so the longest continuation still fits, as lm-eval's own
+        models do."""
+        overflow = len(self.context) + max((len(c) for c in self.continuations), default=0) - n_ctx
+        context = list(self.context)[max(0, overflow) :]
+        if not context:
+            raise BackendError("cannot score a continuation without a context token")
+        return context
 
 
 class LoadedModel(Protocol):
@@ -68,6 +80,13 @@ class LoadedModel(Protocol):
         """Per group, per continuation: (sum of log-probabilities, whether greedy decoding yields it).
 
         Each context is evaluated once and its continuations branch from its KV cache.
+        """
+        ...
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Float32 logits after each of `tokens` (shape: tokens x vocabulary), from an empty cache.
+
+        Full distributions, for comparing two runtimes or quantizations position by position.
         """
         ...
 

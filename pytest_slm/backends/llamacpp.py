@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..artifacts import LLAMA_FTYPES, default_cache_dir, derived_gguf
 from .base import BackendError, DeviceStatus, LoadRequest, ScoreGroup, Unsupported
 
 GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
 MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
 
 
-QUANTS = ("native",)  # the GGUF as shipped
+QUANTS = ("native", *LLAMA_FTYPES)  # the GGUF as shipped, and what llama.cpp's quantizer derives from it
 
 
 def detect_devices(system_info: str, gpu_offload: bool, platform: str) -> list[DeviceStatus]:
@@ -57,7 +59,13 @@ def load(request: LoadRequest) -> LlamaCppModel:
         raise Unsupported(f"llama.cpp cannot make quant {request.quant!r}; its quants: {', '.join(QUANTS)}")
     if request.gguf_path is None:
         raise Unsupported(f"model {request.model_name!r} has no GGUF file for llama.cpp")
-    return LlamaCppModel(request)
+    if request.quant == "native":
+        return LlamaCppModel(request, request.gguf_path)
+    import llama_cpp
+
+    _silence_llama_logs(llama_cpp)  # the quantizer logs every tensor
+    derived = derived_gguf(request.gguf_path, request.quant, request.cache_dir or default_cache_dir())
+    return LlamaCppModel(request, derived)
 
 
 Entry = tuple[int, int, int, bool]  # token, position, sequence id, whether its logits are read
@@ -66,7 +74,7 @@ Entry = tuple[int, int, int, bool]  # token, position, sequence id, whether its 
 class LlamaCppModel:
     """One GGUF loaded on one device; scores and generates deterministically."""
 
-    def __init__(self, request: LoadRequest) -> None:
+    def __init__(self, request: LoadRequest, path: Path) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -74,8 +82,7 @@ class LlamaCppModel:
         _silence_llama_logs(llama_cpp)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0 if request.device == "cpu" else GPU_LAYERS_ALL
-        path = str(request.gguf_path)
-        self._model = llama_cpp.llama_model_load_from_file(path.encode(), model_params)
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise BackendError(f"llama.cpp could not load {path} (truncated or corrupt GGUF?)")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
@@ -111,6 +118,8 @@ class LlamaCppModel:
             "llama_cpp_python": llama_cpp.__version__,
             "model_desc": desc.value.decode(errors="replace"),
         }
+        if path != request.gguf_path:  # say so when a reference was made from a quantized file
+            self.provenance["derived_from"] = f"{request.gguf_path.name} by llama_model_quantize"
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -170,18 +179,23 @@ class LlamaCppModel:
         self._decode(entries, lambda _, logits: last.append(logits.copy()))
         return last[0]
 
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        self._lib.llama_memory_clear(self._memory, True)
+        rows = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
+
+        def read(index: int, row: np.ndarray) -> None:
+            rows[index] = row
+
+        self._decode([(tok, pos, 0, True) for pos, tok in enumerate(tokens)], read)
+        return rows
+
     def score(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:
         return [self._score_group(group) for group in groups]
 
     def _score_group(self, group: ScoreGroup) -> list[tuple[float, bool]]:
         """Decode the context once on sequence 0, then the continuations side by side on copies of it."""
         continuations = [list(c) for c in group.continuations]
-        context = list(group.context)
-        overflow = len(context) + max((len(c) for c in continuations), default=0) - self.n_ctx
-        if overflow > 0:  # keep the end of the context, as lm-eval's own models do
-            context = context[overflow:]
-        if not context:
-            raise BackendError("cannot score a continuation without a context token")
+        context = group.fitted_context(self.n_ctx)
         first_row = self._prefill(context)
         first_best = int(np.argmax(first_row))
         results: list[tuple[float, bool]] = []

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from .base import BackendError, DeviceStatus, LoadRequest, ScoreGroup, Unsupported
 
 INSTALL_HINT = "mlx is not installed (pip install 'pytest-slm[mlx]')"
@@ -450,6 +452,18 @@ class MlxModel:
         logits = self._head(hidden).astype(self._mx.float32)
         return logits - self._mx.logsumexp(logits, axis=-1, keepdims=True)
 
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        mx = self._mx
+        mx.set_default_device(self._device)
+        cache = make_prompt_cache(self._model)
+        rows = []
+        for start in range(0, len(tokens), self.n_batch):
+            hidden = self._body(mx.array(tokens[start : start + self.n_batch])[None], cache)[0]
+            rows.append(np.array(self._head(hidden).astype(mx.float32)))
+        return np.concatenate(rows)
+
     def score(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:
         return [self._score_group(group) for group in groups]
 
@@ -461,12 +475,7 @@ class MlxModel:
         """
         mx = self._mx
         continuations = [list(c) for c in group.continuations]
-        context = list(group.context)
-        overflow = len(context) + max((len(c) for c in continuations), default=0) - self.n_ctx
-        if overflow > 0:  # keep the end of the context, as lm-eval's own models do
-            context = context[overflow:]
-        if not context:
-            raise BackendError("cannot score a continuation without a context token")
+        context = group.fitted_context(self.n_ctx)
         cache, last = self._prefill(context)
         first = self._log_probs(last)[0]
         first_best = int(mx.argmax(first).item())
