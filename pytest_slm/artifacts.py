@@ -20,9 +20,20 @@ from .atomic import write_text_atomic
 from .backends.base import BackendError
 from .registry import GGUF_MAGIC
 
-# quant name -> llama.cpp file type; `f32` is exact for every ggml block type, so it is the
-# reference other quantizations and runtimes are compared with.
-LLAMA_FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32"}
+# quant name -> llama.cpp file type. `f32` is exact for every ggml block type, so it is the
+# reference other quantizations and runtimes are compared with; the rest is the ladder a team
+# chooses from (llama.cpp falls back to a near type for a tensor whose rows a K-quant cannot split).
+LLAMA_FTYPES = {
+    "f32": "LLAMA_FTYPE_ALL_F32",
+    "f16": "LLAMA_FTYPE_MOSTLY_F16",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+}
 
 
 def default_cache_dir() -> Path:

@@ -12,9 +12,12 @@ from .artifacts import default_cache_dir
 from .matrix import TaskSpec
 
 DEVICES = ("llamacpp-cpu", "llamacpp-cuda", "llamacpp-metal", "mlx-cpu", "mlx-gpu")
-# `native` is the file as shipped; the others are made from it by the backends that can: `f32` by
-# llama.cpp's quantizer (exact), `f16` and `mlx-q*` by MLX.
-QUANTS = ("native", "f32", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
+# `native` is the file as shipped; the others are made from it by the backends that can: the GGUF
+# types by llama.cpp's quantizer (`f32` exactly), `f16` and `mlx-q*` by MLX.
+QUANTS = (
+    "native", "f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k",
+    "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2",
+)
 
 # name: (help, ini type, default); every option is also an ini key `slm_<name>`.
 OPTIONS: dict[str, tuple[str, str, str | None]] = {

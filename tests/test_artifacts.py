@@ -51,3 +51,8 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(gguf, tmp_path):
     with pytest.raises(BackendError, match=r"cannot build f32 .* in the cache"):
         derived_gguf(gguf, "f32", occupied)
     assert occupied.read_text() == "not a directory"
+
+
+def test_the_ladder_builds_files_that_shrink_with_the_bits(gguf, tmp_path):
+    sizes = {quant: derived_gguf(gguf, quant, tmp_path).stat().st_size for quant in ("f16", "q8_0", "q4_k_m", "q2_k")}
+    assert sizes["f16"] > sizes["q8_0"] > sizes["q4_k_m"] > sizes["q2_k"]
