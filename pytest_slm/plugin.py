@@ -146,9 +146,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     slm.close()
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller prints the one table
-        workeroutput["slm_rows"] = slm.rows
-        workeroutput["slm_parity_rows"] = slm.parity_rows
-        workeroutput["slm_writes"] = slm.writes
+        workeroutput["slm"] = {name: getattr(slm, name) for name in slm.SHARED}
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -163,6 +161,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(report.parity_table(slm.parity_rows))
     for line in report.baseline_writes(slm.writes) if slm.writes else ():
         terminalreporter.write_line(line)
+    if slm.loads:
+        terminalreporter.write_line(report.model_loads(slm.loads))
     if slm.config.report_dir is not None:
         written = report.write_report(slm.config.report_dir, slm.rows, slm.parity_rows, slm.writes)
         terminalreporter.write_line(f"pytest-slm report: {', '.join(map(str, written))}")
@@ -171,10 +171,30 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 class XdistHooks:
     """Registered only with xdist present: its hooks would not validate without it."""
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """-n N's default distribution, but a model's items go to one worker, which loads it once.
+
+        xdist's own `loadgroup` would do this, but on pytest 9.2 it silently stops grouping
+        (pytest-xdist #1386): the scheduler is given the grouping directly instead.
+        """
+        if config.getvalue("dist") != "load":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        session = config.stash[SESSION]
+        groups = {case.id: case.model_id for with_tasks in (True, False) for case, _ in session.cases(with_tasks)}
+
+        class ModelScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                parameters = nodeid[nodeid.rfind("[") + 1 : -1] if nodeid.endswith("]") else ""
+                return groups.get(parameters, nodeid)
+
+        return ModelScheduling(config, log)
+
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         slm = node.config.stash[SESSION]
-        output = getattr(node, "workeroutput", {})
-        slm.rows.extend(output.get("slm_rows", []))
-        slm.parity_rows.extend(output.get("slm_parity_rows", []))
-        slm.writes.extend(output.get("slm_writes", []))
+        shared = getattr(node, "workeroutput", {}).get("slm", {})
+        for name in slm.SHARED:
+            getattr(slm, name).extend(shared.get(name, []))

@@ -58,6 +58,14 @@ def baseline_writes(writes: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def model_loads(loads: Sequence[dict[str, str]]) -> str:
+    """Which process loaded what: a model loaded twice in one process is time thrown away."""
+    by_process: dict[str, list[str]] = {}
+    for load in loads:
+        by_process.setdefault(load["process"], []).append(load["model"])
+    return "model loads: " + "; ".join(f"{process}: {', '.join(models)}" for process, models in sorted(by_process.items()))
+
+
 def _or_dash(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,8 +32,12 @@ class SlmSession:
     store: BaselineStore
     rows: list[dict[str, Any]] = field(default_factory=list)
     parity_rows: list[dict[str, Any]] = field(default_factory=list)
-    writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}: plain, for xdist
+    writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
+    loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
+
+    # what a pytest-xdist worker sends the controller: plain data, so execnet can carry it
+    SHARED = ("rows", "parity_rows", "writes", "loads")
 
     @classmethod
     def start(cls, config: SlmConfig) -> SlmSession:
@@ -102,6 +107,7 @@ class SlmSession:
             for other in [k for k, v in self._loaded.items() if isinstance(v, SlmModel)]:
                 self._loaded.pop(other).backend.close()  # type: ignore[union-attr]
             cached = self._loaded[case.model_id] = self._load(case)
+            self.loads.append({"process": os.environ.get("PYTEST_XDIST_WORKER", "main"), "model": case.model_id})
         if isinstance(cached, Unsupported):
             pytest.skip(f"{case.model_id}: {cached}")
         if isinstance(cached, BaseException):
@@ -180,7 +186,10 @@ class SlmSession:
     def measure_parity(self, case: ParityCase) -> Fidelity:
         """Both runtimes on the same windows of the evaluation text; one model loaded at a time."""
         reference_case, candidate_case = case.sides
-        text = self.config.eval_text.read_text(encoding="utf-8")
+        try:
+            text = self.config.eval_text.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            pytest.fail(f"cannot read the evaluation text {self.config.eval_text}: {exc}", pytrace=False)
         reference = self.model(reference_case).backend
         tokens = reference.tokenize(text)
         chunks = windows(tokens, self.config.parity_window)

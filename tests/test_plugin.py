@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_slm.baselines import BaselineKey, BaselineStore
 from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,3 +220,48 @@ def test_parity_passes_on_the_real_import_and_fails_on_a_broken_one(project):
     broken.stdout.fnmatch_lines(
         ["*-f32: the runtimes disagree on the same weights: top-1 agreement 0.* < 0.99; mean KL divergence * > 0.01 over 254 positions*"]
     )
+
+
+def summary(result: pytest.RunResult) -> list[str]:
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "pytest-slm summary" in line)
+    return [line for line in lines[start + 1 :] if line.startswith("smollm2-135m")]
+
+
+def test_xdist_gives_the_serial_table_and_loads_each_model_once(project):
+    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=2)
+    serial = project.runpytest_subprocess()
+    parallel = project.runpytest_subprocess("-n", "2")
+    parallel.assert_outcomes(passed=2)
+    assert summary(parallel) == summary(serial) and len(summary(serial)) == 2
+    [loads] = [line for line in parallel.stdout.lines if line.startswith("model loads: ")]
+    assert loads.count("smollm2-135m-llamacpp-cpu-native") == 1 and loads.startswith("model loads: gw")
+
+
+STRESS = """
+import os
+
+from pytest_slm.tasks import AccuracyResult
+
+
+def test_write(slm_task, slm_accuracy):
+    worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
+    outcomes = {f"{i:05d}": int((i + worker) % 4 == 0) for i in range(40)}
+    slm_accuracy.check(AccuracyResult(slm_task, "acc", outcomes, f"prompts-{worker}", "tokens", 0.0))
+"""
+
+
+def test_four_workers_writing_the_same_300_baselines_lose_nothing(project):
+    """Every worker writes every file (--dist each): 1,200 racing writes, every file whole afterwards."""
+    project.makepyfile(test_accuracy=STRESS)
+    tasks = ",".join(f"{name}:{shots}" for name in ("slm_facts", "slm_cloze", "slm_arith") for shots in range(100))
+    result = project.runpytest_subprocess("--update-baselines", "-n", "4", "--dist", "each", f"--slm-tasks={tasks}")
+    result.assert_outcomes(passed=1200)
+    store = BaselineStore(project.path / "baselines")
+    written = [p for p in (project.path / "baselines").rglob("*") if p.is_file()]
+    assert len(written) == 300 and all(p.suffix == ".json" for p in written)  # no temporary file left behind
+    variants = {f"prompts-{w}": {f"{i:05d}": int((i + w) % 4 == 0) for i in range(40)} for w in range(4)}
+    for spec in tasks.split(","):
+        name, shots = spec.split(":")
+        record = store.read(BaselineKey("smollm2-135m", "llamacpp-cpu", "native", name, int(shots)))
+        assert record["outcomes"] == variants[record["prompts_sha256"]] and record["n"] == 40
