@@ -158,6 +158,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if slm.rows:
         terminalreporter.write_line(report.summary_table(slm.rows))
     if slm.parity_rows:
+        terminalreporter.write_line("")
         terminalreporter.write_line(report.parity_table(slm.parity_rows))
     for line in report.baseline_writes(slm.writes) if slm.writes else ():
         terminalreporter.write_line(line)
