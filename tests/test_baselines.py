@@ -3,28 +3,11 @@ import re
 
 import pytest
 
-from pytest_slm.baselines import SCHEMA_VERSION, BaselineError, BaselineKey, BaselineStore, lock_path
+from records import baseline_record as record
+
+from pytest_slm.baselines import BaselineError, BaselineKey, BaselineStore, lock_path
 
 KEY = BaselineKey("smollm2-135m", "llamacpp-cpu", "native", "slm_arith", 5)
-
-
-def record(**changes):
-    base = {
-        "schema_version": SCHEMA_VERSION,
-        "model": "smollm2-135m",
-        "device": "llamacpp-cpu",
-        "quant": "native",
-        "task": "slm_arith",
-        "shots": 5,
-        "metric": "exact_match",
-        "accuracy": 0.5,
-        "n": 2,
-        "outcomes": {"00000": 1, "00001": 0},
-        "prompts_sha256": "p",
-        "tokens_sha256": "t",
-        "provenance": {"date": "2026-11-22", "lm_eval": "0.4.13"},
-    }
-    return {**base, **changes}
 
 
 def test_path_names_model_device_quant_and_task(tmp_path):

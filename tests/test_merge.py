@@ -4,31 +4,15 @@ import sys
 
 import pytest
 
+from records import baseline_record as record
+
 from pytest_slm.__main__ import main
-from pytest_slm.baselines import SCHEMA_VERSION, dumps
+from pytest_slm.baselines import dumps
 from pytest_slm.merge import MergeError, merge_trees
 
 ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
 FACTS = "smollm2-135m/llamacpp-cuda/native/slm_facts-0shot.json"
 LATENCY = "smollm2-135m/llamacpp-cpu/native/latency.json"  # another kind of baseline, merged generically
-
-
-def record(accuracy=0.5, date="2026-11-22"):
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": "smollm2-135m",
-        "device": "llamacpp-cpu",
-        "quant": "native",
-        "task": "slm_arith",
-        "shots": 5,
-        "metric": "exact_match",
-        "accuracy": accuracy,
-        "n": 2,
-        "outcomes": {"00000": 1, "00001": 1 if accuracy == 1.0 else 0},
-        "prompts_sha256": "p",
-        "tokens_sha256": "t",
-        "provenance": {"date": date, "lm_eval": "0.4.13"},
-    }
 
 
 def tree(root, files):

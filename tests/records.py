@@ -1,0 +1,22 @@
+"""A valid accuracy baseline record, for the tests of the store and of the merge CLI."""
+
+from pytest_slm.baselines import SCHEMA_VERSION
+
+
+def baseline_record(accuracy=0.5, date="2026-11-22", **changes):
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": "smollm2-135m",
+        "device": "llamacpp-cpu",
+        "quant": "native",
+        "task": "slm_arith",
+        "shots": 5,
+        "metric": "exact_match",
+        "accuracy": accuracy,
+        "n": 2,
+        "outcomes": {"00000": 1, "00001": 1 if accuracy == 1.0 else 0},
+        "prompts_sha256": "p",
+        "tokens_sha256": "t",
+        "provenance": {"date": date, "lm_eval": "0.4.13"},
+        **changes,
+    }
