@@ -38,7 +38,7 @@ def questions():
         a, b = (int(x) for x in rng.integers(2, 20, size=2))
         choices = [str(a + b), str(a + b + 1), str(a * b), str(abs(a - b))]
         items.append((f"Question: What is {a} plus {b}?\nAnswer:", [" " + c for c in choices]))
-    for animal, sound in [("dog", "bark"), ("cat", "meow"), ("cow", "moo"), ("duck", "quack")]:
+    for animal in ("dog", "cat", "cow", "duck"):
         items.append((f"The {animal} says", [" bark", " meow", " moo", " quack", " a long sentence here"]))
     return items
 
