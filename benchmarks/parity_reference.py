@@ -11,37 +11,25 @@ next-token distributions (KL divergence against the first-named side, top-1 agre
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 from pathlib import Path
 
 from tabulate import tabulate
+from windows import model_and_text, parse_arguments, window_logits
 
 from pytest_slm.backends import llamacpp, mlx
 from pytest_slm.backends.base import LoadRequest
-from pytest_slm.fidelity import compare, windows
-from pytest_slm.registry import load_registry
-
-ROOT = Path(__file__).resolve().parents[1]
+from pytest_slm.fidelity import compare
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    gguf = load_registry(ROOT / "suites" / "models.toml")[args.model].gguf_path()
-    text = (ROOT / "suites" / "eval" / "text.txt").read_text(encoding="utf-8")
+    args = parse_arguments(__doc__)
+    gguf, text = model_and_text(args.model)
     logits, seconds = {}, {}
     with tempfile.TemporaryDirectory() as cache:
         for name, backend, quant in [("llama.cpp f32", llamacpp, "f32"), ("llama.cpp native", llamacpp, "native"), ("MLX native", mlx, "native")]:
             model = backend.load(LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=Path(cache)))
-            chunks = windows(model.tokenize(text), args.window)
-            started = time.perf_counter()
-            logits[name] = [model.logits(chunk) for chunk in chunks]
-            seconds[name] = time.perf_counter() - started
+            chunks, logits[name], seconds[name] = window_logits(model, text, args.window)
             model.close()
     rows = []
     for reference, candidate in [("llama.cpp f32", "MLX native"), ("llama.cpp f32", "llama.cpp native"), ("llama.cpp native", "MLX native")]:

@@ -10,22 +10,17 @@ those Q4_1 values, not of the original float weights.
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections import Counter
 from pathlib import Path
 
 import gguf
-
 from tabulate import tabulate
+from windows import model_and_text, parse_arguments, window_logits
 
 from pytest_slm.artifacts import LLAMA_FTYPES, default_cache_dir, derived_gguf
 from pytest_slm.backends import llamacpp
 from pytest_slm.backends.base import LoadRequest
-from pytest_slm.fidelity import compare, windows
-from pytest_slm.registry import load_registry
-
-ROOT = Path(__file__).resolve().parents[1]
+from pytest_slm.fidelity import compare
 
 
 def tensor_types(path: Path) -> str:
@@ -36,32 +31,25 @@ def tensor_types(path: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    gguf_path = load_registry(ROOT / "suites" / "models.toml")[args.model].gguf_path()
-    text = (ROOT / "suites" / "eval" / "text.txt").read_text(encoding="utf-8")
+    args = parse_arguments(__doc__)
+    gguf_path, text = model_and_text(args.model)
 
     def path(quant: str) -> Path:
         return gguf_path if quant == "native" else derived_gguf(gguf_path, quant, default_cache_dir())
 
     def run(quant: str):
         model = llamacpp.load(LoadRequest(args.model, gguf_path, None, "cpu", quant, args.threads, cache_dir=default_cache_dir()))
-        chunks = windows(model.tokenize(text), args.window)
-        started = time.perf_counter()
-        logits = [model.logits(chunk) for chunk in chunks]
-        seconds = time.perf_counter() - started
+        chunks, logits, seconds = window_logits(model, text, args.window)
         n_params = model._lib.llama_model_n_params(model._model)
         size = model._lib.llama_model_size(model._model)
         model.close()
         return chunks, logits, seconds, 8 * size / n_params, size
 
-    chunks, reference, *_ = run("f32")
+    measured = {"f32": run("f32")}
+    chunks, reference = measured["f32"][:2]
     rows = []
     for quant in ["native", *LLAMA_FTYPES]:
-        _, logits, seconds, bits, size = run(quant)
+        _, logits, seconds, bits, size = measured.get(quant) or run(quant)
         f = compare(zip(reference, logits, chunks))
         rows.append((quant, f"{size / 2**20:.0f}", f"{bits:.2f}", f"{f.mean_kld:.2e}", f"{f.p99_kld:.2e}",
                      f"{f.top1_agreement:.4f}", f"{f.perplexity:.2f}", f"{f.tokens / seconds:.0f}", tensor_types(path(quant))))

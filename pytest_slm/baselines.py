@@ -86,7 +86,7 @@ class BaselineStore:
                 old = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 old = None
-            if old is not None and _without_date(old) == _without_date(record):
+            if old is not None and without_date(old) == without_date(record):
                 return False
             write_text_atomic(path, text)
         return True
@@ -136,6 +136,9 @@ def writable_dir_problem(root: Path) -> str | None:
         return f"baselines directory {probe} is not writable ({exc.strerror})"
 
 
-def _without_date(record: dict[str, Any]) -> dict[str, Any]:
-    provenance = {k: v for k, v in record.get("provenance", {}).items() if k != "date"}
-    return {**record, "provenance": provenance}
+def without_date(record: object) -> object:
+    """What a record measured: a refresh that changes only its provenance date is no change."""
+    if isinstance(record, dict) and isinstance(record.get("provenance"), dict):
+        provenance = {k: v for k, v in record["provenance"].items() if k != "date"}
+        return {**record, "provenance": provenance}
+    return record

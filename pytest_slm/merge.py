@@ -16,7 +16,7 @@ from typing import Literal
 from filelock import FileLock
 
 from .atomic import write_text_atomic
-from .baselines import BaselineError, lock_path, validate, writable_dir_problem
+from .baselines import BaselineError, lock_path, validate, without_date, writable_dir_problem
 
 Prefer = Literal["first", "last"]
 _UNREADABLE = object()
@@ -71,7 +71,7 @@ def merge_trees(sources: Sequence[Path], into: Path, prefer: Prefer | None = Non
         for relative, version in chosen.items():
             target = into / relative
             exists = target.exists()
-            if exists and _measurement(_read_existing(target)) == _measurement(version.record):
+            if exists and without_date(_read_existing(target)) == without_date(version.record):
                 report.unchanged.append(relative)
                 continue
             (report.changed if exists else report.added).append(relative)
@@ -108,7 +108,7 @@ def _distinct(found: list[_Version]) -> list[_Version]:
     """The first version of each different measurement, in source order."""
     distinct: list[_Version] = []
     for version in found:
-        if all(_measurement(version.record) != _measurement(seen.record) for seen in distinct):
+        if all(without_date(version.record) != without_date(seen.record) for seen in distinct):
             distinct.append(version)
     return distinct
 
@@ -120,10 +120,3 @@ def _read_existing(path: Path) -> object:
     except (OSError, ValueError):
         return _UNREADABLE
 
-
-def _measurement(record: object) -> object:
-    """What a file measured: its provenance date is not a change, as in `BaselineStore.write`."""
-    if isinstance(record, dict) and isinstance(record.get("provenance"), dict):
-        provenance = {k: v for k, v in record["provenance"].items() if k != "date"}
-        return {**record, "provenance": provenance}
-    return record

@@ -52,17 +52,21 @@ def _param(case: Case | ParityCase, skip: str | None) -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Items of one (model, device, quant) run together, so each model loads once; parity items,
-    which load two, run last."""
+    """Items of one (model, device, quant) run together, so each model loads once; a parity item
+    runs right after the items of its MLX side, which it then finds still loaded."""
     order: dict[str, int] = {}
     for item in items:
         case = _case_of(item)
         if isinstance(case, Case):
             order.setdefault(case.model_id, len(order))
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> float:
         case = _case_of(item)
-        return -1 if case is None else order[case.model_id] if isinstance(case, Case) else len(order)
+        if case is None:
+            return -1
+        if isinstance(case, Case):
+            return order[case.model_id]
+        return order.get(case.sides[1].model_id, len(order)) + 0.5
 
     items.sort(key=rank)
 

@@ -184,20 +184,21 @@ class SlmSession:
     # -- parity -------------------------------------------------------------------------------
 
     def measure_parity(self, case: ParityCase) -> Fidelity:
-        """Both runtimes on the same windows of the evaluation text; one model loaded at a time."""
+        """Both runtimes on the same windows of the evaluation text, one model loaded at a time:
+        the candidate first, since its items have just run and it is still loaded."""
         reference_case, candidate_case = case.sides
         try:
             text = self.config.eval_text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             pytest.fail(f"cannot read the evaluation text {self.config.eval_text}: {exc}", pytrace=False)
-        reference = self.model(reference_case).backend
-        tokens = reference.tokenize(text)
-        chunks = windows(tokens, self.config.parity_window)
-        reference_logits = [reference.logits(chunk) for chunk in chunks]
         candidate = self.model(candidate_case).backend
-        if candidate.tokenize(text) != tokens:
+        tokens = candidate.tokenize(text)
+        chunks = windows(tokens, self.config.parity_window)
+        candidate_logits = [candidate.logits(chunk) for chunk in chunks]
+        reference = self.model(reference_case).backend
+        if reference.tokenize(text) != tokens:
             pytest.fail(f"{case.id}: the two runtimes tokenize the evaluation text differently", pytrace=False)
-        return compare((r, candidate.logits(chunk), chunk) for r, chunk in zip(reference_logits, chunks))
+        return compare((reference.logits(chunk), c, chunk) for c, chunk in zip(candidate_logits, chunks))
 
     def check_parity(self, case: ParityCase, fidelity: Fidelity) -> None:
         __tracebackhide__ = True
