@@ -15,20 +15,28 @@ from filelock import FileLock
 from .atomic import write_text_atomic
 
 SCHEMA_VERSION = 1
-REQUIRED = {
+COMMON_FIELDS = {
     "schema_version": int,
+    "kind": str,
     "model": str,
     "device": str,
     "quant": str,
-    "task": str,
-    "shots": int,
-    "metric": str,
-    "accuracy": float,
-    "n": int,
-    "outcomes": dict,
-    "prompts_sha256": str,
-    "tokens_sha256": str,
     "provenance": dict,
+}
+# what each kind of item stores besides the common fields
+KIND_FIELDS = {
+    "accuracy": {
+        "task": str,
+        "shots": int,
+        "metric": str,
+        "accuracy": float,
+        "n": int,
+        "outcomes": dict,
+        "prompts_sha256": str,
+        "tokens_sha256": str,
+    },
+    "latency": {"fingerprint": dict, "metrics": dict},
+    "memory": {"fingerprint": dict, "weights_bytes": int, "kv_bytes_per_token": int},
 }
 
 
@@ -38,16 +46,16 @@ class BaselineError(Exception):
 
 @dataclass(frozen=True)
 class BaselineKey:
+    """Where one item's record lives: baselines/<model>/<device>/<quant>/<name>.json, named for humans."""
+
     model: str
     device: str
     quant: str
-    task: str
-    shots: int
+    name: str  # "slm_arith-5shot"; "runtime/<fingerprint>/decode"
 
     @property
     def relative_path(self) -> Path:
-        """Named for humans: baselines/<model>/<device>/<quant>/<task>-<shots>shot.json."""
-        return Path(self.model, self.device, self.quant, f"{self.task}-{self.shots}shot.json")
+        return Path(self.model, self.device, self.quant, f"{self.name}.json")
 
 
 class BaselineStore:
@@ -101,13 +109,16 @@ def validate(record: object, path: Path) -> None:
             f"baseline {path} has schema version {version!r}, this pytest-slm reads {SCHEMA_VERSION}"
             " (refresh it with --update-baselines)"
         )
-    for name, kind in REQUIRED.items():
+    kind = record.get("kind")
+    if kind not in KIND_FIELDS:
+        raise BaselineError(f"baseline {path}: kind {kind!r} is not one of {', '.join(KIND_FIELDS)}")
+    for name, expected in {**COMMON_FIELDS, **KIND_FIELDS[kind]}.items():
         value = record.get(name)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
             continue
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise BaselineError(f"baseline {path}: field {name!r} is missing or not a {kind.__name__}")
-    if not all(v in (0, 1) for v in record["outcomes"].values()):
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise BaselineError(f"baseline {path}: field {name!r} is missing or not a {expected.__name__}")
+    if kind == "accuracy" and not all(v in (0, 1) for v in record["outcomes"].values()):
         raise BaselineError(f"baseline {path}: outcomes must be 0 or 1 per sample")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,9 @@ QUANTS = (
     "native", "f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k",
     "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2",
 )
+
+LATENCY_FAMILIES = ("prefill", "decode", "ttft")
+DEFAULT_LATENCY_TOLERANCE = 0.10
 
 # name: (help, ini type, default); every option is also an ini key `slm_<name>`.
 OPTIONS: dict[str, tuple[str, str, str | None]] = {
@@ -36,6 +40,18 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "parity-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
     "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
     "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
+    "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
+    "decode-prompt": ("prompt tokens before test_decode_speed generates; its time to first token (default 128)", "string", "128"),
+    "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
+    "repeats": ("timed runs per latency metric, after one warm-up (default 5)", "string", "5"),
+    "latency-tolerance": (
+        "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
+        "args",
+        str(DEFAULT_LATENCY_TOLERANCE),
+    ),
+    "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
+    "kv-contexts": ("context lengths the memory items report the KV cache at (default 512,2048,8192)", "args", "512,2048,8192"),
+    "memory-tolerance": ("growth of weight or KV cache bytes that fails a memory item (default 0.01)", "string", "0.01"),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
 }
@@ -84,6 +100,14 @@ class SlmConfig:
     parity_window: int
     parity_top1: float
     parity_kld: float
+    prefill_lengths: tuple[int, ...]
+    decode_prompt: int
+    decode_tokens: int
+    repeats: int
+    latency_tolerances: dict[str, float]
+    latency_k: float
+    kv_contexts: tuple[int, ...]
+    memory_tolerance: float
     alpha: float
     min_drop_points: float
     update: bool
@@ -117,16 +141,32 @@ def read_config(config: pytest.Config) -> SlmConfig:
             raise pytest.UsageError(f"--slm-{name} is empty")
         return cleaned
 
-    def number(name: str, kind: type, low: float, default: object = None):
-        raw = value(name)
-        if raw is None:
-            return default
+    def parse(name: str, raw: str, kind: type, low: float) -> Any:
         try:
             parsed = kind(raw)
         except ValueError:
             raise pytest.UsageError(f"--slm-{name} must be a {kind.__name__}, got {raw!r}") from None
         if parsed < low:
             raise pytest.UsageError(f"--slm-{name} must be at least {low}, got {raw!r}")
+        return parsed
+
+    def number(name: str, kind: type, low: float, default: object = None) -> Any:
+        raw = value(name)
+        return default if raw is None else parse(name, str(raw), kind, low)
+
+    def lengths(name: str) -> tuple[int, ...]:
+        return tuple(sorted({parse(name, part, int, 1) for part in names(name) or ()}))
+
+    def tolerances() -> dict[str, float]:
+        """`0.1` for every metric, or `prefill=0.1,decode=0.15`; unnamed families keep the default."""
+        parsed = {"*": DEFAULT_LATENCY_TOLERANCE}
+        for part in names("latency-tolerance") or ():
+            family, _, raw = part.rpartition("=")
+            if family and family not in LATENCY_FAMILIES:
+                raise pytest.UsageError(
+                    f"unknown latency metric {family!r} in --slm-latency-tolerance; known: {', '.join(LATENCY_FAMILIES)}"
+                )
+            parsed[family or "*"] = parse("latency-tolerance", raw, float, 0.0)
         return parsed
 
     devices = names("devices")
@@ -164,6 +204,14 @@ def read_config(config: pytest.Config) -> SlmConfig:
         parity_window=number("parity-window", int, 2),
         parity_top1=number("parity-top1", float, 0.0),
         parity_kld=number("parity-kld", float, 0.0),
+        prefill_lengths=lengths("prefill-lengths"),
+        decode_prompt=number("decode-prompt", int, 1),
+        decode_tokens=number("decode-tokens", int, 1),
+        repeats=number("repeats", int, 1),
+        latency_tolerances=tolerances(),
+        latency_k=number("latency-k", float, 0.0),
+        kv_contexts=lengths("kv-contexts"),
+        memory_tolerance=number("memory-tolerance", float, 0.0),
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),
         update=flag("update_baselines"),

@@ -21,6 +21,7 @@ MARKERS = {
     "slm": "an item of the model x device x quant (x task) matrix (added by pytest-slm)",
     "slm_accuracy": "a task-accuracy item compared with its stored baseline",
     "slm_parity": "the same weights on llama.cpp and MLX, compared distribution by distribution",
+    "slm_runtime": "latency and memory items, compared with this machine's own baseline",
 }
 
 
@@ -119,6 +120,34 @@ def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskS
     return AccuracyCheck(session, slm_case, session.baseline_for(slm_case))
 
 
+class RuntimeCheck:
+    """What `slm_runtime` gives a test: measure a cost of the loaded model on this machine and
+    compare it with the baseline of this machine's fingerprint (or write it)."""
+
+    def __init__(self, session: SlmSession) -> None:
+        self._session = session
+
+    def prefill(self, model: SlmModel) -> None:
+        """Prompt evaluation speed at each --slm-prefill-lengths."""
+        __tracebackhide__ = True
+        self._session.check_latency(model, "prefill")
+
+    def decode(self, model: SlmModel) -> None:
+        """Generation speed after --slm-decode-prompt tokens, and the time to the first token."""
+        __tracebackhide__ = True
+        self._session.check_latency(model, "decode")
+
+    def memory(self, model: SlmModel) -> None:
+        """Weights, KV cache per token and at --slm-kv-contexts, and peak resident memory."""
+        __tracebackhide__ = True
+        self._session.check_memory(model)
+
+
+@pytest.fixture
+def slm_runtime(request: pytest.FixtureRequest) -> RuntimeCheck:
+    return RuntimeCheck(request.config.stash[SESSION])
+
+
 @pytest.fixture
 def slm_parity_case(request: pytest.FixtureRequest) -> ParityCase:
     """The model and quant, and the two runtimes' devices, this parity item compares."""
@@ -145,6 +174,20 @@ def slm_parity(request: pytest.FixtureRequest, slm_parity_case: ParityCase) -> P
     return ParityCheck(request.config.stash[SESSION], slm_parity_case)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """What the item measured also goes to its JUnit properties (`record_property`'s store)."""
+    results = item.config.stash[SESSION].results()
+    before = {name: len(rows) for name, rows in results.items()}
+    try:
+        return (yield)
+    finally:
+        for name, rows in results.items():
+            if name != "baseline_writes":
+                for row in rows[before[name] :]:
+                    item.user_properties += report.junit_properties(row)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     slm = session.config.stash[SESSION]
     slm.close()
@@ -157,19 +200,18 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     slm = config.stash[SESSION]
     if hasattr(config, "workerinput"):
         return
-    if slm.rows or slm.parity_rows or slm.writes:
+    results = slm.results()
+    if any(results.values()):
         terminalreporter.section("pytest-slm summary")
-    if slm.rows:
-        terminalreporter.write_line(report.summary_table(slm.rows))
-    if slm.parity_rows:
+    for table in report.tables(results):
+        terminalreporter.write_line(table)
         terminalreporter.write_line("")
-        terminalreporter.write_line(report.parity_table(slm.parity_rows))
     for line in report.baseline_writes(slm.writes) if slm.writes else ():
         terminalreporter.write_line(line)
     if slm.loads:
         terminalreporter.write_line(report.model_loads(slm.loads))
     if slm.config.report_dir is not None:
-        written = report.write_report(slm.config.report_dir, slm.rows, slm.parity_rows, slm.writes)
+        written = report.write_report(slm.config.report_dir, results)
         terminalreporter.write_line(f"pytest-slm report: {', '.join(map(str, written))}")
 
 

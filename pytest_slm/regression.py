@@ -1,17 +1,18 @@
 """Verdicts: an accuracy result against its stored baseline, two runtimes' distributions against
-the agreement they must reach."""
+the agreement they must reach, timings and memory against this machine's baseline."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Sequence
 
 from .baselines import SCHEMA_VERSION, BaselineKey
 from .fidelity import Fidelity
 from .matrix import Case
-from .stats import compare_outcomes
+from .runtime import Fingerprint, MemoryUse, Timing
+from .stats import Slowdown, compare_outcomes, compare_timings, spread
 from .tasks import AccuracyResult
 
 SHOWN_FLIPS = 3
@@ -29,13 +30,21 @@ class Row:
     """One line of the summary table; plain data so xdist workers can send it."""
 
     item: str
+    model: str
+    device: str
+    quant: str
+    task: str
     accuracy: float
     baseline: float | None
-    delta_points: float | None
-    regressed: int | None
-    improved: int | None
-    p_value: float | None
     verdict: str
+    delta_points: float | None = None
+    regressed: int | None = None
+    improved: int | None = None
+    p_value: float | None = None
+
+    @classmethod
+    def of(cls, case: Case, accuracy: float, baseline: float | None, verdict: str, **comparison: Any) -> Row:
+        return cls(case.id, **_identity(case), task=str(case.task), accuracy=accuracy, baseline=baseline, verdict=verdict, **comparison)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -43,36 +52,68 @@ class Row:
 
 def baseline_key(case: Case) -> BaselineKey:
     assert case.task is not None
-    return BaselineKey(case.model, case.device, case.quant, case.task.name, case.task.shots)
+    return BaselineKey(case.model, case.device, case.quant, f"{case.task.name}-{case.task.shots}shot")
 
 
-def baseline_record(case: Case, result: AccuracyResult, provenance: dict[str, str]) -> dict[str, Any]:
-    assert case.task is not None
+def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
+    """Timings and memory belong to the machine: one directory per hardware fingerprint."""
+    return BaselineKey(case.model, case.device, case.quant, f"runtime/{fingerprint.slug}/{kind}")
+
+
+def _record(kind: str, case: Case, provenance: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
+        "kind": kind,
         "model": case.model,
         "device": case.device,
         "quant": case.quant,
-        "task": case.task.name,
-        "shots": case.task.shots,
-        "metric": result.metric,
-        "accuracy": round(result.accuracy, 6),
-        "n": len(result.outcomes),
-        "outcomes": result.outcomes,
-        "prompts_sha256": result.prompts_sha256,
-        "tokens_sha256": result.tokens_sha256,
+        **fields,
         "provenance": {
             **provenance,
             "pytest_slm": _version("pytest-slm"),
-            "lm_eval": _version("lm-eval"),
             "date": dt.date.today().isoformat(),
         },
     }
 
 
+def baseline_record(case: Case, result: AccuracyResult, provenance: dict[str, str]) -> dict[str, Any]:
+    assert case.task is not None
+    return _record(
+        "accuracy",
+        case,
+        {**provenance, "lm_eval": _version("lm-eval")},
+        {
+            "task": case.task.name,
+            "shots": case.task.shots,
+            "metric": result.metric,
+            "accuracy": round(result.accuracy, 6),
+            "n": len(result.outcomes),
+            "outcomes": result.outcomes,
+            "prompts_sha256": result.prompts_sha256,
+            "tokens_sha256": result.tokens_sha256,
+        },
+    )
+
+
+def latency_record(
+    case: Case, fingerprint: Fingerprint, timings: Sequence[Timing], load: float | None, provenance: dict[str, str]
+) -> dict[str, Any]:
+    fields = {"fingerprint": fingerprint.as_dict(), "metrics": {t.metric: t.as_dict() for t in timings}, "load_average": load}
+    return _record("latency", case, provenance, fields)
+
+
+def memory_record(case: Case, fingerprint: Fingerprint, use: MemoryUse, provenance: dict[str, str]) -> dict[str, Any]:
+    fields = {
+        "fingerprint": fingerprint.as_dict(),
+        "weights_bytes": use.profile.weights_bytes,
+        "kv_bytes_per_token": use.profile.kv_bytes_per_token,
+        "peak_rss_bytes": use.peak_rss_bytes,
+    }
+    return _record("memory", case, provenance, fields)
+
+
 def judge(case: Case, result: AccuracyResult, baseline: dict[str, Any], settings: Settings) -> tuple[Row, str | None]:
     """The summary row, and the failure message when the item regressed (None when it passes)."""
-    base_row = dict(item=case.id, accuracy=result.accuracy, baseline=baseline["accuracy"])
     refresh = "If the change is intended, refresh the baseline with --update-baselines."
     problem = None
     if baseline["prompts_sha256"] != result.prompts_sha256 and not settings.allow_prompt_change:
@@ -88,18 +129,20 @@ def judge(case: Case, result: AccuracyResult, baseline: dict[str, Any], settings
     elif baseline["n"] != len(result.outcomes):
         problem = f"the baseline has {baseline['n']} samples, this run {len(result.outcomes)} (--slm-limit differs)."
     if problem:
-        row = Row(**base_row, delta_points=None, regressed=None, improved=None, p_value=None, verdict="changed")
+        row = Row.of(case, result.accuracy, baseline["accuracy"], "changed")
         return row, f"{case.id}: {problem} {refresh}"
 
     comparison = compare_outcomes(baseline["outcomes"], result.outcomes)
     failed = comparison.is_regression(settings.alpha, settings.min_drop_points)
-    row = Row(
-        **base_row,
+    row = Row.of(
+        case,
+        result.accuracy,
+        baseline["accuracy"],
+        "FAIL" if failed else "pass",
         delta_points=comparison.delta_points,
         regressed=len(comparison.regressed),
         improved=len(comparison.improved),
         p_value=comparison.p_value,
-        verdict="FAIL" if failed else "pass",
     )
     if not failed:
         return row, None
@@ -134,6 +177,116 @@ def judge_parity(item: str, fidelity: Fidelity, min_top1: float, max_mean_kld: f
         f" over {fidelity.tokens} positions (p99 KLD {fidelity.p99_kld:.3g}, perplexity"
         f" {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})"
     )
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    tolerances: dict[str, float]  # by metric family ("prefill", "decode", "ttft"); "*" for the rest
+    k: float
+
+    def tolerance(self, metric: str) -> float:
+        return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
+
+
+def compare_latency(
+    timings: Sequence[Timing], baseline: dict[str, Any], settings: LatencySettings
+) -> tuple[dict[str, Slowdown], str | None]:
+    """Each metric against its baseline, or why they cannot be compared (other lengths or counts)."""
+    stored = baseline["metrics"]
+    measured = {t.metric: t for t in timings}
+    if set(stored) != set(measured) or any(stored[m]["tokens"] != t.tokens for m, t in measured.items()):
+        return {}, (
+            f"the baseline measured {', '.join(sorted(stored))}, this run {', '.join(sorted(measured))}"
+            " (prompt lengths or token counts differ)."
+        )
+    return {
+        metric: compare_timings(spread(stored[metric]["seconds"]), timing.spread, settings.tolerance(metric), settings.k)
+        for metric, timing in measured.items()
+    }, None
+
+
+def latency_rows(
+    case: Case, rounds: Sequence[tuple[Sequence[Timing], dict[str, Slowdown]]], baseline: dict[str, Any] | None, load: float | None
+) -> list[dict[str, Any]]:
+    """One row per metric, from the last round; a metric fails only if every round found it slower."""
+    timings, slowdowns = rounds[-1]
+    rows = []
+    for timing in timings:
+        stored = baseline["metrics"].get(timing.metric) if baseline else None
+        slowdown = slowdowns.get(timing.metric)
+        verdict = "updated" if baseline is None else "changed" if slowdown is None else "pass"
+        if slowdown is not None and all(s[timing.metric].regressed for _, s in rounds):
+            verdict = "FAIL"
+        current = timing.spread
+        rows.append(
+            {
+                "item": case.id,
+                **_identity(case),
+                "metric": timing.metric,
+                "unit": timing.unit,
+                "median": timing.shown(current.median),
+                "min": timing.shown(current.minimum),
+                "spread": current.relative,
+                "baseline": timing.shown(spread(stored["seconds"]).median) if stored else None,
+                "change_pct": None if slowdown is None else 100 * slowdown.change,
+                "limit_pct": None if slowdown is None else 100 * slowdown.limit,
+                "rounds": len(rounds),
+                "load": load,
+                "verdict": verdict,
+            }
+        )
+    return rows
+
+
+def latency_failure(
+    case: Case, fingerprint: Fingerprint, rows: Sequence[dict[str, Any]], rounds: Sequence[dict[str, Slowdown]]
+) -> str | None:
+    failed = [row for row in rows if row["verdict"] == "FAIL"]
+    if not failed:
+        return None
+    lines = [f"{case.id}: slower than this machine's baseline ({fingerprint}), in every round:"]
+    for row in failed:
+        changes = ", ".join(f"{100 * r[row['metric']].change:+.1f}%" for r in rounds)
+        lines.append(
+            f"  {row['metric']}: {row['median']:.4g} {row['unit']} now vs {row['baseline']:.4g} baseline;"
+            f" slower by {changes} (rounds), limit {row['limit_pct']:.1f}% = max(tolerance, k x spread)"
+        )
+    lines.append("If the change is intended, refresh the baseline with --update-baselines on this machine.")
+    return "\n".join(lines)
+
+
+def judge_memory(
+    case: Case, use: MemoryUse, baseline: dict[str, Any] | None, tolerance: float
+) -> tuple[dict[str, Any], str | None]:
+    """Weights and KV cache per token are properties of the build: any growth past `tolerance` fails,
+    as does a runtime that stores more per cached token than the model's shape says. Peak RSS is
+    shown, not judged: it depends on what else the process loaded before."""
+    profile = use.profile
+    problems = []
+    if abs(profile.kv_bytes_per_token_stored / profile.kv_bytes_per_token - 1) > tolerance:
+        problems.append(
+            f"the runtime stores {profile.kv_bytes_per_token_stored:.0f} KV cache bytes per token,"
+            f" the model's shape says {profile.kv_bytes_per_token}"
+        )
+    for name in ("weights_bytes", "kv_bytes_per_token") if baseline else ():
+        now, before = getattr(profile, name), baseline[name]
+        if now > before * (1 + tolerance):
+            problems.append(f"{name} grew from {before} to {now} ({100 * (now / before - 1):+.1f}% > {100 * tolerance:.0f}%)")
+    verdict = "updated" if baseline is None and not problems else "FAIL" if problems else "pass"
+    row = {
+        "item": case.id,
+        **_identity(case),
+        "weights_bytes": profile.weights_bytes,
+        "kv_bytes_per_token": profile.kv_bytes_per_token,
+        "kv_cache": use.kv_cache(),
+        "peak_rss_bytes": use.peak_rss_bytes,
+        "verdict": verdict,
+    }
+    return row, f"{case.id}: " + "; ".join(problems) if problems else None
+
+
+def _identity(case: Case) -> dict[str, Any]:
+    return {"model": case.model, "device": case.device, "quant": case.quant}
 
 
 def _tail(text: str, width: int = 60) -> str:

@@ -12,13 +12,29 @@ from typing import Any
 import pytest
 
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
-from .baselines import BaselineError, BaselineStore, writable_dir_problem
+from .baselines import BaselineError, BaselineKey, BaselineStore, writable_dir_problem
 from .fidelity import Fidelity, compare, windows
 from .matrix import Case, ParityCase, TaskSpec, build_cases, build_parity_cases
 from .model import SlmModel
 from .options import DEVICES, SlmConfig
 from .registry import ModelEntry, RegistryError, entry_for_path, load_registry
-from .regression import Row, Settings, baseline_key, baseline_record, judge, judge_parity
+from .regression import (
+    LatencySettings,
+    Row,
+    Settings,
+    baseline_key,
+    baseline_record,
+    compare_latency,
+    judge,
+    judge_memory,
+    judge_parity,
+    latency_failure,
+    latency_record,
+    latency_rows,
+    memory_record,
+    runtime_key,
+)
+from .runtime import Timing, fingerprint, load_average, measure_decode, measure_memory, measure_prefill
 from .tasks import AccuracyResult, TaskCatalog, TaskError
 
 BACKEND_MODULES = {"llamacpp": "pytest_slm.backends.llamacpp", "mlx": "pytest_slm.backends.mlx"}
@@ -32,12 +48,24 @@ class SlmSession:
     store: BaselineStore
     rows: list[dict[str, Any]] = field(default_factory=list)
     parity_rows: list[dict[str, Any]] = field(default_factory=list)
+    runtime_rows: list[dict[str, Any]] = field(default_factory=list)
+    memory_rows: list[dict[str, Any]] = field(default_factory=list)
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
 
     # what a pytest-xdist worker sends the controller: plain data, so execnet can carry it
-    SHARED = ("rows", "parity_rows", "writes", "loads")
+    SHARED = ("rows", "parity_rows", "runtime_rows", "memory_rows", "writes", "loads")
+
+    def results(self) -> dict[str, list[dict[str, Any]]]:
+        """Everything measured, by report section."""
+        return {
+            "items": self.rows,
+            "parity": self.parity_rows,
+            "runtime": self.runtime_rows,
+            "memory": self.memory_rows,
+            "baseline_writes": self.writes,
+        }
 
     @classmethod
     def start(cls, config: SlmConfig) -> SlmSession:
@@ -167,12 +195,8 @@ class SlmSession:
     def check_accuracy(self, case: Case, result: AccuracyResult, baseline: dict[str, Any] | None) -> None:
         __tracebackhide__ = True
         if self.config.update:
-            record = baseline_record(case, result, self.model(case).provenance)
-            changed = self.store.write(baseline_key(case), record)
-            self.writes.append({"path": self._shown(self.store.path(baseline_key(case))), "changed": changed})
-            self.rows.append(
-                Row(case.id, result.accuracy, None, None, None, None, None, "updated").as_dict()
-            )
+            self._write(baseline_key(case), baseline_record(case, result, self.model(case).provenance))
+            self.rows.append(Row.of(case, result.accuracy, None, "updated").as_dict())
             return
         assert baseline is not None
         settings = Settings(self.config.alpha, self.config.min_drop_points, self.config.allow_prompt_change)
@@ -181,16 +205,105 @@ class SlmSession:
         if failure:
             pytest.fail(failure, pytrace=False)
 
+    def _write(self, key: BaselineKey, record: dict[str, Any]) -> None:
+        changed = self.store.write(key, record)
+        self.writes.append({"path": self._shown(self.store.path(key)), "changed": changed})
+
+    # -- runtime costs ------------------------------------------------------------------------
+
+    def _runtime_baseline(self, case: Case, kind: str) -> dict[str, Any] | None:
+        """This machine's baseline; skips (or fails, with --slm-strict) before measuring when there
+        is none, and when other xdist workers would share the cores being timed."""
+        if self.config.worker_count > 1:
+            pytest.skip(
+                f"{kind} is measured alone: with {self.config.worker_count} xdist workers the timings would"
+                " include each other; run these items with -n 0 (e.g. pytest suites -m slm_runtime -n 0)"
+            )
+        if self.config.update:
+            return None
+        machine = fingerprint(case.device, self.config.threads)
+        key = runtime_key(case, kind, machine)
+        try:
+            baseline = self.store.read(key)
+        except BaselineError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        if baseline is None:
+            reason = (
+                f"no {kind} baseline for {case.model_id} on this machine ({machine});"
+                f" run --update-baselines on this machine to create {self._shown(self.store.path(key))}"
+            )
+            if self.config.strict:
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
+        return baseline
+
+    def _eval_text(self) -> str:
+        """The project's own text: what parity compares and what latency prompts are cut from."""
+        try:
+            return self.config.eval_text.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            pytest.fail(f"cannot read the evaluation text {self.config.eval_text}: {exc}", pytrace=False)
+
+    def check_latency(self, model: SlmModel, kind: str) -> None:
+        """Measure; when slower than the baseline, measure once more and fail only if it holds."""
+        __tracebackhide__ = True
+        case = model.case
+        baseline = self._runtime_baseline(case, kind)
+        tokens = model.tokenize(self._eval_text())
+        config = self.config
+
+        def measure() -> list[Timing]:
+            if kind == "prefill":
+                return measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats)
+            return measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, config.repeats)
+
+        load = load_average()
+        timings = measure()
+        machine = fingerprint(case.device, config.threads)
+        if baseline is None:
+            self._write(runtime_key(case, kind, machine), latency_record(case, machine, timings, load, model.provenance))
+            self.runtime_rows += latency_rows(case, [(timings, {})], None, load)
+            return
+        settings = LatencySettings(config.latency_tolerances, config.latency_k)
+        slowdowns, problem = compare_latency(timings, baseline, settings)
+        if problem:
+            self.runtime_rows += latency_rows(case, [(timings, {})], baseline, load)
+            pytest.fail(f"{case.id}: {problem} Refresh the baseline with --update-baselines.", pytrace=False)
+        rounds = [(timings, slowdowns)]
+        if any(s.regressed for s in slowdowns.values()):
+            confirmation = measure()
+            rounds.append((confirmation, compare_latency(confirmation, baseline, settings)[0]))
+        rows = latency_rows(case, rounds, baseline, load)
+        self.runtime_rows += rows
+        if failure := latency_failure(case, machine, rows, [s for _, s in rounds]):
+            pytest.fail(failure, pytrace=False)
+
+    def check_memory(self, model: SlmModel) -> None:
+        __tracebackhide__ = True
+        case, config = model.case, self.config
+        baseline = self._runtime_baseline(case, "memory")
+        tokens = model.tokenize(self._eval_text())
+        use = measure_memory(
+            model.backend,
+            tokens,
+            config.kv_contexts,
+            lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1),
+        )
+        row, failure = judge_memory(case, use, baseline, config.memory_tolerance)
+        self.memory_rows.append(row)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        if baseline is None:
+            machine = fingerprint(case.device, config.threads)
+            self._write(runtime_key(case, "memory", machine), memory_record(case, machine, use, model.provenance))
+
     # -- parity -------------------------------------------------------------------------------
 
     def measure_parity(self, case: ParityCase) -> Fidelity:
         """Both runtimes on the same windows of the evaluation text, one model loaded at a time:
         the candidate first, since its items have just run and it is still loaded."""
         reference_case, candidate_case = case.sides
-        try:
-            text = self.config.eval_text.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            pytest.fail(f"cannot read the evaluation text {self.config.eval_text}: {exc}", pytrace=False)
+        text = self._eval_text()
         candidate = self.model(candidate_case).backend
         tokens = candidate.tokenize(text)
         chunks = windows(tokens, self.config.parity_window)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
-from typing import Mapping
+from math import comb, hypot
+from statistics import median
+from typing import Mapping, Sequence
 
 
 def mcnemar_one_sided(regressed: int, improved: int) -> float:
@@ -57,3 +58,45 @@ def compare_outcomes(baseline: Mapping[str, int], current: Mapping[str, int]) ->
         improved=improved,
         p_value=mcnemar_one_sided(len(regressed), len(improved)),
     )
+
+
+MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Repeated timings summarised robustly: one stalled run moves neither the median nor the MAD."""
+
+    median: float
+    minimum: float
+    mad: float
+
+    @property
+    def relative(self) -> float:
+        """A robust standard deviation, as a fraction of the median."""
+        return MAD_TO_SIGMA * self.mad / self.median if self.median else 0.0
+
+
+def spread(values: Sequence[float]) -> Spread:
+    if not values:
+        raise ValueError("no measurements")
+    middle = median(values)
+    return Spread(middle, min(values), median(abs(v - middle) for v in values))
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """A timing against its baseline: `change` is how much slower the median is (0.25 = 25%)."""
+
+    change: float
+    limit: float  # the change that counts as a regression: max(tolerance, k x combined spread)
+
+    @property
+    def regressed(self) -> bool:
+        return self.change > self.limit
+
+
+def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: float) -> Slowdown:
+    """Slower beyond both a practical tolerance and the noise both measurements showed."""
+    combined = hypot(baseline.relative, current.relative)
+    return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, k * combined))

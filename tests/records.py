@@ -1,4 +1,4 @@
-"""A valid accuracy baseline record, for the tests of the store and of the merge CLI."""
+"""Valid baseline records, for the tests of the store and of the merge CLI."""
 
 from pytest_slm.baselines import SCHEMA_VERSION
 
@@ -6,6 +6,7 @@ from pytest_slm.baselines import SCHEMA_VERSION
 def baseline_record(accuracy=0.5, date="2026-11-22", **changes):
     return {
         "schema_version": SCHEMA_VERSION,
+        "kind": "accuracy",
         "model": "smollm2-135m",
         "device": "llamacpp-cpu",
         "quant": "native",
@@ -18,5 +19,19 @@ def baseline_record(accuracy=0.5, date="2026-11-22", **changes):
         "prompts_sha256": "p",
         "tokens_sha256": "t",
         "provenance": {"date": date, "lm_eval": "0.4.13"},
+        **changes,
+    }
+
+
+def latency_record(decode_seconds=1.3, **changes):
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "latency",
+        "model": "smollm2-135m",
+        "device": "llamacpp-cpu",
+        "quant": "native",
+        "fingerprint": {"cpu": "Example CPU", "threads": 2, "accelerator": "none", "os": "Linux x86_64", "runtime": "x 1"},
+        "metrics": {"decode": {"seconds": [decode_seconds] * 5, "tokens": 128}},
+        "provenance": {"date": "2026-11-22"},
         **changes,
     }

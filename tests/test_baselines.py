@@ -3,11 +3,11 @@ import re
 
 import pytest
 
-from records import baseline_record as record
+from records import baseline_record as record, latency_record
 
 from pytest_slm.baselines import BaselineError, BaselineKey, BaselineStore, lock_path
 
-KEY = BaselineKey("smollm2-135m", "llamacpp-cpu", "native", "slm_arith", 5)
+KEY = BaselineKey("smollm2-135m", "llamacpp-cpu", "native", "slm_arith-5shot")
 
 
 def test_path_names_model_device_quant_and_task(tmp_path):
@@ -45,6 +45,8 @@ def test_lock_file_is_not_in_the_baselines_directory(tmp_path):
         (json.dumps(record(schema_version=99)), "has schema version 99, this pytest-slm reads 1"),
         (json.dumps(record(outcomes=None)), "field 'outcomes' is missing or not a dict"),
         (json.dumps(record(outcomes={"00000": 2})), "outcomes must be 0 or 1"),
+        (json.dumps(record(kind="speed")), "kind 'speed' is not one of accuracy, latency, memory"),
+        (json.dumps(latency_record(fingerprint=None)), "field 'fingerprint' is missing or not a dict"),
     ],
 )
 def test_corrupt_files_are_detected_with_one_line(tmp_path, text, message):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from records import baseline_record as record
+from records import baseline_record as record, latency_record
 
 from pytest_slm.__main__ import main
 from pytest_slm.baselines import dumps
@@ -12,7 +12,7 @@ from pytest_slm.merge import MergeError, merge_trees
 
 ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
 FACTS = "smollm2-135m/llamacpp-cuda/native/slm_facts-0shot.json"
-LATENCY = "smollm2-135m/llamacpp-cpu/native/latency.json"  # another kind of baseline, merged generically
+LATENCY = "smollm2-135m/llamacpp-cpu/native/runtime/linux-x86_64-2t-0123456789/decode.json"
 
 
 def tree(root, files):
@@ -28,7 +28,7 @@ def snapshot(root):
 
 
 def test_disjoint_trees_are_united_and_identical_files_merge_silently(tmp_path):
-    a = tree(tmp_path / "a", {ARITH: record(), LATENCY: {"p50_ms": 12.5}})
+    a = tree(tmp_path / "a", {ARITH: record(), LATENCY: latency_record()})
     b = tree(tmp_path / "b", {ARITH: record(), FACTS: record()})
     into = tmp_path / "baselines"
 
@@ -40,7 +40,7 @@ def test_disjoint_trees_are_united_and_identical_files_merge_silently(tmp_path):
 
 
 def test_existing_files_are_changed_unchanged_or_kept(tmp_path):
-    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record(), LATENCY: {"p50_ms": 12.5}})
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record(), LATENCY: latency_record()})
     before = snapshot(into)
     source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(date="2030-01-01")})
 
@@ -54,8 +54,8 @@ def test_existing_files_are_changed_unchanged_or_kept(tmp_path):
 
 def test_a_conflict_names_the_file_and_writes_nothing(tmp_path):
     a = tree(tmp_path / "a", {ARITH: record(0.5), FACTS: record()})
-    b = tree(tmp_path / "b", {ARITH: record(1.0), LATENCY: {"p50_ms": 12.5}})
-    c = tree(tmp_path / "c", {ARITH: record(0.5, date="2030-01-01"), LATENCY: {"p50_ms": 13.0}})
+    b = tree(tmp_path / "b", {ARITH: record(1.0), LATENCY: latency_record()})
+    c = tree(tmp_path / "c", {ARITH: record(0.5, date="2030-01-01"), LATENCY: latency_record(1.4)})
     into = tree(tmp_path / "baselines", {FACTS: record(1.0)})
     before = snapshot(into)
 
@@ -94,7 +94,7 @@ def test_a_corrupt_input_is_one_line_and_changes_nothing(tmp_path, content, mess
     bad = tmp_path / "bad" / ARITH
     bad.parent.mkdir(parents=True)
     bad.write_bytes(content if isinstance(content, bytes) else content.encode())
-    into = tree(tmp_path / "baselines", {LATENCY: {"p50_ms": 12.5}})
+    into = tree(tmp_path / "baselines", {LATENCY: latency_record()})
     before = snapshot(into)
 
     with pytest.raises(MergeError) as raised:
@@ -113,7 +113,7 @@ def test_a_missing_source_is_an_error(tmp_path):
 
 def test_main_prints_a_short_report(tmp_path, capsys):
     into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record()})
-    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(), LATENCY: {"p50_ms": 12.5}})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(), LATENCY: latency_record()})
 
     assert main(["merge-baselines", str(source), "--into", str(into)]) == 0
 

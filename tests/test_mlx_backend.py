@@ -195,3 +195,15 @@ def test_mlx_directory_loads_like_the_gguf_it_was_saved_from(mx, gguf, tmp_path)
     assert directory.eos_ids == from_gguf.eos_ids and directory.provenance["source"] == "mlx"
     group = [ScoreGroup(from_gguf.tokenize("The cow says"), [from_gguf.tokenize(x) for x in (" moo", " woof woof")])]
     assert np.allclose(directory.score(group)[0], from_gguf.score(group)[0], atol=1e-4)
+
+
+def test_timings_and_kv_cache_as_stored(model):
+    """The runtime items' hooks: positive timings, and the cache MLX allocates equals the shape's count."""
+    tokens = model.tokenize("The quick brown fox jumps over the lazy dog. " * 4)[:32]
+    assert model.timed_prefill(tokens) > 0
+    first_token, decoding = model.timed_decode(tokens, 4)
+    assert first_token > 0 and decoding > 0
+    profile = model.memory_profile(model.tokenize("word " * 300)[:256])  # 256: one whole step of MLX's cache
+    assert profile.kv_bytes_per_token == 2 * 30 * 3 * 64 * 4  # layers x KV heads x head size, K and V, float32
+    assert profile.kv_bytes_per_token_stored == profile.kv_bytes_per_token
+    assert profile.weights_bytes > 90_000_000

@@ -263,5 +263,5 @@ def test_four_workers_writing_the_same_300_baselines_lose_nothing(project):
     variants = {f"prompts-{w}": {f"{i:05d}": int((i + w) % 4 == 0) for i in range(40)} for w in range(4)}
     for spec in tasks.split(","):
         name, shots = spec.split(":")
-        record = store.read(BaselineKey("smollm2-135m", "llamacpp-cpu", "native", name, int(shots)))
+        record = store.read(BaselineKey("smollm2-135m", "llamacpp-cpu", "native", f"{name}-{shots}shot"))
         assert record["outcomes"] == variants[record["prompts_sha256"]] and record["n"] == 40

@@ -5,9 +5,9 @@ import json
 from pytest_slm import report
 
 ROWS = [
-    dict(item="m-llamacpp-cpu-native-b:5", accuracy=0.5, baseline=0.75, delta_points=-25.0, regressed=10,
+    dict(item="m-llamacpp-cpu-native-b:5", model="m", device="llamacpp-cpu", quant="native", task="b:5", accuracy=0.5, baseline=0.75, delta_points=-25.0, regressed=10,
          improved=0, p_value=0.000977, verdict="FAIL"),
-    dict(item="m-llamacpp-cpu-native-a:0", accuracy=0.6, baseline=None, delta_points=None, regressed=None,
+    dict(item="m-llamacpp-cpu-native-a:0", model="m", device="llamacpp-cpu", quant="native", task="a:0", accuracy=0.6, baseline=None, delta_points=None, regressed=None,
          improved=None, p_value=None, verdict="updated"),
 ]
 WRITES = [{"path": "baselines/m/a-0shot.json", "changed": True}, {"path": "baselines/m/b-5shot.json", "changed": False}]
@@ -24,7 +24,7 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
     step_summary = tmp_path / "step.md"
     step_summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
-    results, summary = report.write_report(tmp_path / "out", ROWS, [], WRITES)
+    results, summary, page = report.write_report(tmp_path / "out", {"items": ROWS, "baseline_writes": WRITES})
 
     data = json.loads(results.read_text())
     assert [row["item"] for row in data["items"]] == ["m-llamacpp-cpu-native-a:0", "m-llamacpp-cpu-native-b:5"]
@@ -34,3 +34,4 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
     assert cells[-1] == ["m-llamacpp-cpu-native-b:5", "0.500", "0.750", "-25.0 pt", "10/0", "0.000977", "FAIL"]
     assert "- baselines: 1 changed, 1 unchanged" in markdown
     assert step_summary.read_text() == "earlier step\n" + markdown
+    assert "m-llamacpp-cpu-native-b:5" in page.read_text()

@@ -2,7 +2,7 @@ from math import comb
 
 import pytest
 
-from pytest_slm.stats import compare_outcomes, mcnemar_one_sided
+from pytest_slm.stats import compare_outcomes, compare_timings, mcnemar_one_sided, spread
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,21 @@ def test_regression_needs_both_significance_and_size():
     assert comparison.is_regression(alpha=0.05, min_drop_points=1.0)
     assert not comparison.is_regression(alpha=0.05, min_drop_points=20.0)
     assert not comparison.is_regression(alpha=0.0005, min_drop_points=1.0)
+
+
+def test_spread_is_robust_to_one_stalled_run():
+    steady = spread([1.00, 1.02, 0.98, 1.01, 0.99])
+    stalled = spread([1.00, 1.02, 0.98, 1.01, 9.0])
+    assert steady.median == 1.00 and steady.minimum == 0.98 and steady.mad == pytest.approx(0.01)
+    assert stalled.median == 1.01 and stalled.mad == pytest.approx(0.01)
+    assert steady.relative == pytest.approx(1.4826 * 0.01)
+
+
+def test_a_slowdown_must_exceed_both_the_tolerance_and_the_noise():
+    base = spread([1.0] * 5)
+    assert compare_timings(base, spread([1.2] * 5), tolerance=0.10, k=3).regressed
+    assert not compare_timings(base, spread([1.08] * 5), tolerance=0.10, k=3).regressed
+    noisy = spread([1.2, 1.0, 1.4, 1.2, 1.3])  # robust sigma 15% of the median: limit 3 x 15% = 44%
+    result = compare_timings(base, noisy, tolerance=0.10, k=3)
+    assert result.change == pytest.approx(0.2) and result.limit == pytest.approx(3 * 1.4826 * 0.1 / 1.2)
+    assert not result.regressed

@@ -59,6 +59,15 @@ class ScoreGroup:
         return context
 
 
+@dataclass(frozen=True)
+class MemoryProfile:
+    """What a loaded model costs in memory besides the process around it."""
+
+    weights_bytes: int
+    kv_bytes_per_token: int  # from the model's shape and the cache's type
+    kv_bytes_per_token_stored: float  # what the runtime actually keeps per cached token
+
+
 class LoadedModel(Protocol):
     """A model loaded on one device, at one quantization.
 
@@ -92,6 +101,20 @@ class LoadedModel(Protocol):
 
     def generate(self, prompt: Sequence[int], max_new_tokens: int) -> Iterator[int]:
         """Greedy decoding: yields new token ids until an end-of-sequence token or the limit."""
+        ...
+
+    def timed_prefill(self, tokens: Sequence[int]) -> float:
+        """Seconds the runtime spends evaluating `tokens` from an empty cache (logits of the last
+        only), synchronised with the device, with no tokenization or Python work inside."""
+        ...
+
+    def timed_decode(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
+        """Greedy decoding of exactly `new_tokens` (end-of-sequence ignored) after `prompt`:
+        (seconds to the first new token, seconds the runtime spent decoding the new tokens)."""
+        ...
+
+    def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
+        """Weight bytes and KV cache bytes per token, computed and as stored after `probe_tokens`."""
         ...
 
     def close(self) -> None: ...

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..artifacts import LLAMA_FTYPES, default_cache_dir, derived_gguf
-from .base import BackendError, DeviceStatus, LoadRequest, ScoreGroup, Unsupported
+from .base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported
 
 GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
+KV_BYTES_PER_VALUE = 2  # llama.cpp's default cache type, F16, for keys and values alike
 MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
 
 
@@ -107,6 +109,7 @@ class LlamaCppModel:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, MAX_PARALLEL_SEQUENCES)
         self._sequence: list[int] = []  # the tokens sequence 0 holds in the KV cache, for prefix reuse
+        self.decode_seconds = 0.0  # time inside llama_decode, the only part the runtime items time
 
         bos = llama_cpp.llama_vocab_bos(self._vocab)
         self.bos_id = bos if bos >= 0 else None
@@ -160,7 +163,10 @@ class LlamaCppModel:
                 batch.seq_id[i][0] = seq
                 batch.logits[i] = wants_logits
             batch.n_tokens = len(chunk)
+            started = time.perf_counter()
             status = self._lib.llama_decode(self._ctx, batch)
+            self._lib.llama_synchronize(self._ctx)  # a GPU decode returns before it is done
+            self.decode_seconds += time.perf_counter() - started
             if status != 0:
                 raise BackendError(f"llama_decode failed with status {status} (context of {self.n_ctx} tokens full?)")
             if read is not None:
@@ -191,8 +197,7 @@ class LlamaCppModel:
         return last[0]
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        self._lib.llama_memory_clear(self._memory, True)
-        self._sequence = []
+        self._clear()
         rows = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
 
         def read(index: int, row: np.ndarray) -> None:
@@ -244,6 +249,44 @@ class LlamaCppModel:
             self._decode([(token, position, 0, True)], lambda _, row: rows.append(row))
             self._sequence.append(token)
             logits = rows[0]
+
+    # -- runtime costs -------------------------------------------------------------------------
+
+    def timed_prefill(self, tokens: Sequence[int]) -> float:
+        self._clear()
+        self.decode_seconds = 0.0
+        self._decode([(tok, pos, 0, pos == len(tokens) - 1) for pos, tok in enumerate(tokens)])
+        return self.decode_seconds
+
+    def timed_decode(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
+        self._clear()
+        started = time.perf_counter()
+        rows: list[np.ndarray] = []
+        self._decode([(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)], lambda _, r: rows.append(r))
+        token = int(np.argmax(rows[-1]))
+        first_token = time.perf_counter() - started
+        self.decode_seconds = 0.0
+        for position in range(len(prompt), len(prompt) + new_tokens):
+            self._decode([(token, position, 0, True)], lambda _, r: rows.append(r))
+            token = int(np.argmax(rows[-1]))
+        return first_token, self.decode_seconds
+
+    def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
+        lib, model = self._lib, self._model
+        n_embd_head = lib.llama_model_n_embd(model) // lib.llama_model_n_head(model)
+        per_token = 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * n_embd_head * KV_BYTES_PER_VALUE
+        half = len(probe_tokens) // 2
+        self._clear()
+        self._decode([(tok, pos, 0, False) for pos, tok in enumerate(probe_tokens[:half])])
+        first = lib.llama_state_seq_get_size(self._ctx, 0)
+        self._decode([(tok, pos, 0, False) for pos, tok in enumerate(probe_tokens) if pos >= half])
+        stored = (lib.llama_state_seq_get_size(self._ctx, 0) - first) / (len(probe_tokens) - half)
+        self._clear()
+        return MemoryProfile(lib.llama_model_size(model), per_token, stored)
+
+    def _clear(self) -> None:
+        self._lib.llama_memory_clear(self._memory, True)
+        self._sequence = []
 
     def close(self) -> None:
         if self._ctx:

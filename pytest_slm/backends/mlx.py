@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .base import BackendError, DeviceStatus, LoadRequest, ScoreGroup, Unsupported
+from .base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported
 
 INSTALL_HINT = "mlx is not installed (pip install 'pytest-slm[mlx]')"
 QUANTS = ("native", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
@@ -514,6 +515,54 @@ class MlxModel:
             yield token
             mx.set_default_device(self._device)  # the caller may have run other MLX work in between
             hidden = self._body(mx.array([[token]]), cache)[:, -1]
+
+    # -- runtime costs -------------------------------------------------------------------------
+
+    def timed_prefill(self, tokens: Sequence[int]) -> float:
+        return self._timed_prefill(tokens)[0]
+
+    def _timed_prefill(self, tokens: Sequence[int]) -> tuple[float, list[Any], Any]:
+        """Seconds to fill a fresh cache with `tokens` and compute the last logits; the cache; the logits."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        mx = self._mx
+        mx.set_default_device(self._device)
+        cache = make_prompt_cache(self._model)
+        chunks = [mx.array(tokens[start : start + self.n_batch])[None] for start in range(0, len(tokens), self.n_batch)]
+        mx.eval(chunks)
+        started = time.perf_counter()
+        for chunk in chunks:
+            hidden = self._body(chunk, cache)[:, -1]
+            mx.eval(hidden, [c.state for c in cache])
+        logits = self._head(hidden)
+        mx.eval(logits)
+        return time.perf_counter() - started, cache, logits
+
+    def timed_decode(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
+        mx = self._mx
+        started = time.perf_counter()
+        _, cache, logits = self._timed_prefill(prompt)
+        token = mx.argmax(logits, axis=-1, keepdims=True)
+        mx.eval(token)
+        first_token = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(new_tokens):  # the next step is built from the last lazily: one sync per token
+            token = mx.argmax(self._head(self._body(token, cache)[:, -1]), axis=-1, keepdims=True)
+            mx.eval(token)
+        return first_token, time.perf_counter() - started
+
+    def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
+        from mlx.utils import tree_flatten
+
+        args = self._model.args
+        n_kv_heads = getattr(args, "num_key_value_heads", None) or args.num_attention_heads
+        head_dim = getattr(args, "head_dim", None) or args.hidden_size // args.num_attention_heads
+        _, cache, _ = self._timed_prefill(probe_tokens)
+        itemsize = cache[0].keys.dtype.size
+        per_token = 2 * args.num_hidden_layers * n_kv_heads * head_dim * itemsize
+        allocated = sum(c.keys.nbytes + c.values.nbytes for c in cache)
+        weights = sum(a.nbytes for _, a in tree_flatten(self._model.parameters()))
+        return MemoryProfile(weights, per_token, allocated / cache[0].keys.shape[2])
 
     def close(self) -> None:
         self._model = self._body = self._head = None

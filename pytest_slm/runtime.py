@@ -1,0 +1,200 @@
+"""What running a model costs on this machine: latency measured repeatedly, memory, and the
+hardware fingerprint those figures belong to (timings mean nothing on other hardware)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, Sequence
+
+from .backends.base import LoadedModel, MemoryProfile
+from .stats import Spread, spread
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The hardware and software a latency figure holds for; any difference is another machine."""
+
+    cpu: str
+    threads: int
+    accelerator: str
+    os: str
+    runtime: str  # backend and its version
+
+    @property
+    def slug(self) -> str:
+        """A directory name: readable where it can be, and a hash of everything."""
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{platform.system().lower()}-{platform.machine()}-{self.threads}t-{digest}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __str__(self) -> str:
+        return f"{self.cpu}, {self.threads} threads, {self.accelerator}, {self.os}, {self.runtime}"
+
+
+def fingerprint(device: str, threads: int) -> Fingerprint:
+    backend, _, kind = device.partition("-")
+    runtime = {"llamacpp": "llama-cpp-python", "mlx": "mlx"}[backend]
+    return Fingerprint(
+        cpu=_cpu_name(),
+        threads=threads if backend == "llamacpp" else 0,  # MLX picks its own threads
+        accelerator="none" if kind == "cpu" else _gpu_name(),
+        os=f"{platform.system()} {platform.machine()}",
+        runtime=f"{runtime} {_version(runtime)}",
+    )
+
+
+def _cpu_name() -> str:
+    if sys.platform == "darwin":
+        return _command(["sysctl", "-n", "machdep.cpu.brand_string"]) or platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("model name", "Hardware", "Model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _gpu_name() -> str:
+    """The GPU and its driver; on Apple Silicon the chip is the GPU."""
+    if sys.platform == "darwin":
+        return _command(["sysctl", "-n", "machdep.cpu.brand_string"]) or "Apple GPU"
+    return _command(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]) or "unknown GPU"
+
+
+def _command(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- latency ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One metric's repeated measurements, in seconds; `tokens` per repeat turns them into tok/s."""
+
+    metric: str  # "prefill@128", "decode", "ttft@128"
+    seconds: tuple[float, ...]
+    tokens: int  # 0 for a time to first token, shown in seconds
+
+    @property
+    def spread(self) -> Spread:
+        return spread(self.seconds)
+
+    @property
+    def unit(self) -> str:
+        return "tok/s" if self.tokens else "s"
+
+    def shown(self, seconds: float) -> float:
+        """What people read: tokens per second, or seconds where there is no token count."""
+        return self.tokens / seconds if self.tokens else seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": [round(s, 6) for s in self.seconds], "tokens": self.tokens}
+
+
+def prompt_tokens(text_tokens: Sequence[int], length: int) -> list[int]:
+    """The first `length` tokens of the evaluation text, repeated if it is shorter: real text, so
+    that no runtime takes a shortcut on degenerate input."""
+    if not text_tokens:
+        raise ValueError("the evaluation text has no tokens")
+    repeats = -(-length // len(text_tokens))
+    return (list(text_tokens) * repeats)[:length]
+
+
+def measure_prefill(model: LoadedModel, text_tokens: Sequence[int], lengths: Sequence[int], repeats: int) -> list[Timing]:
+    """Prompt evaluation at each length: one warm-up, then `repeats` timed runs."""
+    timings = []
+    for length in lengths:
+        prompt = prompt_tokens(text_tokens, length)
+        model.timed_prefill(prompt)
+        timings.append(Timing(f"prefill@{length}", tuple(model.timed_prefill(prompt) for _ in range(repeats)), length))
+    return timings
+
+
+def measure_decode(
+    model: LoadedModel, text_tokens: Sequence[int], prompt_length: int, new_tokens: int, repeats: int
+) -> list[Timing]:
+    """Generation after a fixed prompt: tokens per second of decoding, and time to first token."""
+    prompt = prompt_tokens(text_tokens, prompt_length)
+    model.timed_decode(prompt, min(new_tokens, 8))
+    runs = [model.timed_decode(prompt, new_tokens) for _ in range(repeats)]
+    return [
+        Timing("decode", tuple(decode for _, decode in runs), new_tokens),
+        Timing(f"ttft@{prompt_length}", tuple(first for first, _ in runs), 0),
+    ]
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load: a noisy neighbour shows here, next to the timing it spoiled."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    profile: MemoryProfile
+    contexts: tuple[int, ...]
+    peak_rss_bytes: int | None  # of the whole process, while generating
+
+    def kv_cache(self) -> list[dict[str, Any]]:
+        """The KV cache at each context length, and its share of weights + cache, as the survey shows it."""
+        rows = []
+        for context in self.contexts:
+            kv = self.profile.kv_bytes_per_token * context
+            total = self.profile.weights_bytes + kv
+            rows.append({"context": context, "kv_bytes": kv, "total_bytes": total, "share": round(kv / total, 4)})
+        return rows
+
+
+def measure_memory(
+    model: LoadedModel, text_tokens: Sequence[int], contexts: Sequence[int], generate: Callable[[], object]
+) -> MemoryUse:
+    """Weights and KV cache from the runtime; the process's peak resident memory while `generate` runs."""
+    profile = model.memory_profile(prompt_tokens(text_tokens, 64))
+    reset = _reset_peak_rss()
+    generate()
+    return MemoryUse(profile, tuple(contexts), _peak_rss() if reset else None)
+
+
+def _reset_peak_rss() -> bool:
+    """Linux can restart the peak-RSS count (VmHWM), so the peak is this measurement's own."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int | None:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None

@@ -1,0 +1,97 @@
+"""Latency and memory items end to end: the real embedded model on the real llama.cpp, timed on
+this machine, compared with a baseline of this machine's fingerprint; a real slowdown injected
+into llama.cpp's decode call (benchmarks/slowed_runtime.py) is caught and confirmed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """The shipped runtime suite, with shorter measurements than the defaults to keep the test quick."""
+    (pytester.path / "suites").mkdir()
+    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
+    shutil.copy(ROOT / "suites" / "test_runtime.py", pytester.path / "test_runtime.py")
+    shutil.copy(ROOT / "suites" / "eval" / "text.txt", pytester.path / "eval.txt")
+    pytester.makefile(
+        ".toml",
+        pyproject="""
+[tool.pytest.ini_options]
+slm_devices = ["llamacpp-cpu"]
+slm_threads = "2"
+slm_eval_text = "eval.txt"
+slm_prefill_lengths = ["128"]
+slm_decode_tokens = "48"
+""",
+    )
+    return pytester
+
+
+def runtime_files(project: pytest.Pytester) -> dict[str, dict]:
+    root = project.path / "baselines"
+    return {p.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))}
+
+
+def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, monkeypatch):
+    written = project.runpytest_subprocess("--update-baselines")
+    written.assert_outcomes(passed=3)
+    files = runtime_files(project)
+    assert sorted(Path(p).name for p in files) == ["decode.json", "memory.json", "prefill.json"]
+    [fingerprint_dir] = {Path(p).parent.name for p in files}
+    assert "-2t-" in fingerprint_dir
+    decode = next(r for p, r in files.items() if p.endswith("decode.json"))
+    assert decode["fingerprint"]["threads"] == 2 and decode["fingerprint"]["runtime"].startswith("llama-cpp-python ")
+    assert len(decode["metrics"]["decode"]["seconds"]) == 5 and decode["metrics"]["decode"]["tokens"] == 48
+    memory = next(r for p, r in files.items() if p.endswith("memory.json"))
+    assert memory["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # layers x KV heads x head size, K and V in F16
+
+    unchanged = project.runpytest_subprocess("--junitxml=junit.xml")
+    unchanged.assert_outcomes(passed=3)
+    properties = {
+        (case.get("name"), p.get("name")): p.get("value")
+        for case in ElementTree.parse(project.path / "junit.xml").iter("testcase")
+        for p in case.iter("property")
+    }
+    decode_item = "test_decode_speed[smollm2-135m-llamacpp-cpu-native]"
+    assert float(properties[decode_item, "decode.median"]) > 1 and properties[decode_item, "decode.verdict"] == "pass"
+    assert properties["test_memory[smollm2-135m-llamacpp-cpu-native]", "kv_bytes@2048"] == str(2048 * 23040)
+    unchanged.stdout.fnmatch_lines(
+        [
+            "*runtime item*metric*median*spread*baseline*change*limit*load*verdict*",
+            "smollm2-135m-llamacpp-cpu-native*decode*tok/s*pass",
+            "*memory item*weights*KV/token*KV @512*KV @2048*KV @8192*peak RSS*verdict*",
+            "smollm2-135m-llamacpp-cpu-native*23040 B*pass",
+        ]
+    )
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
+    monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "1.0")  # llama_decode itself twice as slow
+    slowed = project.runpytest_subprocess("-k", "decode", "-p", "slowed_runtime")
+    slowed.assert_outcomes(failed=1, deselected=2)
+    slowed.stdout.fnmatch_lines(
+        [
+            "*smollm2-135m-llamacpp-cpu-native: slower than this machine's baseline (*2 threads*), in every round:",
+            "*decode: * tok/s now vs * baseline; slower by +*%, +*% (rounds), limit *",
+            "*decode*slower*(2 rounds)*FAIL*",
+        ]
+    )
+
+
+def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(project):
+    project.runpytest_subprocess("--update-baselines", "-k", "memory").assert_outcomes(passed=1, deselected=2)
+    other = project.runpytest_subprocess("-k", "memory", "--slm-threads=1", "-rs")  # another fingerprint
+    other.assert_outcomes(skipped=1, deselected=2)
+    other.stdout.fnmatch_lines(
+        ["*no memory baseline for smollm2-135m-llamacpp-cpu-native on this machine (*, 1 threads, *);"
+         " run --update-baselines on this machine to create *runtime/*-1t-*/memory.json"]
+    )
+    parallel = project.runpytest_subprocess("-n", "2", "-rs")
+    parallel.assert_outcomes(skipped=3)
+    parallel.stdout.fnmatch_lines(["*is measured alone: with 2 xdist workers the timings would include each other*-n 0*"])
