@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from filelock import FileLock
 
@@ -51,8 +53,9 @@ def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def derived_gguf(source: Path, quant: str, cache_dir: Path) -> Path:
-    """The cached `quant` version of `source`, built with llama_model_quantize when missing or bad."""
+def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Callable[[str], None] = lambda line: None) -> Path:
+    """The cached `quant` version of `source`, built with llama_model_quantize when missing or bad;
+    `progress` hears about a build, which takes seconds to minutes."""
     import llama_cpp
 
     stat = source.stat()
@@ -66,8 +69,13 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path) -> Path:
         with FileLock(str(target) + ".lock"):
             if _complete(target, record):
                 return target
-            target.unlink(missing_ok=True)  # absent, or left corrupt: build it (again)
+            if target.exists():
+                progress(f"{target.name} in the cache is incomplete or corrupt: rebuilding it")
+                target.unlink()
+            progress(f"making {quant} of {source.name} with llama.cpp's quantizer (once: cached in {cache_dir})")
+            started = time.perf_counter()
             _quantize(llama_cpp, source, target, quant)
+            progress(f"made {quant} of {source.name} in {time.perf_counter() - started:.1f} s")
             write_text_atomic(record, json.dumps({"source": str(source), "quant": quant, "size": target.stat().st_size}))
     except OSError as exc:
         raise BackendError(f"cannot build {quant} of {source.name} in the cache {cache_dir}: {exc}") from None

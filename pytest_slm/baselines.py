@@ -37,6 +37,7 @@ KIND_FIELDS = {
     },
     "latency": {"fingerprint": dict, "metrics": dict},
     "memory": {"fingerprint": dict, "weights_bytes": int, "kv_bytes_per_token": int},
+    "fidelity": {"reference": str, "tokens": int, "mean_kld": float, "p99_kld": float, "top1_agreement": float},
 }
 
 

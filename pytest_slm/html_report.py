@@ -83,11 +83,13 @@ def ladder_order(quants: Iterable[str]) -> list[str]:
 
 
 def _counts(results: dict[str, Any]) -> str:
-    """One verdict per item, the worst of its rows: a latency item fails when any of its metrics does."""
-    worst: dict[str, str] = {}
+    """One verdict per combination and kind of item, the worst of its rows: a latency item fails
+    when any of its metrics does."""
+    worst: dict[tuple[str, str], str] = {}
     for section in SECTIONS:
         for row in results.get(section) or []:
-            worst[row["item"]] = min(worst.get(row["item"], row["verdict"]), row["verdict"], key=_severity)
+            key = (section, row["item"])
+            worst[key] = min(worst.get(key, row["verdict"]), row["verdict"], key=_severity)
     verdicts = Counter(worst.values())
     shown = {"pass": verdicts.pop("pass", 0), "FAIL": verdicts.pop("FAIL", 0), **dict(sorted(verdicts.items()))}
     parts = [

@@ -62,10 +62,16 @@ def build_cases(
 PARITY_PAIRS = (("llamacpp-cpu", "mlx-cpu"), ("llamacpp-metal", "mlx-gpu"), ("llamacpp-cuda", "mlx-gpu"))
 
 
-# The reference side runs the GGUF's exact float32 copy: llama.cpp's kernels for quantized weights
-# also quantize the activations (to 8 bits), which moves next-token distributions by far more than
-# a runtime's float32 arithmetic does; against f32 only a real difference shows.
-PARITY_REFERENCE_QUANT = "f32"
+# The reference runs the GGUF's exact float32 copy: llama.cpp's kernels for quantized weights also
+# quantize the activations (to 8 bits), which moves next-token distributions by far more than a
+# runtime's float32 arithmetic does; against f32 only a real difference shows.
+REFERENCE_QUANT = "f32"
+
+
+def fidelity_reference(model: str) -> Case:
+    """What every quant of a model is measured against: its exact float32 values on llama.cpp's
+    CPU runtime, the one available wherever llama.cpp is."""
+    return Case(model, "llamacpp-cpu", REFERENCE_QUANT)
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,11 @@ class ParityCase:
 
     @property
     def sides(self) -> tuple[Case, Case]:
-        return Case(self.model, self.reference, PARITY_REFERENCE_QUANT), Case(self.model, self.candidate, "native")
+        return Case(self.model, self.reference, REFERENCE_QUANT), Case(self.model, self.candidate, "native")
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.candidate}-native-vs-{self.reference}-{PARITY_REFERENCE_QUANT}"
+        return f"{self.model}-{self.candidate}-native-vs-{self.reference}-{REFERENCE_QUANT}"
 
 
 def build_parity_cases(models: Iterable[str], devices: Iterable[str]) -> list[ParityCase]:

@@ -37,7 +37,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "cache": ("directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)", "string", None),
     "report": ("directory to write results.json and summary.md to (also appended to $GITHUB_STEP_SUMMARY)", "string", None),
     "eval-text": ("text the parity items compare runtimes on (default: suites/eval/text.txt under the rootdir)", "string", "suites/eval/text.txt"),
-    "parity-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
+    "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
     "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
     "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
     "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
@@ -52,6 +52,8 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
     "kv-contexts": ("context lengths the memory items report the KV cache at (default 512,2048,8192)", "args", "512,2048,8192"),
     "memory-tolerance": ("growth of weight or KV cache bytes that fails a memory item (default 0.01)", "string", "0.01"),
+    "fidelity-margin": ("relative change of mean KL divergence to the reference that fails a fidelity item (default 0.1)", "string", "0.1"),
+    "kld-ceiling": ("largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1", "args", None),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
 }
@@ -97,7 +99,7 @@ class SlmConfig:
     report_dir: Path | None
     cache_dir: Path
     eval_text: Path
-    parity_window: int
+    eval_window: int
     parity_top1: float
     parity_kld: float
     prefill_lengths: tuple[int, ...]
@@ -108,6 +110,8 @@ class SlmConfig:
     latency_k: float
     kv_contexts: tuple[int, ...]
     memory_tolerance: float
+    fidelity_margin: float
+    kld_ceilings: dict[str, float]
     alpha: float
     min_drop_points: float
     update: bool
@@ -145,7 +149,8 @@ def read_config(config: pytest.Config) -> SlmConfig:
         try:
             parsed = kind(raw)
         except ValueError:
-            raise pytest.UsageError(f"--slm-{name} must be a {kind.__name__}, got {raw!r}") from None
+            expected = "a whole number" if kind is int else "a number"
+            raise pytest.UsageError(f"--slm-{name} must be {expected}, got {raw!r}") from None
         if parsed < low:
             raise pytest.UsageError(f"--slm-{name} must be at least {low}, got {raw!r}")
         return parsed
@@ -156,6 +161,15 @@ def read_config(config: pytest.Config) -> SlmConfig:
 
     def lengths(name: str) -> tuple[int, ...]:
         return tuple(sorted({parse(name, part, int, 1) for part in names(name) or ()}))
+
+    def per_quant(name: str) -> dict[str, float]:
+        parsed = {}
+        for part in names(name) or ():
+            quant, _, raw = part.partition("=")
+            if quant not in QUANTS:
+                raise pytest.UsageError(f"unknown quant {quant!r} in --slm-{name}; known quants: {', '.join(QUANTS)}")
+            parsed[quant] = parse(name, raw, float, 0.0)
+        return parsed
 
     def tolerances() -> dict[str, float]:
         """`0.1` for every metric, or `prefill=0.1,decode=0.15`; unnamed families keep the default."""
@@ -201,7 +215,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         report_dir=rootdir / str(report) if (report := value("report")) else None,
         cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
         eval_text=rootdir / str(value("eval-text")),
-        parity_window=number("parity-window", int, 2),
+        eval_window=number("eval-window", int, 2),
         parity_top1=number("parity-top1", float, 0.0),
         parity_kld=number("parity-kld", float, 0.0),
         prefill_lengths=lengths("prefill-lengths"),
@@ -212,6 +226,8 @@ def read_config(config: pytest.Config) -> SlmConfig:
         latency_k=number("latency-k", float, 0.0),
         kv_contexts=lengths("kv-contexts"),
         memory_tolerance=number("memory-tolerance", float, 0.0),
+        fidelity_margin=number("fidelity-margin", float, 0.0),
+        kld_ceilings=per_quant("kld-ceiling"),
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),
         update=flag("update_baselines"),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import pytest
 
 from . import report
 from .fidelity import Fidelity
-from .matrix import Case, ParityCase, TaskSpec
+from .matrix import Case, ParityCase, TaskSpec, fidelity_reference
 from .model import SlmModel
 from .options import add_options, read_config
 from .session import SlmSession
@@ -17,10 +19,12 @@ from .tasks import AccuracyResult, evaluate
 SESSION = pytest.StashKey[SlmSession]()
 CASE_FIXTURE = "slm_case"
 PARITY_FIXTURE = "slm_parity_case"
+FIDELITY_FIXTURE = "slm_fidelity"
 MARKERS = {
     "slm": "an item of the model x device x quant (x task) matrix (added by pytest-slm)",
     "slm_accuracy": "a task-accuracy item compared with its stored baseline",
     "slm_parity": "the same weights on llama.cpp and MLX, compared distribution by distribution",
+    "slm_fidelity": "a quant's next-token distributions against the model's exact float32 values",
     "slm_runtime": "latency and memory items, compared with this machine's own baseline",
 }
 
@@ -32,9 +36,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
-    config.stash[SESSION] = SlmSession.start(read_config(config))
+    config.stash[SESSION] = SlmSession.start(read_config(config), partial(_progress, config))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "slm-xdist")
+
+
+def _progress(config: pytest.Config, line: str) -> None:
+    """A live line during a long step (a quantization), past pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None:
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            reporter.write_line(f"pytest-slm: {line}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -44,6 +57,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(PARITY_FIXTURE, [_param(c, skip) for c, skip in session.parity_cases()], indirect=True)
     elif CASE_FIXTURE in metafunc.fixturenames:
         cases = session.cases(with_tasks="slm_task" in metafunc.fixturenames)
+        if FIDELITY_FIXTURE in metafunc.fixturenames:  # the reference is not compared with itself
+            cases = [(case, skip) for case, skip in cases if case != fidelity_reference(case.model)]
         metafunc.parametrize(CASE_FIXTURE, [_param(c, skip) for c, skip in cases], indirect=True)
 
 
@@ -118,6 +133,23 @@ def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskS
     """Skips before any model run when the item has no baseline (unless updating)."""
     session = request.config.stash[SESSION]
     return AccuracyCheck(session, slm_case, session.baseline_for(slm_case))
+
+
+class FidelityCheck:
+    """What `slm_fidelity` gives a test: the loaded quant's distributions on the evaluation text
+    against the model's float32 reference, compared with (or written as) its baseline."""
+
+    def __init__(self, session: SlmSession) -> None:
+        self._session = session
+
+    def check(self, model: SlmModel) -> None:
+        __tracebackhide__ = True
+        self._session.check_fidelity(model)
+
+
+@pytest.fixture
+def slm_fidelity(request: pytest.FixtureRequest) -> FidelityCheck:
+    return FidelityCheck(request.config.stash[SESSION])
 
 
 class RuntimeCheck:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
 
 if sys.version_info >= (3, 11):

@@ -60,6 +60,10 @@ def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
     return BaselineKey(case.model, case.device, case.quant, f"runtime/{fingerprint.slug}/{kind}")
 
 
+def fidelity_key(case: Case) -> BaselineKey:
+    return BaselineKey(case.model, case.device, case.quant, "fidelity")
+
+
 def _record(kind: str, case: Case, provenance: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -253,6 +257,37 @@ def latency_failure(
         )
     lines.append("If the change is intended, refresh the baseline with --update-baselines on this machine.")
     return "\n".join(lines)
+
+
+def fidelity_record(case: Case, reference: Case, fidelity: Fidelity, provenance: dict[str, str]) -> dict[str, Any]:
+    return _record("fidelity", case, provenance, {"reference": reference.model_id, **fidelity.__dict__})
+
+
+def judge_fidelity(
+    case: Case, fidelity: Fidelity, baseline: dict[str, Any] | None, margin: float, ceiling: float | None
+) -> tuple[dict[str, Any], str | None]:
+    """Against the quant's own baseline, in both directions: the same build gives the same logits,
+    so a large change either way means the quant is not what the baseline describes (a new
+    quantizer, a regression, or figures filed under the wrong quant). And against a ceiling, if set."""
+    problems = []
+    if ceiling is not None and fidelity.mean_kld > ceiling:
+        problems.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats is over the {case.quant} ceiling {ceiling}")
+    if baseline is not None and baseline["tokens"] != fidelity.tokens:
+        problems.append(f"the baseline compared {baseline['tokens']} positions, this run {fidelity.tokens} (another text or window)")
+    elif baseline is not None:
+        change = fidelity.mean_kld / baseline["mean_kld"] - 1 if baseline["mean_kld"] else float("inf")
+        if abs(change) > margin:
+            direction = "worse" if change > 0 else "better"
+            problems.append(
+                f"mean KL divergence to the reference is {fidelity.mean_kld:.3g} nats, {direction} than the baseline's"
+                f" {baseline['mean_kld']:.3g} by {100 * abs(change):.0f}% (margin {100 * margin:.0f}%);"
+                f" top-1 agreement {fidelity.top1_agreement:.4f} vs {baseline['top1_agreement']:.4f}"
+            )
+    verdict = "FAIL" if problems else "updated" if baseline is None else "pass"
+    row = {"item": case.id, **_identity(case), **fidelity.__dict__, "baseline_mean_kld": baseline and baseline["mean_kld"], "verdict": verdict}
+    if not problems:
+        return row, None
+    return row, f"{case.id}: " + "; ".join(problems) + ". If the change is intended, refresh with --update-baselines."
 
 
 def judge_memory(

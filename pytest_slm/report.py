@@ -33,23 +33,32 @@ def summary_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> s
     return tabulate(body, headers=HEADERS, tablefmt=tablefmt, disable_numparse=True)
 
 
-PARITY_HEADERS = ("parity item", "positions", "top-1 agree", "mean KLD", "p99 KLD", "ppl ref / cand", "verdict")
-
-
 def parity_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
+    return _distributions_table(rows, "parity item", tablefmt)
+
+
+def fidelity_table(rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
+    """Each quant against the model's exact float32 values, and the mean KLD its baseline had."""
+    return _distributions_table(rows, "fidelity item (vs f32)", tablefmt)
+
+
+def _distributions_table(rows: Sequence[dict[str, Any]], title: str, tablefmt: str) -> str:
+    with_baseline = any("baseline_mean_kld" in row for row in rows)
+    headers = [title, "positions", "top-1 agree", "mean KLD", *(["baseline"] if with_baseline else []), "p99 KLD", "ppl ref / cand", "verdict"]
     body = [
         (
             row["item"],
             str(row["tokens"]),
             f"{row['top1_agreement']:.4f}",
             f"{row['mean_kld']:.2e}",
+            *([_or_dash(row.get("baseline_mean_kld"), "{:.2e}")] if with_baseline else []),
             f"{row['p99_kld']:.2e}",
             f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}",
             row["verdict"],
         )
         for row in sorted(rows, key=lambda r: r["item"])
     ]
-    return tabulate(body, headers=PARITY_HEADERS, tablefmt=tablefmt, disable_numparse=True)
+    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
 RUNTIME_HEADERS = ("runtime item", "metric", "median", "spread", "baseline", "change", "limit", "load", "verdict")
@@ -128,7 +137,7 @@ def _or_dash(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
 
 
-TABLES = {"items": summary_table, "parity": parity_table, "runtime": runtime_table, "memory": memory_table}
+TABLES = {"items": summary_table, "parity": parity_table, "fidelity": fidelity_table, "runtime": runtime_table, "memory": memory_table}
 
 
 def tables(results: dict[str, list[dict[str, Any]]], tablefmt: str = "simple") -> list[str]:

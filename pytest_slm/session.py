@@ -7,14 +7,15 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
 from .baselines import BaselineError, BaselineKey, BaselineStore, writable_dir_problem
 from .fidelity import Fidelity, compare, windows
-from .matrix import Case, ParityCase, TaskSpec, build_cases, build_parity_cases
+from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel
 from .options import DEVICES, SlmConfig
 from .registry import ModelEntry, RegistryError, entry_for_path, load_registry
@@ -25,7 +26,10 @@ from .regression import (
     baseline_key,
     baseline_record,
     compare_latency,
+    fidelity_key,
+    fidelity_record,
     judge,
+    judge_fidelity,
     judge_memory,
     judge_parity,
     latency_failure,
@@ -46,29 +50,33 @@ class SlmSession:
     models: dict[str, ModelEntry]
     catalog: TaskCatalog
     store: BaselineStore
+    progress: Callable[[str], None] = lambda line: None  # shown live in the terminal
     rows: list[dict[str, Any]] = field(default_factory=list)
     parity_rows: list[dict[str, Any]] = field(default_factory=list)
+    fidelity_rows: list[dict[str, Any]] = field(default_factory=list)
     runtime_rows: list[dict[str, Any]] = field(default_factory=list)
     memory_rows: list[dict[str, Any]] = field(default_factory=list)
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
+    _reference_logits: dict[str, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
 
     # what a pytest-xdist worker sends the controller: plain data, so execnet can carry it
-    SHARED = ("rows", "parity_rows", "runtime_rows", "memory_rows", "writes", "loads")
+    SHARED = ("rows", "parity_rows", "fidelity_rows", "runtime_rows", "memory_rows", "writes", "loads")
 
     def results(self) -> dict[str, list[dict[str, Any]]]:
         """Everything measured, by report section."""
         return {
             "items": self.rows,
             "parity": self.parity_rows,
+            "fidelity": self.fidelity_rows,
             "runtime": self.runtime_rows,
             "memory": self.memory_rows,
             "baseline_writes": self.writes,
         }
 
     @classmethod
-    def start(cls, config: SlmConfig) -> SlmSession:
+    def start(cls, config: SlmConfig, progress: Callable[[str], None] = lambda line: None) -> SlmSession:
         """Everything that can be checked without loading a model, checked now: a bad name is a
         usage error before any item runs."""
         try:
@@ -89,7 +97,7 @@ class SlmSession:
             raise pytest.UsageError(str(exc)) from None
         if config.update and (problem := writable_dir_problem(config.baselines_dir)):
             raise pytest.UsageError(f"--update-baselines: {problem}")
-        return cls(config, models, catalog, BaselineStore(config.baselines_dir))
+        return cls(config, models, catalog, BaselineStore(config.baselines_dir), progress)
 
     # -- the matrix ---------------------------------------------------------------------------
 
@@ -154,6 +162,7 @@ class SlmSession:
                 quant=case.quant,
                 threads=self.config.threads,
                 cache_dir=self.config.cache_dir,
+                progress=self.progress,
             )
             return SlmModel(case, backend.load(request))
         except (BackendError, RegistryError) as exc:
@@ -174,23 +183,24 @@ class SlmSession:
         except ValueError:
             return str(path)
 
-    def baseline_for(self, case: Case) -> dict[str, Any] | None:
-        """Read before the item runs: a missing baseline skips it without spending a model run."""
+    def _baseline(self, key: BaselineKey, what: str, hint: str = "create it with --update-baselines") -> dict[str, Any] | None:
+        """Read before measuring: a missing baseline skips the item (fails it with --slm-strict)
+        without spending a model run; None when updating."""
         if self.config.update:
             return None
         try:
-            baseline = self.store.read(baseline_key(case))
+            baseline = self.store.read(key)
         except BaselineError as exc:
             pytest.fail(str(exc), pytrace=False)
         if baseline is None:
-            reason = (
-                f"no baseline for {case.id} ({self.store.path(baseline_key(case))});"
-                " create it with --update-baselines"
-            )
+            reason = f"no {what} ({self._shown(self.store.path(key))}); {hint}"
             if self.config.strict:
                 pytest.fail(reason, pytrace=False)
             pytest.skip(reason)
         return baseline
+
+    def baseline_for(self, case: Case) -> dict[str, Any] | None:
+        return self._baseline(baseline_key(case), f"baseline for {case.id}")
 
     def check_accuracy(self, case: Case, result: AccuracyResult, baseline: dict[str, Any] | None) -> None:
         __tracebackhide__ = True
@@ -219,23 +229,12 @@ class SlmSession:
                 f"{kind} is measured alone: with {self.config.worker_count} xdist workers the timings would"
                 " include each other; run these items with -n 0 (e.g. pytest suites -m slm_runtime -n 0)"
             )
-        if self.config.update:
-            return None
         machine = fingerprint(case.device, self.config.threads)
-        key = runtime_key(case, kind, machine)
-        try:
-            baseline = self.store.read(key)
-        except BaselineError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        if baseline is None:
-            reason = (
-                f"no {kind} baseline for {case.model_id} on this machine ({machine});"
-                f" run --update-baselines on this machine to create {self._shown(self.store.path(key))}"
-            )
-            if self.config.strict:
-                pytest.fail(reason, pytrace=False)
-            pytest.skip(reason)
-        return baseline
+        return self._baseline(
+            runtime_key(case, kind, machine),
+            f"{kind} baseline for {case.model_id} on this machine ({machine})",
+            "run --update-baselines on this machine to create it",
+        )
 
     def _eval_text(self) -> str:
         """The project's own text: what parity compares and what latency prompts are cut from."""
@@ -297,21 +296,50 @@ class SlmSession:
             machine = fingerprint(case.device, config.threads)
             self._write(runtime_key(case, "memory", machine), memory_record(case, machine, use, model.provenance))
 
-    # -- parity -------------------------------------------------------------------------------
+    # -- distributions: parity and fidelity ---------------------------------------------------
+
+    def _windows_logits(self, case: Case) -> tuple[list[int], list[np.ndarray]]:
+        """The evaluation text's tokens and each window's logits; a reference's are kept for the
+        session, since every quant of the model is compared with them."""
+        cached = self._reference_logits.get(case.model_id)
+        if cached is not None:
+            return cached
+        backend = self.model(case).backend
+        tokens = backend.tokenize(self._eval_text())
+        measured = tokens, [backend.logits(chunk) for chunk in windows(tokens, self.config.eval_window)]
+        if case.quant == REFERENCE_QUANT:
+            self._reference_logits[case.model_id] = measured
+        return measured
+
+    def _against_reference(self, item: str, candidate: Case, reference: Case) -> Fidelity:
+        """The candidate first, since its items have just run and it is still loaded; then the
+        reference, loaded only the first time."""
+        tokens, candidate_logits = self._windows_logits(candidate)
+        reference_tokens, reference_logits = self._windows_logits(reference)
+        if reference_tokens != tokens:
+            pytest.fail(f"{item}: the two runtimes tokenize the evaluation text differently", pytrace=False)
+        chunks = windows(tokens, self.config.eval_window)
+        return compare(zip(reference_logits, candidate_logits, chunks))
 
     def measure_parity(self, case: ParityCase) -> Fidelity:
-        """Both runtimes on the same windows of the evaluation text, one model loaded at a time:
-        the candidate first, since its items have just run and it is still loaded."""
-        reference_case, candidate_case = case.sides
-        text = self._eval_text()
-        candidate = self.model(candidate_case).backend
-        tokens = candidate.tokenize(text)
-        chunks = windows(tokens, self.config.parity_window)
-        candidate_logits = [candidate.logits(chunk) for chunk in chunks]
-        reference = self.model(reference_case).backend
-        if reference.tokenize(text) != tokens:
-            pytest.fail(f"{case.id}: the two runtimes tokenize the evaluation text differently", pytrace=False)
-        return compare((reference.logits(chunk), c, chunk) for c, chunk in zip(candidate_logits, chunks))
+        reference, candidate = case.sides
+        return self._against_reference(case.id, candidate, reference)
+
+    def check_fidelity(self, model: SlmModel) -> None:
+        """The quant's next-token distributions against the model's exact float32 values."""
+        __tracebackhide__ = True
+        case, config = model.case, self.config
+        baseline = self._baseline(fidelity_key(case), f"fidelity baseline for {case.id}")
+        reference = fidelity_reference(case.model)
+        if problem := self._skip_reason(reference):
+            pytest.skip(f"the reference {reference.model_id} cannot run here: {problem}")
+        fidelity = self._against_reference(case.id, case, reference)
+        row, failure = judge_fidelity(case, fidelity, baseline, config.fidelity_margin, config.kld_ceilings.get(case.quant))
+        self.fidelity_rows.append(row)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        if baseline is None:
+            self._write(fidelity_key(case), fidelity_record(case, reference, fidelity, model.provenance))
 
     def check_parity(self, case: ParityCase, fidelity: Fidelity) -> None:
         __tracebackhide__ = True

@@ -28,12 +28,15 @@ def test_built_once_then_reused(gguf, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == [first.name, first.with_suffix(".json").name]
 
 
-def test_a_truncated_artifact_is_detected_and_rebuilt(gguf, tmp_path):
+def test_a_truncated_artifact_is_detected_rebuilt_and_reported(gguf, tmp_path):
     path = derived_gguf(gguf, "f32", tmp_path)
     size = path.stat().st_size
     with path.open("r+b") as handle:  # what a crash or a full disk during an old copy would leave
         handle.truncate(size // 2)
-    assert derived_gguf(gguf, "f32", tmp_path) == path and path.stat().st_size == size
+    lines: list[str] = []
+    assert derived_gguf(gguf, "f32", tmp_path, lines.append) == path and path.stat().st_size == size
+    assert lines[0] == f"{path.name} in the cache is incomplete or corrupt: rebuilding it"
+    assert lines[1].startswith("making f32 of ") and lines[2].startswith("made f32 of ")
 
 
 def test_workers_asking_at_once_share_one_build(gguf, tmp_path):

@@ -2,8 +2,8 @@ import json
 import re
 
 import pytest
-
-from records import baseline_record as record, latency_record
+from records import baseline_record as record
+from records import latency_record
 
 from pytest_slm.baselines import BaselineError, BaselineKey, BaselineStore, lock_path
 

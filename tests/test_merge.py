@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
-from records import baseline_record as record, latency_record
+from records import baseline_record as record
+from records import latency_record
 
 from pytest_slm.__main__ import main
 from pytest_slm.baselines import dumps

@@ -142,6 +142,9 @@ def test_user_tests_get_a_loaded_model_per_combination_and_absent_devices_skip(p
         (["--slm-tasks=slm_facts:x"], "ERROR: --slm-tasks: few-shot count must be a whole number*"),
         (["--slm-limit=0"], "ERROR: --slm-limit must be at least 1*"),
         (["--slm-models=README.md"], "ERROR: *README.md is not a GGUF file*"),
+        (["--slm-kld-ceiling=q9_9=0.1"], "ERROR: unknown quant 'q9_9' in --slm-kld-ceiling; known quants: native, f32*"),
+        (["--slm-latency-tolerance=speed=0.1"], "ERROR: unknown latency metric 'speed' in *; known: prefill, decode, ttft"),
+        (["--slm-prefill-lengths=128,x"], "ERROR: --slm-prefill-lengths must be a whole number, got 'x'"),
     ],
 )
 def test_bad_names_are_one_line_usage_errors_that_change_nothing(project, args, message):
@@ -207,7 +210,7 @@ def test_parity_passes_on_the_real_import_and_fails_on_a_broken_one(project):
         "test_parity.py",
         "--slm-devices=llamacpp-cpu,mlx-cpu",
         "--slm-eval-text=eval.txt",
-        "--slm-parity-window=128",
+        "--slm-eval-window=128",
         f"--slm-cache={project.path / 'cache'}",
     ]
     result = project.runpytest_subprocess(*args)

@@ -35,3 +35,26 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
     assert "- baselines: 1 changed, 1 unchanged" in markdown
     assert step_summary.read_text() == "earlier step\n" + markdown
     assert "m-llamacpp-cpu-native-b:5" in page.read_text()
+
+
+RUNTIME_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", metric="decode",
+                   unit="tok/s", median=80.0, min=82.0, spread=0.02, baseline=100.0, change_pct=25.0, limit_pct=10.0,
+                   rounds=2, load=1.5, verdict="FAIL")
+MEMORY_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", weights_bytes=2**27,
+                  kv_bytes_per_token=1024, peak_rss_bytes=None, verdict="pass",
+                  kv_cache=[{"context": 512, "kv_bytes": 2**19, "total_bytes": 2**27 + 2**19, "share": 0.0039}])
+
+
+def test_runtime_and_memory_tables_show_both_rounds_and_the_kv_share():
+    [runtime] = report.runtime_table([RUNTIME_ROW]).splitlines()[2:]
+    assert runtime.split() == ["m-llamacpp-cpu-native", "decode", "80", "tok/s", "±2.0%", "100", "+25.0%", "slower",
+                               "10.0%", "(2", "rounds)", "1.50", "FAIL"]
+    [memory] = report.memory_table([MEMORY_ROW]).splitlines()[2:]
+    assert memory.split() == ["m-llamacpp-cpu-native", "128.0", "MiB", "1024", "B", "0.5", "MiB", "(0%)", "-", "pass"]
+
+
+def test_junit_properties_name_each_figure_by_its_metric():
+    assert ("decode.median", 80.0) in report.junit_properties(RUNTIME_ROW)
+    assert ("decode.verdict", "FAIL") in report.junit_properties(RUNTIME_ROW)
+    memory = dict(report.junit_properties(MEMORY_ROW))
+    assert memory["kv_bytes@512"] == 2**19 and "peak_rss_bytes" not in memory and "model" not in memory

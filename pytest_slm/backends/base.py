@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class LoadRequest:
     cache_dir: Path | None = None  # where derived files (other quants) are kept
     context_length: int = 4096
     batch_size: int = 512
+    progress: Callable[[str], None] = lambda line: None  # a line for the user during a long step
 
 
 @dataclass(frozen=True)

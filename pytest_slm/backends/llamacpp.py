@@ -66,7 +66,7 @@ def load(request: LoadRequest) -> LlamaCppModel:
     import llama_cpp
 
     _silence_llama_logs(llama_cpp)  # the quantizer logs every tensor
-    derived = derived_gguf(request.gguf_path, request.quant, request.cache_dir or default_cache_dir())
+    derived = derived_gguf(request.gguf_path, request.quant, request.cache_dir or default_cache_dir(), request.progress)
     return LlamaCppModel(request, derived)
 
 
