@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -164,7 +164,7 @@ class SlmSession:
                 cache_dir=self.config.cache_dir,
                 progress=self.progress,
             )
-            return SlmModel(case, backend.load(request))
+            return SlmModel(replace(case, task=None), backend.load(request))  # shared by the model's items
         except (BackendError, RegistryError) as exc:
             return exc
 
