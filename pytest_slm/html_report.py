@@ -91,7 +91,7 @@ def _counts(results: dict[str, Any]) -> str:
             key = (section, row["item"])
             worst[key] = min(worst.get(key, row["verdict"]), row["verdict"], key=_severity)
     verdicts = Counter(worst.values())
-    shown = {"pass": verdicts.pop("pass", 0), "FAIL": verdicts.pop("FAIL", 0), **dict(sorted(verdicts.items()))}
+    shown = {"pass": verdicts.pop("pass", 0), **dict(sorted(verdicts.items(), key=lambda kv: _severity(kv[0])))}
     parts = [
         f'<span class="{VERDICT_CLASSES.get(verdict, "")}">{count} {escape(verdict)}</span>' for verdict, count in shown.items()
     ]
