@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any, Iterable, Sequence
 
+from . import tables
 from .options import QUANTS
 
 # Bar colours are used nowhere else on the page, so a screenshot shows whether each plot was drawn.
@@ -52,7 +53,6 @@ th:first-child, td:first-child { text-align: left; }
 """
 VERDICT_CLASSES = {"pass": "verdict-pass", "FAIL": "verdict-fail", "updated": "verdict-updated", "changed": "verdict-changed"}
 VERDICT_SEVERITY = ("FAIL", "changed", "updated", "pass")  # worst first
-SECTIONS = ("items", "fidelity", "parity", "runtime", "memory")
 
 
 def render(results: dict[str, Any]) -> str:
@@ -62,15 +62,9 @@ def render(results: dict[str, Any]) -> str:
         _speed_figure(results.get("runtime") or []),
         _memory_figure(results.get("memory") or []),
     )
-    tables = (
-        _accuracy_table(results.get("items") or []),
-        _fidelity_table("Fidelity", results.get("fidelity") or []),
-        _fidelity_table("Parity", results.get("parity") or []),
-        _runtime_table(results.get("runtime") or []),
-        _memory_table(results.get("memory") or []),
-        _baseline_writes(results.get("baseline_writes") or []),
-    )
-    body = "\n".join(part for part in ("<h1>pytest-slm report</h1>", _counts(results), *figures, *tables) if part)
+    sections = [_table(title, *cells(results[name])) for name, (title, cells) in tables.SECTIONS.items() if results.get(name)]
+    writes = _baseline_writes(results.get("baseline_writes") or [])
+    body = "\n".join(part for part in ("<h1>pytest-slm report</h1>", _counts(results), *figures, *sections, writes) if part)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>pytest-slm report</title>\n'
         f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
@@ -86,7 +80,7 @@ def _counts(results: dict[str, Any]) -> str:
     """One verdict per combination and kind of item, the worst of its rows: a latency item fails
     when any of its metrics does."""
     worst: dict[tuple[str, str], str] = {}
-    for section in SECTIONS:
+    for section in tables.SECTIONS:
         for row in results.get(section) or []:
             key = (section, row["item"])
             worst[key] = min(worst.get(key, row["verdict"]), row["verdict"], key=_severity)
@@ -364,86 +358,6 @@ def _context(tokens: int) -> str:
 # Tables
 
 
-def _accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
-    return _table(
-        "Accuracy",
-        ("item", "accuracy", "baseline", "delta", "flips -/+", "p", "verdict"),
-        [
-            (
-                row["item"],
-                f"{row['accuracy']:.3f}",
-                _or_dash(row.get("baseline"), "{:.3f}"),
-                _or_dash(row.get("delta_points"), "{:+.1f} pt"),
-                "-" if row.get("regressed") is None else f"{row['regressed']}/{row['improved']}",
-                _or_dash(row.get("p_value"), "{:.3g}"),
-                row["verdict"],
-            )
-            for row in sorted(rows, key=lambda r: r["item"])
-        ],
-    )
-
-
-def _fidelity_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Fidelity (a quant against f32) and parity (a runtime against another) measure the same things."""
-    return _table(
-        title,
-        ("item", "positions", "top-1 agree", "mean KLD", "p99 KLD", "ppl ref / cand", "verdict"),
-        [
-            (
-                row["item"],
-                str(row["tokens"]),
-                f"{row['top1_agreement']:.4f}",
-                f"{row['mean_kld']:.2e}",
-                f"{row['p99_kld']:.2e}",
-                f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}",
-                row["verdict"],
-            )
-            for row in sorted(rows, key=lambda r: r["item"])
-        ],
-    )
-
-
-def _runtime_table(rows: Sequence[dict[str, Any]]) -> str:
-    return _table(
-        "Runtime",
-        ("item", "metric", "median", "spread", "baseline", "slower by", "limit", "load", "verdict"),
-        [
-            (
-                row["item"],
-                row["metric"],
-                f"{row['median']:.4g} {row['unit']}",
-                f"±{100 * row['spread']:.1f}%",
-                _or_dash(row.get("baseline"), "{:.4g}"),
-                _or_dash(row.get("change_pct"), "{:+.1f}%"),
-                _or_dash(row.get("limit_pct"), "{:.1f}%"),
-                _or_dash(row.get("load"), "{:.2f}"),
-                row["verdict"],
-            )
-            for row in sorted(rows, key=lambda r: (r["item"], r["metric"]))
-        ],
-    )
-
-
-def _memory_table(rows: Sequence[dict[str, Any]]) -> str:
-    return _table(
-        "Memory",
-        ("item", "weights", "peak RSS", "total at context (KV share)", "verdict"),
-        [
-            (
-                row["item"],
-                f"{row['weights_bytes'] / MIB:.1f} MiB",
-                "-" if row.get("peak_rss_bytes") is None else f"{row['peak_rss_bytes'] / MIB:.1f} MiB",
-                ", ".join(
-                    f"{_context(kv['context'])}: {kv['total_bytes'] / MIB:.1f} MiB ({_percent(kv['share'])})"
-                    for kv in sorted(row.get("kv_cache") or [], key=lambda kv: kv["context"])
-                ),
-                row["verdict"],
-            )
-            for row in sorted(rows, key=lambda r: r["item"])
-        ],
-    )
-
-
 def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain table whose last column is the verdict, coloured so a failure stands out."""
     if not rows:
@@ -467,7 +381,3 @@ def _baseline_writes(writes: Sequence[dict[str, Any]]) -> str:
         f"<h2>Baselines</h2>\n<p>{len(changed)} changed, {len(writes) - len(changed)} unchanged</p>\n"
         + (f"<ul>{paths}</ul>" if paths else "")
     )
-
-
-def _or_dash(value: float | None, template: str) -> str:
-    return "-" if value is None else template.format(value)

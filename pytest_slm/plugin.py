@@ -235,7 +235,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     results = slm.results()
     if any(results.values()):
         terminalreporter.section("pytest-slm summary")
-    for table in report.tables(results):
+    for table in report.all_tables(results):
         terminalreporter.write_line(table)
         terminalreporter.write_line("")
     for line in report.baseline_writes(slm.writes) if slm.writes else ():

@@ -142,8 +142,8 @@ def test_memory_stacks_kv_on_the_rest_per_context_with_its_share():
 
 def test_memory_table_dashes_a_peak_rss_that_was_not_measured():
     page = html_report.render(RESULTS)
-    assert "native-memory</td><td>258.0 MiB</td><td>-</td>" in page
-    assert "q4_k_m-memory</td><td>100.0 MiB</td><td>160.0 MiB</td>" in page
+    assert re.search(r"native-memory</td><td>258.0 MiB</td>(<td>[^<]*</td>){4}<td>-</td>", page)
+    assert re.search(r"q4_k_m-memory</td><td>100.0 MiB</td>(<td>[^<]*</td>){4}<td>160.0 MiB</td>", page)
 
 
 def test_strings_from_the_data_are_escaped():

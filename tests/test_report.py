@@ -14,7 +14,7 @@ WRITES = [{"path": "baselines/m/a-0shot.json", "changed": True}, {"path": "basel
 
 
 def test_summary_table_sorts_items_and_dashes_what_was_not_compared():
-    lines = report.summary_table(ROWS).splitlines()
+    lines = report.table("items", ROWS).splitlines()
     assert lines[0].split() == ["item", "accuracy", "baseline", "delta", "flips", "-/+", "p", "verdict"]
     assert lines[2].split() == ["m-llamacpp-cpu-native-a:0", "0.600", "-", "-", "-", "-", "updated"]
     assert lines[3].split() == ["m-llamacpp-cpu-native-b:5", "0.500", "0.750", "-25.0", "pt", "10/0", "0.000977", "FAIL"]
@@ -46,10 +46,10 @@ MEMORY_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu"
 
 
 def test_runtime_and_memory_tables_show_both_rounds_and_the_kv_share():
-    [runtime] = report.runtime_table([RUNTIME_ROW]).splitlines()[2:]
+    [runtime] = report.table("runtime", [RUNTIME_ROW]).splitlines()[2:]
     assert runtime.split() == ["m-llamacpp-cpu-native", "decode", "80", "tok/s", "±2.0%", "100", "+25.0%", "slower",
                                "10.0%", "(2", "rounds)", "1.50", "FAIL"]
-    [memory] = report.memory_table([MEMORY_ROW]).splitlines()[2:]
+    [memory] = report.table("memory", [MEMORY_ROW]).splitlines()[2:]
     assert memory.split() == ["m-llamacpp-cpu-native", "128.0", "MiB", "1024", "B", "0.5", "MiB", "(0%)", "-", "pass"]
 
 

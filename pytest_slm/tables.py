@@ -1,0 +1,109 @@
+"""What each table of a run shows, cell by cell: one definition for the terminal, Markdown and
+the HTML page. Each returns the headers and the rows; a row's last cell is its verdict."""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, Callable, Sequence
+
+Rows = Sequence[dict[str, Any]]
+Table = tuple[list[str], list[tuple[str, ...]]]
+
+
+def accuracy(rows: Rows) -> Table:
+    headers = ["item", "accuracy", "baseline", "delta", "flips -/+", "p", "verdict"]
+    body = [
+        (
+            row["item"],
+            f"{row['accuracy']:.3f}",
+            _or_dash(row["baseline"], "{:.3f}"),
+            _or_dash(row["delta_points"], "{:+.1f} pt"),
+            "-" if row["regressed"] is None else f"{row['regressed']}/{row['improved']}",
+            _or_dash(row["p_value"], "{:.3g}"),
+            row["verdict"],
+        )
+        for row in sorted(rows, key=itemgetter("item"))
+    ]
+    return headers, body
+
+
+def parity(rows: Rows) -> Table:
+    return _distributions(rows, "parity item")
+
+
+def fidelity(rows: Rows) -> Table:
+    """Each quant against the model's exact float32 values, and the mean KLD its baseline had."""
+    return _distributions(rows, "fidelity item (vs f32)")
+
+
+def _distributions(rows: Rows, title: str) -> Table:
+    with_baseline = any("baseline_mean_kld" in row for row in rows)
+    baseline = ["baseline"] if with_baseline else []
+    headers = [title, "positions", "top-1 agree", "mean KLD", *baseline, "p99 KLD", "ppl ref / cand", "verdict"]
+    body = [
+        (
+            row["item"],
+            str(row["tokens"]),
+            f"{row['top1_agreement']:.4f}",
+            f"{row['mean_kld']:.2e}",
+            *([_or_dash(row.get("baseline_mean_kld"), "{:.2e}")] if with_baseline else []),
+            f"{row['p99_kld']:.2e}",
+            f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}",
+            row["verdict"],
+        )
+        for row in sorted(rows, key=itemgetter("item"))
+    ]
+    return headers, body
+
+
+def runtime(rows: Rows) -> Table:
+    headers = ["runtime item", "metric", "median", "spread", "baseline", "change", "limit", "load", "verdict"]
+    body = [
+        (
+            row["item"],
+            row["metric"],
+            f"{row['median']:.4g} {row['unit']}",
+            f"±{100 * row['spread']:.1f}%",
+            _or_dash(row["baseline"], "{:.4g}"),
+            _or_dash(row["change_pct"], "{:+.1f}% slower"),
+            _or_dash(row["limit_pct"], "{:.1f}%") + (f" ({row['rounds']} rounds)" if row["rounds"] > 1 else ""),
+            _or_dash(row["load"], "{:.2f}"),
+            row["verdict"],
+        )
+        for row in sorted(rows, key=itemgetter("item", "metric"))
+    ]
+    return headers, body
+
+
+def memory(rows: Rows) -> Table:
+    """Weights, KV cache per token, and the cache's share of weights + cache at each context length."""
+    contexts = sorted({kv["context"] for row in rows for kv in row["kv_cache"]})
+    headers = ["memory item", "weights", "KV/token", *(f"KV @{c}" for c in contexts), "peak RSS", "verdict"]
+    body = []
+    for row in sorted(rows, key=itemgetter("item")):
+        by_context = {kv["context"]: kv for kv in row["kv_cache"]}
+        cells = [
+            f"{mib(by_context[c]['kv_bytes'])} ({100 * by_context[c]['share']:.0f}%)" if c in by_context else "-"
+            for c in contexts
+        ]
+        peak = "-" if row["peak_rss_bytes"] is None else mib(row["peak_rss_bytes"])
+        body.append((row["item"], mib(row["weights_bytes"]), f"{row['kv_bytes_per_token']} B", *cells, peak, row["verdict"]))
+    return headers, body
+
+
+# results.json's sections that are tables, in the order a run shows them, with their titles
+SECTIONS: dict[str, tuple[str, Callable[[Rows], Table]]] = {
+    "items": ("Accuracy", accuracy),
+    "parity": ("Parity", parity),
+    "fidelity": ("Fidelity", fidelity),
+    "runtime": ("Runtime", runtime),
+    "memory": ("Memory", memory),
+}
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _or_dash(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
