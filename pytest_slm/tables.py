@@ -65,7 +65,7 @@ def runtime(rows: Rows) -> Table:
             f"{row['median']:.4g} {row['unit']}",
             f"±{100 * row['spread']:.1f}%",
             _or_dash(row["baseline"], "{:.4g}"),
-            _or_dash(row["change_pct"], "{:+.1f}% slower"),
+            _change(row["change_pct"]),
             _or_dash(row["limit_pct"], "{:.1f}%") + (f" ({row['rounds']} rounds)" if row["rounds"] > 1 else ""),
             _or_dash(row["load"], "{:.2f}"),
             row["verdict"],
@@ -99,6 +99,12 @@ SECTIONS: dict[str, tuple[str, Callable[[Rows], Table]]] = {
     "runtime": ("Runtime", runtime),
     "memory": ("Memory", memory),
 }
+
+
+def _change(percent: float | None) -> str:
+    if percent is None:
+        return "-"
+    return f"{percent:.1f}% slower" if percent >= 0 else f"{-percent:.1f}% faster"
 
 
 def mib(n: int) -> str:

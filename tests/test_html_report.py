@@ -191,7 +191,7 @@ def test_a_runtime_with_only_seconds_has_no_speed_plot():
     assert '<figure id="speed">' not in page and "<h2>Runtime</h2>" in page
 
 
-CHROMIUM = shutil.which("chromium")
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)  # Debian, Ubuntu, GitHub
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a browser to render the page: apt-get install -y chromium")
