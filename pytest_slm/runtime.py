@@ -31,7 +31,7 @@ class Fingerprint:
     def slug(self) -> str:
         """A directory name: readable where it can be, and a hash of everything."""
         digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{platform.system().lower()}-{platform.machine()}-{self.threads}t-{digest}"
+        return f"{self.os.lower().replace(' ', '-')}-{self.threads}t-{digest}"
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
