@@ -68,8 +68,9 @@ def _param(case: Case | ParityCase, skip: str | None) -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Items of one (model, device, quant) run together, so each model loads once; a parity item
-    runs right after the items of its MLX side, which it then finds still loaded."""
+    """Items of one (model, device, quant) run together, so each model loads once; a fidelity
+    item runs last among them, since the first one loads the reference in the model's place; a
+    parity item runs right after the items of its MLX side, which it then finds still loaded."""
     order: dict[str, int] = {}
     for item in items:
         case = _case_of(item)
@@ -81,7 +82,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if case is None:
             return -1
         if isinstance(case, Case):
-            return order[case.model_id]
+            return order[case.model_id] + (0.25 if FIDELITY_FIXTURE in getattr(item, "fixturenames", ()) else 0)
         return order.get(case.sides[1].model_id, len(order)) + 0.5
 
     items.sort(key=rank)

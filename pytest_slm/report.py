@@ -1,5 +1,6 @@
 """What a run reports: one table for the whole run, whichever process measured each row, in the
-terminal and, with --slm-report, as files CI keeps (results.json, summary.md, the step summary)."""
+terminal and, with --slm-report, as files CI keeps (results.json, summary.md, report.html, the step
+summary)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tabulate import tabulate
 
 from . import html_report, tables
 from .atomic import write_text_atomic
+
 
 def table(section: str, rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
     headers, body = tables.SECTIONS[section][1](rows)

@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from typing import Any, Callable, Sequence
 
@@ -40,7 +41,9 @@ class Fingerprint:
         return f"{self.cpu}, {self.threads} threads, {self.accelerator}, {self.os}, {self.runtime}"
 
 
+@cache
 def fingerprint(device: str, threads: int) -> Fingerprint:
+    """Asked before and after each measurement; the machine does not change within a run."""
     backend, _, kind = device.partition("-")
     runtime = {"llamacpp": "llama-cpp-python", "mlx": "mlx"}[backend]
     return Fingerprint(

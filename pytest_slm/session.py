@@ -236,8 +236,10 @@ class SlmSession:
             "run --update-baselines on this machine to create it",
         )
 
+    @cached_property
     def _eval_text(self) -> str:
-        """The project's own text: what parity compares and what latency prompts are cut from."""
+        """The project's own text: what parity and fidelity compare and latency prompts are cut from;
+        read once per session."""
         try:
             return self.config.eval_text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -248,7 +250,7 @@ class SlmSession:
         __tracebackhide__ = True
         case = model.case
         baseline = self._runtime_baseline(case, kind)
-        tokens = model.tokenize(self._eval_text())
+        tokens = model.tokenize(self._eval_text)
         config = self.config
 
         def measure() -> list[Timing]:
@@ -281,7 +283,7 @@ class SlmSession:
         __tracebackhide__ = True
         case, config = model.case, self.config
         baseline = self._runtime_baseline(case, "memory")
-        tokens = model.tokenize(self._eval_text())
+        tokens = model.tokenize(self._eval_text)
         use = measure_memory(
             model.backend,
             tokens,
@@ -305,7 +307,7 @@ class SlmSession:
         if cached is not None:
             return cached
         backend = self.model(case).backend
-        tokens = backend.tokenize(self._eval_text())
+        tokens = backend.tokenize(self._eval_text)
         measured = tokens, [backend.logits(chunk) for chunk in windows(tokens, self.config.eval_window)]
         if case.quant == REFERENCE_QUANT:
             self._reference_logits[case.model_id] = measured
