@@ -53,11 +53,18 @@ class SlmLM(LM):
         return results
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        outputs = []
-        for context, gen_kwargs in (req.args for req in requests):
+        """Requests with the same stop strings and limit (a task's) go to the backend together."""
+        batches: dict[tuple[tuple[str, ...], int], list[int]] = {}
+        contexts = []
+        for index, (context, gen_kwargs) in enumerate(req.args for req in requests):
             until = gen_kwargs.get("until") or []
-            stop = [until] if isinstance(until, str) else list(until)
-            max_tokens = int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+            stop = (until,) if isinstance(until, str) else tuple(until)
+            batches.setdefault((stop, int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))), []).append(index)
             self._record(self.model.tokenize(context))
-            outputs.append(self.model.generate(context, max_tokens=max_tokens, stop=stop))
+            contexts.append(context)
+        outputs = [""] * len(requests)
+        for (stop, max_tokens), members in batches.items():
+            texts = self.model.generate_many([contexts[i] for i in members], max_tokens, stop)
+            for index, text in zip(members, texts):
+                outputs[index] = text
         return outputs

@@ -85,16 +85,24 @@ class SlmModel:
 
     def generate(self, prompt: str, max_tokens: int = 64, stop: Sequence[str] = ()) -> str:
         """Greedy completion of `prompt`, cut before the first stop string."""
-        tokens = self._start_tokens() + self._encode(prompt)
-        produced = bytearray()
-        text = ""
-        for token in self.backend.generate(tokens, max_tokens):
-            produced += self.backend.token_bytes(token)
-            text = produced.decode("utf-8", errors="ignore")
-            cut = _first_stop(text, stop)
-            if cut is not None:
-                return text[:cut]
-        return text
+        return self.generate_many([prompt], max_tokens, stop)[0]
+
+    def generate_many(self, prompts: Sequence[str], max_tokens: int = 64, stop: Sequence[str] = ()) -> list[str]:
+        """Greedy completions, each cut before its first stop string; the backend may batch them."""
+
+        def text(tokens: list[int]) -> str:
+            return b"".join(self.backend.token_bytes(t) for t in tokens).decode("utf-8", errors="ignore")
+
+        encoded = [self._start_tokens() + self._encode(prompt) for prompt in prompts]
+        produced = self.backend.generate(
+            encoded, max_tokens, lambda _, tokens: _first_stop(text(tokens), stop) is not None
+        )
+        return [_cut(text(tokens), stop) for tokens in produced]
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    cut = _first_stop(text, stop)
+    return text if cut is None else text[:cut]
 
 
 def _first_stop(text: str, stop: Sequence[str]) -> int | None:

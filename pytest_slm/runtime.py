@@ -14,6 +14,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any, Callable, Sequence
 
+from .backends import mlx_blas
 from .backends.base import LoadedModel, MemoryProfile
 from .stats import Spread, spread
 
@@ -45,13 +46,16 @@ class Fingerprint:
 def fingerprint(device: str, threads: int) -> Fingerprint:
     """Asked before and after each measurement; the machine does not change within a run."""
     backend, _, kind = device.partition("-")
-    runtime = {"llamacpp": "llama-cpp-python", "mlx": "mlx"}[backend]
+    package = {"llamacpp": "llama-cpp-python", "mlx": "mlx"}[backend]
+    runtime = f"{package} {_version(package)}"
+    if device == "mlx-cpu":
+        runtime += f" on {mlx_blas.route_to_openblas()}"  # its matmuls' speed is the BLAS's
     return Fingerprint(
         cpu=_cpu_name(),
-        threads=threads if backend == "llamacpp" else 0,  # MLX picks its own threads
+        threads=0 if device == "mlx-gpu" else threads,  # MLX schedules its GPU itself
         accelerator="none" if kind == "cpu" else _gpu_name(),
         os=f"{platform.system()} {platform.machine()}",
-        runtime=f"{runtime} {_version(runtime)}",
+        runtime=runtime,
     )
 
 

@@ -104,7 +104,7 @@ class SlmSession:
     @cached_property
     def device_statuses(self) -> dict[str, DeviceStatus]:
         statuses = {}
-        for backend in {d.split("-")[0] for d in self.config.devices or DEVICES}:
+        for backend in {d.split("-")[0] for d in DEVICES}:  # every backend: a fidelity reference may be on another
             statuses.update({s.name: s for s in _backend(backend).device_statuses()})
         return statuses
 

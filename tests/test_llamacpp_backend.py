@@ -79,8 +79,8 @@ def test_more_continuations_than_parallel_sequences(model):
 
 def test_generation_is_greedy_and_repeatable(model):
     prompt = model.tokenize("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
-    first = list(model.generate(prompt, 24))
-    assert first == list(model.generate(prompt, 24))
+    first = model.generate([prompt], 24, lambda row, tokens: False)[0]
+    assert first == model.generate([prompt, prompt], 24, lambda row, tokens: False)[1]
     assert b"Paris" in b"".join(model.token_bytes(t) for t in first)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pytest_slm.backends import mlx as mlx_backend
+from pytest_slm.backends import mlx_blas
 from pytest_slm.backends.base import BackendError, LoadRequest, ScoreGroup, Unsupported
 from pytest_slm.registry import resolve_source
 
@@ -65,6 +66,7 @@ def test_unknown_quant_is_unsupported_and_lists_the_valid_ones(tmp_path):
 
 @pytest.fixture(scope="module")
 def mx():
+    mlx_blas.route_to_openblas()  # before this process first imports mlx.core
     return pytest.importorskip("mlx.core")
 
 
@@ -131,10 +133,26 @@ def test_score_equals_a_full_forward_pass(mx, model, monkeypatch):
     assert np.allclose(model.score([ScoreGroup(context, continuations + [[]])])[0], scored + [(0.0, True)], atol=1e-4)
 
 
+def never(row, tokens):
+    return False
+
+
 def test_greedy_generation_stops_at_end_of_turn(model):
-    produced = list(model.generate(model.tokenize(CHAT), 24))
+    produced = model.generate([model.tokenize(CHAT)], 24, never)[0]
     assert len(produced) < 24  # it ended on <|im_end|>, not on the limit
     assert b"Paris" in b"".join(model.token_bytes(t) for t in produced)
+
+
+def test_rows_generated_side_by_side_are_the_rows_generated_alone(model):
+    texts = [CHAT, "Once upon a time", "1, 2, 3, 4,", "The capital of Italy is", ENGLISH]
+    prompts = [model.tokenize(t) for t in texts]
+
+    def at_a_comma(row, tokens):
+        return b"," in b"".join(model.token_bytes(t) for t in tokens)
+
+    together = model.generate(prompts, 16, at_a_comma)
+    assert together == [model.generate([p], 16, at_a_comma)[0] for p in prompts]
+    assert len({len(t) for t in together}) > 1  # rows left the batch at different steps
 
 
 def llama_cpp_log_probs(llama_cpp, gguf, tokens):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -100,8 +100,13 @@ class LoadedModel(Protocol):
         """
         ...
 
-    def generate(self, prompt: Sequence[int], max_new_tokens: int) -> Iterator[int]:
-        """Greedy decoding: yields new token ids until an end-of-sequence token or the limit."""
+    def generate(
+        self, prompts: Sequence[Sequence[int]], max_new_tokens: int, finished: Callable[[int, list[int]], bool]
+    ) -> list[list[int]]:
+        """Greedy decoding of each prompt: its new token ids, until an end-of-sequence token, the
+        limit, or `finished(row, tokens so far)` (the caller's stop strings). A backend may decode
+        several rows side by side; each row's tokens must not depend on which rows share its batch
+        beyond floating-point summation order."""
         ...
 
     def timed_prefill(self, tokens: Sequence[int]) -> float:

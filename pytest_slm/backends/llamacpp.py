@@ -12,7 +12,7 @@ import ctypes
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -236,19 +236,31 @@ class LlamaCppModel:
             results += [(sum(lp for lp, _ in scores), all(g for _, g in scores)) for scores in per_token]
         return results
 
-    def generate(self, prompt: Sequence[int], max_new_tokens: int) -> Iterator[int]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], max_new_tokens: int, finished: Callable[[int, list[int]], bool]
+    ) -> list[list[int]]:
+        """Row after row: each already decodes at the weights' memory-bandwidth speed."""
+        return [self._generate_row(row, prompt, max_new_tokens, finished) for row, prompt in enumerate(prompts)]
+
+    def _generate_row(
+        self, row: int, prompt: Sequence[int], max_new_tokens: int, finished: Callable[[int, list[int]], bool]
+    ) -> list[int]:
         tokens = list(prompt)[-(self.n_ctx - max_new_tokens) :]
         logits = self._prefill(tokens)
+        produced: list[int] = []
         rows: list[np.ndarray] = []
         for position in range(len(tokens), len(tokens) + max_new_tokens):
             token = int(np.argmax(logits))
             if token in self.eos_ids:
-                return
-            yield token
+                break
+            produced.append(token)
+            if finished(row, produced) or len(produced) == max_new_tokens:
+                break
             rows.clear()
-            self._decode([(token, position, 0, True)], lambda _, row: rows.append(row))
+            self._decode([(token, position, 0, True)], lambda _, logits_row: rows.append(logits_row))
             self._sequence.append(token)
             logits = rows[0]
+        return produced
 
     # -- runtime costs -------------------------------------------------------------------------
 
@@ -262,7 +274,9 @@ class LlamaCppModel:
         self._clear()
         started = time.perf_counter()
         rows: list[np.ndarray] = []
-        self._decode([(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)], lambda _, r: rows.append(r))
+        self._decode(
+            [(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)], lambda _, r: rows.append(r)
+        )
         token = int(np.argmax(rows[-1]))
         first_token = time.perf_counter() - started
         self.decode_seconds = 0.0
@@ -274,7 +288,9 @@ class LlamaCppModel:
     def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
         lib, model = self._lib, self._model
         n_embd_head = lib.llama_model_n_embd(model) // lib.llama_model_n_head(model)
-        per_token = 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * n_embd_head * KV_BYTES_PER_VALUE
+        per_token = (
+            2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * n_embd_head * KV_BYTES_PER_VALUE
+        )
         half = len(probe_tokens) // 2
         self._clear()
         self._decode([(tok, pos, 0, False) for pos, tok in enumerate(probe_tokens[:half])])
