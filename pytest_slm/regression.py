@@ -12,7 +12,7 @@ from .baselines import SCHEMA_VERSION, BaselineKey
 from .fidelity import Fidelity
 from .matrix import Case
 from .runtime import Fingerprint, MemoryUse, Timing
-from .stats import Slowdown, compare_outcomes, compare_timings, spread
+from .stats import PairedComparison, Slowdown, compare_outcomes, compare_timings, mcnemar_two_sided, spread
 from .tasks import AccuracyResult
 
 SHOWN_FLIPS = 3
@@ -166,21 +166,46 @@ def judge(case: Case, result: AccuracyResult, baseline: dict[str, Any], settings
     return row, "\n".join(lines)
 
 
-def judge_parity(item: str, fidelity: Fidelity, min_top1: float, max_mean_kld: float) -> tuple[dict[str, Any], str | None]:
-    """A summary row, and the failure message when the runtimes disagree more than allowed."""
-    problems = []
-    if fidelity.top1_agreement < min_top1:
-        problems.append(f"top-1 agreement {fidelity.top1_agreement:.4f} < {min_top1}")
-    if fidelity.mean_kld > max_mean_kld:
-        problems.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats > {max_mean_kld}")
-    row = {"item": item, **fidelity.__dict__, "verdict": "FAIL" if problems else "pass"}
+def judge_parity(
+    item: str,
+    fidelity: Fidelity,
+    tasks: dict[str, PairedComparison],
+    settings: ParitySettings,
+) -> tuple[dict[str, Any], str | None]:
+    """A summary row, and the failure message when the runtimes disagree more than allowed: on the
+    distributions, or on the task outcomes both ran this session (paired, two-sided)."""
+    distributions = []
+    if fidelity.top1_agreement < settings.min_top1:
+        distributions.append(f"top-1 agreement {fidelity.top1_agreement:.4f} < {settings.min_top1}")
+    if fidelity.mean_kld > settings.max_mean_kld:
+        distributions.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats > {settings.max_mean_kld}")
+    problems = [f"{'; '.join(distributions)} over {fidelity.tokens} positions"] if distributions else []
+    flips = 0
+    for task, paired in sorted(tasks.items()):
+        p = mcnemar_two_sided(len(paired.regressed), len(paired.improved))
+        flips += len(paired.regressed) + len(paired.improved)
+        if p < settings.alpha and abs(paired.delta_points) >= settings.min_drop_points:
+            problems.append(
+                f"{task}: accuracy {paired.accuracy:.3f} vs {paired.baseline_accuracy:.3f} on llama.cpp's"
+                f" shipped weights, {len(paired.regressed)}/{len(paired.improved)} samples differ either way,"
+                f" two-sided McNemar p = {p:.3g} < {settings.alpha}"
+            )
+    outcomes = f"{len(tasks)} tasks, {flips} flips" if tasks else "not run"
+    row = {"item": item, **fidelity.__dict__, "task_outcomes": outcomes, "verdict": "FAIL" if problems else "pass"}
     if not problems:
         return row, None
     return row, (
         f"{item}: the runtimes disagree on the same weights: {'; '.join(problems)}"
-        f" over {fidelity.tokens} positions (p99 KLD {fidelity.p99_kld:.3g}, perplexity"
-        f" {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})"
+        f" (p99 KLD {fidelity.p99_kld:.3g}, perplexity {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})"
     )
+
+
+@dataclass(frozen=True)
+class ParitySettings:
+    min_top1: float
+    max_mean_kld: float
+    alpha: float
+    min_drop_points: float
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .options import DEVICES, SlmConfig
 from .registry import ModelEntry, RegistryError, entry_for_path, load_registry
 from .regression import (
     LatencySettings,
+    ParitySettings,
     Row,
     Settings,
     baseline_key,
@@ -39,6 +40,7 @@ from .regression import (
     runtime_key,
 )
 from .runtime import Timing, fingerprint, load_average, measure_decode, measure_memory, measure_prefill
+from .stats import compare_outcomes
 from .tasks import AccuracyResult, TaskCatalog, TaskError
 
 BACKEND_MODULES = {"llamacpp": "pytest_slm.backends.llamacpp", "mlx": "pytest_slm.backends.mlx"}
@@ -60,6 +62,7 @@ class SlmSession:
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
     _reference_logits: dict[str, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
+    _outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # per accuracy item, for parity
 
     # what a pytest-xdist worker sends the controller: plain data, so execnet can carry it
     SHARED = ("rows", "parity_rows", "fidelity_rows", "runtime_rows", "memory_rows", "writes", "loads")
@@ -204,6 +207,7 @@ class SlmSession:
 
     def check_accuracy(self, case: Case, result: AccuracyResult, baseline: dict[str, Any] | None) -> None:
         __tracebackhide__ = True
+        self._outcomes[case.id] = result.outcomes
         if self.config.update:
             self._write(baseline_key(case), baseline_record(case, result, self.model(case).provenance))
             self.rows.append(Row.of(case, result.accuracy, None, "updated").as_dict())
@@ -345,7 +349,15 @@ class SlmSession:
 
     def check_parity(self, case: ParityCase, fidelity: Fidelity) -> None:
         __tracebackhide__ = True
-        row, failure = judge_parity(case.id, fidelity, self.config.parity_top1, self.config.parity_kld)
+        config = self.config
+        tasks = {}
+        for task in self.tasks():  # both runtimes on the shipped file, where both ran the task this session
+            mlx_run = self._outcomes.get(Case(case.model, case.candidate, "native", task).id)
+            llama_run = self._outcomes.get(Case(case.model, case.reference, "native", task).id)
+            if mlx_run is not None and llama_run is not None:
+                tasks[str(task)] = compare_outcomes(llama_run, mlx_run)
+        settings = ParitySettings(config.parity_top1, config.parity_kld, config.alpha, config.min_drop_points)
+        row, failure = judge_parity(case.id, fidelity, tasks, settings)
         self.parity_rows.append(row)
         if failure:
             pytest.fail(failure, pytrace=False)

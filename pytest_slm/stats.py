@@ -24,6 +24,11 @@ def mcnemar_one_sided(regressed: int, improved: int) -> float:
     return tail / 2**flips
 
 
+def mcnemar_two_sided(first_only: int, second_only: int) -> float:
+    """Exact two-sided McNemar p-value that two runs differ either way: twice the larger tail."""
+    return min(1.0, 2 * mcnemar_one_sided(max(first_only, second_only), min(first_only, second_only)))
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Per-sample outcomes of a run against its baseline, on the samples both have."""

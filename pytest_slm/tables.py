@@ -28,7 +28,10 @@ def accuracy(rows: Rows) -> Table:
 
 
 def parity(rows: Rows) -> Table:
-    return _distributions(rows, "parity item")
+    """The distributions, and the task outcomes both runtimes had this session."""
+    headers, body = _distributions(rows, "parity item")
+    outcomes = [row["task_outcomes"] for row in sorted(rows, key=itemgetter("item"))]
+    return [*headers[:-1], "task outcomes", headers[-1]], [(*b[:-1], o, b[-1]) for b, o in zip(body, outcomes)]
 
 
 def fidelity(rows: Rows) -> Table:

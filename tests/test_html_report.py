@@ -85,7 +85,7 @@ def _fidelity_rows():
 
 RESULTS = {
     "items": _accuracy_rows(),
-    "parity": [dict(item=f"{MODEL}-mlx-cpu-native-vs-llamacpp-cpu-f32", tokens=4096, mean_kld=0.0004, p99_kld=0.004,
+    "parity": [dict(item=f"{MODEL}-mlx-cpu-native-vs-llamacpp-cpu-f32", tokens=4096, task_outcomes="4 tasks, 9 flips", mean_kld=0.0004, p99_kld=0.004,
                     top1_agreement=0.997, reference_perplexity=14.2, perplexity=14.21, verdict="pass")],
     "fidelity": _fidelity_rows(),
     "runtime": _runtime_rows(),

@@ -2,7 +2,7 @@ from math import comb
 
 import pytest
 
-from pytest_slm.stats import compare_outcomes, compare_timings, mcnemar_one_sided, spread
+from pytest_slm.stats import compare_outcomes, compare_timings, mcnemar_one_sided, mcnemar_two_sided, spread
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,14 @@ from pytest_slm.stats import compare_outcomes, compare_timings, mcnemar_one_side
 )
 def test_mcnemar_exact_one_sided_known_values(regressed, improved, expected):
     assert mcnemar_one_sided(regressed, improved) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("first_only", "second_only", "expected"),
+    [(0, 0, 1.0), (10, 0, 2 / 1024), (0, 10, 2 / 1024), (3, 1, 10 / 16), (5, 5, 1.0)],
+)
+def test_mcnemar_two_sided_is_symmetric_and_doubles_the_larger_tail(first_only, second_only, expected):
+    assert mcnemar_two_sided(first_only, second_only) == pytest.approx(expected)
 
 
 def test_mcnemar_rejects_negative_counts():
