@@ -74,6 +74,17 @@ def test_update_then_compare_passes(project):
     again.stdout.fnmatch_lines(["*baselines: 0 changed, 2 unchanged*"])
 
 
+def test_mlx_cpu_items_run_on_openblas_and_agree_with_the_committed_full_run(project):
+    update = project.runpytest_subprocess("--slm-devices=mlx-cpu", "--update-baselines")
+    update.assert_outcomes(passed=2)
+    arith = load(project, "smollm2-135m/mlx-cpu/native/slm_arith-5shot.json")
+    assert arith["n"] == int(LIMIT) and "OpenBLAS" in arith["provenance"]["cpu_matmul"]
+    # generated 32 rows at a time: the first 40 questions, batched differently, answer as in all 180
+    committed = json.loads((ROOT / "baselines" / "smollm2-135m/mlx-cpu/native/slm_arith-5shot.json").read_text())
+    assert arith["outcomes"] == {doc: committed["outcomes"][doc] for doc in arith["outcomes"]}
+    project.runpytest_subprocess("--slm-devices=mlx-cpu").assert_outcomes(passed=2)
+
+
 def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
     result = project.runpytest_subprocess("-rs")
     result.assert_outcomes(skipped=2)
@@ -213,9 +224,10 @@ def test_parity_passes_on_the_real_import_and_fails_on_a_broken_one(project):
         "--slm-eval-window=128",
         f"--slm-cache={project.path / 'cache'}",
     ]
-    result = project.runpytest_subprocess(*args)
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32 * 254 * pass"])
+    # with both runtimes' accuracy items in the session, parity also pairs their task outcomes
+    result = project.runpytest_subprocess("test_accuracy.py", *args, "--update-baselines")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32 * 254 * 2 tasks, * flips *pass"])
 
     project.makeconftest(BROKEN_CONVERTER)
     broken = project.runpytest_subprocess(*args)

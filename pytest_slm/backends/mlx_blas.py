@@ -27,7 +27,9 @@ def route_to_openblas() -> str:
     Must run before the process first imports `mlx.core`: Python loads extension modules with
     RTLD_NOW, which binds every symbol of MLX's library on import. Cached: one routing per process.
     """
-    if sys.platform != "linux" or os.environ.get("PYTEST_SLM_MLX_BLAS") == REFERENCE:
+    if sys.platform != "linux":
+        return "MLX's own (Accelerate on macOS)"
+    if os.environ.get("PYTEST_SLM_MLX_BLAS") == REFERENCE:
         return REFERENCE
     if importlib.util.find_spec("mlx") is None:
         return f"{REFERENCE} (MLX is not installed)"
