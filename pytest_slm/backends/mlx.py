@@ -541,7 +541,9 @@ class MlxModel:
             raise BackendError("cannot generate from an empty prompt")
         width = max(len(r) for r in rows)
         padding = [width - len(r) for r in rows]
-        cache = [BatchKVCache(padding) for _ in self._model.layers] if self._batched else make_prompt_cache(self._model)
+        cache = make_prompt_cache(self._model)
+        if self._batched:
+            cache = [BatchKVCache(padding) for _ in cache]
         tokens = mx.array([[0] * pad + r for pad, r in zip(padding, rows)])
         for start in range(0, width, self.n_batch):
             hidden = self._body(tokens[:, start : start + self.n_batch], cache)[:, -1]
