@@ -3,8 +3,8 @@
 mlx-cpu's Linux wheel links netlib's reference BLAS: one thread, unblocked loops, about 3 GFLOP/s
 here, so a 135M model prefilled 13 tokens/s. pytest-slm's C shim (`pytest_slm/_mlx_blas.c`, built
 on Linux) defines `cblas_sgemm` and forwards it to scipy-openblas32's (prefixed) one. Loaded with
-RTLD_GLOBAL before MLX's first float32 matmul, it is the `cblas_sgemm` MLX binds to; a probe
-matmul then confirms the binding, so what is reported is what MLX actually runs.
+RTLD_GLOBAL before `mlx.core` is imported, it is the `cblas_sgemm` MLX binds to; a probe matmul
+then confirms the binding, so what is reported is what MLX actually runs.
 
 Set PYTEST_SLM_MLX_BLAS=reference to keep the bundled BLAS (the speed benchmark compares both).
 """
