@@ -143,15 +143,27 @@ def test_greedy_generation_stops_at_end_of_turn(model):
     assert b"Paris" in b"".join(model.token_bytes(t) for t in produced)
 
 
-def test_rows_generated_side_by_side_are_the_rows_generated_alone(model):
-    texts = [CHAT, "Once upon a time", "1, 2, 3, 4,", "The capital of Italy is", ENGLISH]
+SHOTS = "Question: 2 + 3\nAnswer: 5\n\nQuestion: 7 - 4\nAnswer: 3\n\nQuestion: "
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [CHAT, "Once upon a time", "1, 2, 3, 4,", "The capital of Italy is", ENGLISH],
+        # a shared few-shot prefix, evaluated once for every row; the last row is the prefix alone
+        [SHOTS + q for q in ("6 + 1\nAnswer:", "12 - 9\nAnswer:", "3 x 3\nAnswer:", "")],
+    ],
+    ids=["unrelated", "shared-prefix"],
+)
+def test_rows_generated_side_by_side_are_the_rows_generated_alone(model, texts):
     prompts = [model.tokenize(t) for t in texts]
 
-    def at_a_comma(row, tokens):
-        return b"," in b"".join(model.token_bytes(t) for t in tokens)
+    def at_a_comma_or_line_end(row, tokens):
+        text = b"".join(model.token_bytes(t) for t in tokens)
+        return b"," in text or b"\n" in text
 
-    together = model.generate(prompts, 16, at_a_comma)
-    assert together == [model.generate([p], 16, at_a_comma)[0] for p in prompts]
+    together = model.generate(prompts, 16, at_a_comma_or_line_end)
+    assert together == [model.generate([p], 16, at_a_comma_or_line_end)[0] for p in prompts]
     assert len({len(t) for t in together}) > 1  # rows left the batch at different steps
 
 

@@ -532,8 +532,6 @@ class MlxModel:
     ) -> list[list[int]]:
         """Left-padded prompts in one batch (mlx-lm's BatchKVCache masks the padding and gives each
         row its own positions); finished rows leave the batch. Models with other caches: one row."""
-        from mlx_lm.models.cache import BatchKVCache, make_prompt_cache
-
         mx = self._mx
         mx.set_default_device(self._device)
         rows = [list(p)[-(self.n_ctx - max_new_tokens) :] for p in prompts]
@@ -541,11 +539,9 @@ class MlxModel:
             raise BackendError("cannot generate from an empty prompt")
         width = max(len(r) for r in rows)
         padding = [width - len(r) for r in rows]
-        cache = make_prompt_cache(self._model)
-        if self._batched:
-            cache = [BatchKVCache(padding) for _ in cache]
+        cache, evaluated = self._batch_cache(rows, padding)
         tokens = mx.array([[0] * pad + r for pad, r in zip(padding, rows)])
-        for start in range(0, width, self.n_batch):
+        for start in range(evaluated, width, self.n_batch):
             hidden = self._body(tokens[:, start : start + self.n_batch], cache)[:, -1]
             mx.eval(hidden, [c.state for c in cache])
         produced: list[list[int]] = [[] for _ in rows]
@@ -568,6 +564,45 @@ class MlxModel:
                 alive = [alive[k] for k in keep]
             hidden = self._body(chosen[:, None], cache)[:, -1]
         return produced
+
+    def _batch_cache(self, rows: list[list[int]], padding: list[int]) -> tuple[list[Any], int]:
+        """A cache for the left-padded rows, holding the first `slots` of each already.
+
+        The prefix every row shares (a task's few-shot examples) is evaluated once and copied into
+        each row behind its padding: the padded rows are identical up to `slots`, where rows with
+        less padding still have prefix tokens, and only the columns past it are evaluated.
+        """
+        from mlx_lm.models.cache import BatchKVCache, make_prompt_cache
+
+        if not self._batched:
+            return make_prompt_cache(self._model), 0
+        shared = 0
+        for column in zip(*rows):
+            if len(set(column)) > 1:
+                break
+            shared += 1
+        slots = min(shared, min(len(r) for r in rows) - 1)  # each row still evaluates its last token
+        prefix, _ = self._prefill(rows[0][:slots]) if slots > 0 else ([], None)
+        caches = []
+        for layer in prefix or make_prompt_cache(self._model):
+            batch = BatchKVCache(padding)
+            if slots > 0:
+                keys, values = layer.keys[..., :slots, :], layer.values[..., :slots, :]
+                batch.keys, batch.values = (self._behind_padding(a, padding, slots) for a in (keys, values))
+                batch.offset = batch.offset + slots
+                batch._idx = slots  # mlx-lm's write position; its own update_and_fetch sets it so
+            caches.append(batch)
+        return caches, slots
+
+    def _behind_padding(self, prefix: Any, padding: list[int], slots: int) -> Any:
+        """Per row: its padding (zeros, masked), then as much of the prefix as fits in `slots`."""
+        mx = self._mx
+        heads, dim = prefix.shape[1], prefix.shape[3]
+        rows = []
+        for pad in padding:
+            blank = mx.zeros((1, heads, min(pad, slots), dim), dtype=prefix.dtype)
+            rows.append(mx.concatenate([blank, prefix[..., : max(slots - pad, 0), :]], axis=2))
+        return mx.concatenate(rows, axis=0)
 
     # -- runtime costs -------------------------------------------------------------------------
 
