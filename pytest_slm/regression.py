@@ -166,6 +166,14 @@ def judge(case: Case, result: AccuracyResult, baseline: dict[str, Any], settings
     return row, "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ParitySettings:
+    min_top1: float
+    max_mean_kld: float
+    alpha: float
+    min_drop_points: float
+
+
 def judge_parity(
     item: str,
     fidelity: Fidelity,
@@ -187,8 +195,8 @@ def judge_parity(
         if p < settings.alpha and abs(paired.delta_points) >= settings.min_drop_points:
             problems.append(
                 f"{task}: accuracy {paired.accuracy:.3f} vs {paired.baseline_accuracy:.3f} on llama.cpp's"
-                f" shipped weights, {len(paired.regressed)}/{len(paired.improved)} samples differ either way,"
-                f" two-sided McNemar p = {p:.3g} < {settings.alpha}"
+                f" shipped weights, {len(paired.regressed)} samples right only on llama.cpp and"
+                f" {len(paired.improved)} only here, two-sided McNemar p = {p:.3g} < {settings.alpha}"
             )
     outcomes = f"{len(tasks)} tasks, {flips} flips" if tasks else "not run"
     row = {"item": item, **fidelity.__dict__, "task_outcomes": outcomes, "verdict": "FAIL" if problems else "pass"}
@@ -198,14 +206,6 @@ def judge_parity(
         f"{item}: the runtimes disagree on the same weights: {'; '.join(problems)}"
         f" (p99 KLD {fidelity.p99_kld:.3g}, perplexity {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})"
     )
-
-
-@dataclass(frozen=True)
-class ParitySettings:
-    min_top1: float
-    max_mean_kld: float
-    alpha: float
-    min_drop_points: float
 
 
 @dataclass(frozen=True)

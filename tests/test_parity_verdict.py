@@ -10,7 +10,9 @@ from pytest_slm.stats import compare_outcomes
 from pytest_slm.tables import parity
 
 ITEM = "smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32"
-CLOSE = Fidelity(tokens=1530, mean_kld=6e-7, p99_kld=3e-6, top1_agreement=0.9993, reference_perplexity=34.2, perplexity=34.2)
+CLOSE = Fidelity(
+    tokens=1530, mean_kld=6e-7, p99_kld=3e-6, top1_agreement=0.9993, reference_perplexity=34.2, perplexity=34.2
+)
 SETTINGS = ParitySettings(min_top1=0.99, max_mean_kld=0.01, alpha=0.05, min_drop_points=1.0)
 
 
@@ -19,23 +21,38 @@ def outcomes(right: int, n: int = 100) -> dict[str, int]:
 
 
 def test_a_few_differing_samples_pass_and_are_counted():
-    tasks = {"slm_cloze:0": compare_outcomes(outcomes(51), outcomes(49)), "slm_facts:0": compare_outcomes(outcomes(65), outcomes(65))}
+    tasks = {
+        "slm_cloze:0": compare_outcomes(outcomes(51), outcomes(49)),
+        "slm_facts:0": compare_outcomes(outcomes(65), outcomes(65)),
+    }
     row, failure = judge_parity(ITEM, CLOSE, tasks, SETTINGS)
     assert failure is None and row["task_outcomes"] == "2 tasks, 2 flips"
     headers, [cells] = parity([row])
     assert headers[-2:] == ["task outcomes", "verdict"] and cells[-2:] == ("2 tasks, 2 flips", "pass")
 
 
-@pytest.mark.parametrize(("llama", "mlx", "flips"), [(60, 40, "20/0"), (40, 60, "0/20")])
+@pytest.mark.parametrize(
+    ("llama", "mlx", "flips"),
+    [
+        (60, 40, "20 samples right only on llama.cpp and 0 only here"),
+        (40, 60, "0 samples right only on llama.cpp and 20 only here"),
+    ],
+)
 def test_outcomes_that_differ_significantly_fail_either_way(llama, mlx, flips):
-    row, failure = judge_parity(ITEM, CLOSE, {"slm_arith:0": compare_outcomes(outcomes(llama), outcomes(mlx))}, SETTINGS)
+    row, failure = judge_parity(
+        ITEM, CLOSE, {"slm_arith:0": compare_outcomes(outcomes(llama), outcomes(mlx))}, SETTINGS
+    )
     assert row["verdict"] == "FAIL" and "\n" not in failure
-    assert f"slm_arith:0: accuracy {mlx / 100:.3f} vs {llama / 100:.3f} on llama.cpp's shipped weights, {flips} samples" in failure
+    assert (
+        f"slm_arith:0: accuracy {mlx / 100:.3f} vs {llama / 100:.3f} on llama.cpp's shipped weights, {flips}" in failure
+    )
     assert "two-sided McNemar p = 1.91e-06 < 0.05" in failure
 
 
 def test_without_task_runs_only_the_distributions_are_judged():
-    broken = Fidelity(tokens=254, mean_kld=0.5, p99_kld=3.0, top1_agreement=0.67, reference_perplexity=34.2, perplexity=80.0)
+    broken = Fidelity(
+        tokens=254, mean_kld=0.5, p99_kld=3.0, top1_agreement=0.67, reference_perplexity=34.2, perplexity=80.0
+    )
     row, failure = judge_parity(ITEM, broken, {}, SETTINGS)
     assert row["task_outcomes"] == "not run"
     assert failure.startswith(f"{ITEM}: the runtimes disagree on the same weights: top-1 agreement 0.6700 < 0.99;")
