@@ -35,7 +35,7 @@ PROMPT, DECODE, ROWS, ROW_TOKENS = 128, 32, 32, 16
 
 
 def measure(backend_name: str, kernel: str, threads: int) -> dict[str, float | str]:
-    """One configuration, in this process: best of three for each figure."""
+    """One configuration, in this process: prefill and decode best of three, generation once."""
     from pytest_slm.backends import llamacpp, mlx_blas
     from pytest_slm.backends.base import LoadRequest
     from pytest_slm.registry import load_registry
