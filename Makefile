@@ -17,7 +17,7 @@ export CMAKE_ARGS
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py pytest_slm/_mlx_blas.c
 	$(PYTHON) -c 'import sys; sys.exit("pytest-slm needs Python 3.10+") if sys.version_info < (3, 10) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
