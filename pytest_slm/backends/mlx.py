@@ -6,7 +6,7 @@ same numbers llama.cpp runs; the tokenizer is rebuilt from the GGUF's own vocabu
 ids are llama.cpp's.
 
 On CPU everything is computed densely in float32, on OpenBLAS (see mlx_blas.py): MLX's CPU
-quantized matmul is a scalar loop on one thread (11 tokens/s of prefill here), and its float16
+quantized matmul is a scalar loop on one thread (10-13 tokens/s of prefill here), and its float16
 matmuls are slower than float32. Quantized weights are dequantized once at load, after their
 float16 scales and biases are upcast: the weights keep exactly the quantized values, so the quant
 axis still means what it says; only the kernels, and 4 bytes of memory per weight, differ.
@@ -611,19 +611,10 @@ class MlxModel:
 
     def _timed_prefill(self, tokens: Sequence[int]) -> tuple[float, list[Any], Any]:
         """Seconds to fill a fresh cache with `tokens` and compute the last logits; the cache; the logits."""
-        from mlx_lm.models.cache import make_prompt_cache
-
-        mx = self._mx
-        mx.set_default_device(self._device)
-        cache = make_prompt_cache(self._model)
-        chunks = [mx.array(tokens[start : start + self.n_batch])[None] for start in range(0, len(tokens), self.n_batch)]
-        mx.eval(chunks)
         started = time.perf_counter()
-        for chunk in chunks:
-            hidden = self._body(chunk, cache)[:, -1]
-            mx.eval(hidden, [c.state for c in cache])
+        cache, hidden = self._prefill(tokens)
         logits = self._head(hidden)
-        mx.eval(logits)
+        self._mx.eval(logits)
         return time.perf_counter() - started, cache, logits
 
     def timed_decode(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
