@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .merge import MergeError, merge_trees
+from .store.merge import MergeError, merge_trees
 
 
 def build_parser() -> argparse.ArgumentParser:

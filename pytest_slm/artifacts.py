@@ -18,7 +18,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from .atomic import write_text_atomic
+from .store.atomic import write_text_atomic
 from .backends.base import BackendError
 from .registry import GGUF_MAGIC
 

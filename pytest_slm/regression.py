@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Sequence
 
-from .baselines import SCHEMA_VERSION, BaselineKey
+from .store.baselines import SCHEMA_VERSION, BaselineKey
 from .fidelity import Fidelity
 from .matrix import Case
 from .runtime import Fingerprint, MemoryUse, Timing

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from tabulate import tabulate
 
 from . import html_report, tables
-from .atomic import write_text_atomic
+from .store.atomic import write_text_atomic
 
 
 def table(section: str, rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:

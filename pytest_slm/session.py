@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
-from .baselines import BaselineError, BaselineKey, BaselineStore, writable_dir_problem
+from .store.baselines import BaselineError, BaselineKey, BaselineStore, writable_dir_problem
 from .fidelity import Fidelity, compare, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel

@@ -1,6 +1,6 @@
 """Valid baseline records, for the tests of the store and of the merge CLI."""
 
-from pytest_slm.baselines import SCHEMA_VERSION
+from pytest_slm.store.baselines import SCHEMA_VERSION
 
 
 def baseline_record(accuracy=0.5, date="2026-11-22", **changes):

@@ -5,7 +5,7 @@ import pytest
 from records import baseline_record as record
 from records import latency_record
 
-from pytest_slm.baselines import BaselineError, BaselineKey, BaselineStore, lock_path
+from pytest_slm.store.baselines import BaselineError, BaselineKey, BaselineStore, lock_path
 
 KEY = BaselineKey("smollm2-135m", "llamacpp-cpu", "native", "slm_arith-5shot")
 

@@ -7,8 +7,8 @@ from records import baseline_record as record
 from records import latency_record
 
 from pytest_slm.__main__ import main
-from pytest_slm.baselines import dumps
-from pytest_slm.merge import MergeError, merge_trees
+from pytest_slm.store.baselines import dumps
+from pytest_slm.store.merge import MergeError, merge_trees
 
 ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
 FACTS = "smollm2-135m/llamacpp-cuda/native/slm_facts-0shot.json"

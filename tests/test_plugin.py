@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_slm.baselines import BaselineKey, BaselineStore
+from pytest_slm.store.baselines import BaselineKey, BaselineStore
 from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
