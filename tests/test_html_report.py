@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pytest_slm import html_report
+from pytest_slm.report import html as html_report
 
 MODEL = "smollm2-135m"
 MIB = 2**20

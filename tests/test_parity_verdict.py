@@ -7,7 +7,7 @@ import pytest
 from pytest_slm.fidelity import Fidelity
 from pytest_slm.regression import ParitySettings, judge_parity
 from pytest_slm.stats import compare_outcomes
-from pytest_slm.tables import parity
+from pytest_slm.report.tables import parity
 
 ITEM = "smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32"
 CLOSE = Fidelity(

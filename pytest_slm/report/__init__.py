@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from tabulate import tabulate
 
-from . import html_report, tables
-from .store.atomic import write_text_atomic
+from . import html, tables
+from ..store.atomic import write_text_atomic
 
 
 def table(section: str, rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
@@ -69,7 +69,7 @@ def write_report(directory: Path, results: dict[str, list[dict[str, Any]]]) -> l
     paths = [directory / "results.json", directory / "summary.md", directory / "report.html"]
     write_text_atomic(paths[0], json.dumps(ordered, indent=2, sort_keys=True) + "\n")
     write_text_atomic(paths[1], summary)
-    write_text_atomic(paths[2], html_report.render(ordered))
+    write_text_atomic(paths[2], html.render(ordered))
     if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(step_summary, "a", encoding="utf-8") as handle:
             handle.write(summary)

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any, Iterable, Sequence
 
 from . import tables
-from .options import QUANTS
+from ..options import QUANTS
 
 # Bar colours are used nowhere else on the page, so a screenshot shows whether each plot was drawn.
 TASK_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#edc948", "#9c755f")
