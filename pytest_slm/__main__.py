@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .store.baselines import validate_fields
 from .store.merge import MergeError, merge_trees
 
 
@@ -21,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Merge every *.json under each SOURCE into --into, matched by path relative to its SOURCE."
             " Identical files merge silently; files only in --into are kept. Every input is checked"
-            " first: a corrupt file, or two different versions of one file without --prefer, is a"
-            " one-line error each, exit status 1, and nothing is written."
+            " first: a corrupt file, a file of another schema version, or two different versions of"
+            " one file without --prefer, is a one-line error each, exit status 1, and nothing is"
+            " written. A destination file written by a newer pytest-slm is never overwritten, and"
+            " an I/O error while writing leaves --into as it was."
         ),
     )
     merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="a baselines tree")
@@ -38,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = merge_trees(args.sources, args.into, args.prefer)
+        report = merge_trees(args.sources, args.into, args.prefer, validate=validate_fields)
     except MergeError as exc:
         for problem in exc.problems:
             print(f"merge-baselines: {problem}", file=sys.stderr)
-        print(f"merge-baselines: nothing written to {args.into}", file=sys.stderr)
+        if exc.intact:
+            print(f"merge-baselines: nothing written to {args.into}", file=sys.stderr)
         return 1
     for relative in report.added:
         print(f"added    {relative}")

@@ -1,4 +1,7 @@
+import functools
+import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -7,8 +10,12 @@ from records import baseline_record as record
 from records import latency_record
 
 from pytest_slm.__main__ import main
-from pytest_slm.store.baselines import dumps
-from pytest_slm.store.merge import MergeError, merge_trees
+from pytest_slm.store import merge as merge_module
+from pytest_slm.store.baselines import LOCK_NAME, SCHEMA_VERSION, BaselineError, dumps, validate_fields
+from pytest_slm.store.merge import MergeError
+from pytest_slm.store.merge import merge_trees as merge_with
+
+merge_trees = functools.partial(merge_with, validate=validate_fields)
 
 ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
 FACTS = "smollm2-135m/llamacpp-cuda/native/slm_facts-0shot.json"
@@ -24,7 +31,18 @@ def tree(root, files):
 
 
 def snapshot(root):
-    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's text but the writers' lock, which a merge leaves (ignored by git) like any writer."""
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME]
+    return {p.relative_to(root).as_posix(): p.read_text() for p in files}
+
+
+def hashes(root):
+    """Every entry under `root`, directories and temporaries included: what a failed merge must not change."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+        if p.name != LOCK_NAME
+    }
 
 
 def test_disjoint_trees_are_united_and_identical_files_merge_silently(tmp_path):
@@ -85,7 +103,8 @@ def test_prefer_picks_the_side_that_wins(tmp_path, prefer, winner):
     [
         ("{not json", "is not valid JSON (line 1"),
         (dumps({**record(), "outcomes": {"00000": 2}}), "outcomes must be 0 or 1"),
-        (dumps({**record(), "schema_version": 99}), "has schema version 99"),
+        (dumps({**record(), "schema_version": SCHEMA_VERSION + 1}), "was written by a newer pytest-slm"),
+        (dumps({**record(), "schema_version": SCHEMA_VERSION - 1}), "refresh it with --update-baselines"),
         (b"\xff\xfe", "cannot read"),
     ],
 )
@@ -153,3 +172,113 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert help_text.returncode == 0 and "--prefer {first,last}" in help_text.stdout
     assert run_cli("merge-baselines", "a", cwd=tmp_path).returncode == 2  # --into is required
     assert run_cli("merge-baselines", "a", "--into", "b", "--prefer=both", cwd=tmp_path).returncode == 2
+
+
+def test_the_validator_is_the_callers(tmp_path):
+    source = tree(tmp_path / "run", {ARITH: record()})
+
+    def refuse(record, path):
+        raise BaselineError(f"baseline {path}: refused by the caller")
+
+    with pytest.raises(MergeError, match="refused by the caller"):
+        merge_with([source], tmp_path / "baselines", validate=refuse)
+    assert not (tmp_path / "baselines").exists()
+
+
+def test_a_newer_destination_file_is_not_overwritten(tmp_path):
+    newer = dumps({**record(), "schema_version": SCHEMA_VERSION + 1})
+    into = tree(tmp_path / "baselines", {ARITH: newer})
+    source = tree(tmp_path / "run", {ARITH: record(), FACTS: record()})
+
+    with pytest.raises(MergeError) as raised:
+        merge_trees([source], into)
+
+    [problem] = raised.value.problems
+    assert "was written by a newer pytest-slm" in problem and "not overwritten" in problem
+    assert snapshot(into) == {ARITH: newer}
+
+
+def test_an_older_or_corrupt_destination_file_is_replaced(tmp_path):
+    into = tree(tmp_path / "baselines", {ARITH: dumps({**record(), "schema_version": 0}), FACTS: "{not json"})
+    source = tree(tmp_path / "run", {ARITH: record(), FACTS: record()})
+    assert merge_trees([source], into).changed == [ARITH, FACTS]
+    assert snapshot(into) == snapshot(source)
+
+
+def test_a_directory_in_the_way_is_one_line(tmp_path):
+    into = tmp_path / "baselines"
+    (into / ARITH).mkdir(parents=True)
+    with pytest.raises(MergeError, match="a directory is in the way"):
+        merge_trees([tree(tmp_path / "run", {ARITH: record()})], into)
+
+
+def fail_on_call(monkeypatch, name, n):
+    """`os.<name>` as the merge module sees it, raising an I/O error on its n-th call."""
+    real = getattr(os, name)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == n:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module.os, name, failing)
+
+
+@pytest.mark.parametrize(("name", "n"), [("replace", 1), ("replace", 2), ("replace", 3), ("fsync", 2), ("mkdir", 3)])
+def test_an_io_error_half_way_leaves_the_destination_as_it_was(tmp_path, monkeypatch, name, n):
+    """Staged in order LATENCY, ARITH (both replacing a file), FACTS (two new directories): each
+    failure point leaves every file, directory and temporary as it was."""
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5), LATENCY: latency_record()})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(), LATENCY: latency_record(1.4)})
+    before = hashes(into)
+    if name == "mkdir":  # the first call makes sure the destination exists, for its lock
+        monkeypatch.setattr(merge_module.Path, "mkdir", _failing_mkdir(merge_module.Path.mkdir, n))
+    else:
+        fail_on_call(monkeypatch, name, n)
+
+    with pytest.raises(MergeError) as raised:
+        merge_trees([source], into)
+
+    [problem] = raised.value.problems
+    assert "No space left on device" in problem and raised.value.intact
+    assert hashes(into) == before
+
+
+def _failing_mkdir(real, n):
+    calls = []
+
+    def mkdir(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == n:
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    return mkdir
+
+
+def test_the_cli_reports_an_io_error_in_one_line(tmp_path, monkeypatch, capsys):
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5)})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record()})
+    before = snapshot(into)
+    fail_on_call(monkeypatch, "replace", 2)
+
+    assert main(["merge-baselines", str(source), "--into", str(into)]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"merge-baselines: cannot write {into / FACTS}: No space left on device",
+        f"merge-baselines: nothing written to {into}",
+    ]
+    assert snapshot(into) == before
+
+
+def test_a_symlink_out_of_the_destination_is_refused(tmp_path):
+    into, outside = tmp_path / "baselines", tmp_path / "elsewhere"
+    (into / "smollm2-135m").mkdir(parents=True)
+    outside.mkdir()
+    (into / "smollm2-135m" / "llamacpp-cpu").symlink_to(outside)
+    with pytest.raises(MergeError, match="outside"):
+        merge_trees([tree(tmp_path / "run", {ARITH: record()})], into)
+    assert list(outside.iterdir()) == []

@@ -6,7 +6,7 @@ and schema checks have one owner.
 
 from __future__ import annotations
 
-from .baselines import SCHEMA_VERSION, BaselineError, BaselineKey, BaselineStore, writable_dir_problem
+from .baselines import SCHEMA_VERSION, BaselineError, BaselineKey, BaselineStore, NewerSchemaError, writable_dir_problem
 from .merge import MergeError, MergeReport, merge_trees
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "BaselineKey",
     "BaselineStore",
     "MergeError",
+    "NewerSchemaError",
     "MergeReport",
     "merge_trees",
     "writable_dir_problem",

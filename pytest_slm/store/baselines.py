@@ -1,8 +1,11 @@
-"""The baseline store: one small JSON file per item, read strictly, written atomically under a lock."""
+"""The baseline store: one small JSON file per item, read strictly, written atomically under a lock.
+
+The store owns where a record lives and its envelope (a JSON object with a `schema_version`);
+what each kind of record holds is checked by the item that reads it.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -15,8 +18,8 @@ from filelock import FileLock
 from .atomic import write_text_atomic
 
 SCHEMA_VERSION = 1
+LOCK_NAME = ".pytest-slm.lock"
 COMMON_FIELDS = {
-    "schema_version": int,
     "kind": str,
     "model": str,
     "device": str,
@@ -42,7 +45,7 @@ KIND_FIELDS = {
 
 
 class BaselineError(Exception):
-    """A baseline file is unreadable or malformed; one line naming the file."""
+    """A baseline file is unreadable, malformed or unsafe to write; one line naming the file."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,18 @@ class BaselineKey:
 
     @property
     def relative_path(self) -> Path:
+        """The path under the root; BaselineError when a part could climb out of it or is not a name."""
+        for field, value in (("model", self.model), ("device", self.device), ("quant", self.quant)):
+            _check_component(field, value, value)
+        for part in self.name.split("/"):
+            _check_component("name", self.name, part)
         return Path(self.model, self.device, self.quant, f"{self.name}.json")
+
+
+def _check_component(field: str, value: str, part: str) -> None:
+    """Model names come from users' registries and file names: none may steer a write elsewhere."""
+    if part in ("", ".", "..") or "/" in part or "\\" in part or "\0" in part:
+        raise BaselineError(f"unsafe baseline key: {field} {value!r} is not a relative path of plain names")
 
 
 class BaselineStore:
@@ -64,23 +78,41 @@ class BaselineStore:
         self.root = root
 
     def path(self, key: BaselineKey) -> Path:
-        return self.root / key.relative_path
+        """The record's file, refused when it (through a symlink in the tree) lies outside the root."""
+        path = self.root / key.relative_path
+        try:
+            root, resolved = self.root.resolve(), path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise BaselineError(f"cannot resolve baseline {path}: {one_line_reason(exc)}") from None
+        if not resolved.is_relative_to(root):
+            raise BaselineError(f"baseline {path} resolves to {resolved}, outside {root}")
+        return path
 
     def read(self, key: BaselineKey) -> dict[str, Any] | None:
-        """The stored record, None when there is none; BaselineError when it cannot be trusted."""
+        """The stored record, None when there is none; BaselineError when its envelope cannot be trusted."""
         path = self.path(key)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise BaselineError(f"cannot read baseline {path}: {exc}") from None
+            raise BaselineError(f"cannot read baseline {path}: {one_line_reason(exc)}") from None
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise BaselineError(f"baseline {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        validate(record, path)
+        check_envelope(record, path)
         return record
+
+    def read_existing(self, key: BaselineKey) -> dict[str, Any] | None:
+        """What an update would replace: None when missing, corrupt or older (all of which an update
+        overwrites); BaselineError for a newer schema, which this pytest-slm must not downgrade."""
+        try:
+            return self.read(key)
+        except NewerSchemaError:
+            raise
+        except BaselineError:
+            return None
 
     def write(self, key: BaselineKey, record: dict[str, Any]) -> bool:
         """Write atomically under the store's lock; returns whether the file changed.
@@ -90,26 +122,60 @@ class BaselineStore:
         """
         path = self.path(key)
         text = dumps(record)
-        with FileLock(lock_path(self.root)):
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                old = None
+        with self.lock():
+            target_problem(path, self.root)
+            old = self.read_existing(key)
             if old is not None and without_date(old) == without_date(record):
                 return False
-            write_text_atomic(path, text)
+            try:
+                write_text_atomic(path, text)
+            except OSError as exc:
+                raise BaselineError(f"cannot write baseline {path}: {one_line_reason(exc)}") from None
         return True
 
+    def lock(self) -> FileLock:
+        """The writers' lock, beside what it protects; reading takes none, so a read-only run
+        creates nothing in the tree."""
+        return root_lock(self.root)
 
-def validate(record: object, path: Path) -> None:
+
+class NewerSchemaError(BaselineError):
+    """Written by a newer pytest-slm: never read as if it were ours, never overwritten."""
+
+
+def root_lock(root: Path) -> FileLock:
+    """The lock every writer of the tree under `root` takes (an update, a merge); creates `root`."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BaselineError(f"cannot create baselines directory {root}: {one_line_reason(exc)}") from None
+    return FileLock(str(root / LOCK_NAME))
+
+
+def check_envelope(record: object, path: Path) -> None:
+    """What the store itself needs to trust a file: an object with this pytest-slm's schema version."""
     if not isinstance(record, dict):
         raise BaselineError(f"baseline {path} is not a JSON object")
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BaselineError(
-            f"baseline {path} has schema version {version!r}, this pytest-slm reads {SCHEMA_VERSION}"
-            " (refresh it with --update-baselines)"
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BaselineError(f"baseline {path} has no integer schema_version: refresh it with --update-baselines")
+    if version > SCHEMA_VERSION:
+        raise NewerSchemaError(
+            f"baseline {path} was written by a newer pytest-slm (schema {version}; this one reads"
+            f" {SCHEMA_VERSION}): upgrade pytest-slm"
         )
+    if version < SCHEMA_VERSION:
+        raise BaselineError(
+            f"baseline {path} has schema {version}, this pytest-slm reads {SCHEMA_VERSION}:"
+            " refresh it with --update-baselines"
+        )
+
+
+def validate_fields(record: dict[str, Any], path: Path) -> None:
+    """Each kind's fields and their types, for a record whose envelope passed `check_envelope`.
+
+    Interim: this moves to the item checks (`pytest_slm.checks.validate_record`), which own each kind.
+    """
     kind = record.get("kind")
     if kind not in KIND_FIELDS:
         raise BaselineError(f"baseline {path}: kind {kind!r} is not one of {', '.join(KIND_FIELDS)}")
@@ -128,19 +194,27 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def lock_path(root: Path) -> str:
-    """Outside the baselines directory, so no lock file is ever committed with the baselines."""
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"pytest-slm-baselines-{digest}.lock")
+def target_problem(path: Path, root: Path) -> None:
+    """BaselineError when a baseline file cannot go at `path`: a directory where the file goes, or a
+    file where a directory of the tree goes; said now rather than as an OSError half-way."""
+    if path.is_dir():
+        raise BaselineError(f"cannot write baseline {path}: a directory is in the way")
+    for parent in path.relative_to(root).parents:
+        if (root / parent).exists() and not (root / parent).is_dir():
+            raise BaselineError(f"cannot write baseline {path}: {root / parent} is a file, not a directory")
 
 
 def writable_dir_problem(root: Path) -> str | None:
     """Why baselines cannot be written under `root`, checked before any item runs."""
     probe = root
     while not probe.exists():
+        if probe.is_symlink():
+            return f"baselines path {probe} is a symlink to {os.readlink(probe)}, which does not exist"
         probe = probe.parent
     if not probe.is_dir():
-        return f"baselines path {probe} is not a directory"
+        if probe != root:
+            return f"baselines path {root}: {probe} is a file"
+        return f"baselines path {root} is not a directory"
     try:  # a real write: permission bits say nothing to root, or on a read-only mount
         with tempfile.TemporaryFile(dir=probe):
             return None
@@ -154,3 +228,8 @@ def without_date(record: object) -> object:
         provenance = {k: v for k, v in record["provenance"].items() if k != "date"}
         return {**record, "provenance": provenance}
     return record
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """An OSError's reason without its repr, so the message stays one line."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]

@@ -3,38 +3,55 @@
 Each machine refreshes the baselines of its own devices; their trees share one layout
 (`<model>/<device>/<quant>/<file>.json`), so files are matched by relative path. Every input is
 checked, and every conflict found, before the first write: a bad input or a conflict writes nothing.
+The writes themselves are staged beside their targets and renamed last, so an I/O error half-way
+also leaves the destination as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from filelock import FileLock
-
-from .atomic import write_text_atomic
-from .baselines import BaselineError, lock_path, validate, without_date, writable_dir_problem
+from .atomic import remove_stale_temporaries, stage_text, temporary_beside
+from .baselines import (
+    BaselineError,
+    NewerSchemaError,
+    check_envelope,
+    one_line_reason,
+    root_lock,
+    target_problem,
+    without_date,
+    writable_dir_problem,
+)
 
 Prefer = Literal["first", "last"]
+Validate = Callable[[dict[str, Any], Path], None]
 _UNREADABLE = object()
 
 
 class MergeError(Exception):
-    """The inputs cannot be merged; `problems` holds one line per bad file or conflict."""
+    """The inputs cannot be merged; `problems` holds one line per bad file or conflict.
 
-    def __init__(self, problems: list[str]) -> None:
+    `intact` is False only when a failed write could not be fully undone.
+    """
+
+    def __init__(self, problems: list[str], intact: bool = True) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.intact = intact
 
 
 @dataclass(frozen=True)
 class _Version:
     root: Path
     text: str
-    record: object
+    record: dict[str, Any]
 
 
 @dataclass
@@ -46,13 +63,17 @@ class MergeReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-def merge_trees(sources: Sequence[Path], into: Path, prefer: Prefer | None = None) -> MergeReport:
+def merge_trees(
+    sources: Sequence[Path], into: Path, prefer: Prefer | None = None, *, validate: Validate
+) -> MergeReport:
     """Merge every `*.json` under `sources` into `into`; MergeError, and no write, on any problem.
 
     Identical files merge silently. Two versions of one file conflict unless `prefer` names the
-    source (first or last on the command line) that wins. Files only in `into` are kept.
+    source (first or last on the command line) that wins. Files only in `into` are kept. Each input
+    must have this pytest-slm's schema and pass `validate` (which raises BaselineError); a
+    destination file of a newer schema is never overwritten.
     """
-    versions, problems = _collect(sources)
+    versions, problems = _collect(sources, validate)
     chosen: dict[str, _Version] = {}
     for relative, found in sorted(versions.items()):
         distinct = _distinct(found)
@@ -66,20 +87,17 @@ def merge_trees(sources: Sequence[Path], into: Path, prefer: Prefer | None = Non
     if problems:
         raise MergeError(problems)
 
-    report = MergeReport()
-    with FileLock(lock_path(into)):  # the lock BaselineStore writes under: no refresh interleaves
-        for relative, version in chosen.items():
-            target = into / relative
-            exists = target.exists()
-            if exists and without_date(_read_existing(target)) == without_date(version.record):
-                report.unchanged.append(relative)
-                continue
-            (report.changed if exists else report.added).append(relative)
-            write_text_atomic(target, version.text)
+    try:
+        lock = root_lock(into)
+    except BaselineError as exc:
+        raise MergeError([str(exc)]) from None
+    with lock:  # the lock BaselineStore writes under: no refresh interleaves
+        report, plan = _plan(chosen, into)
+        _install(plan, into)
     return report
 
 
-def _collect(sources: Sequence[Path]) -> tuple[dict[str, list[_Version]], list[str]]:
+def _collect(sources: Sequence[Path], validate: Validate) -> tuple[dict[str, list[_Version]], list[str]]:
     """Every JSON file of every source, by relative path in source order, and the inputs' problems."""
     versions: dict[str, list[_Version]] = {}
     problems: list[str] = []
@@ -91,9 +109,10 @@ def _collect(sources: Sequence[Path]) -> tuple[dict[str, list[_Version]], list[s
             try:
                 text = path.read_text(encoding="utf-8")
                 record = json.loads(text)
+                check_envelope(record, path)
                 validate(record, path)
             except (OSError, UnicodeDecodeError) as exc:
-                problems.append(f"cannot read {path}: {exc}")
+                problems.append(f"cannot read {path}: {one_line_reason(exc)}")
             except json.JSONDecodeError as exc:
                 problems.append(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})")
             except BaselineError as exc:
@@ -112,10 +131,126 @@ def _distinct(found: list[_Version]) -> list[_Version]:
     return distinct
 
 
+def _plan(chosen: dict[str, _Version], into: Path) -> tuple[MergeReport, list[tuple[Path, str]]]:
+    """What to write where, decided under the lock; MergeError for any destination that refuses."""
+    report = MergeReport()
+    plan: list[tuple[Path, str]] = []
+    problems: list[str] = []
+    root = into.resolve()
+    for relative, version in chosen.items():
+        target = into / relative
+        try:
+            if not target.resolve().is_relative_to(root):
+                raise BaselineError(f"cannot write {target}: it resolves to {target.resolve()}, outside {root}")
+            target_problem(target, into)
+            existing = _read_existing(target)
+        except BaselineError as exc:
+            problems.append(str(exc))
+            continue
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            problems.append(f"cannot write {target}: {one_line_reason(exc)}")
+            continue
+        if existing is not _UNREADABLE and without_date(existing) == without_date(version.record):
+            report.unchanged.append(relative)
+            continue
+        (report.changed if target.exists() else report.added).append(relative)
+        plan.append((target, version.text))
+    if problems:
+        raise MergeError(problems)
+    return report, plan
+
+
 def _read_existing(path: Path) -> object:
-    """The destination's record; an unreadable one equals nothing, so that it is rewritten."""
+    """The destination's record; an unreadable or older one equals nothing, so that it is rewritten,
+    but a newer one raises: this pytest-slm must not downgrade what it cannot read."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return _UNREADABLE
+    try:
+        check_envelope(record, path)
+    except NewerSchemaError as exc:
+        raise BaselineError(f"{exc} (not overwritten)") from None
+    except BaselineError:
+        return _UNREADABLE
+    return record
 
+
+def _install(plan: list[tuple[Path, str]], into: Path) -> None:
+    """Stage every file (and keep aside each file it replaces), then rename them all into place;
+    on any failure undo what was done, so that `into` is as it was."""
+    work = _Transaction()
+    target = into
+    try:
+        for target, text in plan:
+            work.make_directories(target.parent, into)
+            remove_stale_temporaries(target.parent)
+            if target.exists():
+                work.keep_aside(target)
+            work.staged.append((stage_text(target, text), target))
+        for temporary, target in work.staged:
+            os.replace(temporary, target)
+            work.installed.append(target)
+    except BaseException as exc:
+        intact = work.undo()
+        if not isinstance(exc, OSError):
+            raise
+        problem = f"cannot write {target}: {one_line_reason(exc)}"
+        if not intact:
+            problem += f"; {into} could not be fully restored"
+        raise MergeError([problem], intact) from None
+    for backup in work.backups.values():
+        backup.unlink(missing_ok=True)
+
+
+@dataclass
+class _Transaction:
+    """Everything a merge changed in the destination so far, to undo it."""
+
+    created: list[Path] = field(default_factory=list)  # directories made, outermost first
+    backups: dict[Path, Path] = field(default_factory=dict)  # replaced file -> its copy aside
+    staged: list[tuple[Path, Path]] = field(default_factory=list)  # temporary, target
+    installed: list[Path] = field(default_factory=list)  # targets renamed into place
+
+    def make_directories(self, directory: Path, into: Path) -> None:
+        relative = directory.relative_to(into)
+        for part in reversed([relative, *relative.parents]):
+            path = into / part
+            if not path.exists():
+                path.mkdir()
+                self.created.append(path)
+
+    def keep_aside(self, target: Path) -> None:
+        """A hard link to the file about to be replaced costs nothing; a copy where links fail."""
+        backup = temporary_beside(target)
+        try:
+            os.link(target, backup)
+        except OSError:
+            try:
+                shutil.copy2(target, backup)
+            except BaseException:
+                backup.unlink(missing_ok=True)
+                raise
+        self.backups[target] = backup
+
+    def undo(self) -> bool:
+        """Put back every replaced file, remove every added one, every temporary and every directory
+        made; whether all of that worked."""
+        intact = True
+        for target in reversed(self.installed):
+            try:
+                if target in self.backups:
+                    os.replace(self.backups.pop(target), target)
+                else:
+                    target.unlink()
+            except OSError:
+                intact = False
+        for path in [temporary for temporary, _ in self.staged] + list(self.backups.values()):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        for directory in reversed(self.created):
+            try:
+                directory.rmdir()
+            except OSError:
+                intact = False
+        return intact
