@@ -65,3 +65,40 @@ slm_cache = "cache"
 """,
     )
     return pytester
+
+
+# -- the store --
+
+
+def _dangling_symlink(path: Path) -> Path:
+    (path / "dangling").symlink_to(path / "gone")
+    return path / "dangling"
+
+
+def _a_file(path: Path) -> Path:
+    (path / "afile").write_text("not a directory")
+    return path / "afile"
+
+
+@pytest.mark.parametrize(
+    ("make", "option", "pattern"),
+    [
+        (
+            _dangling_symlink,
+            "--slm-baselines=dangling",
+            "*--update-baselines: baselines path *dangling is a symlink to *gone, which does not exist",
+        ),
+        (_a_file, "--slm-baselines=afile", "*--update-baselines: baselines path *afile is not a directory"),
+        (_a_file, "--slm-baselines=afile/sub", "*--update-baselines: baselines path *afile/sub: *afile is a file"),
+    ],
+)
+def test_an_update_into_a_baselines_path_that_cannot_be_a_directory_is_a_usage_error(project, make, option, pattern):
+    """Refused at start-up, before any model loads; nothing is created, not even the symlink's target."""
+    made = make(project.path)
+    roots = (project.path / "baselines", project.path / "cache", made, project.path / "gone")
+    before = tree_hashes(*roots)
+
+    result = project.runpytest("--update-baselines", option)
+
+    assert_one_line_error(result, pytest.ExitCode.USAGE_ERROR, pattern)
+    assert tree_hashes(*roots) == before
