@@ -1,17 +1,17 @@
-"""The HTML report: its plots hold the bars the data calls for, it survives missing sections, and a
-real browser draws it."""
+"""The HTML report: its plots hold the bars the data calls for, it survives missing sections and a
+missing matplotlib, and a real browser draws it."""
 
 import os
 import re
 import shutil
-import struct
 import subprocess
-import zlib
+import sys
 
 import numpy as np
 import pytest
 
-from pytest_slm.report import html as html_report
+from pytest_slm import report
+from pytest_slm.report import html
 
 MODEL = "smollm2-135m"
 MIB = 2**20
@@ -96,71 +96,129 @@ TABLES = {"items": "Accuracy", "parity": "Parity", "fidelity": "Fidelity", "runt
 FIGURES = {"items": "accuracy-ladder", "runtime": "speed", "memory": "memory"}
 
 
-def _figure(page, figure_id):
-    match = re.search(f'<figure id="{figure_id}">.*?</figure>', page, re.DOTALL)
-    assert match, f"no figure {figure_id}"
-    return match.group(0)
+@pytest.fixture
+def charts():
+    """The plots' module: matplotlib is the `report` extra (in `test`), and without it there are no plots."""
+    pytest.importorskip("matplotlib", reason="the plots need matplotlib: pip install 'pytest-slm[report]'")
+    from pytest_slm.report import charts
+
+    return charts
 
 
-def _x_ticks(svg):
-    return re.findall(r'<text class="x-tick"[^>]*>([^<]*)</text>', svg)
+def _title(figure):
+    return figure.legends[0].get_title().get_text()
 
 
-def test_accuracy_ladder_has_a_bar_per_item_in_a_panel_per_model_and_device():
-    figure = _figure(html_report.render(RESULTS), "accuracy-ladder")
-    assert figure.count('<rect class="acc-bar"') == len(RESULTS["items"]) == 12
-    assert figure.count("<svg") == 2
-    assert f"{MODEL} · llamacpp-cpu" in figure and f"{MODEL} · mlx-cpu" in figure
-    assert all(f">{task}</text>" in figure for task in TASKS)  # the legend
+def _legend(figure):
+    return [text.get_text() for text in figure.legends[0].get_texts()]
 
 
-def test_quants_follow_the_ladder_then_unknown_ones_alphabetically():
+def _containers(axes):
+    from matplotlib.container import BarContainer
+
+    return [container for container in axes.containers if isinstance(container, BarContainer)]
+
+
+def _bars(figure):
+    """{(x tick, series): height} of a panel of grouped bars, whatever the slot each bar has in its group."""
+    [axes] = figure.axes
+    ticks = [label.get_text() for label in axes.get_xticklabels()]
+    return {
+        (ticks[round(bar.get_x() + bar.get_width() / 2)], container.get_label()): bar.get_height()
+        for container in _containers(axes)
+        for bar in container
+    }
+
+
+def _ticks(axes, minor=False):
+    return [label.get_text() for label in axes.get_xticklabels(minor=minor)]
+
+
+def test_accuracy_ladder_has_a_bar_per_item_in_a_panel_per_model_and_device(charts):
+    panels = charts.accuracy(RESULTS["items"])
+    assert [_title(panel) for panel in panels] == [f"{MODEL} · llamacpp-cpu", f"{MODEL} · mlx-cpu"]
+    bars = {(device, *key): height for panel, device in zip(panels, QUANTS) for key, height in _bars(panel).items()}
+    assert bars == {(row["device"], row["quant"], row["task"]): row["accuracy"] for row in RESULTS["items"]}
+    assert all(_legend(panel) == sorted(TASKS) for panel in panels)
+    assert all(panel.axes[0].get_ylim() == (0, 1) for panel in panels)  # the whole scale, so panels compare
+
+
+def test_quants_follow_the_ladder_then_unknown_ones_alphabetically(charts):
     quants = ["zz-custom", "q2_k", "mlx-q4", "aa-custom", "native", "f16", "q4_k_m"]
-    rows = [dict(RESULTS["items"][0], quant=quant, item=quant) for quant in quants]
-    figure = _figure(html_report.render({"items": rows}), "accuracy-ladder")
-    assert _x_ticks(figure) == ["native", "f16", "q4_k_m", "q2_k", "mlx-q4", "aa-custom", "zz-custom"]
+    [panel] = charts.accuracy([dict(RESULTS["items"][0], quant=quant, item=quant) for quant in quants])
+    assert _ticks(panel.axes[0]) == ["native", "f16", "q4_k_m", "q2_k", "mlx-q4", "aa-custom", "zz-custom"]
 
 
-def test_speed_plots_prefill_and_decode_with_whiskers_but_not_seconds():
-    figure = _figure(html_report.render(RESULTS), "speed")
-    speed_rows = [row for row in RESULTS["runtime"] if row["unit"] == "tok/s"]
-    assert figure.count('<rect class="speed-bar"') == figure.count('class="whisker"') == len(speed_rows) == 18
-    assert figure.count("<svg") == 4  # prefill and decode, each on its own scale, per model and device
-    assert re.findall(r'class="legend"[^>]*>([^<]*)<', figure)[:3] == ["prefill@128", "prefill@512", "decode"]
-    assert _x_ticks(figure)[:4] == ["native", "q8_0", "q4_k_m", "q2_k"]
-    assert "ttft" not in figure
+def test_speed_plots_prefill_and_decode_with_whiskers_but_not_seconds(charts):
+    panels = charts.speed(RESULTS["runtime"])
+    assert [_title(panel) for panel in panels] == [
+        f"{MODEL} · {device} · {phase}" for device in ("llamacpp-cpu", "mlx-cpu") for phase in ("prefill", "decode")
+    ]  # each phase on its own scale: decode would be a sliver beside prefill
+    assert [_legend(panel) for panel in panels[:2]] == [["prefill@128", "prefill@512"], ["decode"]]
+    assert _ticks(panels[0].axes[0]) == ["native", "q8_0", "q4_k_m", "q2_k"]
+    speeds = {(row["device"], row["quant"], row["metric"]): row for row in RESULTS["runtime"] if row["unit"] == "tok/s"}
+    drawn = {}
+    for panel in panels:
+        device = _title(panel).split(" · ")[1]
+        for container in _containers(panel.axes[0]):
+            whiskers = container.errorbar.lines[2][0].get_segments()
+            for bar, whisker in zip(container, whiskers, strict=True):
+                quant = _ticks(panel.axes[0])[round(bar.get_x() + bar.get_width() / 2)]
+                drawn[device, quant, container.get_label()] = (bar.get_height(), *sorted(whisker[:, 1]))
+    assert sorted(drawn) == sorted(speeds) and len(drawn) == 18  # none for ttft: seconds
+    np.testing.assert_allclose(
+        [drawn[key] for key in speeds],
+        [(row["median"], row["median"] * (1 - row["spread"]), row["median"] * (1 + row["spread"])) for row in speeds.values()],
+    )
 
 
-def test_memory_stacks_kv_on_the_rest_per_context_with_its_share():
-    figure = _figure(html_report.render(RESULTS), "memory")
-    assert figure.count('<rect class="mem-kv"') == figure.count('<rect class="mem-rest"') == 9
-    assert _x_ticks(figure) == ["native", "q8_0", "q4_k_m"]
-    assert re.findall(r'class="context-tick"[^>]*>([^<]*)<', figure)[:3] == ["512", "2k", "8k"]
-    assert ">64%</text>" in figure  # q4_k_m at 8192: 180 MiB of KV on 100 MiB of weights
-    assert ">memory (MiB)</text>" in figure
+def test_memory_stacks_kv_on_the_rest_per_context_with_its_share(charts):
+    [panel] = charts.memory(RESULTS["memory"])
+    [axes] = panel.axes
+    rest, kv = _containers(axes)
+    assert (rest.get_label(), kv.get_label()) == ("non-KV (weights and the rest)", "KV cache")
+    assert _ticks(axes) == ["512", "2k", "8k"] * 3 and _ticks(axes, minor=True) == ["native", "q8_0", "q4_k_m"]
+    expected = [kv for quant in ("native", "q8_0", "q4_k_m") for row in RESULTS["memory"] if row["quant"] == quant
+                for kv in row["kv_cache"]]
+    np.testing.assert_allclose(
+        [(bar.get_height(), top.get_y(), top.get_height()) for bar, top in zip(rest, kv, strict=True)],
+        [((c["total_bytes"] - c["kv_bytes"]) / MIB,) * 2 + (c["kv_bytes"] / MIB,) for c in expected],
+    )
+    shares = [text.get_text() for text in axes.texts]
+    assert shares[-1] == "64%" and len(shares) == 9  # q4_k_m at 8192: 180 MiB of KV on 100 MiB of weights
+    assert axes.get_ylabel() == "memory (MiB)"
+
+
+def test_each_plot_is_an_inline_svg_per_panel(charts):
+    page = html.render(RESULTS)
+    figures = re.findall(r'<figure id="([^"]+)">(.*?)</figure>', page, re.DOTALL)
+    assert [(figure_id, body.count("<svg")) for figure_id, body in figures] == [
+        ("accuracy-ladder", 2), ("speed", 4), ("memory", 1)
+    ]
+    assert "<?xml" not in page and "<!DOCTYPE svg" not in page  # an SVG file's prolog has no place in HTML
 
 
 def test_memory_table_dashes_a_peak_rss_that_was_not_measured():
-    page = html_report.render(RESULTS)
+    page = html.render(RESULTS)
     assert re.search(r"native-memory</td><td>258.0 MiB</td>(<td>[^<]*</td>){4}<td>-</td>", page)
     assert re.search(r"q4_k_m-memory</td><td>100.0 MiB</td>(<td>[^<]*</td>){4}<td>160.0 MiB</td>", page)
 
 
-def test_strings_from_the_data_are_escaped():
-    evil = dict(RESULTS["items"][0], item="x<script>alert(1)</script>", model="m&<b>", task='"t"')
-    page = html_report.render({"items": [evil]})
+def test_strings_from_the_data_are_escaped_and_taken_literally(charts):
+    evil = dict(RESULTS["items"][0], item="x<script>alert(1)</script>", model="m&<b>$x^2$")
+    page = html.render({"items": [evil]})
     assert "<script" not in page and "<b>" not in page
     assert "x&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "m&amp;&lt;b&gt;" in page and "&quot;t&quot;" in page
+    assert "m&amp;&lt;b&gt;$x^2$ · llamacpp-cpu" in page  # the panel's title: text, not TeX
 
 
-def test_the_page_needs_nothing_from_outside():
-    page = html_report.render(RESULTS)
-    assert not re.search(r"<script|<link|<img|src=|href=|url\(|@import", page)
+def test_the_page_needs_nothing_from_outside(charts):
+    page = html.render(RESULTS)
+    assert not re.search(r"<script|<link|<img|<iframe|src=|@import|href=\"(?!#)|url\((?!#)", page)
 
 
 def test_verdicts_are_counted_per_item_and_coloured():
-    page = html_report.render(RESULTS)
+    page = html.render(RESULTS)
     # 12 accuracy items (2 FAIL, 4 updated), 6 latency items (updated: their ttft has no baseline),
     # 3 memory, 2 fidelity (1 FAIL), 1 parity
     assert '24 items: <span class="verdict-pass">11 pass</span>, <span class="verdict-fail">3 FAIL</span>' in page
@@ -169,8 +227,8 @@ def test_verdicts_are_counted_per_item_and_coloured():
 
 
 @pytest.mark.parametrize("missing", sorted(TABLES))
-def test_a_missing_section_is_left_out(missing):
-    page = html_report.render({key: rows for key, rows in RESULTS.items() if key != missing})
+def test_a_missing_section_is_left_out(missing, charts):
+    page = html.render({key: rows for key, rows in RESULTS.items() if key != missing})
     assert f"<h2>{TABLES[missing]}</h2>" not in page
     assert [figure for key, figure in FIGURES.items() if f'<figure id="{figure}">' in page] == [
         figure for key, figure in FIGURES.items() if key != missing
@@ -180,24 +238,35 @@ def test_a_missing_section_is_left_out(missing):
 
 @pytest.mark.parametrize("results", [{}, {key: [] for key in RESULTS}], ids=["no keys", "empty lists"])
 def test_a_run_with_nothing_to_show_is_a_page_without_plots_or_tables(results):
-    page = html_report.render(results)
+    page = html.render(results)
     assert "<figure" not in page and "<table" not in page
     assert "0 items" in page
 
 
-def test_a_runtime_with_only_seconds_has_no_speed_plot():
+def test_a_runtime_with_only_seconds_has_no_speed_plot(charts):
     seconds = [row for row in RESULTS["runtime"] if row["unit"] == "s"]
-    page = html_report.render({"runtime": seconds})
+    page = html.render({"runtime": seconds})
     assert '<figure id="speed">' not in page and "<h2>Runtime</h2>" in page
+
+
+def test_without_matplotlib_the_page_has_its_tables_and_says_why_it_has_no_plots(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets when it is not installed
+    monkeypatch.delitem(sys.modules, "pytest_slm.report.charts", raising=False)
+    monkeypatch.delattr(report, "charts", raising=False)
+    page = html.render(RESULTS)
+    assert "<svg" not in page and "<figure" not in page
+    assert page.count("charts need matplotlib: pip install 'pytest-slm[report]'") == 1
+    assert all(f"<h2>{title}</h2>" in page for title in TABLES.values())
 
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)  # Debian, Ubuntu, GitHub
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a browser to render the page: apt-get install -y chromium")
-def test_a_headless_browser_draws_every_plot(tmp_path):
+def test_a_headless_browser_draws_every_plot(tmp_path, charts):
+    image = pytest.importorskip("PIL.Image", reason="reads the screenshot: pip install pillow")
     page, screenshot = tmp_path / "report.html", tmp_path / "report.png"
-    page.write_text(html_report.render(RESULTS), encoding="utf-8")
+    page.write_text(html.render(RESULTS), encoding="utf-8")
     home = tmp_path / "home"  # chromium's profile, caches and temporary files stay in tmp_path
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_path),
            "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
@@ -210,64 +279,22 @@ def test_a_headless_browser_draws_every_plot(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert screenshot.exists(), f"chromium exited {result.returncode} without a screenshot:\n{result.stderr[-3000:]}"
 
-    pixels = _png_rgb(screenshot.read_bytes())
+    with image.open(screenshot) as png:
+        pixels = np.asarray(png.convert("RGB"))
     assert pixels.shape[:2] == (2400, 1200)
     colours = {
-        "accuracy, first task": html_report.TASK_COLOURS[0],
-        "accuracy, second task": html_report.TASK_COLOURS[1],
-        "speed, prefill@128": html_report.PREFILL_COLOURS[0],
-        "speed, decode": html_report.DECODE_COLOUR,
-        "memory, non-KV": html_report.REST_COLOUR,
-        "memory, KV cache": html_report.KV_COLOUR,
+        "accuracy, first task": charts.TASK_COLOURS[0],
+        "accuracy, second task": charts.TASK_COLOURS[1],
+        "speed, prefill@128": charts.PREFILL_COLOURS[0],
+        "speed, decode": charts.DECODE_COLOUR,
+        "memory, non-KV": charts.REST_COLOUR,
+        "memory, KV cache": charts.KV_COLOUR,
     }
     drawn = {name: _pixels_of(pixels, colour) for name, colour in colours.items()}
-    # Each colour covers 8,000 pixels or more when the bars are drawn; its legend swatches alone, 121 each.
-    assert all(count > 1000 for count in drawn.values()), drawn
+    # Each colour covers 8,000 pixels or more when the bars are drawn; its legend swatches alone, a few hundred.
+    assert all(count > 2000 for count in drawn.values()), drawn
 
 
 def _pixels_of(pixels, colour):
     rgb = np.array([int(colour[index:index + 2], 16) for index in (1, 3, 5)])
     return int((np.abs(pixels.astype(int) - rgb) <= 2).all(axis=-1).sum())
-
-
-def _png_rgb(data):
-    """An 8-bit, non-interlaced RGB or RGBA PNG (what chromium writes) as an array of RGB pixels."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, position = {}, 8
-    while position < len(data):
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        chunks.setdefault(kind, []).append(data[position + 8:position + 8 + length])
-        position += 12 + length
-    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
-    assert (depth, interlace, colour_type in (2, 6)) == (8, 0, True)
-    channels = 3 if colour_type == 2 else 4
-    raw = zlib.decompress(b"".join(chunks[b"IDAT"]))
-    stride = width * channels
-    previous = np.zeros(stride, np.uint8)
-    rows = []
-    for row in range(height):
-        start = row * (stride + 1)
-        previous = _unfilter(raw[start], np.frombuffer(raw, np.uint8, stride, start + 1), previous, channels)
-        rows.append(previous)
-    return np.stack(rows).reshape(height, width, channels)[..., :3]
-
-
-def _unfilter(kind, line, previous, channels):
-    """Undo one scanline's PNG filter: None, Sub and Up as array sums; Average and Paeth byte by byte."""
-    if kind == 0:
-        return line.copy()
-    if kind == 1:
-        return line.reshape(-1, channels).cumsum(axis=0, dtype=np.uint8).reshape(-1)
-    if kind == 2:
-        return line + previous
-    out, up = bytearray(line.tobytes()), previous.tobytes()
-    for index in range(len(out)):
-        left = out[index - channels] if index >= channels else 0
-        if kind == 3:
-            out[index] = (out[index] + (left + up[index]) // 2) & 0xFF
-            continue
-        upper_left = up[index - channels] if index >= channels else 0
-        estimate = left + up[index] - upper_left
-        distances = (abs(estimate - left), abs(estimate - up[index]), abs(estimate - upper_left))
-        out[index] = (out[index] + (left, up[index], upper_left)[distances.index(min(distances))]) & 0xFF
-    return np.frombuffer(bytes(out), np.uint8)

@@ -1,0 +1,221 @@
+"""The plots of report.html, those of the SLM survey (Lu et al. 2024): accuracy across the
+quantization ladder, prefill and decode speed, memory against context length. matplotlib draws
+them and measures their text; each becomes SVG text the page holds inline, so the page stays one
+file that needs nothing else. Importing this module imports matplotlib (most of a second): the
+page does it only when it is drawn."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Iterable, Sequence
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.figure import Figure
+
+from ..options import QUANTS
+
+Rows = Sequence[dict[str, Any]]
+
+# Bar colours are used nowhere else on the page, so a screenshot shows whether each plot was drawn.
+TASK_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#edc948", "#9c755f")
+PREFILL_COLOURS = ("#2a9d8f", "#8ecdc4", "#1d6b62")
+DECODE_COLOUR = "#e76f51"
+REST_COLOUR = "#8d99ae"
+KV_COLOUR = "#6a3d9a"
+
+MIB = 2**20
+HEIGHT, MIN_WIDTH = 3.4, 5.6  # inches; the page shows 96 px per inch
+BAR_WIDTH, GROUP_GAP = 0.8, 0.25  # of a group's slot: bars, and the gap between groups
+# Set while a figure is built and drawn, and restored after: nothing else in the process changes.
+STYLE = {
+    "svg.fonttype": "none",  # text stays <text>: selectable, searchable, and small
+    "text.parse_math": False,  # names from the data are text, even with a `$` in them
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.grid.axis": "y",
+    "axes.axisbelow": True,
+    "grid.color": "#e6e6e6",
+    "errorbar.capsize": 3,
+}
+
+
+def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(id, caption, panels as SVG) for each plot the results have rows for, in the page's order."""
+    plots = (
+        ("accuracy-ladder", "Accuracy per task across the quantization ladder", accuracy(results.get("items") or [])),
+        ("speed", "Prefill and decode speed per quantization", speed(results.get("runtime") or [])),
+        ("memory", "Memory against context length, with the KV cache's share", memory(results.get("memory") or [])),
+    )
+    return [(plot_id, caption, [svg(panel) for panel in panels]) for plot_id, caption, panels in plots if panels]
+
+
+@matplotlib.rc_context(STYLE)
+def svg(figure: Figure) -> str:
+    """The figure as an <svg> element, without the XML prolog a page inside HTML must not have."""
+    buffer = io.StringIO()
+    FigureCanvasSVG(figure).print_svg(buffer)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+@matplotlib.rc_context(STYLE)
+def accuracy(rows: Rows) -> list[Figure]:
+    """A panel per model and device: a group of bars per quant, a bar per task, on the whole 0-1
+    scale so that panels compare."""
+    tasks = sorted({row["task"] for row in rows})
+    colours = {task: TASK_COLOURS[index % len(TASK_COLOURS)] for index, task in enumerate(tasks)}
+    panels = []
+    for (model, device), facet in _facets(rows):
+        figure, axes = _grouped_bars(
+            f"{model} · {device}",
+            ladder_order(row["quant"] for row in facet),
+            [(task, colours[task]) for task in sorted({row["task"] for row in facet})],
+            {(row["quant"], row["task"]): row["accuracy"] for row in facet},
+            {},
+        )
+        axes.set(ylim=(0, 1), xlabel="quantization", ylabel="accuracy")
+        panels.append(figure)
+    return panels
+
+
+@matplotlib.rc_context(STYLE)
+def speed(rows: Rows) -> list[Figure]:
+    """Prefill and decode in panels of their own, each on its own scale: decode is often ten times
+    slower and would be a sliver beside prefill. Whiskers from `spread`, a robust standard deviation
+    relative to the median: the same fraction of a speed as of the timings it came from, to first
+    order."""
+    rows = [row for row in rows if row["unit"] == "tok/s" and _is_speed(row["metric"])]
+    panels = []
+    for (model, device), facet in _facets(rows):
+        for phase in ("prefill", "decode"):
+            if not (phase_rows := [row for row in facet if row["metric"].startswith(phase)]):
+                continue
+            figure, axes = _grouped_bars(
+                f"{model} · {device} · {phase}",
+                ladder_order(row["quant"] for row in phase_rows),
+                _speed_series({row["metric"] for row in phase_rows}),
+                {(row["quant"], row["metric"]): row["median"] for row in phase_rows},
+                {(row["quant"], row["metric"]): row["median"] * row["spread"] for row in phase_rows},
+            )
+            axes.set(xlabel="quantization", ylabel="tokens / s (median ± robust σ)")
+            panels.append(figure)
+    return panels
+
+
+@matplotlib.rc_context(STYLE)
+def memory(rows: Rows) -> list[Figure]:
+    """A panel per model and device: per quant, a stacked bar per context length, what the KV cache
+    adds to the weights, with its share above."""
+    rows = [row for row in rows if row.get("kv_cache")]
+    return [_memory_panel(f"{model} · {device}", facet) for (model, device), facet in _facets(rows)]
+
+
+def ladder_order(quants: Iterable[str]) -> list[str]:
+    """Quants from the shipped file down the ladder, so bars coarsen left to right; unknown ones last."""
+    return sorted(set(quants), key=lambda quant: (QUANTS.index(quant) if quant in QUANTS else len(QUANTS), quant))
+
+
+def _facets(rows: Rows) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """Rows by (model, device): quants of one model on one runtime are what a panel compares."""
+    facets: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        facets.setdefault((row["model"], row["device"]), []).append(row)
+    return sorted(facets.items())
+
+
+def _is_speed(metric: str) -> bool:
+    name, _, length = metric.partition("@")
+    return metric == "decode" or (name == "prefill" and length.isdigit())
+
+
+def _speed_series(metrics: set[str]) -> list[tuple[str, str]]:
+    """Prefill lengths in order, in shades of one colour, then decode in another: the phases differ in kind."""
+    prefills = sorted(metrics - {"decode"}, key=lambda metric: int(metric.partition("@")[2]))
+    series = [(metric, PREFILL_COLOURS[index % len(PREFILL_COLOURS)]) for index, metric in enumerate(prefills)]
+    return series + ([("decode", DECODE_COLOUR)] if "decode" in metrics else [])
+
+
+def _grouped_bars(
+    title: str,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, str]],
+    values: dict[tuple[str, str], float],
+    whiskers: dict[tuple[str, str], float],
+) -> tuple[Figure, Axes]:
+    """A group of bars per x label, a bar per (name, colour) series in a slot of its own, with a
+    whisker of the given half-length where there is one."""
+    figure, axes = _panel(len(groups) * len(series))
+    width = (1 - GROUP_GAP) / len(series)
+    for index, (name, colour) in enumerate(series):
+        present = [position for position, group in enumerate(groups) if (group, name) in values]
+        axes.bar(
+            [position - (1 - GROUP_GAP) / 2 + (index + 0.5) * width for position in present],
+            [values[groups[position], name] for position in present],
+            width * BAR_WIDTH,
+            color=colour,
+            label=name,
+            yerr=[whiskers[groups[position], name] for position in present] if whiskers else None,
+        )
+    axes.set_xticks(range(len(groups)), groups)
+    _legend(figure, axes, title)
+    return figure, axes
+
+
+def _memory_panel(title: str, rows: Rows) -> Figure:
+    by_quant = {row["quant"]: sorted(row["kv_cache"], key=lambda kv: kv["context"]) for row in rows}
+    quants = ladder_order(by_quant)
+    most = max(len(contexts) for contexts in by_quant.values())
+    figure, axes = _panel(len(quants) * most)
+    width = (1 - GROUP_GAP) / most
+    bars = [
+        (position - (1 - GROUP_GAP) / 2 + (index + 0.5) * width, kv)
+        for position, quant in enumerate(quants)
+        for index, kv in enumerate(by_quant[quant])
+    ]
+    xs = [x for x, _ in bars]
+    rest = [(kv["total_bytes"] - kv["kv_bytes"]) / MIB for _, kv in bars]
+    axes.bar(xs, rest, width * BAR_WIDTH, color=REST_COLOUR, label="non-KV (weights and the rest)")
+    kv_bars = axes.bar(
+        xs, [kv["kv_bytes"] / MIB for _, kv in bars], width * BAR_WIDTH, bottom=rest, color=KV_COLOUR, label="KV cache"
+    )
+    axes.bar_label(kv_bars, [_percent(kv["share"]) for _, kv in bars], padding=2, fontsize=8)
+    axes.set_xticks(xs, [_context(kv["context"]) for _, kv in bars])
+    axes.set_xticks(range(len(quants)), quants, minor=True)  # each quant's name under its contexts
+    axes.tick_params(axis="x", which="minor", length=0, pad=16)
+    axes.xaxis.remove_overlapping_locs = False  # a quant's middle context sits where its name goes
+    axes.margins(y=0.12)  # room above the tallest bar for its share
+    axes.set(xlabel="context length (tokens), per quantization", ylabel="memory (MiB)")
+    _legend(figure, axes, title)
+    return figure
+
+
+def _panel(bars: int) -> tuple[Figure, Axes]:
+    """A figure with one plot area, wide enough for its bars (the page wraps panels to its width)."""
+    figure = Figure(figsize=(max(MIN_WIDTH, 1.2 + 0.22 * bars), HEIGHT), layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def _legend(figure: Figure, axes: Axes, title: str) -> None:
+    """The panel's title with its legend under it, above the plot where they cover no bar (as the
+    legend's own title: layout then keeps the two apart)."""
+    count = len(axes.get_legend_handles_labels()[1])
+    figure.legend(
+        loc="outside upper left",
+        ncols=min(count, 4),
+        frameon=False,
+        title=title,
+        alignment="left",
+        title_fontproperties={"weight": "bold", "size": 10},
+    )
+
+
+def _percent(share: float) -> str:
+    return f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"
+
+
+def _context(tokens: int) -> str:
+    return f"{tokens // 1024}k" if tokens >= 1024 and tokens % 1024 == 0 else str(tokens)
