@@ -1,6 +1,10 @@
-"""The summary table and the report files CI keeps."""
+"""The summary table, the report files CI keeps, and the checks that a report can be written."""
 
 import json
+import sys
+from pathlib import Path
+
+import pytest
 
 from pytest_slm import report
 
@@ -58,3 +62,66 @@ def test_junit_properties_name_each_figure_by_its_metric():
     assert ("decode.verdict", "FAIL") in report.junit_properties(RUNTIME_ROW)
     memory = dict(report.junit_properties(MEMORY_ROW))
     assert memory["kv_bytes@512"] == 2**19 and "peak_rss_bytes" not in memory and "model" not in memory
+
+
+def _tree(root):
+    """Every path under root with its size and mtime: what a check that changes nothing leaves as it was."""
+    return {(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in root.rglob("*")}
+
+
+def test_a_report_directory_to_be_made_and_a_step_summary_to_append_to_are_fine_and_left_untouched(tmp_path):
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "step.md").write_text("earlier step\n")
+    before = _tree(tmp_path)
+    assert report.output_problem(tmp_path / "out" / "report", str(tmp_path / "ci" / "step.md")) is None
+    assert report.output_problem(tmp_path, str(tmp_path / "ci" / "new.md")) is None  # GitHub may not have made it yet
+    assert report.output_problem(None, str(tmp_path)) is None  # the step summary is written only beside a report
+    assert _tree(tmp_path) == before
+
+
+def test_a_report_directory_that_is_a_file_or_under_one_is_named(tmp_path):
+    (tmp_path / "taken").write_text("")
+    assert report.output_problem(tmp_path / "taken", None) == f"--slm-report: {tmp_path / 'taken'} is a file, not a directory"
+    assert report.output_problem(tmp_path / "taken" / "out", None) == (
+        f"--slm-report: {tmp_path / 'taken'} is a file, not a directory (to hold {tmp_path / 'taken' / 'out'})"
+    )
+    (tmp_path / "out" / "report.html").mkdir(parents=True)
+    assert report.output_problem(tmp_path / "out", None) == (
+        f"--slm-report: {tmp_path / 'out' / 'report.html'} is a directory, not a file"
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/sys is Linux's")
+def test_a_directory_even_root_cannot_write_in_is_found_by_writing_not_by_permission_bits():
+    problem = report.output_problem(Path("/sys/pytest-slm-report"), None)
+    assert problem is not None and problem.startswith("--slm-report: /sys is not writable: ")
+    problem = report.output_problem(Path("/tmp"), "/sys/pytest-slm-summary.md")
+    assert problem is not None and problem.startswith("$GITHUB_STEP_SUMMARY /sys/pytest-slm-summary.md cannot be created: ")
+
+
+def test_a_step_summary_that_is_a_directory_or_under_a_file_or_nowhere_is_named(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert report.output_problem(tmp_path, str(tmp_path)) == f"$GITHUB_STEP_SUMMARY {tmp_path} is a directory"
+    assert report.output_problem(tmp_path, str(tmp_path / "file" / "step.md")) == (
+        f"$GITHUB_STEP_SUMMARY {tmp_path / 'file' / 'step.md'}: Not a directory"
+    )
+    assert report.output_problem(tmp_path, str(tmp_path / "gone" / "step.md")) == (
+        f"$GITHUB_STEP_SUMMARY {tmp_path / 'gone' / 'step.md'}: no such directory {tmp_path / 'gone'}"
+    )
+
+
+def test_writes_that_fail_at_the_end_raise_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(report.ReportError) as failure:
+        report.write_report(tmp_path / "taken", {"items": ROWS})
+    assert str(failure.value).startswith(f"--slm-report: cannot create directory {tmp_path / 'taken'}: ")
+    (tmp_path / "out" / "summary.md").mkdir(parents=True)
+    with pytest.raises(report.ReportError, match=f"^--slm-report: cannot write {tmp_path / 'out' / 'summary.md'}: "):
+        report.write_report(tmp_path / "out", {"items": ROWS})
+
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))
+    with pytest.raises(report.ReportError) as failure:
+        report.write_report(tmp_path / "fine", {"items": ROWS})
+    assert str(failure.value) == f"$GITHUB_STEP_SUMMARY {tmp_path}: cannot append: Is a directory"
+    assert sorted(path.name for path in (tmp_path / "fine").iterdir()) == ["report.html", "results.json", "summary.md"]

@@ -1,18 +1,20 @@
 """What a run reports: one table for the whole run, whichever process measured each row, in the
 terminal and, with --slm-report, as files CI keeps (results.json, summary.md, report.html, the step
-summary)."""
+summary). What each table shows is in tables.py, the page in html.py, its plots in charts.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from tabulate import tabulate
 
-from . import html, tables
 from ..store.atomic import write_text_atomic
+from . import html, tables
 
 
 def table(section: str, rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
@@ -56,9 +58,72 @@ def all_tables(results: dict[str, list[dict[str, Any]]], tablefmt: str = "simple
     return [table(section, results[section], tablefmt) for section in tables.SECTIONS if results.get(section)]
 
 
+FILES = ("results.json", "summary.md", "report.html")
+
+
+class ReportError(Exception):
+    """A report file could not be written: one line for the person reading CI's log, not a traceback."""
+
+
+def output_problem(report_dir: Path | None, step_summary: str | None) -> str | None:
+    """Why the report could not be written, checked at start-up so that a bad --slm-report or
+    $GITHUB_STEP_SUMMARY costs no run. Creates and changes nothing: the writes it stands for come
+    at the end. The step summary is written only beside a report, so without one it is not checked."""
+    if report_dir is None:
+        return None
+    if problem := _directory_problem(report_dir):
+        return f"--slm-report: {problem}"
+    if step_summary and (problem := _append_problem(Path(step_summary))):
+        return f"$GITHUB_STEP_SUMMARY {problem}"
+    return None
+
+
+def _directory_problem(directory: Path) -> str | None:
+    """The report directory, or the first of its parents that exists, must be a directory a file
+    can be written in; none of the report's files may be a directory."""
+    probe = directory
+    while not os.path.exists(probe) and probe != probe.parent:  # False, not an error, where stat is denied
+        probe = probe.parent
+    if not probe.is_dir():
+        kind = "a file, not a directory" if probe.is_file() else "not a directory"
+        return f"{probe} is {kind}" + ("" if probe == directory else f" (to hold {directory})")
+    if taken := [name for name in FILES if (directory / name).is_dir()]:
+        return f"{directory / taken[0]} is a directory, not a file"
+    try:  # a real write: permission bits say nothing to root, or on a read-only mount
+        with tempfile.TemporaryFile(dir=probe):
+            return None
+    except OSError as exc:
+        return f"{probe} is not writable: {exc.strerror}"
+
+
+def _append_problem(path: Path) -> str | None:
+    """GitHub names a file that exists; appending needs it to be a regular, writable file, or, where
+    it does not exist yet, a writable directory to create it in."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            return f"{path}: no such directory {path.parent}"
+        try:
+            with tempfile.TemporaryFile(dir=path.parent):
+                return None
+        except OSError as exc:
+            return f"{path} cannot be created: {exc.strerror}"
+    except OSError as exc:  # a parent is a file, a loop of links, ...
+        return f"{path}: {exc.strerror}"
+    if not stat.S_ISREG(mode):  # opening a FIFO to check it would wait for a reader
+        return f"{path} is {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}"
+    try:  # opened for appending and closed: nothing written, nothing changed
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+    except OSError as exc:
+        return f"{path} is not writable: {exc.strerror}"
+    return None
+
+
 def write_report(directory: Path, results: dict[str, list[dict[str, Any]]]) -> list[Path]:
     """results.json for machines; summary.md and report.html (tables and plots) for people; the
-    summary also goes to GitHub's job page when $GITHUB_STEP_SUMMARY names a file."""
+    summary also goes to GitHub's job page when $GITHUB_STEP_SUMMARY names a file. A write that
+    fails raises ReportError, naming the file; files written before it stay."""
     ordered = {
         name: rows if name == "baseline_writes" else sorted(rows, key=lambda r: (r["item"], r.get("metric", "")))
         for name, rows in results.items()
@@ -66,11 +131,21 @@ def write_report(directory: Path, results: dict[str, list[dict[str, Any]]]) -> l
     summary = "## pytest-slm summary\n\n" + "".join(f"{text}\n\n" for text in all_tables(ordered, tablefmt="github"))
     if writes := ordered.get("baseline_writes"):
         summary += "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"
-    paths = [directory / "results.json", directory / "summary.md", directory / "report.html"]
-    write_text_atomic(paths[0], json.dumps(ordered, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(paths[1], summary)
-    write_text_atomic(paths[2], html.render(ordered))
+    texts = (json.dumps(ordered, indent=2, sort_keys=True) + "\n", summary, html.render(ordered))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"--slm-report: cannot create directory {directory}: {exc.strerror or exc}") from exc
+    paths = [directory / name for name in FILES]
+    for path, text in zip(paths, texts):
+        try:
+            write_text_atomic(path, text)
+        except OSError as exc:
+            raise ReportError(f"--slm-report: cannot write {path}: {exc.strerror or exc}") from exc
     if step_summary := os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(step_summary, "a", encoding="utf-8") as handle:
-            handle.write(summary)
+        try:
+            with open(step_summary, "a", encoding="utf-8") as handle:
+                handle.write(summary)
+        except OSError as exc:
+            raise ReportError(f"$GITHUB_STEP_SUMMARY {step_summary}: cannot append: {exc.strerror or exc}") from exc
     return paths
