@@ -1,6 +1,7 @@
 """The summary table, the report files CI keeps, and the checks that a report can be written."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
     assert "- baselines: 1 changed, 1 unchanged" in markdown
     assert step_summary.read_text() == "earlier step\n" + markdown
     assert "m-llamacpp-cpu-native-b:5" in page.read_text()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {path.stat().st_mode & 0o777 for path in (results, summary, page)} == {0o666 & ~mask}  # as `open` makes them
 
 
 RUNTIME_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", metric="decode",
