@@ -1,6 +1,6 @@
 """The one compiled piece: on Linux, the BLAS shim that puts MLX's CPU matmuls on OpenBLAS.
 
-Everything else is declared in pyproject.toml; see pytest_slm/backends/mlx_blas.py for why.
+Everything else is declared in pyproject.toml; see pytest_slm/backends/mlx/blas.py for why.
 """
 
 import sys

@@ -17,9 +17,9 @@ import gguf
 from tabulate import tabulate
 from windows import model_and_text, parse_arguments, window_logits
 
-from pytest_slm.artifacts import LLAMA_FTYPES, default_cache_dir, derived_gguf
 from pytest_slm.backends import llamacpp
-from pytest_slm.backends.base import LoadRequest
+from pytest_slm.backends.base import LoadRequest, default_cache_dir
+from pytest_slm.backends.llamacpp.quantize import LLAMA_FTYPES, derived_gguf
 from pytest_slm.fidelity import compare
 
 

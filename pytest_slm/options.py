@@ -9,16 +9,13 @@ from typing import Any
 
 import pytest
 
-from .artifacts import default_cache_dir
+from .backends import all_devices, all_quants
+from .backends.base import default_cache_dir
 from .matrix import TaskSpec
 
-DEVICES = ("llamacpp-cpu", "llamacpp-cuda", "llamacpp-metal", "mlx-cpu", "mlx-gpu")
-# `native` is the file as shipped; the others are made from it by the backends that can: the GGUF
-# types by llama.cpp's quantizer (`f32` exactly), `f16` and `mlx-q*` by MLX.
-QUANTS = (
-    "native", "f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k",
-    "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2",
-)
+# From the registered backends' declarations, without importing any runtime.
+DEVICES = all_devices()
+QUANTS = all_quants()  # `native` (the file as shipped), then what each backend derives from it
 
 LATENCY_FAMILIES = ("prefill", "decode", "ttft")
 DEFAULT_LATENCY_TOLERANCE = 0.10

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any, Callable, Sequence
 
-from .backends import mlx_blas
+from .backends import backend
 from .backends.base import LoadedModel, MemoryProfile
 from .stats import Spread, spread
 
@@ -45,14 +45,14 @@ class Fingerprint:
 @cache
 def fingerprint(device: str, threads: int) -> Fingerprint:
     """Asked before and after each measurement; the machine does not change within a run."""
-    backend, _, kind = device.partition("-")
-    package = {"llamacpp": "llama-cpp-python", "mlx": "mlx"}[backend]
-    runtime = f"{package} {_version(package)}"
-    if device == "mlx-cpu":
-        runtime += f" on {mlx_blas.route_to_openblas()}"  # its matmuls' speed is the BLAS's
+    name, _, kind = device.partition("-")
+    owner = backend(name)
+    runtime = f"{owner.PACKAGE} {_version(owner.PACKAGE)}"
+    if detail := owner.runtime_detail(device):  # e.g. the BLAS mlx-cpu's matmuls run on
+        runtime += f" {detail}"
     return Fingerprint(
         cpu=_cpu_name(),
-        threads=0 if device == "mlx-gpu" else threads,  # MLX schedules its GPU itself
+        threads=0 if device in owner.UNTHREADED else threads,
         accelerator="none" if kind == "cpu" else _gpu_name(),
         os=f"{platform.system()} {platform.machine()}",
         runtime=runtime,

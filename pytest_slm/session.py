@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -12,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from .backends import backend as _backend
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
 from .store.baselines import BaselineError, BaselineKey, BaselineStore, writable_dir_problem
 from .fidelity import Fidelity, compare, windows
@@ -42,8 +42,6 @@ from .regression import (
 from .runtime import Timing, fingerprint, load_average, measure_decode, measure_memory, measure_prefill
 from .stats import compare_outcomes
 from .tasks import AccuracyResult, TaskCatalog, TaskError
-
-BACKEND_MODULES = {"llamacpp": "pytest_slm.backends.llamacpp", "mlx": "pytest_slm.backends.mlx"}
 
 
 @dataclass
@@ -107,7 +105,8 @@ class SlmSession:
     @cached_property
     def device_statuses(self) -> dict[str, DeviceStatus]:
         statuses = {}
-        for backend in {d.split("-")[0] for d in DEVICES}:  # every backend: a fidelity reference may be on another
+        needed = [*(self.config.devices or DEVICES), *(fidelity_reference(m).device for m in self.models)]
+        for backend in {d.split("-")[0] for d in needed}:  # probing imports a runtime: only those this run needs
             statuses.update({s.name: s for s in _backend(backend).device_statuses()})
         return statuses
 
@@ -361,9 +360,4 @@ class SlmSession:
         self.parity_rows.append(row)
         if failure:
             pytest.fail(failure, pytrace=False)
-
-
-def _backend(name: str) -> Any:
-    """Backend modules import their runtime lazily, so importing one never fails."""
-    return importlib.import_module(BACKEND_MODULES[name])
 

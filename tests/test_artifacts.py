@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_slm.artifacts import derived_gguf
+from pytest_slm.backends.llamacpp.quantize import derived_gguf
 from pytest_slm.backends.base import BackendError
 from pytest_slm.registry import resolve_source
 

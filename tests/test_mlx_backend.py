@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from pytest_slm.backends import mlx as mlx_backend
-from pytest_slm.backends import mlx_blas
+from pytest_slm.backends.mlx import backend as mlx_runtime
+from pytest_slm.backends.mlx import blas as mlx_blas
+from pytest_slm.backends.mlx import gguf_import
 from pytest_slm.backends.base import BackendError, LoadRequest, ScoreGroup, Unsupported
 from pytest_slm.registry import resolve_source
 
@@ -37,12 +39,12 @@ def available(statuses):
 
 
 def test_device_detection_per_platform():
-    assert available(mlx_backend.detect_devices(True, True, metal=True, cuda=False)) == ["mlx-cpu", "mlx-gpu"]
-    assert available(mlx_backend.detect_devices(True, True, metal=False, cuda=True)) == ["mlx-cpu", "mlx-gpu"]
-    linux_cpu = {s.name: s for s in mlx_backend.detect_devices(True, True, metal=False, cuda=False)}
+    assert available(mlx_runtime.detect_devices(True, True, metal=True, cuda=False)) == ["mlx-cpu", "mlx-gpu"]
+    assert available(mlx_runtime.detect_devices(True, True, metal=False, cuda=True)) == ["mlx-cpu", "mlx-gpu"]
+    linux_cpu = {s.name: s for s in mlx_runtime.detect_devices(True, True, metal=False, cuda=False)}
     assert linux_cpu["mlx-cpu"].available and not linux_cpu["mlx-gpu"].available
     assert "Metal" in linux_cpu["mlx-gpu"].reason
-    no_mlx_lm = mlx_backend.detect_devices(True, False, metal=True, cuda=False)
+    no_mlx_lm = mlx_runtime.detect_devices(True, False, metal=True, cuda=False)
     assert available(no_mlx_lm) == [] and all("mlx-lm" in s.reason for s in no_mlx_lm)
 
 
@@ -51,8 +53,8 @@ def test_missing_mlx_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlx.core", None)
     statuses = mlx_backend.device_statuses()
     assert [s.name for s in statuses] == ["mlx-cpu", "mlx-gpu"]
-    assert all(not s.available and s.reason == mlx_backend.INSTALL_HINT for s in statuses)
-    assert "pip install 'pytest-slm[mlx]'" in mlx_backend.INSTALL_HINT
+    assert all(not s.available and s.reason == mlx_runtime.INSTALL_HINT for s in statuses)
+    assert "pip install 'pytest-slm[mlx]'" in mlx_runtime.INSTALL_HINT
 
 
 def test_unknown_quant_is_unsupported_and_lists_the_valid_ones(tmp_path):
@@ -195,7 +197,7 @@ def test_native_matches_llama_cpp_and_a_broken_unpermutation_does_not(mx, model,
         out = rows.shape[0]
         return rows.reshape(n_heads, 2, out // n_heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
-    monkeypatch.setattr(mlx_backend, "unpermute_qk", forward_permutation)
+    monkeypatch.setattr(gguf_import, "unpermute_qk", forward_permutation)
     broken = mlx_backend.load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2))
     broken_agreement, broken_kld = parity(mx, broken, reference, tokens)
     assert broken_agreement < 0.8 and broken_kld > 0.5  # measured: 0.18 and 2.46
@@ -208,11 +210,11 @@ def test_mlx_directory_loads_like_the_gguf_it_was_saved_from(mx, gguf, tmp_path)
     from mlx_lm.utils import save_model
 
     weights, meta = mx.load(str(gguf), return_metadata=True)
-    imported, _ = mlx_backend._load_gguf(gguf, "f16")
+    imported, _ = gguf_import.load_gguf(gguf, "f16")
     save_model(tmp_path, imported)
     config = {k: v for k, v in dataclasses.asdict(imported.args).items() if k != "layer_types"}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    mlx_backend.gguf_tokenizer(meta, gguf.name).save(str(tmp_path / "tokenizer.json"))
+    gguf_import.gguf_tokenizer(meta, gguf.name).save(str(tmp_path / "tokenizer.json"))
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>"}
     tokenizer_config["eos_token"] = "<|im_end|>"
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))

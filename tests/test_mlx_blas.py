@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS shim is built on Linux only")
 
-ROUTE = "from pytest_slm.backends.mlx_blas import route_to_openblas; print(route_to_openblas())"
+ROUTE = "from pytest_slm.backends.mlx.blas import route_to_openblas; print(route_to_openblas())"
 MATMUL = """
 import numpy as np, mlx.core as mx
 a = np.random.default_rng(0).standard_normal((300, 200), dtype=np.float32)

@@ -200,7 +200,7 @@ def test_unwritable_baselines_directory_is_a_usage_error(project):
 
 BROKEN_CONVERTER = '''
 import pytest
-from pytest_slm.backends import mlx
+from pytest_slm.backends.mlx import gguf_import
 
 
 @pytest.fixture(autouse=True)
@@ -210,7 +210,7 @@ def broken_converter(monkeypatch):
         out = rows.shape[0]
         return rows.reshape(n_heads, 2, out // n_heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
-    monkeypatch.setattr(mlx, "unpermute_qk", permute)
+    monkeypatch.setattr(gguf_import, "unpermute_qk", permute)
 '''
 
 

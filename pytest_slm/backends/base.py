@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # backend packages import this module at registry time, before any runtime
+    import numpy as np
 
 
 class BackendError(Exception):
@@ -24,6 +26,13 @@ class DeviceStatus:
     name: str  # "llamacpp-cpu", "mlx-gpu", ...
     available: bool
     reason: str = ""
+
+
+def default_cache_dir() -> Path:
+    """Where derived model files are kept when neither --slm-cache nor the request names a place."""
+    if env := os.environ.get("PYTEST_SLM_CACHE"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-slm"
 
 
 @dataclass(frozen=True)
@@ -124,3 +133,28 @@ class LoadedModel(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """What a backend package declares at module level (see pytest_slm.backends for the registry).
+
+    Importing the package must not import its runtime: listing devices and quants, and `--help`,
+    happen before anything is probed. `device_statuses` and `load` import the runtime when called.
+    """
+
+    NAME: str  # the devices' prefix: "llamacpp" for "llamacpp-cpu"
+    DEVICES: tuple[str, ...]  # every device it can drive somewhere, "<NAME>-<kind>"
+    QUANTS: tuple[str, ...]  # "native" (the file as shipped) and what it can derive from it
+    PACKAGE: str  # the distribution whose version is the runtime in a hardware fingerprint
+    UNTHREADED: frozenset[str]  # devices that schedule their own work: --slm-threads is not their speed
+
+    def device_statuses(self) -> list[DeviceStatus]:
+        """Each of DEVICES, available here or why not; probes (imports) the runtime."""
+        ...
+
+    def load(self, request: LoadRequest) -> LoadedModel: ...
+
+    def runtime_detail(self, device: str) -> str:
+        """What else a speed on `device` depends on besides PACKAGE's version, for the fingerprint
+        ("" when nothing does)."""
+        ...

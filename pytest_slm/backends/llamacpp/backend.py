@@ -16,15 +16,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..artifacts import LLAMA_FTYPES, default_cache_dir, derived_gguf
-from .base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported
+from ..base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
+from . import DEVICES, QUANTS
+from .quantize import derived_gguf
 
 GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default cache type, F16, for keys and values alike
 MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
-
-
-QUANTS = ("native", *LLAMA_FTYPES)  # the GGUF as shipped, and what llama.cpp's quantizer derives from it
 
 
 def detect_devices(system_info: str, gpu_offload: bool, platform: str) -> list[DeviceStatus]:
@@ -51,7 +49,7 @@ def device_statuses() -> list[DeviceStatus]:
         import llama_cpp
     except ImportError as exc:
         reason = f"llama-cpp-python is not installed ({exc})"
-        return [DeviceStatus(f"llamacpp-{d}", False, reason) for d in ("cpu", "cuda", "metal")]
+        return [DeviceStatus(device, False, reason) for device in DEVICES]
     info = llama_cpp.llama_print_system_info().decode(errors="replace")
     return detect_devices(info, bool(llama_cpp.llama_supports_gpu_offload()), sys.platform)
 

@@ -18,9 +18,9 @@ from typing import Callable
 
 from filelock import FileLock
 
-from .store.atomic import write_text_atomic
-from .backends.base import BackendError
-from .registry import GGUF_MAGIC
+from ...registry import GGUF_MAGIC
+from ...store.atomic import write_text_atomic
+from ..base import BackendError
 
 # quant name -> llama.cpp file type. `f32` is exact for every ggml block type, so it is the
 # reference other quantizations and runtimes are compared with; the rest is the ladder a team
@@ -36,12 +36,6 @@ LLAMA_FTYPES = {
     "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
 }
-
-
-def default_cache_dir() -> Path:
-    if env := os.environ.get("PYTEST_SLM_CACHE"):
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-slm"
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,40 @@
+"""MLX, through mlx-lm: the backend's declaration, importable without MLX.
+
+`backend.py` loads and runs models, `gguf_import.py` builds one from a GGUF, `vocab.py` gives it
+llama.cpp's token ids, `blas.py` puts its CPU matmuls on OpenBLAS. MLX itself is imported only
+when a device is probed or a model loaded (after blas.py has routed its BLAS).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..base import DeviceStatus, LoadedModel, LoadRequest
+
+NAME = "mlx"
+DEVICES = ("mlx-cpu", "mlx-gpu")
+QUANTS = ("native", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
+PACKAGE = "mlx"
+UNTHREADED = frozenset({"mlx-gpu"})  # MLX schedules its GPU itself
+
+
+def device_statuses() -> list[DeviceStatus]:
+    from .backend import device_statuses
+
+    return device_statuses()
+
+
+def load(request: LoadRequest) -> LoadedModel:
+    from .backend import load
+
+    return load(request)
+
+
+def runtime_detail(device: str) -> str:
+    """On CPU its matmuls' speed is the BLAS's."""
+    if device != "mlx-cpu":
+        return ""
+    from .blas import route_to_openblas
+
+    return f"on {route_to_openblas()}"
