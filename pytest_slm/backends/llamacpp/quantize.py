@@ -2,8 +2,10 @@
 
 Named by what they are made from (source content, target type, llama.cpp version), so a new
 source or a new llama.cpp builds anew and an old file is never reused by mistake. Safe when several
-pytest-xdist workers ask at once (one builds under a lock, the others wait and reuse) and after a
-crash (built under a temporary name, renamed when complete, checked against its recorded size).
+pytest-xdist workers ask at once (one builds under a lock beside the file, the others wait and
+reuse) and after a crash: built under a temporary name, renamed when complete, checked against its
+recorded size; a temporary that a killed build left is removed by the next one to take the lock.
+Files are created with the default mode, so they follow the umask like the rest of a shared cache.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import Callable
 from filelock import FileLock
 
 from ...registry import GGUF_MAGIC
-from ...store.atomic import write_text_atomic
 from ..base import BackendError
 
 # quant name -> llama.cpp file type. `f32` is exact for every ggml block type, so it is the
@@ -61,6 +62,9 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Callable[[
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
+            for leftover in _temporaries(target, record):  # their writers held this lock: they are dead
+                progress(f"removing {leftover.name}, left in the cache by an interrupted build")
+                leftover.unlink(missing_ok=True)
             if _complete(target, record):
                 return target
             if target.exists():
@@ -70,7 +74,7 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Callable[[
             started = time.perf_counter()
             _quantize(llama_cpp, source, target, quant)
             progress(f"made {quant} of {source.name} in {time.perf_counter() - started:.1f} s")
-            write_text_atomic(record, json.dumps({"source": str(source), "quant": quant, "size": target.stat().st_size}))
+            _write_record(record, {"source": str(source), "quant": quant, "size": target.stat().st_size})
     except OSError as exc:
         raise BackendError(f"cannot build {quant} of {source.name} in the cache {cache_dir}: {exc}") from None
     return target
@@ -85,8 +89,28 @@ def _complete(target: Path, record: Path) -> bool:
         return False
 
 
+def _temporary(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: hidden, and named by its writer."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _temporaries(*paths: Path) -> list[Path]:
+    """Every process's temporaries for `paths`."""
+    prefixes = tuple(f".{path.name}." for path in paths)
+    return [p for p in paths[0].parent.iterdir() if p.name.startswith(prefixes) and p.name.endswith(".tmp")]
+
+
+def _write_record(record: Path, fields: dict[str, object]) -> None:
+    temporary = _temporary(record)
+    try:
+        temporary.write_text(json.dumps(fields), encoding="utf-8")
+        os.replace(temporary, record)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _quantize(llama_cpp, source: Path, target: Path, quant: str) -> None:
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = _temporary(target)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, LLAMA_FTYPES[quant])
     params.allow_requantize = True  # the source may itself be quantized: dequantize, then convert
