@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GGUF_MAGIC = b"GGUF"
+# A model's name becomes a directory under the baselines: one safe path component, nothing more.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+SAFE_NAME_RULE = "1-100 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
 
 
 class RegistryError(Exception):
@@ -37,24 +41,66 @@ class ModelEntry:
 
 
 def load_registry(path: Path) -> dict[str, ModelEntry]:
+    """Every entry checked for its types and name now, so a bad registry is one line at start-up."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RegistryError(f"models registry {path} is not valid TOML: {exc}") from None
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise RegistryError(f"models registry {path}: 'models' must be a table of [models.<name>] entries")
     entries = {}
-    for name, spec in data.get("models", {}).items():
+    for name, spec in models.items():
         if not isinstance(spec, dict) or not ({"gguf", "mlx"} & spec.keys()):
             raise RegistryError(f"models registry {path}: model {name!r} needs a 'gguf' or 'mlx' source")
+        for key, value in spec.items():
+            if key not in ("gguf", "mlx"):
+                raise RegistryError(f"models registry {path}: model {name!r} has unknown key {key!r} (known: gguf, mlx)")
+            if not isinstance(value, str) or not value:
+                raise RegistryError(f"models registry {path}: model {name!r}: {key} must be a non-empty string, got {value!r}")
+        check_name(name, f"registry {path}")
         entries[name] = ModelEntry(name, spec.get("gguf"), spec.get("mlx"), path.parent)
     return entries
+
+
+def select_models(registry_path: Path, selected: tuple[str, ...] | None) -> dict[str, ModelEntry]:
+    """The models a run asked for, by registry name or file path; two that would share a name
+    (and so a baselines directory) are an error naming both."""
+    registry = load_registry(registry_path)
+    chosen: dict[str, tuple[ModelEntry, str]] = {}
+    for name in selected or tuple(registry):
+        if name in registry:
+            entry, source = registry[name], f"the registry {registry_path}"
+        elif name.endswith(".gguf") or Path(name).exists():
+            entry, source = entry_for_path(name), name
+            if entry.name in registry:
+                raise RegistryError(
+                    f"model file {source!r} would be named {entry.name!r}, the name of a registered model"
+                    f" ({registry_path}): rename the file or use the registry's name"
+                )
+        else:
+            known = ", ".join(sorted(registry)) or "none"
+            raise RegistryError(f"unknown model {name!r}; known models: {known} (or give a path to a .gguf file)")
+        if entry.name in chosen and chosen[entry.name][1] != source:
+            raise RegistryError(
+                f"two models would be named {entry.name!r}: {chosen[entry.name][1]!r} and {source!r}; rename one file"
+            )
+        chosen[entry.name] = (entry, source)
+    return {name: entry for name, (entry, _) in chosen.items()}
+
+
+def check_name(name: str, source: str) -> None:
+    if not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise RegistryError(f"model name {name!r} (from {source}) is not a safe name: use {SAFE_NAME_RULE}")
 
 
 def entry_for_path(text: str) -> ModelEntry:
     """A `.gguf` path given on the command line: its stem becomes its name."""
     path = Path(text).expanduser().resolve()
     check_gguf(path)
+    check_name(path.stem, repr(text))
     return ModelEntry(path.stem, gguf=str(path))
 
 
@@ -64,9 +110,14 @@ def check_gguf(path: Path) -> None:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise RegistryError(f"cannot read model file {path}: {exc.strerror}") from None
+        raise RegistryError(f"cannot read model file {shown(path)}: {exc.strerror}") from None
     if magic != GGUF_MAGIC:
-        raise RegistryError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
+        raise RegistryError(f"{shown(path)} is not a GGUF file (it does not start with the GGUF magic)")
+
+
+def shown(path: Path) -> str:
+    """A path as a terminal can print it, whatever bytes its name has."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def resolve_source(source: str, base_dir: Path) -> Path:
