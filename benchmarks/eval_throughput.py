@@ -26,8 +26,8 @@ from typing import Any, Iterator
 import numpy as np
 from tabulate import tabulate
 
-from pytest_slm.backends.llamacpp import backend as llamacpp
 from pytest_slm.backends.base import LoadRequest
+from pytest_slm.backends.llamacpp import backend as llamacpp
 from pytest_slm.bridge import SlmLM
 from pytest_slm.matrix import Case
 from pytest_slm.model import SlmModel

@@ -37,8 +37,8 @@ PROMPT, DECODE, ROWS, ROW_TOKENS = 128, 32, 32, 16
 def measure(backend_name: str, kernel: str, threads: int) -> dict[str, float | str]:
     """One configuration, in this process: prefill and decode best of three, generation once."""
     from pytest_slm.backends import llamacpp
-    from pytest_slm.backends.mlx import blas as mlx_blas
     from pytest_slm.backends.base import LoadRequest
+    from pytest_slm.backends.mlx import blas as mlx_blas
     from pytest_slm.registry import load_registry
 
     blas = mlx_blas.route_to_openblas() if backend_name == "mlx" else "-"

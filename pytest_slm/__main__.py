@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .store.baselines import validate_fields
+from .checks import validate_record
 from .store.merge import MergeError, merge_trees
 
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = merge_trees(args.sources, args.into, args.prefer, validate=validate_fields)
+        report = merge_trees(args.sources, args.into, args.prefer, validate=validate_record)
     except MergeError as exc:
         for problem in exc.problems:
             print(f"merge-baselines: {problem}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,8 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
 FLAGS = {
     "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
     "slm-strict": "fail, instead of skip, items that have no baseline",
-    "slm-allow-prompt-change": "compare outcomes even when the task's prompts changed since the baseline",
+    "slm-allow-task-change": "compare outcomes even when the task (prompts, targets, generation, filters, metric, version) changed since the baseline",
+    "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline",
 }
 
 
@@ -113,7 +115,8 @@ class SlmConfig:
     min_drop_points: float
     update: bool
     strict: bool
-    allow_prompt_change: bool
+    allow_task_change: bool
+    update_partial: bool
     worker_count: int = field(default=1)
 
 
@@ -142,19 +145,23 @@ def read_config(config: pytest.Config) -> SlmConfig:
             raise pytest.UsageError(f"--slm-{name} is empty")
         return cleaned
 
-    def parse(name: str, raw: str, kind: type, low: float) -> Any:
+    def parse(name: str, raw: str, kind: type, low: float, high: float = math.inf) -> Any:
         try:
             parsed = kind(raw)
         except ValueError:
             expected = "a whole number" if kind is int else "a number"
             raise pytest.UsageError(f"--slm-{name} must be {expected}, got {raw!r}") from None
+        if not math.isfinite(parsed):  # NaN would make every comparison with it false: a verdict by accident
+            raise pytest.UsageError(f"--slm-{name} must be a finite number, got {raw!r}")
         if parsed < low:
             raise pytest.UsageError(f"--slm-{name} must be at least {low}, got {raw!r}")
+        if parsed > high:
+            raise pytest.UsageError(f"--slm-{name} must be at most {high}, got {raw!r}")
         return parsed
 
-    def number(name: str, kind: type, low: float, default: object = None) -> Any:
+    def number(name: str, kind: type, low: float, default: object = None, high: float = math.inf) -> Any:
         raw = value(name)
-        return default if raw is None else parse(name, str(raw), kind, low)
+        return default if raw is None else parse(name, str(raw), kind, low, high)
 
     def lengths(name: str) -> tuple[int, ...]:
         return tuple(sorted({parse(name, part, int, 1) for part in names(name) or ()}))
@@ -213,7 +220,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
         eval_text=rootdir / str(value("eval-text")),
         eval_window=number("eval-window", int, 2),
-        parity_top1=number("parity-top1", float, 0.0),
+        parity_top1=number("parity-top1", float, 0.0, high=1.0),
         parity_kld=number("parity-kld", float, 0.0),
         prefill_lengths=lengths("prefill-lengths"),
         decode_prompt=number("decode-prompt", int, 1),
@@ -229,6 +236,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         min_drop_points=number("min-drop", float, 0.0),
         update=flag("update_baselines"),
         strict=flag("slm_strict"),
-        allow_prompt_change=flag("slm_allow_prompt_change"),
+        allow_task_change=flag("slm_allow_task_change"),
+        update_partial=flag("slm_update_partial"),
         worker_count=workers,
     )

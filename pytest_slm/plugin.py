@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
@@ -9,14 +10,14 @@ from typing import Any
 import pytest
 
 from . import report
-from .fidelity import Fidelity
+from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec, fidelity_reference
 from .model import SlmModel
 from .options import add_options, read_config
 from .session import SlmSession
-from .tasks import AccuracyResult, evaluate
 
 SESSION = pytest.StashKey[SlmSession]()
+REPORT_LINE = pytest.StashKey[str]()  # what became of --slm-report, for the summary
 CASE_FIXTURE = "slm_case"
 PARITY_FIXTURE = "slm_parity_case"
 FIDELITY_FIXTURE = "slm_fidelity"
@@ -36,7 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
-    config.stash[SESSION] = SlmSession.start(read_config(config), partial(_progress, config))
+    slm_config = read_config(config)
+    if problem := report.output_problem(slm_config.report_dir, os.environ.get("GITHUB_STEP_SUMMARY")):
+        raise pytest.UsageError(problem)
+    config.stash[SESSION] = SlmSession.start(slm_config, partial(_progress, config))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "slm-xdist")
 
@@ -112,73 +116,19 @@ def slm_task(slm_case: Case) -> TaskSpec:
     return slm_case.task
 
 
-class AccuracyCheck:
-    """What `slm_accuracy` gives a test: run the task, compare with (or write) the baseline."""
-
-    def __init__(self, session: SlmSession, case: Case, baseline: dict[str, Any] | None) -> None:
-        self._session = session
-        self._case = case
-        self._baseline = baseline
-
-    def evaluate(self, model: SlmModel) -> AccuracyResult:
-        assert self._case.task is not None
-        return evaluate(model, self._case.task, self._session.config.limit, self._session.catalog)
-
-    def check(self, result: AccuracyResult) -> None:
-        __tracebackhide__ = True
-        self._session.check_accuracy(self._case, result, self._baseline)
+@pytest.fixture
+def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskSpec) -> Accuracy:
+    return Accuracy(request.config.stash[SESSION], slm_case, request.node)
 
 
 @pytest.fixture
-def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskSpec) -> AccuracyCheck:
-    """Skips before any model run when the item has no baseline (unless updating)."""
-    session = request.config.stash[SESSION]
-    return AccuracyCheck(session, slm_case, session.baseline_for(slm_case))
-
-
-class FidelityCheck:
-    """What `slm_fidelity` gives a test: the loaded quant's distributions on the evaluation text
-    against the model's float32 reference, compared with (or written as) its baseline."""
-
-    def __init__(self, session: SlmSession) -> None:
-        self._session = session
-
-    def check(self, model: SlmModel) -> None:
-        __tracebackhide__ = True
-        self._session.check_fidelity(model)
+def slm_fidelity(request: pytest.FixtureRequest) -> FidelityFixture:
+    return FidelityFixture(request.config.stash[SESSION], request.node)
 
 
 @pytest.fixture
-def slm_fidelity(request: pytest.FixtureRequest) -> FidelityCheck:
-    return FidelityCheck(request.config.stash[SESSION])
-
-
-class RuntimeCheck:
-    """What `slm_runtime` gives a test: measure a cost of the loaded model on this machine and
-    compare it with the baseline of this machine's fingerprint (or write it)."""
-
-    def __init__(self, session: SlmSession) -> None:
-        self._session = session
-
-    def prefill(self, model: SlmModel) -> None:
-        """Prompt evaluation speed at each --slm-prefill-lengths."""
-        __tracebackhide__ = True
-        self._session.check_latency(model, "prefill")
-
-    def decode(self, model: SlmModel) -> None:
-        """Generation speed after --slm-decode-prompt tokens, and the time to the first token."""
-        __tracebackhide__ = True
-        self._session.check_latency(model, "decode")
-
-    def memory(self, model: SlmModel) -> None:
-        """Weights, KV cache per token and at --slm-kv-contexts, and peak resident memory."""
-        __tracebackhide__ = True
-        self._session.check_memory(model)
-
-
-@pytest.fixture
-def slm_runtime(request: pytest.FixtureRequest) -> RuntimeCheck:
-    return RuntimeCheck(request.config.stash[SESSION])
+def slm_runtime(request: pytest.FixtureRequest) -> Runtime:
+    return Runtime(request.config.stash[SESSION], request.node)
 
 
 @pytest.fixture
@@ -187,46 +137,24 @@ def slm_parity_case(request: pytest.FixtureRequest) -> ParityCase:
     return request.param
 
 
-class ParityCheck:
-    """What `slm_parity` gives a test: measure both runtimes, check they agree."""
-
-    def __init__(self, session: SlmSession, case: ParityCase) -> None:
-        self._session = session
-        self._case = case
-
-    def measure(self) -> Fidelity:
-        return self._session.measure_parity(self._case)
-
-    def check(self, fidelity: Fidelity) -> None:
-        __tracebackhide__ = True
-        self._session.check_parity(self._case, fidelity)
-
-
 @pytest.fixture
-def slm_parity(request: pytest.FixtureRequest, slm_parity_case: ParityCase) -> ParityCheck:
-    return ParityCheck(request.config.stash[SESSION], slm_parity_case)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
-    """What the item measured also goes to its JUnit properties (`record_property`'s store)."""
-    results = item.config.stash[SESSION].results()
-    before = {name: len(rows) for name, rows in results.items()}
-    try:
-        return (yield)
-    finally:
-        for name, rows in results.items():
-            if name != "baseline_writes":
-                for row in rows[before[name] :]:
-                    item.user_properties += report.junit_properties(row)
+def slm_parity(request: pytest.FixtureRequest, slm_parity_case: ParityCase) -> Parity:
+    return Parity(request.config.stash[SESSION], slm_parity_case, request.node)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     slm = session.config.stash[SESSION]
     slm.close()
     workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:  # an xdist worker: the controller prints the one table
-        workeroutput["slm"] = {name: getattr(slm, name) for name in slm.SHARED}
+    if workeroutput is not None:  # an xdist worker: the controller reports for the run
+        workeroutput["slm"] = slm.shared()
+    elif slm.config.report_dir is not None:
+        try:
+            written = report.write_report(slm.config.report_dir, slm.results())
+            session.config.stash[REPORT_LINE] = f"pytest-slm report: {', '.join(map(str, written))}"
+        except report.ReportError as exc:  # the run's outcome stays visible: say why, and fail it
+            session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
+            session.config.stash[REPORT_LINE] = f"pytest-slm report not written, so this run fails: {exc}"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -243,9 +171,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
     if slm.loads:
         terminalreporter.write_line(report.model_loads(slm.loads))
-    if slm.config.report_dir is not None:
-        written = report.write_report(slm.config.report_dir, results)
-        terminalreporter.write_line(f"pytest-slm report: {', '.join(map(str, written))}")
+    if line := config.stash.get(REPORT_LINE, None):
+        terminalreporter.write_line(line)
 
 
 class XdistHooks:
@@ -274,7 +201,4 @@ class XdistHooks:
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        slm = node.config.stash[SESSION]
-        shared = getattr(node, "workeroutput", {}).get("slm", {})
-        for name in slm.SHARED:
-            getattr(slm, name).extend(shared.get(name, []))
+        node.config.stash[SESSION].absorb(getattr(node, "workeroutput", {}).get("slm", {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .model import SlmModel
 
 TASK_LINE = re.compile(r"^task:\s*['\"]?([\w.\-]+)", re.MULTILINE)
+# What a task is made of, each hashed apart, so "the task changed" can say what changed.
+TASK_PARTS = ("prompts", "targets", "generation", "filters", "metric", "version")
 
 
 class TaskError(Exception):
@@ -41,7 +44,7 @@ class AccuracyResult:
     spec: TaskSpec
     metric: str
     outcomes: dict[str, int]  # zero-padded doc id -> 1 right / 0 wrong
-    prompts_sha256: str
+    task_fingerprint: dict[str, str]  # TASK_PARTS -> sha256
     tokens_sha256: str
     seconds: float
     samples: dict[str, Sample] = field(default_factory=dict, repr=False)
@@ -60,10 +63,17 @@ class TaskCatalog:
 
     @cached_property
     def shipped(self) -> frozenset[str]:
+        """The project's task names; a YAML that cannot be read is a TaskError naming it."""
         names = set()
         for path in self.paths:
-            for yaml_file in path.rglob("*.y*ml"):
-                names.update(TASK_LINE.findall(yaml_file.read_text(encoding="utf-8", errors="ignore")))
+            for yaml_file in sorted(path.rglob("*.y*ml")):
+                try:
+                    text = yaml_file.read_text(encoding="utf-8")
+                except FileNotFoundError:
+                    raise TaskError(f"task file {yaml_file} is a dangling symlink (in --slm-task-paths {path})") from None
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise TaskError(f"cannot read task file {yaml_file}: {exc}") from None
+                names.update(TASK_LINE.findall(text))
         return frozenset(names)
 
     def manager(self, with_lm_eval_tasks: bool) -> TaskManager:
@@ -103,16 +113,19 @@ def evaluate(model: SlmModel, spec: TaskSpec, limit: int | None, catalog: TaskCa
     lm = SlmLM(model)
     manager = catalog.manager(with_lm_eval_tasks=spec.name not in catalog.shipped)
     started = time.perf_counter()
-    output = simple_evaluate(
-        model=lm,
-        tasks=[spec.name],
-        num_fewshot=spec.shots,
-        limit=limit,
-        task_manager=manager,
-        log_samples=True,
-        bootstrap_iters=0,
-        verbosity="ERROR",
-    )
+    try:
+        output = simple_evaluate(
+            model=lm,
+            tasks=[spec.name],
+            num_fewshot=spec.shots,
+            limit=limit,
+            task_manager=manager,
+            log_samples=True,
+            bootstrap_iters=0,
+            verbosity="ERROR",
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the task's data, as users bring it
+        raise TaskError(f"lm-eval could not load task {spec.name!r}: {type(exc).__name__}: {exc}") from None
     seconds = time.perf_counter() - started
     records = (output or {}).get("samples", {}).get(spec.name)
     if not records:
@@ -122,16 +135,59 @@ def evaluate(model: SlmModel, spec: TaskSpec, limit: int | None, catalog: TaskCa
     records = sorted((r for r in records if r["filter"] == first_filter), key=lambda r: r["doc_id"])
     width = max(5, len(str(records[-1]["doc_id"])))
     outcomes = {f"{r['doc_id']:0{width}d}": int(r[metric]) for r in records}
-    prompts = hashlib.sha256(
-        json.dumps([[r["doc_id"], r["arguments"]] for r in records], default=str, ensure_ascii=False).encode()
-    ).hexdigest()
+    fingerprint = task_fingerprint(records, (output.get("configs") or {}).get(spec.name, {}), metric)
     samples = {
         f"{r['doc_id']:0{width}d}": Sample(
             prompt=str(r["arguments"][0][0]), target=str(r["target"]), response=_response(r)
         )
         for r in records
     }
-    return AccuracyResult(spec, metric, outcomes, prompts, lm.tokens_digest.hexdigest(), seconds, samples)
+    return AccuracyResult(spec, metric, outcomes, fingerprint, lm.tokens_digest.hexdigest(), seconds, samples)
+
+
+def task_fingerprint(records: list[dict[str, Any]], config: dict[str, Any], metric: str) -> dict[str, str]:
+    """The task whole, part by part: the rendered requests (few-shot examples included), the
+    targets, the generation arguments, the answer filters, the metric and the task's version.
+    Where the data lives (paths differ between checkouts) is left out: its content is in the requests."""
+
+    def digest(value: object) -> str:
+        return hashlib.sha256(json.dumps(value, default=_stable, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+    def text_arguments(arguments: Any) -> list[Any]:
+        return [[a for a in args if not isinstance(a, dict)] for args in _argument_tuples(arguments)]
+
+    def generation_arguments(arguments: Any) -> list[Any]:
+        return [[a for a in args if isinstance(a, dict)] for args in _argument_tuples(arguments)]
+
+    return {
+        "prompts": digest([[r["doc_id"], text_arguments(r["arguments"])] for r in records]),
+        "targets": digest([[r["doc_id"], r["target"]] for r in records]),
+        "generation": digest(
+            [config.get("output_type"), config.get("generation_kwargs"), [generation_arguments(r["arguments"]) for r in records]]
+        ),
+        "filters": digest([config.get("filter_list"), sorted({r["filter"] for r in records})]),
+        "metric": digest([metric, config.get("metric_list")]),
+        "version": digest((config.get("metadata") or {}).get("version")),
+    }
+
+
+def _stable(value: object) -> str:
+    """A value JSON cannot write, the same in every process: a function by its source (a task's
+    `!function` filter), anything else without the memory address its repr may carry."""
+    if callable(value):
+        try:
+            return inspect.getsource(value)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            return getattr(value, "__qualname__", type(value).__qualname__)
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))
+
+
+def _argument_tuples(arguments: Any) -> list[tuple[Any, ...]]:
+    """lm-eval logs a sample's requests as a list of argument tuples, or (newer) as
+    {"gen_args_0": {"arg_0": ..., "arg_1": ...}}."""
+    if isinstance(arguments, dict):
+        return [tuple(args[k] for k in sorted(args)) for _, args in sorted(arguments.items())]
+    return [tuple(args) if isinstance(args, (list, tuple)) else (args,) for args in arguments]
 
 
 def _binary_metric(task: str, records: list[dict[str, Any]]) -> str:

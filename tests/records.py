@@ -1,6 +1,7 @@
 """Valid baseline records, for the tests of the store and of the merge CLI."""
 
 from pytest_slm.store.baselines import SCHEMA_VERSION
+from pytest_slm.tasks import TASK_PARTS
 
 
 def baseline_record(accuracy=0.5, date="2026-11-22", **changes):
@@ -16,7 +17,7 @@ def baseline_record(accuracy=0.5, date="2026-11-22", **changes):
         "accuracy": accuracy,
         "n": 2,
         "outcomes": {"00000": 1, "00001": 1 if accuracy == 1.0 else 0},
-        "prompts_sha256": "p",
+        "task_fingerprint": {part: f"{part}-sha256" for part in TASK_PARTS},
         "tokens_sha256": "t",
         "provenance": {"date": date, "lm_eval": "0.4.13"},
         **changes,

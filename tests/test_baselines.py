@@ -9,7 +9,6 @@ import time
 
 import pytest
 from records import baseline_record as record
-from records import latency_record
 
 from pytest_slm.store.atomic import write_text_atomic
 from pytest_slm.store.baselines import (
@@ -18,7 +17,6 @@ from pytest_slm.store.baselines import (
     BaselineError,
     BaselineKey,
     BaselineStore,
-    validate_fields,
     writable_dir_problem,
 )
 
@@ -180,21 +178,6 @@ def test_read_checks_only_the_envelope(tmp_path):
     store = BaselineStore(tmp_path)
     put(store, KEY, json.dumps(record(kind="speed", outcomes=None)))
     assert store.read(KEY)["kind"] == "speed"
-
-
-@pytest.mark.parametrize(
-    ("changed", "message"),
-    [
-        (record(outcomes=None), "field 'outcomes' is missing or not a dict"),
-        (record(outcomes={"00000": 2}), "outcomes must be 0 or 1"),
-        (record(kind="speed"), "kind 'speed' is not one of accuracy, latency, memory"),
-        (latency_record(fingerprint=None), "field 'fingerprint' is missing or not a dict"),
-    ],
-)
-def test_validate_fields(tmp_path, changed, message):
-    validate_fields(record(), tmp_path / "x.json")
-    with pytest.raises(BaselineError, match=re.escape(message)):
-        validate_fields(changed, tmp_path / "x.json")
 
 
 @pytest.mark.parametrize("text", ["{not json", "[]", json.dumps(record(schema_version=0))])

@@ -10,16 +10,22 @@ from records import baseline_record as record
 from records import latency_record
 
 from pytest_slm.__main__ import main
+from pytest_slm.checks import validate_record
+from pytest_slm.runtime import Fingerprint
 from pytest_slm.store import merge as merge_module
-from pytest_slm.store.baselines import LOCK_NAME, SCHEMA_VERSION, BaselineError, dumps, validate_fields
+from pytest_slm.store.baselines import LOCK_NAME, SCHEMA_VERSION, BaselineError, dumps
 from pytest_slm.store.merge import MergeError
 from pytest_slm.store.merge import merge_trees as merge_with
 
-merge_trees = functools.partial(merge_with, validate=validate_fields)
+merge_trees = functools.partial(merge_with, validate=validate_record)
 
 ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
 FACTS = "smollm2-135m/llamacpp-cuda/native/slm_facts-0shot.json"
-LATENCY = "smollm2-135m/llamacpp-cpu/native/runtime/linux-x86_64-2t-0123456789/decode.json"
+LATENCY = f"smollm2-135m/llamacpp-cpu/native/runtime/{Fingerprint(**latency_record()['fingerprint']).slug}/decode.json"
+
+
+def facts(accuracy=0.5, **changes):
+    return record(accuracy, device="llamacpp-cuda", task="slm_facts", shots=0, **changes)
 
 
 def tree(root, files):
@@ -47,7 +53,7 @@ def hashes(root):
 
 def test_disjoint_trees_are_united_and_identical_files_merge_silently(tmp_path):
     a = tree(tmp_path / "a", {ARITH: record(), LATENCY: latency_record()})
-    b = tree(tmp_path / "b", {ARITH: record(), FACTS: record()})
+    b = tree(tmp_path / "b", {ARITH: record(), FACTS: facts()})
     into = tmp_path / "baselines"
 
     report = merge_trees([a, b], into)
@@ -58,9 +64,9 @@ def test_disjoint_trees_are_united_and_identical_files_merge_silently(tmp_path):
 
 
 def test_existing_files_are_changed_unchanged_or_kept(tmp_path):
-    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record(), LATENCY: latency_record()})
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: facts(), LATENCY: latency_record()})
     before = snapshot(into)
-    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(date="2030-01-01")})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: facts(date="2030-01-01")})
 
     report = merge_trees([source], into)
 
@@ -71,10 +77,10 @@ def test_existing_files_are_changed_unchanged_or_kept(tmp_path):
 
 
 def test_a_conflict_names_the_file_and_writes_nothing(tmp_path):
-    a = tree(tmp_path / "a", {ARITH: record(0.5), FACTS: record()})
+    a = tree(tmp_path / "a", {ARITH: record(0.5), FACTS: facts()})
     b = tree(tmp_path / "b", {ARITH: record(1.0), LATENCY: latency_record()})
     c = tree(tmp_path / "c", {ARITH: record(0.5, date="2030-01-01"), LATENCY: latency_record(1.4)})
-    into = tree(tmp_path / "baselines", {FACTS: record(1.0)})
+    into = tree(tmp_path / "baselines", {FACTS: facts(1.0)})
     before = snapshot(into)
 
     with pytest.raises(MergeError) as raised:
@@ -102,14 +108,14 @@ def test_prefer_picks_the_side_that_wins(tmp_path, prefer, winner):
     ("content", "message"),
     [
         ("{not json", "is not valid JSON (line 1"),
-        (dumps({**record(), "outcomes": {"00000": 2}}), "outcomes must be 0 or 1"),
+        (dumps({**record(), "outcomes": {"00000": 2, "00001": 0}}), "outcomes' must hold 0 or 1"),
         (dumps({**record(), "schema_version": SCHEMA_VERSION + 1}), "was written by a newer pytest-slm"),
         (dumps({**record(), "schema_version": SCHEMA_VERSION - 1}), "refresh it with --update-baselines"),
         (b"\xff\xfe", "cannot read"),
     ],
 )
 def test_a_corrupt_input_is_one_line_and_changes_nothing(tmp_path, content, message):
-    good = tree(tmp_path / "good", {FACTS: record()})
+    good = tree(tmp_path / "good", {FACTS: facts()})
     bad = tmp_path / "bad" / ARITH
     bad.parent.mkdir(parents=True)
     bad.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -131,8 +137,8 @@ def test_a_missing_source_is_an_error(tmp_path):
 
 
 def test_main_prints_a_short_report(tmp_path, capsys):
-    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: record()})
-    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(), LATENCY: latency_record()})
+    into = tree(tmp_path / "baselines", {ARITH: record(0.5), FACTS: facts()})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: facts(), LATENCY: latency_record()})
 
     assert main(["merge-baselines", str(source), "--into", str(into)]) == 0
 
@@ -151,7 +157,7 @@ def run_cli(*args, cwd):
 
 def test_cli_merges_and_refuses_conflicts(tmp_path):
     tree(tmp_path / "linux", {ARITH: record(0.5)})
-    tree(tmp_path / "mac", {ARITH: record(1.0), FACTS: record()})
+    tree(tmp_path / "mac", {ARITH: record(1.0), FACTS: facts()})
 
     refused = run_cli("merge-baselines", "linux", "mac", "--into", "baselines", cwd=tmp_path)
     assert refused.returncode == 1
@@ -177,7 +183,7 @@ def test_cli_help_and_usage_errors(tmp_path):
 def test_the_validator_is_the_callers(tmp_path):
     source = tree(tmp_path / "run", {ARITH: record()})
 
-    def refuse(record, path):
+    def refuse(record, path, relative):
         raise BaselineError(f"baseline {path}: refused by the caller")
 
     with pytest.raises(MergeError, match="refused by the caller"):
@@ -188,7 +194,7 @@ def test_the_validator_is_the_callers(tmp_path):
 def test_a_newer_destination_file_is_not_overwritten(tmp_path):
     newer = dumps({**record(), "schema_version": SCHEMA_VERSION + 1})
     into = tree(tmp_path / "baselines", {ARITH: newer})
-    source = tree(tmp_path / "run", {ARITH: record(), FACTS: record()})
+    source = tree(tmp_path / "run", {ARITH: record(), FACTS: facts()})
 
     with pytest.raises(MergeError) as raised:
         merge_trees([source], into)
@@ -200,7 +206,7 @@ def test_a_newer_destination_file_is_not_overwritten(tmp_path):
 
 def test_an_older_or_corrupt_destination_file_is_replaced(tmp_path):
     into = tree(tmp_path / "baselines", {ARITH: dumps({**record(), "schema_version": 0}), FACTS: "{not json"})
-    source = tree(tmp_path / "run", {ARITH: record(), FACTS: record()})
+    source = tree(tmp_path / "run", {ARITH: record(), FACTS: facts()})
     assert merge_trees([source], into).changed == [ARITH, FACTS]
     assert snapshot(into) == snapshot(source)
 
@@ -231,7 +237,7 @@ def test_an_io_error_half_way_leaves_the_destination_as_it_was(tmp_path, monkeyp
     """Staged in order LATENCY, ARITH (both replacing a file), FACTS (two new directories): each
     failure point leaves every file, directory and temporary as it was."""
     into = tree(tmp_path / "baselines", {ARITH: record(0.5), LATENCY: latency_record()})
-    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record(), LATENCY: latency_record(1.4)})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: facts(), LATENCY: latency_record(1.4)})
     before = hashes(into)
     if name == "mkdir":  # the first call makes sure the destination exists, for its lock
         monkeypatch.setattr(merge_module.Path, "mkdir", _failing_mkdir(merge_module.Path.mkdir, n))
@@ -260,7 +266,7 @@ def _failing_mkdir(real, n):
 
 def test_the_cli_reports_an_io_error_in_one_line(tmp_path, monkeypatch, capsys):
     into = tree(tmp_path / "baselines", {ARITH: record(0.5)})
-    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: record()})
+    source = tree(tmp_path / "run", {ARITH: record(1.0), FACTS: facts()})
     before = snapshot(into)
     fail_on_call(monkeypatch, "replace", 2)
 

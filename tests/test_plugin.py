@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_slm.store.baselines import BaselineKey, BaselineStore
 from pytest_slm.registry import resolve_source
+from pytest_slm.store.baselines import BaselineKey, BaselineStore
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = "40"
@@ -88,37 +88,12 @@ def test_mlx_cpu_items_run_on_openblas_and_agree_with_the_committed_full_run(pro
 def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
     result = project.runpytest_subprocess("-rs")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*no baseline for smollm2-135m-llamacpp-cpu-native-slm_facts:0*--update-baselines*"])
-    strict = project.runpytest_subprocess("--slm-strict")
-    strict.assert_outcomes(errors=2)  # the baseline is read in fixture set-up, before any model runs
-    strict.stdout.fnmatch_lines(["no baseline for smollm2-135m-llamacpp-cpu-native-slm_arith:5 *"])
-
-
-def test_tampered_baseline_fails_with_mcnemar_then_update_restores(project):
-    project.runpytest_subprocess("--update-baselines", "-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
-    path = project.path / "baselines" / FACTS
-    original = path.read_text()
-    record = json.loads(original)
-    wrong = [doc for doc, outcome in record["outcomes"].items() if outcome == 0][:10]
-    assert len(wrong) == 10
-    for doc in wrong:
-        record["outcomes"][doc] = 1  # the baseline now claims 10 more right answers than the model gives
-    path.write_text(json.dumps(record))
-
-    result = project.runpytest_subprocess("-k", "slm_facts")
-    result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
-        [
-            "*slm_facts:0: acc regressed: * now vs * baseline (-25.0 points, n=40)",
-            "*flips: 10 right->wrong, 0 wrong->right; McNemar exact one-sided p = 0.000977 < alpha 0.05",
-            "*now wrong: doc 000*",
-            "*--update-baselines*",
-            "*FAIL*",
-        ]
+        ["*no accuracy baseline for smollm2-135m-llamacpp-cpu-native-slm_facts:0 (baselines/*); create it with: pytest '*' --update-baselines"]
     )
-    project.runpytest_subprocess("--update-baselines", "-k", "slm_facts").stdout.fnmatch_lines(["*1 changed*"])
-    assert json.loads(path.read_text()) == json.loads(original)
-    project.runpytest_subprocess("-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
+    strict = project.runpytest_subprocess("--slm-strict")
+    strict.assert_outcomes(failed=2)  # read before any model run, as every kind's baseline is
+    strict.stdout.fnmatch_lines(["*no accuracy baseline for smollm2-135m-llamacpp-cpu-native-slm_arith:5 *"])
 
 
 def test_update_writes_exactly_the_items_that_ran(project):
@@ -133,7 +108,7 @@ def test_changed_prompts_are_detected_not_compared(project):
     yaml.write_text(yaml.read_text().replace("Answer:", "A:"))
     result = project.runpytest_subprocess("-k", "slm_facts")
     result.assert_outcomes(failed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*the task's prompts changed since the baseline*--slm-allow-prompt-change*"])
+    result.stdout.fnmatch_lines(["*the task changed since the baseline (changed: prompts;*--slm-allow-task-change*"])
 
 
 def test_user_tests_get_a_loaded_model_per_combination_and_absent_devices_skip(project):
@@ -141,41 +116,6 @@ def test_user_tests_get_a_loaded_model_per_combination_and_absent_devices_skip(p
     result = project.runpytest_subprocess("test_instruct_format.py", "--slm-devices=llamacpp-cpu,llamacpp-cuda", "-rs", "-m", "slm")
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*llamacpp-cuda unavailable: llama-cpp-python was built without CUDA*"])
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--slm-models=gpt-5"], "ERROR: unknown model 'gpt-5'; known models: smollm2-135m (or give a path to a .gguf file)"),
-        (["--slm-devices=llamacpp-tpu"], "ERROR: unknown device 'llamacpp-tpu'; known devices: llamacpp-cpu, llamacpp-cuda, *"),
-        (["--slm-quants=q9_k"], "ERROR: unknown quant 'q9_k'; known quants: native*"),
-        (["--slm-tasks=slm_nope"], "ERROR: unknown task 'slm_nope'; shipped tasks: slm_arith, slm_cloze, slm_facts *"),
-        (["--slm-tasks=slm_facts:x"], "ERROR: --slm-tasks: few-shot count must be a whole number*"),
-        (["--slm-limit=0"], "ERROR: --slm-limit must be at least 1*"),
-        (["--slm-models=README.md"], "ERROR: *README.md is not a GGUF file*"),
-        (["--slm-kld-ceiling=q9_9=0.1"], "ERROR: unknown quant 'q9_9' in --slm-kld-ceiling; known quants: native, f32*"),
-        (["--slm-latency-tolerance=speed=0.1"], "ERROR: unknown latency metric 'speed' in *; known: prefill, decode, ttft"),
-        (["--slm-prefill-lengths=128,x"], "ERROR: --slm-prefill-lengths must be a whole number, got 'x'"),
-    ],
-)
-def test_bad_names_are_one_line_usage_errors_that_change_nothing(project, args, message):
-    (project.path / "README.md").write_text("not a model")
-    before = files(project.path)
-    result = project.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-    assert files(project.path) == before
-
-
-def test_corrupt_baseline_is_a_one_line_failure_and_stays_untouched(project):
-    path = project.path / "baselines" / FACTS
-    path.parent.mkdir(parents=True)
-    path.write_text('{"schema_version": 1, "accuracy": ')
-    before = files(project.path)
-    result = project.runpytest_subprocess("-k", "slm_facts")
-    result.assert_outcomes(errors=1, deselected=1)
-    result.stdout.fnmatch_lines([f"*baseline {path} is not valid JSON (line 1: Expecting value)"])
-    assert files(project.path) == before
 
 
 def test_truncated_gguf_is_a_clear_failure(project):
@@ -186,15 +126,6 @@ def test_truncated_gguf_is_a_clear_failure(project):
     result = project.runpytest_subprocess(f"--slm-models={truncated}", "--update-baselines", "-k", "slm_facts")
     result.assert_outcomes(errors=1, deselected=1)
     result.stdout.fnmatch_lines([f"*tiny-llamacpp-cpu-native: llama.cpp could not load {truncated} (truncated or corrupt GGUF?)"])
-    assert files(project.path) == before
-
-
-def test_unwritable_baselines_directory_is_a_usage_error(project):
-    (project.path / "occupied").write_text("a file where the baselines directory should be")
-    before = files(project.path)
-    result = project.runpytest_subprocess("--update-baselines", "--slm-baselines=occupied/baselines")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --update-baselines: baselines path */occupied is not a directory"])
     assert files(project.path) == before
 
 
@@ -256,13 +187,14 @@ def test_xdist_gives_the_serial_table_and_loads_each_model_once(project):
 STRESS = """
 import os
 
-from pytest_slm.tasks import AccuracyResult
+from pytest_slm.tasks import TASK_PARTS, AccuracyResult
 
 
 def test_write(slm_task, slm_accuracy):
     worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
     outcomes = {f"{i:05d}": int((i + worker) % 4 == 0) for i in range(40)}
-    slm_accuracy.check(AccuracyResult(slm_task, "acc", outcomes, f"prompts-{worker}", "tokens", 0.0))
+    fingerprint = {part: f"{part}-{worker}" for part in TASK_PARTS}
+    slm_accuracy.check(AccuracyResult(slm_task, "acc", outcomes, fingerprint, "tokens", 0.0))
 """
 
 
@@ -279,4 +211,4 @@ def test_four_workers_writing_the_same_300_baselines_lose_nothing(project):
     for spec in tasks.split(","):
         name, shots = spec.split(":")
         record = store.read(BaselineKey("smollm2-135m", "llamacpp-cpu", "native", f"{name}-{shots}shot"))
-        assert record["outcomes"] == variants[record["prompts_sha256"]] and record["n"] == 40
+        assert record["outcomes"] == variants[record["task_fingerprint"]["prompts"]] and record["n"] == 40

@@ -93,7 +93,7 @@ def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(pro
     other.assert_outcomes(skipped=1, deselected=2)
     other.stdout.fnmatch_lines(
         ["*no memory baseline for smollm2-135m-llamacpp-cpu-native on this machine (*, 1 threads, *)"
-         " (*runtime/*-1t-*/memory.json); run --update-baselines on this machine to create it"]
+         " (*runtime/*-1t-*/memory.json); create it with: pytest '*' --update-baselines"]
     )
     parallel = project.runpytest_subprocess("-n", "2", "-rs")
     parallel.assert_outcomes(skipped=3)

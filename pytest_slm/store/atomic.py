@@ -80,6 +80,17 @@ def remove_stale_temporaries(directory: Path) -> None:
             continue
 
 
+def sweep_stale_temporaries(root: Path) -> None:
+    """Every directory of a tree that holds a temporary of ours: what a killed run left is gone
+    after the next run starts, whether or not that run writes there."""
+    try:
+        directories = {path.parent for path in root.rglob(f".*{MARK}*.tmp")}
+    except OSError:  # an unreadable tree: the items that read it say so
+        return
+    for directory in directories:
+        remove_stale_temporaries(directory)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -17,31 +17,8 @@ from filelock import FileLock
 
 from .atomic import write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: accuracy records fingerprint the task whole (task_fingerprint)
 LOCK_NAME = ".pytest-slm.lock"
-COMMON_FIELDS = {
-    "kind": str,
-    "model": str,
-    "device": str,
-    "quant": str,
-    "provenance": dict,
-}
-# what each kind of item stores besides the common fields
-KIND_FIELDS = {
-    "accuracy": {
-        "task": str,
-        "shots": int,
-        "metric": str,
-        "accuracy": float,
-        "n": int,
-        "outcomes": dict,
-        "prompts_sha256": str,
-        "tokens_sha256": str,
-    },
-    "latency": {"fingerprint": dict, "metrics": dict},
-    "memory": {"fingerprint": dict, "weights_bytes": int, "kv_bytes_per_token": int},
-    "fidelity": {"reference": str, "tokens": int, "mean_kld": float, "p99_kld": float, "top1_agreement": float},
-}
 
 
 class BaselineError(Exception):
@@ -97,10 +74,7 @@ class BaselineStore:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise BaselineError(f"cannot read baseline {path}: {one_line_reason(exc)}") from None
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BaselineError(f"baseline {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        record = loads(text, path)
         check_envelope(record, path)
         return record
 
@@ -171,22 +145,24 @@ def check_envelope(record: object, path: Path) -> None:
         )
 
 
-def validate_fields(record: dict[str, Any], path: Path) -> None:
-    """Each kind's fields and their types, for a record whose envelope passed `check_envelope`.
+def loads(text: str, path: Path) -> Any:
+    """JSON as a baseline must be: no NaN or Infinity (every comparison with NaN is false) and no
+    key twice (the last one would win silently: two outcomes for one sample)."""
 
-    Interim: this moves to the item checks (`pytest_slm.checks.validate_record`), which own each kind.
-    """
-    kind = record.get("kind")
-    if kind not in KIND_FIELDS:
-        raise BaselineError(f"baseline {path}: kind {kind!r} is not one of {', '.join(KIND_FIELDS)}")
-    for name, expected in {**COMMON_FIELDS, **KIND_FIELDS[kind]}.items():
-        value = record.get(name)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise BaselineError(f"baseline {path}: field {name!r} is missing or not a {expected.__name__}")
-    if kind == "accuracy" and not all(v in (0, 1) for v in record["outcomes"].values()):
-        raise BaselineError(f"baseline {path}: outcomes must be 0 or 1 per sample")
+    def no_constant(name: str) -> Any:
+        raise BaselineError(f"baseline {path} holds {name}, which is not a number a verdict can use")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        record = dict(pairs)
+        if len(record) != len(pairs):
+            twice = sorted({k for k, _ in pairs if [key for key, _ in pairs].count(k) > 1})
+            raise BaselineError(f"baseline {path} has the key {twice[0]!r} more than once in one object")
+        return record
+
+    try:
+        return json.loads(text, parse_constant=no_constant, object_pairs_hook=unique)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"baseline {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
 def dumps(record: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ also leaves the destination as it was.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from .baselines import (
     BaselineError,
     NewerSchemaError,
     check_envelope,
+    loads,
     one_line_reason,
     root_lock,
     target_problem,
@@ -31,7 +31,7 @@ from .baselines import (
 )
 
 Prefer = Literal["first", "last"]
-Validate = Callable[[dict[str, Any], Path], None]
+Validate = Callable[[dict[str, Any], Path, Path], None]  # record, its file, the file under its tree
 _UNREADABLE = object()
 
 
@@ -108,13 +108,11 @@ def _collect(sources: Sequence[Path], validate: Validate) -> tuple[dict[str, lis
         for path in sorted(p for p in root.rglob("*.json") if p.is_file()):
             try:
                 text = path.read_text(encoding="utf-8")
-                record = json.loads(text)
+                record = loads(text, path)
                 check_envelope(record, path)
-                validate(record, path)
+                validate(record, path, path.relative_to(root))
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"cannot read {path}: {one_line_reason(exc)}")
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})")
             except BaselineError as exc:
                 problems.append(str(exc))
             else:
@@ -164,8 +162,10 @@ def _read_existing(path: Path) -> object:
     """The destination's record; an unreadable or older one equals nothing, so that it is rewritten,
     but a newer one raises: this pytest-slm must not downgrade what it cannot read."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = loads(path.read_text(encoding="utf-8"), path)
+    except (OSError, UnicodeDecodeError):
+        return _UNREADABLE
+    except BaselineError:
         return _UNREADABLE
     try:
         check_envelope(record, path)

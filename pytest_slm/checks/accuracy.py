@@ -1,0 +1,173 @@
+"""Accuracy items: one lm-eval task's per-sample outcomes, paired with the baseline's (McNemar)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+from ..matrix import Case
+from ..stats import compare_outcomes
+from ..store.baselines import BaselineKey
+from ..tasks import TASK_PARTS, AccuracyResult
+from .core import REFRESH, Check, RecordError, Verdict, require
+
+SHOWN_FLIPS = 3
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """One line of the accuracy table; plain data so xdist workers can send it."""
+
+    SECTION: ClassVar[str] = "items"
+    item: str
+    model: str
+    device: str
+    quant: str
+    task: str
+    accuracy: float
+    baseline: float | None
+    verdict: str
+    delta_points: float | None = None
+    regressed: int | None = None
+    improved: int | None = None
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class AccuracySettings:
+    alpha: float
+    min_drop_points: float
+    allow_task_change: bool
+
+
+@dataclass
+class AccuracyCheck(Check):
+    case: Case
+    settings: AccuracySettings
+    evaluate: Callable[[], AccuracyResult]
+    kind: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        assert self.case.task is not None
+        self.item = self.baseline_of = self.case.id
+        self.key = BaselineKey(self.case.model, self.case.device, self.case.quant, f"{self.case.task.name}-{self.case.task.shots}shot")
+
+    def identity(self) -> dict[str, Any]:
+        assert self.case.task is not None
+        return {**model_identity(self.case), "task": self.case.task.name, "shots": self.case.task.shots}
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_accuracy(record)
+
+    def measure(self) -> AccuracyResult:
+        return self.evaluate()
+
+    def record(self, result: AccuracyResult) -> dict[str, Any]:
+        return {
+            "metric": result.metric,
+            "accuracy": round(result.accuracy, 6),
+            "n": len(result.outcomes),
+            "outcomes": result.outcomes,
+            "task_fingerprint": result.task_fingerprint,
+            "tokens_sha256": result.tokens_sha256,
+        }
+
+    def replaces_less(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> str | None:
+        if record["n"] < stored["n"]:
+            return f"this run has {record['n']} samples, the stored baseline {stored['n']} (--slm-limit)"
+        return None
+
+    def judge(self, result: AccuracyResult, baseline: Mapping[str, Any] | None) -> Verdict:
+        row = self._row(result, baseline, "updated" if baseline is None else "changed")
+        if baseline is None:
+            return Verdict([row])
+        if problem := self._incomparable(result, baseline):
+            return Verdict([row], f"{self.item}: {problem} {REFRESH}")
+        comparison = compare_outcomes(baseline["outcomes"], result.outcomes)
+        if comparison.n == 0:
+            return Verdict([row], f"{self.item}: the baseline and this run share no sample: nothing to compare. {REFRESH}")
+        failed = comparison.is_regression(self.settings.alpha, self.settings.min_drop_points)
+        row = self._row(
+            result,
+            baseline,
+            "FAIL" if failed else "pass",
+            delta_points=comparison.delta_points,
+            regressed=len(comparison.regressed),
+            improved=len(comparison.improved),
+            p_value=comparison.p_value,
+        )
+        if not failed:
+            return Verdict([row])
+        lines = [
+            f"{self.item}: {result.metric} regressed: {comparison.accuracy:.3f} now vs {comparison.baseline_accuracy:.3f}"
+            f" baseline ({comparison.delta_points:+.1f} points, n={comparison.n})",
+            f"flips: {len(comparison.regressed)} right->wrong, {len(comparison.improved)} wrong->right;"
+            f" McNemar exact one-sided p = {comparison.p_value:.3g} < alpha {self.settings.alpha}",
+        ]
+        for doc_id in comparison.regressed[:SHOWN_FLIPS]:
+            if (sample := result.samples.get(doc_id)) is not None:
+                lines.append(
+                    f"  now wrong: doc {doc_id}: ...{_tail(sample.prompt)!r} target {sample.target!r} got {_tail(sample.response)!r}"
+                )
+        lines.append(REFRESH)
+        return Verdict([row], "\n".join(lines))
+
+    def _incomparable(self, result: AccuracyResult, baseline: Mapping[str, Any]) -> str | None:
+        """Why outcomes cannot be paired: other samples, another task definition, other tokens."""
+        if baseline["n"] != len(result.outcomes):
+            return (
+                f"limit differs: the baseline has {baseline['n']} samples, this run {len(result.outcomes)}"
+                " (--slm-limit); compare runs of the same size."
+            )
+        if self.settings.allow_task_change:
+            return None
+        changed = [part for part in TASK_PARTS if baseline["task_fingerprint"][part] != result.task_fingerprint[part]]
+        if baseline["metric"] != result.metric and "metric" not in changed:
+            changed.append("metric")
+        if changed:
+            return (
+                f"the task changed since the baseline (changed: {', '.join(changed)}; metric {baseline['metric']!r}"
+                f" then, {result.metric!r} now): outcomes would be compared blindly."
+                " Pass --slm-allow-task-change to compare anyway."
+            )
+        if baseline["tokens_sha256"] != result.tokens_sha256:
+            return (
+                "the model's tokens for the same prompts changed since the baseline (a new tokenizer or GGUF)."
+                " Pass --slm-allow-task-change to compare anyway."
+            )
+        if set(baseline["outcomes"]) != set(result.outcomes):
+            return "the baseline's sample ids are not this run's (the same task would give the same ids)."
+        return None
+
+    def _row(self, result: AccuracyResult, baseline: Mapping[str, Any] | None, verdict: str, **comparison: Any) -> AccuracyRow:
+        return AccuracyRow(
+            self.item,
+            **model_identity(self.case),
+            task=str(self.case.task),
+            accuracy=result.accuracy,
+            baseline=None if baseline is None else baseline["accuracy"],
+            verdict=verdict,
+            **comparison,
+        )
+
+
+def validate_accuracy(record: Mapping[str, Any]) -> None:
+    require(record, "metric", str, bool, "empty")
+    n = require(record, "n", int, lambda v: v >= 1, "a baseline needs at least one sample")
+    outcomes = require(record, "outcomes", dict, lambda v: len(v) == n, f"it has not n = {n} samples")
+    if not all(type(v) is int and v in (0, 1) for v in outcomes.values()):
+        raise RecordError("field 'outcomes' must hold 0 or 1 per sample")
+    mean = sum(outcomes.values()) / n
+    require(record, "accuracy", float, lambda v: abs(v - mean) < 1e-6, f"not the mean of the outcomes ({mean:.6f})")
+    parts = require(record, "task_fingerprint", dict, lambda v: set(v) == set(TASK_PARTS), f"needs exactly {', '.join(TASK_PARTS)}")
+    if not all(isinstance(v, str) and v for v in parts.values()):
+        raise RecordError("field 'task_fingerprint' must hold a hash per part")
+    require(record, "tokens_sha256", str, bool, "empty")
+
+
+def model_identity(case: Case) -> dict[str, str]:
+    return {"model": case.model, "device": case.device, "quant": case.quant}
+
+
+def _tail(text: str, width: int = 60) -> str:
+    return " ".join(text.split())[-width:]

@@ -1,0 +1,249 @@
+"""Runtime cost items: latency (measured repeatedly, confirmed before failing) and memory, each
+against the baseline of this machine's hardware fingerprint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from ..matrix import Case
+from ..runtime import Fingerprint, MemoryUse, Timing
+from ..stats import Slowdown, compare_timings, spread
+from ..store.baselines import BaselineKey
+from .accuracy import model_identity
+from .core import Check, RecordError, Verdict, require
+
+REFRESH_HERE = "If the change is intended, refresh the baseline with --update-baselines on this machine."
+
+
+def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
+    """Timings and memory belong to the machine: one directory per hardware fingerprint."""
+    return BaselineKey(case.model, case.device, case.quant, f"runtime/{fingerprint.slug}/{kind}")
+
+
+class MachineCheck(Check):
+    """What latency and memory share: their baselines belong to this machine's fingerprint."""
+
+    case: Case
+    fingerprint: Fingerprint
+
+    def on_this_machine(self, name: str) -> None:
+        self.item = self.case.id
+        self.baseline_of = f"{self.item} on this machine ({self.fingerprint})"
+        self.key = runtime_key(self.case, name, self.fingerprint)
+
+    def identity(self) -> dict[str, Any]:
+        return {**model_identity(self.case), "fingerprint": self.fingerprint.as_dict()}
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    SECTION: ClassVar[str] = "runtime"
+    item: str
+    model: str
+    device: str
+    quant: str
+    metric: str
+    unit: str
+    median: float
+    min: float
+    spread: float
+    baseline: float | None
+    change_pct: float | None
+    limit_pct: float | None
+    rounds: int
+    load: float | None
+    verdict: str
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    tolerances: dict[str, float]  # by metric family ("prefill", "decode", "ttft"); "*" for the rest
+    k: float
+
+    def tolerance(self, metric: str) -> float:
+        return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    timings: tuple[Timing, ...]
+    load: float | None
+
+
+@dataclass
+class LatencyCheck(MachineCheck):
+    """`prefill` or `decode`; a metric fails only if it is slower in a confirmation round too."""
+
+    case: Case
+    name: str
+    fingerprint: Fingerprint
+    settings: LatencySettings
+    timed: Callable[[], LatencyRun]
+    kind: str = "latency"
+
+    def __post_init__(self) -> None:
+        self.on_this_machine(self.name)
+
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_latency(record)
+
+    def measure(self) -> LatencyRun:
+        return self.timed()
+
+    def record(self, run: LatencyRun) -> dict[str, Any]:
+        return {"metrics": {t.metric: t.as_dict() for t in run.timings}, "load_average": run.load}
+
+    def judge(self, run: LatencyRun, baseline: Mapping[str, Any] | None) -> Verdict:
+        if baseline is None:
+            return Verdict(self._rows([(run, {})], None))
+        slowdowns, problem = self._compare(run, baseline)
+        if problem:
+            return Verdict(self._rows([(run, {})], baseline), f"{self.item}: {problem} {REFRESH_HERE}")
+        rounds = [(run, slowdowns)]
+        if any(s.regressed for s in slowdowns.values()):
+            confirmation = self.timed()
+            rounds.append((confirmation, self._compare(confirmation, baseline)[0]))
+        rows = self._rows(rounds, baseline)
+        failed = [row for row in rows if row.verdict == "FAIL"]
+        if not failed:
+            return Verdict(rows)
+        lines = [f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every round:"]
+        for row in failed:
+            changes = ", ".join(f"{100 * s[row.metric].change:+.1f}%" for _, s in rounds)
+            lines.append(
+                f"  {row.metric}: {row.median:.4g} {row.unit} now vs {row.baseline:.4g} baseline;"
+                f" slower by {changes} (rounds), limit {row.limit_pct:.1f}% = max(tolerance, k x spread)"
+            )
+        lines.append(REFRESH_HERE)
+        return Verdict(rows, "\n".join(lines))
+
+    def _compare(self, run: LatencyRun, baseline: Mapping[str, Any]) -> tuple[dict[str, Slowdown], str | None]:
+        """Each metric against its baseline, or why they cannot be compared (other lengths or counts)."""
+        stored = baseline["metrics"]
+        measured = {t.metric: t for t in run.timings}
+        if set(stored) != set(measured) or any(stored[m]["tokens"] != t.tokens for m, t in measured.items()):
+            return {}, (
+                f"the baseline measured {', '.join(sorted(stored))}, this run {', '.join(sorted(measured))}"
+                " (prompt lengths or token counts differ)."
+            )
+        tolerance, k = self.settings.tolerance, self.settings.k
+        return {m: compare_timings(spread(stored[m]["seconds"]), t.spread, tolerance(m), k) for m, t in measured.items()}, None
+
+    def _rows(self, rounds: Sequence[tuple[LatencyRun, dict[str, Slowdown]]], baseline: Mapping[str, Any] | None) -> list[LatencyRow]:
+        """One row per metric, from the last round; a metric fails only if every round found it slower."""
+        run, slowdowns = rounds[-1]
+        rows = []
+        for timing in run.timings:
+            stored = baseline["metrics"].get(timing.metric) if baseline else None
+            slowdown = slowdowns.get(timing.metric)
+            verdict = "updated" if baseline is None else "changed" if slowdown is None else "pass"
+            if slowdown is not None and all(s[timing.metric].regressed for _, s in rounds):
+                verdict = "FAIL"
+            current = timing.spread
+            rows.append(
+                LatencyRow(
+                    self.item,
+                    **model_identity(self.case),
+                    metric=timing.metric,
+                    unit=timing.unit,
+                    median=timing.shown(current.median),
+                    min=timing.shown(current.minimum),
+                    spread=current.relative,
+                    baseline=timing.shown(spread(stored["seconds"]).median) if stored else None,
+                    change_pct=None if slowdown is None else 100 * slowdown.change,
+                    limit_pct=None if slowdown is None else 100 * slowdown.limit,
+                    rounds=len(rounds),
+                    load=run.load,
+                    verdict=verdict,
+                )
+            )
+        return rows
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    SECTION: ClassVar[str] = "memory"
+    item: str
+    model: str
+    device: str
+    quant: str
+    weights_bytes: int
+    kv_bytes_per_token: int
+    kv_cache: list[dict[str, Any]]
+    peak_rss_bytes: int | None
+    verdict: str
+
+
+@dataclass
+class MemoryCheck(MachineCheck):
+    """Weights and KV cache per token are properties of the build: any growth past `tolerance`
+    fails, as does a runtime that stores more per cached token than the model's shape says. Peak
+    RSS is shown, not judged: it depends on what else the process loaded before."""
+
+    case: Case
+    fingerprint: Fingerprint
+    tolerance: float
+    measured: Callable[[], MemoryUse]
+    kind: str = "memory"
+
+    def __post_init__(self) -> None:
+        self.on_this_machine("memory")
+
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_memory(record)
+
+    def measure(self) -> MemoryUse:
+        return self.measured()
+
+    def record(self, use: MemoryUse) -> dict[str, Any]:
+        profile = use.profile
+        return {
+            "weights_bytes": profile.weights_bytes,
+            "kv_bytes_per_token": profile.kv_bytes_per_token,
+            "peak_rss_bytes": use.peak_rss_bytes,
+        }
+
+    def judge(self, use: MemoryUse, baseline: Mapping[str, Any] | None) -> Verdict:
+        profile = use.profile
+        problems = []
+        if abs(profile.kv_bytes_per_token_stored / profile.kv_bytes_per_token - 1) > self.tolerance:
+            problems.append(
+                f"the runtime stores {profile.kv_bytes_per_token_stored:.0f} KV cache bytes per token,"
+                f" the model's shape says {profile.kv_bytes_per_token}"
+            )
+        for name in ("weights_bytes", "kv_bytes_per_token") if baseline else ():
+            now, before = getattr(profile, name), baseline[name]
+            if now > before * (1 + self.tolerance):
+                problems.append(f"{name} grew from {before} to {now} ({100 * (now / before - 1):+.1f}% > {100 * self.tolerance:.0f}%)")
+        verdict = "FAIL" if problems else "updated" if baseline is None else "pass"
+        row = MemoryRow(
+            self.item,
+            **model_identity(self.case),
+            weights_bytes=profile.weights_bytes,
+            kv_bytes_per_token=profile.kv_bytes_per_token,
+            kv_cache=use.kv_cache(),
+            peak_rss_bytes=use.peak_rss_bytes,
+            verdict=verdict,
+        )
+        return Verdict([row], f"{self.item}: " + "; ".join(problems) if problems else None)
+
+
+def validate_latency(record: Mapping[str, Any]) -> None:
+    metrics = require(record, "metrics", dict, bool, "no metric was measured")
+    for metric, timing in metrics.items():
+        if not isinstance(timing, dict):
+            raise RecordError(f"field 'metrics.{metric}' is not an object")
+        seconds = require(timing, "seconds", list, bool, "no measurement")
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < float("inf") for s in seconds):
+            raise RecordError(f"field 'metrics.{metric}.seconds' must hold positive numbers of seconds")
+        require(timing, "tokens", int, lambda v: v >= 0, "a token count is never negative")
+    require(record, "load_average", (float, type(None)))
+
+
+def validate_memory(record: Mapping[str, Any]) -> None:
+    require(record, "weights_bytes", int, lambda v: v > 0, "a model has weights")
+    require(record, "kv_bytes_per_token", int, lambda v: v > 0, "a cached token takes bytes")
+    require(record, "peak_rss_bytes", (int, type(None)), lambda v: v is None or v > 0, "a process takes memory")

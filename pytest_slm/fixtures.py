@@ -1,0 +1,176 @@
+"""What a test receives from `slm_accuracy`, `slm_fidelity`, `slm_runtime` and `slm_parity`: each
+builds its item's check and hands it to the one core check (`checks.core`)."""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import pytest
+
+from .backends.base import BackendError
+from .checks import core
+from .checks.accuracy import AccuracyCheck, AccuracySettings
+from .checks.core import fail
+from .checks.fidelity import FidelityCheck, ParityCheck, ParitySettings
+from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
+from .fidelity import Fidelity
+from .matrix import Case, ParityCase, fidelity_reference
+from .model import SlmModel
+from .runtime import fingerprint, load_average, measure_decode, measure_memory, measure_prefill
+from .session import SlmSession
+from .tasks import AccuracyResult, TaskError, evaluate
+
+T = TypeVar("T")
+
+
+def measured(item: str, measure: Callable[[], T]) -> T:
+    """What the runtime or the task cannot do with this model (a prompt past its context, task data
+    lm-eval cannot read) ends the item in one line, not a traceback."""
+    __tracebackhide__ = True
+    try:
+        return measure()
+    except (BackendError, TaskError) as exc:
+        fail(f"{item}: {exc}")
+
+
+class Accuracy:
+    """`evaluate(model)` runs the lm-eval task (after the baseline is read: a missing one skips
+    before any model run); `check(result)` compares it with the baseline, or writes it."""
+
+    def __init__(self, session: SlmSession, case: Case, item: pytest.Item) -> None:
+        self._session = session
+        self._case = case
+        self._item = item
+        self._prepared: core.Prepared[AccuracyResult] | None = None
+        self._model: SlmModel | None = None
+
+    def _prepare(self) -> core.Prepared[AccuracyResult]:
+        __tracebackhide__ = True
+        if self._prepared is None:
+            config = self._session.config
+            settings = AccuracySettings(config.alpha, config.min_drop_points, config.allow_task_change)
+            check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.model(self._case)))
+            provenance = lambda: self._session.model(self._case).provenance  # noqa: E731
+            self._prepared = core.prepare(check, self._session.check_context(self._item, provenance, lm_eval=True))
+        return self._prepared
+
+    def evaluate(self, model: SlmModel) -> AccuracyResult:
+        __tracebackhide__ = True
+        self._prepare()
+        assert self._case.task is not None
+        session = self._session
+        return measured(self._case.id, lambda: evaluate(model, self._case.task, session.config.limit, session.catalog))
+
+    def check(self, result: AccuracyResult) -> None:
+        __tracebackhide__ = True
+        self._session.remember_outcomes(self._case, result.outcomes)
+        core.conclude(self._prepare(), result)
+
+
+class FidelityFixture:
+    """`check(model)`: the loaded quant's distributions on the evaluation text against the model's
+    float32 reference, compared with (or written as) its baseline."""
+
+    def __init__(self, session: SlmSession, item: pytest.Item) -> None:
+        self._session = session
+        self._item = item
+
+    def check(self, model: SlmModel) -> None:
+        __tracebackhide__ = True
+        session, case = self._session, model.case
+        reference = fidelity_reference(case.model)
+        config = session.config
+        check = FidelityCheck(
+            case,
+            reference,
+            config.fidelity_margin,
+            config.kld_ceilings.get(case.quant),
+            lambda: measured(case.id, lambda: session.against_reference(case.id, case, reference)),
+        )
+        core.run(check, session.check_context(self._item, lambda: model.provenance))
+
+
+class Runtime:
+    """`prefill(model)`, `decode(model)`, `memory(model)`: a cost of the loaded model on this machine,
+    compared with the baseline of this machine's fingerprint (or written as it)."""
+
+    def __init__(self, session: SlmSession, item: pytest.Item) -> None:
+        self._session = session
+        self._item = item
+
+    def prefill(self, model: SlmModel) -> None:
+        """Prompt evaluation speed at each --slm-prefill-lengths."""
+        __tracebackhide__ = True
+        config = self._session.config
+        self._latency(model, "prefill", lambda tokens: measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats))
+
+    def decode(self, model: SlmModel) -> None:
+        """Generation speed after --slm-decode-prompt tokens, and the time to the first token."""
+        __tracebackhide__ = True
+        config = self._session.config
+        self._latency(
+            model,
+            "decode",
+            lambda tokens: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, config.repeats),
+        )
+
+    def memory(self, model: SlmModel) -> None:
+        """Weights, KV cache per token and at --slm-kv-contexts, and peak resident memory."""
+        __tracebackhide__ = True
+        session, config = self._session, self._session.config
+        self._alone("memory")
+
+        def use():  # type: ignore[no-untyped-def]
+            tokens = model.tokenize(session.eval_text)
+            generate = lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1)  # noqa: E731
+            return measure_memory(model.backend, tokens, config.kv_contexts, generate)
+
+        check = MemoryCheck(model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use))
+        core.run(check, session.check_context(self._item, lambda: model.provenance))
+
+    def _latency(self, model: SlmModel, name: str, measure: Callable[[list[int]], list]) -> None:  # type: ignore[type-arg]
+        __tracebackhide__ = True
+        session = self._session
+        self._alone(name)
+
+        def timed() -> LatencyRun:
+            tokens = model.tokenize(session.eval_text)
+            load = load_average()
+            return LatencyRun(tuple(measured(model.case.id, lambda: measure(tokens))), load)
+
+        settings = LatencySettings(session.config.latency_tolerances, session.config.latency_k)
+        check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
+        core.run(check, session.check_context(self._item, lambda: model.provenance))
+
+    def _fingerprint(self, model: SlmModel):  # type: ignore[no-untyped-def]
+        return fingerprint(model.case.device, self._session.config.threads)
+
+    def _alone(self, name: str) -> None:
+        workers = self._session.config.worker_count
+        if workers > 1:
+            pytest.skip(
+                f"{name} is measured alone: with {workers} xdist workers the timings would include each other;"
+                " run these items with -n 0 (e.g. pytest suites -m slm_runtime -n 0)"
+            )
+
+
+class Parity:
+    """`measure()` runs both runtimes on the evaluation text; `check(fidelity)` applies the thresholds."""
+
+    def __init__(self, session: SlmSession, case: ParityCase, item: pytest.Item) -> None:
+        self._session = session
+        self._case = case
+        self._item = item
+
+    def measure(self) -> Fidelity:
+        __tracebackhide__ = True
+        reference, candidate = self._case.sides
+        return measured(self._case.id, lambda: self._session.against_reference(self._case.id, candidate, reference))
+
+    def check(self, fidelity: Fidelity) -> None:
+        __tracebackhide__ = True
+        session, config = self._session, self._session.config
+        settings = ParitySettings(config.parity_top1, config.parity_kld, config.alpha, config.min_drop_points)
+        check = ParityCheck(self._case, settings, self.measure, lambda: session.runtime_outcomes(self._case))
+        provenance = lambda: session.model(self._case.sides[1]).provenance  # noqa: E731
+        core.conclude(core.prepare(check, session.check_context(self._item, provenance)), fidelity)
