@@ -16,7 +16,16 @@ from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryChe
 from .fidelity import Fidelity
 from .matrix import Case, ParityCase, fidelity_reference
 from .model import SlmModel
-from .runtime import fingerprint, load_average, measure_decode, measure_memory, measure_prefill
+from .runtime import (
+    Fingerprint,
+    MemoryUse,
+    Timing,
+    fingerprint,
+    load_average,
+    measure_decode,
+    measure_memory,
+    measure_prefill,
+)
 from .session import SlmSession
 from .tasks import AccuracyResult, TaskError, evaluate
 
@@ -42,7 +51,6 @@ class Accuracy:
         self._case = case
         self._item = item
         self._prepared: core.Prepared[AccuracyResult] | None = None
-        self._model: SlmModel | None = None
 
     def _prepare(self) -> core.Prepared[AccuracyResult]:
         __tracebackhide__ = True
@@ -120,7 +128,7 @@ class Runtime:
         session, config = self._session, self._session.config
         self._alone("memory")
 
-        def use():  # type: ignore[no-untyped-def]
+        def use() -> MemoryUse:
             tokens = model.tokenize(session.eval_text)
             generate = lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1)  # noqa: E731
             return measure_memory(model.backend, tokens, config.kv_contexts, generate)
@@ -128,7 +136,7 @@ class Runtime:
         check = MemoryCheck(model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use))
         core.run(check, session.check_context(self._item, lambda: model.provenance))
 
-    def _latency(self, model: SlmModel, name: str, measure: Callable[[list[int]], list]) -> None:  # type: ignore[type-arg]
+    def _latency(self, model: SlmModel, name: str, measure: Callable[[list[int]], list[Timing]]) -> None:
         __tracebackhide__ = True
         session = self._session
         self._alone(name)
@@ -142,7 +150,7 @@ class Runtime:
         check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
         core.run(check, session.check_context(self._item, lambda: model.provenance))
 
-    def _fingerprint(self, model: SlmModel):  # type: ignore[no-untyped-def]
+    def _fingerprint(self, model: SlmModel) -> Fingerprint:
         return fingerprint(model.case.device, self._session.config.threads)
 
     def _alone(self, name: str) -> None:
@@ -172,5 +180,4 @@ class Parity:
         session, config = self._session, self._session.config
         settings = ParitySettings(config.parity_top1, config.parity_kld, config.alpha, config.min_drop_points)
         check = ParityCheck(self._case, settings, self.measure, lambda: session.runtime_outcomes(self._case))
-        provenance = lambda: session.model(self._case.sides[1]).provenance  # noqa: E731
-        core.conclude(core.prepare(check, session.check_context(self._item, provenance)), fidelity)
+        core.conclude(core.prepare(check, session.check_context(self._item, dict)), fidelity)  # nothing stored

@@ -140,9 +140,9 @@ def test_writable_dir_problem(tmp_path):
         f"baselines path {tmp_path / 'dangling'} is a symlink to {tmp_path / 'gone'}, which does not exist"
     )
     (tmp_path / "file").write_text("")
-    assert writable_dir_problem(tmp_path / "file") == f"baselines path {tmp_path / 'file'} is not a directory"
+    assert writable_dir_problem(tmp_path / "file") == f"baselines path {tmp_path / 'file'} is a file, not a directory"
     assert writable_dir_problem(tmp_path / "file" / "sub") == (
-        f"baselines path {tmp_path / 'file' / 'sub'}: {tmp_path / 'file'} is a file"
+        f"baselines path {tmp_path / 'file'} is a file, not a directory (to hold {tmp_path / 'file' / 'sub'})"
     )
 
 

@@ -125,10 +125,10 @@ class AccuracyCheck(Check):
         if baseline["metric"] != result.metric and "metric" not in changed:
             changed.append("metric")
         if changed:
+            metrics = f"; metric {baseline['metric']!r} then, {result.metric!r} now" if baseline["metric"] != result.metric else ""
             return (
-                f"the task changed since the baseline (changed: {', '.join(changed)}; metric {baseline['metric']!r}"
-                f" then, {result.metric!r} now): outcomes would be compared blindly."
-                " Pass --slm-allow-task-change to compare anyway."
+                f"the task changed since the baseline (changed: {', '.join(changed)}{metrics}): outcomes would be"
+                " compared blindly. Pass --slm-allow-task-change to compare anyway."
             )
         if baseline["tokens_sha256"] != result.tokens_sha256:
             return (

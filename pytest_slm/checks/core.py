@@ -147,8 +147,6 @@ def conclude(prepared: Prepared[Measured], measured: Measured) -> None:
     try:
         validate(check, record)
     except RecordError as exc:
-        verdict = check.judge(measured, None)
-        context.add_rows(verdict.rows)
         fail(f"{check.item}: the measurement cannot be trusted: {exc}; nothing was compared or written")
     verdict = check.judge(measured, prepared.baseline)
     context.add_rows(verdict.rows)

@@ -85,7 +85,6 @@ class LatencyCheck(MachineCheck):
     def __post_init__(self) -> None:
         self.on_this_machine(self.name)
 
-
     def validate(self, record: Mapping[str, Any]) -> None:
         validate_latency(record)
 
@@ -190,7 +189,6 @@ class MemoryCheck(MachineCheck):
 
     def __post_init__(self) -> None:
         self.on_this_machine("memory")
-
 
     def validate(self, record: Mapping[str, Any]) -> None:
         validate_memory(record)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from tabulate import tabulate
 
-from ..store.atomic import write_text_atomic
+from ..store.atomic import directory_problem, write_text_atomic
 from . import html, tables
 
 
@@ -81,19 +81,11 @@ def output_problem(report_dir: Path | None, step_summary: str | None) -> str | N
 def _directory_problem(directory: Path) -> str | None:
     """The report directory, or the first of its parents that exists, must be a directory a file
     can be written in; none of the report's files may be a directory."""
-    probe = directory
-    while not os.path.exists(probe) and probe != probe.parent:  # False, not an error, where stat is denied
-        probe = probe.parent
-    if not probe.is_dir():
-        kind = "a file, not a directory" if probe.is_file() else "not a directory"
-        return f"{probe} is {kind}" + ("" if probe == directory else f" (to hold {directory})")
+    if problem := directory_problem(directory):
+        return problem
     if taken := [name for name in FILES if (directory / name).is_dir()]:
         return f"{directory / taken[0]} is a directory, not a file"
-    try:  # a real write: permission bits say nothing to root, or on a read-only mount
-        with tempfile.TemporaryFile(dir=probe):
-            return None
-    except OSError as exc:
-        return f"{probe} is not writable: {exc.strerror}"
+    return None
 
 
 def _append_problem(path: Path) -> str | None:

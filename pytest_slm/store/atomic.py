@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +79,24 @@ def remove_stale_temporaries(directory: Path) -> None:
                 os.unlink(entry.path)
         except OSError:  # another writer removed it first, or it is not ours to remove
             continue
+
+
+def directory_problem(directory: Path) -> str | None:
+    """Why files cannot be written in `directory` (or the directories that would be made for it),
+    found without creating or changing anything but a temporary probe."""
+    probe = directory
+    while not os.path.exists(probe) and probe != probe.parent:  # False, not an error, where stat is denied
+        if probe.is_symlink():
+            return f"{probe} is a symlink to {os.readlink(probe)}, which does not exist"
+        probe = probe.parent
+    if not probe.is_dir():
+        kind = "a file, not a directory" if probe.is_file() else "not a directory"
+        return f"{probe} is {kind}" + ("" if probe == directory else f" (to hold {directory})")
+    try:  # a real write: permission bits say nothing to root, or on a read-only mount
+        with tempfile.TemporaryFile(dir=probe):
+            return None
+    except OSError as exc:
+        return f"{probe} is not writable: {exc.strerror}"
 
 
 def sweep_stale_temporaries(root: Path) -> None:

@@ -7,15 +7,13 @@ what each kind of record holds is checked by the item that reads it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from .atomic import write_text_atomic
+from .atomic import directory_problem, write_text_atomic
 
 SCHEMA_VERSION = 2  # 2: accuracy records fingerprint the task whole (task_fingerprint)
 LOCK_NAME = ".pytest-slm.lock"
@@ -182,20 +180,8 @@ def target_problem(path: Path, root: Path) -> None:
 
 def writable_dir_problem(root: Path) -> str | None:
     """Why baselines cannot be written under `root`, checked before any item runs."""
-    probe = root
-    while not probe.exists():
-        if probe.is_symlink():
-            return f"baselines path {probe} is a symlink to {os.readlink(probe)}, which does not exist"
-        probe = probe.parent
-    if not probe.is_dir():
-        if probe != root:
-            return f"baselines path {root}: {probe} is a file"
-        return f"baselines path {root} is not a directory"
-    try:  # a real write: permission bits say nothing to root, or on a read-only mount
-        with tempfile.TemporaryFile(dir=probe):
-            return None
-    except OSError as exc:
-        return f"baselines directory {probe} is not writable ({exc.strerror})"
+    problem = directory_problem(root)
+    return None if problem is None else f"baselines path {problem}"
 
 
 def without_date(record: object) -> object:
