@@ -1,5 +1,6 @@
-"""Derived GGUFs: built once by llama.cpp's real quantizer, reused, rebuilt when left corrupt, and
-nothing left behind by a build that was killed."""
+"""Derived GGUFs: built once by llama.cpp's real quantizer, reused, rebuilt when left corrupt or
+changed (checked by SHA-256, re-hashed only when the file's stat changed), and nothing left behind
+by a build that was killed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pytest_slm.backends.base import BackendError
-from pytest_slm.backends.llamacpp.quantize import derived_gguf
+from pytest_slm.backends.llamacpp import quantize
+from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
 from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,11 @@ def temporaries(directory: Path) -> list[str]:
 
 
 def assert_valid(path: Path, source: Path) -> None:
-    assert path.read_bytes()[:4] == b"GGUF" and path.stat().st_size > 4 * source.stat().st_size  # 32 vs ~5 bits a weight
-    assert json.loads(path.with_suffix(".json").read_text())["size"] == path.stat().st_size
+    assert (
+        path.read_bytes()[:4] == b"GGUF" and path.stat().st_size > 4 * source.stat().st_size
+    )  # 32 vs ~5 bits a weight
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["size"] == path.stat().st_size and record["sha256"] == file_sha256(path)
 
 
 def test_built_once_then_reused(gguf, tmp_path):
@@ -42,7 +47,10 @@ def test_built_once_then_reused(gguf, tmp_path):
     assert_valid(first, gguf)
     built = first.stat().st_mtime_ns
     assert derived_gguf(gguf, "f32", tmp_path) == first and first.stat().st_mtime_ns == built
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == [first.name, first.with_suffix(".json").name]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == [
+        first.name,
+        first.with_suffix(".json").name,
+    ]
 
 
 def test_a_truncated_artifact_is_detected_rebuilt_and_reported(gguf, tmp_path):
@@ -54,6 +62,61 @@ def test_a_truncated_artifact_is_detected_rebuilt_and_reported(gguf, tmp_path):
     assert derived_gguf(gguf, "f32", tmp_path, lines.append) == path and path.stat().st_size == size
     assert lines[0] == f"{path.name} in the cache is incomplete or corrupt: rebuilding it"
     assert lines[1].startswith("making f32 of ") and lines[2].startswith("made f32 of ")
+
+
+def flip_a_byte(path: Path, keep_mtime: bool) -> None:
+    """What a faulty disk or a stray writer leaves: the same size, the magic intact, one byte changed."""
+    before = path.stat()
+    with path.open("r+b") as handle:
+        handle.seek(before.st_size // 2)
+        byte = handle.read(1)
+        handle.seek(before.st_size // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    if keep_mtime:  # mtime can be set back; ctime cannot, and the check reads both
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert after.st_size == before.st_size and (after.st_mtime_ns == before.st_mtime_ns) == keep_mtime
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["bytes-changed", "bytes-changed-mtime-restored"])
+def test_changed_bytes_of_the_same_size_are_detected_and_rebuilt(gguf, tmp_path, keep_mtime):
+    path = derived_gguf(gguf, "f32", tmp_path)
+    good = file_sha256(path)
+    flip_a_byte(path, keep_mtime)
+    assert file_sha256(path) != good
+    lines: list[str] = []
+    assert derived_gguf(gguf, "f32", tmp_path, lines.append) == path
+    assert lines[0] == f"{path.name} in the cache does not match the SHA-256 recorded when it was made: rebuilding it"
+    assert lines[1].startswith("making f32 of ")
+    assert file_sha256(path) == good
+    assert_valid(path, gguf)
+
+
+def test_a_record_without_a_hash_is_not_trusted(gguf, tmp_path):
+    """A file recorded by size only (an older pytest-slm) is made again and recorded with its hash."""
+    path = derived_gguf(gguf, "q8_0", tmp_path)
+    record = path.with_suffix(".json")
+    record.write_text(json.dumps({"source": str(gguf), "quant": "q8_0", "size": path.stat().st_size}))
+    lines: list[str] = []
+    assert derived_gguf(gguf, "q8_0", tmp_path, lines.append) == path
+    assert lines[0].startswith(f"{path.name} in the cache has an unreadable record")
+    assert json.loads(record.read_text())["sha256"] == file_sha256(path)
+
+
+def test_a_verified_file_is_hashed_again_only_when_its_stat_changes(gguf, tmp_path, monkeypatch):
+    path = derived_gguf(gguf, "f32", tmp_path)
+    hashed: list[str] = []
+    real = quantize.file_sha256
+    monkeypatch.setattr(quantize, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    for _ in range(3):
+        assert derived_gguf(gguf, "f32", tmp_path) == path
+    assert hashed == []  # a stat per use, no read of the 513 MiB
+    os.utime(path)  # touched, bytes the same: hashed once, kept, and trusted by stat again
+    lines: list[str] = []
+    built = path.stat().st_ino
+    assert derived_gguf(gguf, "f32", tmp_path, lines.append) == path and lines == []
+    assert derived_gguf(gguf, "f32", tmp_path) == path
+    assert hashed == [path.name] and path.stat().st_ino == built
 
 
 def build_counting(source: Path, cache_dir: Path, ready: Path, builds: Path) -> Path:
@@ -109,7 +172,8 @@ def test_temporaries_a_dead_build_left_are_removed_by_the_next_call(gguf, tmp_pa
 KILLED_BUILD = """
 import sys
 from pathlib import Path
-from pytest_slm.backends.llamacpp.quantize import derived_gguf
+from pytest_slm.backends.llamacpp import quantize
+from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
 derived_gguf(Path(sys.argv[1]), "f32", Path(sys.argv[2]))
 """
 

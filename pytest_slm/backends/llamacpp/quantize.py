@@ -3,9 +3,16 @@
 Named by what they are made from (source content, target type, llama.cpp version), so a new
 source or a new llama.cpp builds anew and an old file is never reused by mistake. Safe when several
 pytest-xdist workers ask at once (one builds under a lock beside the file, the others wait and
-reuse) and after a crash: built under a temporary name, renamed when complete, checked against its
-recorded size; a temporary that a killed build left is removed by the next one to take the lock.
-Files are created with the default mode, so they follow the umask like the rest of a shared cache.
+reuse) and after a crash: built under a temporary name, renamed when complete; a temporary that a
+killed build left is removed by the next one to take the lock. Files are created with the default
+mode, so they follow the umask like the rest of a shared cache.
+
+A cache that proves what it holds: the SHA-256 of every file is recorded beside it when it is made
+and checked before each use, so a file changed after it was made (a disk error, a crash during an
+old copy, anything else that wrote to a shared cache) is rebuilt, never trusted because its size
+looks right. Checking is cheap on repeat: the record keeps the file's inode, size, mtime and ctime
+at its last full check, and the file is hashed again only when one of them changed (ctime cannot be
+set back by a writer, as mtime can).
 """
 
 from __future__ import annotations
@@ -41,14 +48,12 @@ LLAMA_FTYPES = {
 
 @lru_cache(maxsize=None)
 def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
-def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Callable[[str], None] = lambda line: None) -> Path:
+def derived_gguf(
+    source: Path, quant: str, cache_dir: Path, progress: Callable[[str], None] = lambda line: None
+) -> Path:
     """The cached `quant` version of `source`, built with llama_model_quantize when missing or bad;
     `progress` hears about a build, which takes seconds to minutes."""
     import llama_cpp
@@ -65,28 +70,59 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Callable[[
             for leftover in _temporaries(target, record):  # their writers held this lock: they are dead
                 progress(f"removing {leftover.name}, left in the cache by an interrupted build")
                 leftover.unlink(missing_ok=True)
-            if _complete(target, record):
+            problem = _verify(target, record)
+            if problem is None:
                 return target
             if target.exists():
-                progress(f"{target.name} in the cache is incomplete or corrupt: rebuilding it")
+                progress(f"{target.name} in the cache {problem}: rebuilding it")
                 target.unlink()
             progress(f"making {quant} of {source.name} with llama.cpp's quantizer (once: cached in {cache_dir})")
             started = time.perf_counter()
             _quantize(llama_cpp, source, target, quant)
             progress(f"made {quant} of {source.name} in {time.perf_counter() - started:.1f} s")
-            _write_record(record, {"source": str(source), "quant": quant, "size": target.stat().st_size})
+            digest = file_sha256(target)
+            _write_record(record, {"source": str(source), "quant": quant, "sha256": digest, **_stamp(target)})
     except OSError as exc:
         raise BackendError(f"cannot build {quant} of {source.name} in the cache {cache_dir}: {exc}") from None
     return target
 
 
-def _complete(target: Path, record: Path) -> bool:
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    """What changes whenever the file's bytes can have: checked before trusting the last hash."""
+    stat = path.stat()
+    return {"inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+
+
+def _verify(target: Path, record: Path) -> str | None:
+    """None when `target` holds what its record says; else why not, for the line the user reads.
+    A record's stamp is refreshed after a full hash that matched, so the next check is a stat."""
     try:
-        expected = json.loads(record.read_text(encoding="utf-8"))["size"]
+        fields = json.loads(record.read_text(encoding="utf-8"))
+        expected, size = fields["sha256"], fields["size"]
+        if not (isinstance(expected, str) and isinstance(size, int)):
+            return "has an unreadable record"
         with target.open("rb") as handle:
-            return handle.read(4) == GGUF_MAGIC and target.stat().st_size == expected
+            if handle.read(4) != GGUF_MAGIC or target.stat().st_size != size:
+                return "is incomplete or corrupt"
+        stamp = _stamp(target)
+        if all(fields.get(key) == value for key, value in stamp.items()):
+            return None
+        if file_sha256(target) != expected:
+            return "does not match the SHA-256 recorded when it was made"
+        _write_record(record, {**fields, **stamp})
+        return None
+    except FileNotFoundError:
+        return "has no record of its SHA-256"
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return "has an unreadable record (made by an older pytest-slm, or damaged)"
 
 
 def _temporary(path: Path) -> Path:
