@@ -264,6 +264,7 @@ CHANGED_TASKS = [  # (a copy of a shipped task, how its YAML changes, the failur
     ("slm_arith", "slm_arith_filter", lambda y: y.replace('fallback: "[invalid]"', 'fallback: "[none]"'), "*slm_arith_filter:0: the task changed since the baseline (changed: filters): *--slm-allow-task-change*"),
     ("slm_facts", "slm_facts_metric", lambda y: y.replace("- metric: acc\n", "- metric: acc_norm\n").replace("- metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n  - metric: acc_norm", "- metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n  - metric: acc"), "*slm_facts_metric:0: the task changed since the baseline (changed: metric): outcomes would be compared blindly*"),
     ("slm_facts", "slm_facts_version", lambda y: y.replace("version: 1.0", "version: 2.0"), "*slm_facts_version:0: the task changed since the baseline (changed: version)*"),
+    ("slm_facts", "slm_facts_latin1", lambda y: y.replace("slm_data: slm_facts", "slm_data: slm_latin1"), "*slm_facts_latin1:0: lm-eval could not load task 'slm_facts_latin1': UnicodeDecodeError: 'utf-8' codec can't decode*"),
     ("slm_arith", "slm_arith_generation", lambda y: y.replace("max_gen_toks: 16", "max_gen_toks: 12"), "*slm_arith_generation:0: the task changed since the baseline (changed: generation)*"),
 ]
 TAMPERED_RUNTIME = [  # (file under the fingerprint's directory, how it is broken, the failure line)
@@ -308,6 +309,7 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for shots, tamper, _ in TAMPERED_TEXT:
         path = baselines / FACTS_AT.format(shots=shots)
         path.write_text(tamper(path.read_text()))
+    (root / "suites" / "tasks" / "data" / "slm_latin1.test.jsonl").write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
     for _, name, change, _ in CHANGED_TASKS:
         yaml = root / "suites" / "tasks" / f"{name}.yaml"
         changed = change(yaml.read_text())
@@ -417,3 +419,40 @@ def test_kill_9_during_a_quantization_leaves_no_temporary_and_the_next_run_build
     assert not [p.name for p in cache.iterdir() if p.name.endswith(".tmp")]
     [built] = [p for p in cache.iterdir() if p.suffix == ".gguf"]
     assert json.loads(built.with_suffix(".json").read_text())["size"] == built.stat().st_size
+
+
+def test_a_prompt_past_the_context_fails_the_item_in_one_line(project):
+    shutil.copy(ROOT / "suites" / "test_runtime.py", project.path / "test_runtime.py")
+    (project.path / "suites" / "eval").mkdir()
+    shutil.copy(ROOT / "suites" / "eval" / "text.txt", project.path / "suites" / "eval" / "text.txt")
+    roots = (project.path / "baselines", project.path / "cache")
+    before = tree_hashes(*roots)
+    result = project.runpytest_subprocess("test_runtime.py", "-k", "prefill", "--update-baselines", "--slm-prefill-lengths=4100")
+    assert_one_line_error(result, pytest.ExitCode.TESTS_FAILED, "smollm2-135m-llamacpp-cpu-native: llama_decode failed with status 1 (context of 4096 tokens full?)")
+    assert tree_hashes(*roots) == before
+
+
+REMOVES_THE_STEP_SUMMARY = """
+import shutil
+
+
+def test_passes_then_the_step_summary_goes_away():
+    shutil.rmtree("ci-job")
+"""
+
+
+def test_a_report_that_cannot_be_written_after_the_tests_passed_says_so_and_fails_the_run(project, monkeypatch):
+    """The pre-check passed; the step summary vanished during the run: one line, exit status 1."""
+    (project.path / "ci-job").mkdir()
+    project.makepyfile(test_job=REMOVES_THE_STEP_SUMMARY)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(project.path / "ci-job" / "summary.md"))
+    roots = (project.path / "baselines", project.path / "cache")
+    before = tree_hashes(*roots)
+    result = project.runpytest_subprocess("test_job.py", "--slm-report=out")
+    assert_one_line_error(
+        result,
+        pytest.ExitCode.TESTS_FAILED,
+        "pytest-slm report not written, so this run fails: $GITHUB_STEP_SUMMARY */ci-job/summary.md: cannot append: *",
+    )
+    assert "1 passed" in result.outlines[-1]
+    assert tree_hashes(*roots) == before
