@@ -163,9 +163,7 @@ def _read_existing(path: Path) -> object:
     but a newer one raises: this pytest-slm must not downgrade what it cannot read."""
     try:
         record = loads(path.read_text(encoding="utf-8"), path)
-    except (OSError, UnicodeDecodeError):
-        return _UNREADABLE
-    except BaselineError:
+    except (OSError, UnicodeDecodeError, BaselineError):
         return _UNREADABLE
     try:
         check_envelope(record, path)
