@@ -181,3 +181,12 @@ def test_the_guides_first_project_collects_the_items_it_promises(tmp_path):
         "tests/test_my_model.py::test_knows_the_capital_of_france[smollm2-135m-llamacpp-cpu-native]",
         "tests/test_my_model.py::test_prefers_the_true_statement[smollm2-135m-llamacpp-cpu-native]",
     ]
+
+
+def test_the_site_home_shows_the_same_run_as_the_readme():
+    """One run's output, on both front pages: the copies cannot drift apart."""
+
+    def tour(text: str) -> str:
+        return re.search(r"^```\n\$ \.venv/bin/python -m pytest suites.*?^```$", text, re.MULTILINE | re.DOTALL).group(0)
+
+    assert tour(README.read_text(encoding="utf-8")) == tour((DOCS / "index.md").read_text(encoding="utf-8"))
