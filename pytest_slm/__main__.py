@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checks import validate_record
+from .history.cli import add_commands as add_history_commands
+from .history.cli import run_command as run_history_command
 from .store.merge import MergeError, merge_trees
 
 
@@ -35,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("first", "last"),
         help="on a conflict take the version of the first (or last) SOURCE that has the file",
     )
+    add_history_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "merge-baselines":
+        return run_history_command(args)
     try:
         report = merge_trees(args.sources, args.into, args.prefer, validate=validate_record)
     except MergeError as exc:

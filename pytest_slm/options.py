@@ -33,6 +33,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "registry": ("models registry TOML (default: suites/models.toml under the rootdir)", "string", "suites/models.toml"),
     "task-paths": ("extra directories of lm-eval task YAMLs (default: suites/tasks under the rootdir)", "args", "suites/tasks"),
     "cache": ("directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)", "string", None),
+    "history": ("SQLite file every run's rows are appended to, or 'off' (default: .pytest-slm/history.sqlite under the rootdir)", "string", ".pytest-slm/history.sqlite"),
     "report": ("directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)", "string", None),
     "eval-text": ("text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt)", "string", "suites/eval/text.txt"),
     "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
@@ -118,6 +119,7 @@ class SlmConfig:
     allow_task_change: bool
     update_partial: bool
     worker_count: int = field(default=1)
+    history_path: Path | None = field(default=None)  # None: --slm-history=off
 
 
 def read_config(config: pytest.Config) -> SlmConfig:
@@ -239,4 +241,5 @@ def read_config(config: pytest.Config) -> SlmConfig:
         allow_task_change=flag("slm_allow_task_change"),
         update_partial=flag("slm_update_partial"),
         worker_count=workers,
+        history_path=None if str(history := value("history") or "off").lower() == "off" else rootdir / str(history),
     )

