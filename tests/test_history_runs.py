@@ -68,7 +68,7 @@ def test_four_xdist_workers_lose_no_row(project):
     assert query(path, "SELECT item, count(*) FROM outcomes GROUP BY item") == [(f"m{i}-llamacpp-cpu-native-slm_facts:0", 10) for i in range(4)]
     workers = {part.split(":")[0] for part in result.stdout.str().split("model loads: ")[1].splitlines()[0].split("; ")}
     assert len(workers) >= 2, workers  # rows really came from several workers
-    result.stdout.fnmatch_lines([f"pytest-slm history: run {run_id[:12]} (4 figures) appended to .pytest-slm/history.sqlite"])
+    result.stdout.fnmatch_lines([f"pytest-slm history: run {run_id[:12]} (4 figures) appended to .pytest-slm/history.sqlite in *.** s"])
 
 
 def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):

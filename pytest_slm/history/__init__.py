@@ -17,7 +17,6 @@ import pytest
 from . import record, store
 
 STARTED = pytest.StashKey[str]()
-SPENT = pytest.StashKey[float]()  # seconds the append took, shown with -v
 
 
 def configure(config: pytest.Config, path: Any) -> None:
@@ -33,7 +32,7 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
     results = slm.results()
     if path is None or not any(rows for section, rows in results.items() if section != "baseline_writes"):
         return None
-    started = time.perf_counter()
+    clock = time.perf_counter()
     from ..runtime import fingerprint
 
     threads = item_threads(config, slm.config.threads)
@@ -50,9 +49,9 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
         store.append(path, run)
     except store.HistoryError as exc:
         return f"pytest-slm history not written, so this run fails: {exc}", False
-    config.stash[SPENT] = time.perf_counter() - started
+    spent = time.perf_counter() - clock  # git, versions, fingerprints and the write: what history adds to a run
     shown = path.relative_to(slm.config.rootdir) if path.is_relative_to(slm.config.rootdir) else path
-    return f"pytest-slm history: run {run.run_id[:12]} ({len(run.measures)} figures) appended to {shown}", True
+    return f"pytest-slm history: run {run.run_id[:12]} ({len(run.measures)} figures) appended to {shown} in {spent:.2f} s", True
 
 
 def item_threads(config: pytest.Config, threads: int) -> int:

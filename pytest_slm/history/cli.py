@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from . import store, trends
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
+from .bisect import BisectError, bisect
 from .compare import compare_runs, resolve
 
 DEFAULT_PATH = Path(".pytest-slm/history.sqlite")
@@ -44,6 +45,20 @@ def add_commands(commands: Any) -> None:
     compare.add_argument("after", metavar="B")
     compare.add_argument("--store", type=Path, default=DEFAULT_PATH, help=f"the store (default {DEFAULT_PATH})")
 
+    walk = commands.add_parser(
+        "bisect",
+        help="the first commit at which the selected items fail (git bisect run, in a temporary worktree)",
+        description=(
+            "Walks the commits between --good and --bad, running `python -m pytest PYTEST_ARGS` at each in a"
+            " temporary worktree (the checkout is not touched): exit status 0 is good, 1 bad, anything else"
+            " skips the commit. Names the first bad commit."
+        ),
+    )
+    walk.add_argument("--good", required=True, metavar="REV", help="a commit where the items pass")
+    walk.add_argument("--bad", required=True, metavar="REV", help="a later commit where they fail")
+    walk.add_argument("--repo", type=Path, default=Path("."), help="the project's git repository (default: here)")
+    walk.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARGS", help="after --: what pytest runs at each commit")
+
     merge = commands.add_parser(
         "merge-history",
         help="merge stores from several runners into one; runs it has already are recognised, not doubled",
@@ -58,10 +73,12 @@ def run_command(args: argparse.Namespace) -> int:
             return _history(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "bisect":
+            return _bisect(args)
         added, known = store.merge(args.sources, args.into)
         print(f"merged {len(args.sources)} store(s) into {args.into}: {added} run(s) added, {known} already there")
         return 0
-    except store.HistoryError as exc:
+    except (store.HistoryError, BisectError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -87,3 +104,13 @@ def _compare(args: argparse.Namespace) -> int:
     failed = sum(c.verdict == "FAIL" for c in found)
     print(f"{len(found)} figure(s) compared, {failed} regression(s)")
     return 1 if failed else 0
+
+
+def _bisect(args: argparse.Namespace) -> int:
+    result = bisect(args.repo, args.good, args.bad, args.pytest_args)
+    if result.first_bad is None:
+        print(result.log.rstrip())
+        print("bisect: no single first bad commit (skipped commits, or --good fails too)", file=sys.stderr)
+        return 1
+    print(f"first bad commit: {result.first_bad} {result.subject}")
+    return 0
