@@ -10,11 +10,11 @@ prompt), one after another, each summarised as the item summarises it (median to
 robust spread). The noise is whatever this machine had meanwhile: here, other developers' tests on
 the same 2 cores.
 
-Rates: series of `--length` runs are drawn from the measured runs (random order, without
+Rates (`--load` a saved collection to recompute them): series of `--length` runs are drawn from the measured runs (random order, without
 replacement: run-to-run noise without any drift, B draws), and also every contiguous window of the
 runs as measured (drift included). False-step rate: the share of series in which `find_steps`
-reports any step. Detection: the same series with the second half made 5% slower (tok/s / 1.05,
-spreads unchanged); detected when a step is found within one run of the true position.
+reports any step. Detection: the same series with the second half made `--step` (5%) slower
+(tok/s / 1.05, spreads unchanged); detected when a step is found within one run of the true position.
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ def collect(runs: int, threads: int, new_tokens: int) -> list[dict[str, float]]:
     return measured
 
 
-def rates(runs: list[dict[str, float]], length: int, draws: int, k: float, min_step: float, seed: int) -> dict[str, float]:
+def rates(runs: list[dict[str, float]], length: int, draws: int, k: float, min_step: float, seed: int, step: float) -> dict[str, float]:
     rng = random.Random(seed)
     half = length // 2
 
     def stepped(series: list[dict[str, float]]) -> tuple[list[float], list[float]]:
-        return [r["tok_s"] / (1.05 if i >= half else 1.0) for i, r in enumerate(series)], [r["spread"] for r in series]
+        return [r["tok_s"] / (1 + step if i >= half else 1.0) for i, r in enumerate(series)], [r["spread"] for r in series]
 
     def outcome(series: list[dict[str, float]]) -> tuple[bool, bool]:
         flat = find_steps([r["tok_s"] for r in series], [r["spread"] for r in series], k=k, min_step=min_step)
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--ks", default="3,4,5,6")
     parser.add_argument("--min-step", type=float, default=DEFAULT_MIN_STEP)
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--step", type=float, default=0.05, help="the injected slowdown: 0.05 = every run after the middle 5%% slower")
     parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args()
     runs = json.loads(args.load.read_text()) if args.load else collect(args.runs, args.threads, args.tokens)
@@ -101,12 +102,13 @@ def main() -> None:
     table = []
     for length in map(int, args.lengths.split(",")):
         for k in map(float, args.ks.split(",")):
-            r = rates(runs, length, args.draws, k, args.min_step, args.seed)
+            r = rates(runs, length, args.draws, k, args.min_step, args.seed, args.step)
             table.append(
                 (length, k, f"{100 * r['false (shuffled)']:.1f}%", f"{100 * r['detected (shuffled)']:.1f}%",
                  f"{100 * r['false (windows)']:.1f}%", f"{100 * r['detected (windows)']:.1f}%", r["windows"])
             )
-    headers = ("runs/series", "k", "false steps", "5% detected", "false (windows)", "5% detected (windows)", "windows")
+    shown = f"{100 * args.step:g}%"
+    headers = ("runs/series", "k", "false steps", f"{shown} detected", "false (windows)", f"{shown} detected (windows)", "windows")
     print(tabulate(table, headers=headers))
 
 

