@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+import pytest
+
+from . import chat
 from .backends.base import LoadedModel, ScoreGroup
+from .checks.core import fail
 from .matrix import Case
 
 
@@ -98,6 +102,47 @@ class SlmModel:
             encoded, max_tokens, lambda _, tokens: _first_stop(text(tokens), stop) is not None
         )
         return [_cut(text(tokens), stop) for tokens in produced]
+
+
+    # -- chat: the model's own template -------------------------------------------------------
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt text the model's own chat template makes of `messages`, up to where the
+        assistant's reply begins. A model without a template skips the test that asks."""
+        __tracebackhide__ = True
+        template = getattr(self.backend, "chat_template", None)
+        if not template:
+            pytest.skip(f"{self.case.model_id} has no chat template (GGUF tokenizer.chat_template / tokenizer_config.json)")
+        bos_text = getattr(self.backend, "bos_text", "")
+        try:
+            text = chat.render(template, messages, bos_text, getattr(self.backend, "eos_text", ""))
+        except chat.ChatError as exc:
+            fail(f"{self.case.model_id}: {exc}")
+        if bos_text and self._start_tokens() and text.startswith(bos_text):
+            text = text[len(bos_text) :]  # generation puts the BOS token first itself: not twice
+        return text
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 64, stop: Sequence[str] | None = None) -> str:
+        """The model's greedy reply to a conversation ([{"role": "user", "content": ...}, ...]),
+        rendered with its own chat template; it ends at the model's end-of-turn unless `stop` says
+        otherwise."""
+        __tracebackhide__ = True
+        return self.chat_many([messages], max_tokens, stop)[0]
+
+    def chat_many(
+        self, conversations: Sequence[Sequence[Mapping[str, Any]]], max_tokens: int = 64, stop: Sequence[str] | None = None
+    ) -> list[str]:
+        """Replies to several conversations; the backend may batch them like `generate_many`."""
+        __tracebackhide__ = True
+        prompts = [self.render_chat(messages) for messages in conversations]
+        if stop is None:
+            stop = self.end_of_turn()
+        return self.generate_many(prompts, max_tokens, stop)
+
+    def end_of_turn(self) -> tuple[str, ...]:
+        """The stop strings a reply ends at: the EOS text and the end-of-turn texts the template
+        writes (their tokens already end generation; a text spelled out in pieces ends it here)."""
+        return chat.end_of_turn_texts(getattr(self.backend, "chat_template", None) or "", getattr(self.backend, "eos_text", ""))
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:

@@ -88,6 +88,9 @@ class LoadedModel(Protocol):
     add_bos: bool  # whether the model expects its BOS before every text
     eos_ids: frozenset[int]
     provenance: dict[str, str]  # backend and library versions, for baselines
+    chat_template: str | None  # the model's own Jinja chat template (GGUF tokenizer.chat_template), if any
+    bos_text: str  # the BOS and EOS tokens as text, as chat templates receive them ("" when none)
+    eos_text: str
 
     def tokenize(self, text: str) -> list[int]: ...
 

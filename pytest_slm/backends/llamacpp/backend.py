@@ -113,6 +113,12 @@ class LlamaCppModel:
         self.bos_id = bos if bos >= 0 else None
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.eos_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        template = llama_cpp.llama_model_chat_template(self._model, None)  # GGUF tokenizer.chat_template
+        self.chat_template = template.decode("utf-8", errors="replace") if template else None
+        self.bos_text, self.eos_text = (
+            llama_cpp.llama_vocab_get_text(self._vocab, t).decode("utf-8", errors="replace") if t >= 0 else ""
+            for t in (bos, llama_cpp.llama_vocab_eos(self._vocab))
+        )
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(self._model, desc, len(desc))
         self.provenance = {

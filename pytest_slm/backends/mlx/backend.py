@@ -136,6 +136,7 @@ class MlxModel:
         self.bos_id = vocab.bos_id
         self.add_bos = vocab.add_bos
         self.eos_ids = vocab.eos_ids
+        self.chat_template, self.bos_text, self.eos_text = vocab.chat_template, vocab.bos_text, vocab.eos_text
         self.provenance = {
             "backend": "mlx",
             "mlx": mx.__version__,

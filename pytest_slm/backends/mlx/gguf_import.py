@@ -221,6 +221,9 @@ def _gguf_vocab(meta: dict[str, Any], filename: str) -> Vocab:
         special("tokenizer.ggml.bos_token_id"),
         add_bos,
         eos_ids,
+        chat_template=str(meta["tokenizer.chat_template"]) if "tokenizer.chat_template" in meta else None,
+        bos_text=tokens[bos] if (bos := special("tokenizer.ggml.bos_token_id")) is not None else "",
+        eos_text=tokens[eos] if (eos := special("tokenizer.ggml.eos_token_id")) is not None else "",
     )
 
 

@@ -27,6 +27,9 @@ class Vocab:
     bos_id: int | None
     add_bos: bool
     eos_ids: frozenset[int]
+    chat_template: str | None = None  # the model's own Jinja chat template, if it has one
+    bos_text: str = ""  # the BOS and EOS tokens as text, as chat templates receive them
+    eos_text: str = ""
 
 
 def byte_decoder() -> dict[str, int]:
@@ -67,4 +70,7 @@ def hf_vocab(wrapper: Any) -> Vocab:
         bos is not None and bool(with_specials) and with_specials[0] == bos,
         # plus llama.cpp's end-of-generation texts, so both backends stop generating at the same tokens
         frozenset(wrapper.eos_token_ids) | {i for i in specials if tokenizer.convert_ids_to_tokens(i) in EOG_TEXTS},
+        chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
+        bos_text=tokenizer.bos_token or "",
+        eos_text=tokenizer.eos_token or "",
     )
