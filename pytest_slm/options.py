@@ -18,6 +18,12 @@ from .matrix import TaskSpec
 DEVICES = all_devices()
 QUANTS = all_quants()  # `native` (the file as shipped), then what each backend derives from it
 
+# What a project may keep under its rootdir; without them the built-ins (package data) serve alone.
+DEFAULT_REGISTRY = "suites/models.toml"
+DEFAULT_TASK_PATHS = ("suites/tasks",)
+DEFAULT_EVAL_TEXT = "suites/eval/text.txt"
+BUILTIN_EVAL_TEXT = Path(__file__).resolve().parent / "data" / "eval" / "text.txt"
+
 LATENCY_FAMILIES = ("prefill", "decode", "ttft")
 DEFAULT_LATENCY_TOLERANCE = 0.10
 
@@ -30,12 +36,12 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "limit": ("samples per task (default: all)", "string", None),
     "threads": ("CPU threads per worker (default: cores / xdist workers)", "string", None),
     "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
-    "registry": ("models registry TOML (default: suites/models.toml under the rootdir)", "string", "suites/models.toml"),
-    "task-paths": ("extra directories of lm-eval task YAMLs (default: suites/tasks under the rootdir)", "args", "suites/tasks"),
+    "registry": ("models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)", "string", None),
+    "task-paths": ("directories of lm-eval task YAMLs, added to the built-in tasks (default: suites/tasks under the rootdir, if there)", "args", None),
     "cache": ("directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)", "string", None),
     "history": ("SQLite file every run's rows are appended to, or 'off' (default: .pytest-slm/history.sqlite under the rootdir)", "string", ".pytest-slm/history.sqlite"),
     "report": ("directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)", "string", None),
-    "eval-text": ("text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt)", "string", "suites/eval/text.txt"),
+    "eval-text": ("text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)", "string", None),
     "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
     "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
     "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
@@ -94,7 +100,7 @@ class SlmConfig:
     limit: int | None
     threads: int
     baselines_dir: Path
-    registry_path: Path
+    registry_path: Path | None  # the project's registry, added to the built-in one; None: built-ins only
     task_paths: tuple[Path, ...]
     report_dir: Path | None
     cache_dir: Path
@@ -189,6 +195,19 @@ def read_config(config: pytest.Config) -> SlmConfig:
             parsed[family or "*"] = parse("latency-tolerance", raw, float, 0.0)
         return parsed
 
+    def project_file(name: str, default: str, must_exist: bool = False) -> Path | None:
+        """The file the user named, else the default under the rootdir when it is there."""
+        given = value(name)
+        if given is None:
+            return rootdir / default if (rootdir / default).is_file() else None
+        path = rootdir / str(given)
+        if must_exist and not path.is_file():
+            raise pytest.UsageError(f"--slm-{name}: no file {path}")
+        return path
+
+    def project_dirs(defaults: tuple[str, ...]) -> tuple[Path, ...]:
+        return tuple(rootdir / d for d in defaults if (rootdir / d).is_dir())
+
     devices = names("devices")
     for device in devices or ():
         if device not in DEVICES:
@@ -207,7 +226,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
     alpha = number("alpha", float, 0.0)
     if not 0 < alpha < 1:
         raise pytest.UsageError(f"--slm-alpha must be between 0 and 1, got {alpha}")
-    return SlmConfig(
+    parsed = SlmConfig(
         rootdir=rootdir,
         models=names("models"),
         devices=devices,
@@ -216,11 +235,11 @@ def read_config(config: pytest.Config) -> SlmConfig:
         limit=number("limit", int, 1),
         threads=number("threads", int, 1, default_threads),
         baselines_dir=rootdir / str(value("baselines")),
-        registry_path=rootdir / str(value("registry")),
-        task_paths=tuple(rootdir / p for p in names("task-paths") or ()),
+        registry_path=project_file("registry", DEFAULT_REGISTRY, must_exist=True),
+        task_paths=tuple(rootdir / p for p in names("task-paths") or ()) or project_dirs(DEFAULT_TASK_PATHS),
         report_dir=rootdir / str(report) if (report := value("report")) else None,
         cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
-        eval_text=rootdir / str(value("eval-text")),
+        eval_text=project_file("eval-text", DEFAULT_EVAL_TEXT) or BUILTIN_EVAL_TEXT,
         eval_window=number("eval-window", int, 2),
         parity_top1=number("parity-top1", float, 0.0, high=1.0),
         parity_kld=number("parity-kld", float, 0.0),
@@ -243,3 +262,19 @@ def read_config(config: pytest.Config) -> SlmConfig:
         worker_count=workers,
         history_path=None if str(history := value("history") or "off").lower() == "off" else rootdir / str(history),
     )
+    _say_overrides(config, parsed)
+    return parsed
+
+
+def _say_overrides(config: pytest.Config, parsed: SlmConfig) -> None:
+    """A project's registry or task that replaces a built-in one by name is said in the run's
+    warnings summary (an unreadable file is left to the start-up check, which names it)."""
+    from .registry import RegistryError, load_registries
+    from .tasks import TaskCatalog, TaskError
+
+    try:
+        notes = load_registries(parsed.registry_path)[1] + TaskCatalog(parsed.task_paths).overrides()
+    except (RegistryError, TaskError):
+        return
+    for note in notes:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(note), stacklevel=2)

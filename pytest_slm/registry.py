@@ -14,6 +14,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 GGUF_MAGIC = b"GGUF"
+# Shipped inside the package: the embedded model and today's SLMs by name. A project's own registry
+# (--slm-registry, default suites/models.toml under the rootdir) adds to these, overriding by name.
+BUILTIN_REGISTRY = Path(__file__).resolve().parent / "data" / "models.toml"
 # A model's name becomes a directory under the baselines: one safe path component, nothing more.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 SAFE_NAME_RULE = "1-100 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
@@ -38,6 +41,19 @@ class ModelEntry:
 
     def mlx_path(self) -> Path | None:
         return None if self.mlx is None else resolve_source(self.mlx, self.base_dir)
+
+    def gguf_source(self) -> str | None:
+        """The source as written, a relative path made absolute: what two registries compare."""
+        return _absolute(self.gguf, self.base_dir)
+
+    def mlx_source(self) -> str | None:
+        return _absolute(self.mlx, self.base_dir)
+
+
+def _absolute(source: str | None, base_dir: Path) -> str | None:
+    if source is None or source.partition(":")[0] in ("package", "hf"):
+        return source
+    return str((base_dir / source).expanduser().resolve())
 
 
 def load_registry(path: Path) -> dict[str, ModelEntry]:
@@ -65,20 +81,40 @@ def load_registry(path: Path) -> dict[str, ModelEntry]:
     return entries
 
 
-def select_models(registry_path: Path, selected: tuple[str, ...] | None) -> dict[str, ModelEntry]:
-    """The models a run asked for, by registry name or file path; two that would share a name
-    (and so a baselines directory) are an error naming both."""
-    registry = load_registry(registry_path)
+def load_registries(project: Path | None) -> tuple[dict[str, ModelEntry], list[str]]:
+    """The built-in registry, then the project's on top of it (by name), and a line per built-in
+    model the project's file redefines with other sources."""
+    registry = load_registry(BUILTIN_REGISTRY)
+    notes = []
+    if project is not None and project.resolve() != BUILTIN_REGISTRY:
+        for name, entry in load_registry(project).items():
+            builtin = registry.get(name)
+            if builtin is not None and (builtin.gguf_source(), builtin.mlx_source()) != (entry.gguf_source(), entry.mlx_source()):
+                notes.append(f"pytest-slm: model {name!r} of {shown(project)} overrides the built-in {name!r}")
+            registry[name] = entry
+    return registry, notes
+
+
+def is_offline(entry: ModelEntry) -> bool:
+    """No source of the model needs the hub: what a run selects when it names no model."""
+    return not any(source and source.startswith("hf:") for source in (entry.gguf, entry.mlx))
+
+
+def select_models(registry_path: Path | None, selected: tuple[str, ...] | None) -> dict[str, ModelEntry]:
+    """The models a run asked for, by registry name or file path (none named: every model that
+    needs no download); two that would share a name (and so a baselines directory) are an error
+    naming both."""
+    registry, _ = load_registries(registry_path)
     chosen: dict[str, tuple[ModelEntry, str]] = {}
-    for name in selected or tuple(registry):
+    for name in selected or tuple(n for n, e in registry.items() if is_offline(e)):
         if name in registry:
-            entry, source = registry[name], f"the registry {registry_path}"
+            entry, source = registry[name], "the registry"
         elif name.endswith(".gguf") or Path(name).exists():
             entry, source = entry_for_path(name), name
             if entry.name in registry:
                 raise RegistryError(
                     f"model file {source!r} would be named {entry.name!r}, the name of a registered model"
-                    f" ({registry_path}): rename the file or use the registry's name"
+                    " (in the registry): rename the file or use the registry's name"
                 )
         else:
             known = ", ".join(sorted(registry)) or "none"

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
     from .model import SlmModel
 
+# The project's offline tasks, shipped inside the package; --slm-task-paths add to them (a task of
+# the same name there overrides the built-in one, as lm-eval's later include paths do).
+BUILTIN_TASKS = Path(__file__).resolve().parent / "data" / "tasks"
 TASK_LINE = re.compile(r"^task:\s*['\"]?([\w.\-]+)", re.MULTILINE)
 # What a task is made of, each hashed apart, so "the task changed" can say what changed.
 TASK_PARTS = ("prompts", "targets", "generation", "filters", "metric", "version")
@@ -57,9 +60,25 @@ class AccuracyResult:
 class TaskCatalog:
     """The project's own task directories first (cheap to index), lm-eval's registry on demand."""
 
-    def __init__(self, paths: Iterable[Path]) -> None:
-        self.paths = tuple(p for p in paths if p.is_dir())
+    def __init__(self, paths: Iterable[Path], builtin: bool = True) -> None:
+        given = [BUILTIN_TASKS] if builtin else []
+        given += [p for p in paths if p.is_dir() and p.resolve() != BUILTIN_TASKS]
+        self.paths = tuple(given)
         self._managers: dict[bool, TaskManager] = {}
+
+    def overrides(self) -> list[str]:
+        """A line per built-in task a project directory redefines differently (an identical copy
+        of the built-in YAML is not an override)."""
+        if not self.paths or self.paths[0] != BUILTIN_TASKS:
+            return []
+        builtin = {n: f for f in BUILTIN_TASKS.rglob("*.y*ml") for n in TASK_LINE.findall(_text(f))}
+        notes = []
+        for path in self.paths[1:]:
+            for yaml_file in sorted(path.rglob("*.y*ml")):
+                for name in TASK_LINE.findall(_text(yaml_file)):
+                    if name in builtin and _text(yaml_file) != _text(builtin[name]):
+                        notes.append(f"pytest-slm: task {name!r} of {yaml_file} overrides the built-in {name!r}")
+        return notes
 
     @cached_property
     def shipped(self) -> frozenset[str]:
@@ -101,6 +120,13 @@ class TaskCatalog:
                 f"unknown task {', '.join(map(repr, unknown))}; shipped tasks: {', '.join(sorted(self.shipped))}"
                 f" (and {len(known - self.shipped)} lm-eval tasks: python -m lm_eval ls tasks)"
             )
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # reported by `shipped`, which reads every file first
+        return ""
 
 
 def evaluate(model: SlmModel, spec: TaskSpec, limit: int | None, catalog: TaskCatalog) -> AccuracyResult:
