@@ -59,7 +59,7 @@ def history_cli(project: pytest.Pytester, *args: str) -> subprocess.CompletedPro
 def test_four_xdist_workers_lose_no_row(project):
     """Four names for the embedded model: four groups, so four workers each measure and send rows."""
     (project.path / "suites" / "models.toml").write_text("".join(f'[models.m{i}]\ngguf = "{MODEL}"\n' for i in range(4)))
-    result = project.runpytest_subprocess("test_accuracy.py", "-n", "4", "--slm-limit=10", "--update-baselines")
+    result = project.runpytest_subprocess("test_accuracy.py", "-n", "4", "--slm-models=m0,m1,m2,m3", "--slm-limit=10", "--update-baselines")
     result.assert_outcomes(passed=4)
     path = project.path / ".pytest-slm" / "history.sqlite"
     [(run_id,)] = query(path, "SELECT run_id FROM runs")
