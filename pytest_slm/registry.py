@@ -19,6 +19,10 @@ GGUF_MAGIC = b"GGUF"
 BUILTIN_REGISTRY = Path(__file__).resolve().parent / "data" / "models.toml"
 # A model's name becomes a directory under the baselines: one safe path component, nothing more.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+HUB_SOURCE = {
+    "gguf": re.compile(r"hf:[\w.-]+/[\w.-]+/[^\s]+\.gguf"),  # one file of a repo
+    "mlx": re.compile(r"hf:[\w.-]+/[\w.-]+"),  # a whole repo: an MLX checkpoint directory
+}
 SAFE_NAME_RULE = "1-100 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
 
 
@@ -76,6 +80,9 @@ def load_registry(path: Path) -> dict[str, ModelEntry]:
                 raise RegistryError(f"models registry {path}: model {name!r} has unknown key {key!r} (known: gguf, mlx)")
             if not isinstance(value, str) or not value:
                 raise RegistryError(f"models registry {path}: model {name!r}: {key} must be a non-empty string, got {value!r}")
+            if value.startswith("hf:") and not HUB_SOURCE[key].fullmatch(value):
+                expected = "hf:<owner>/<repo>/<file>.gguf" if key == "gguf" else "hf:<owner>/<repo>"
+                raise RegistryError(f"models registry {path}: model {name!r}: {key} = {value!r} is not {expected}")
         check_name(name, f"registry {path}")
         entries[name] = ModelEntry(name, spec.get("gguf"), spec.get("mlx"), path.parent)
     return entries
@@ -168,7 +175,7 @@ def resolve_source(source: str, base_dir: Path) -> Path:
             )
         path = Path(list(spec.submodule_search_locations)[0]) / filename
     elif kind == "hf":
-        path = _download_from_hub(rest)
+        path = _download_from_hub(rest, source)
     else:
         path = (base_dir / source).expanduser()
     if not path.exists():
@@ -176,13 +183,23 @@ def resolve_source(source: str, base_dir: Path) -> Path:
     return path
 
 
-def _download_from_hub(spec: str) -> Path:
-    """`owner/repo/file.gguf` or `owner/repo` (a snapshot, for MLX directories): needs network,
-    so it is never used by the project's own tests."""
-    from huggingface_hub import hf_hub_download, snapshot_download
+def _download_from_hub(spec: str, source: str) -> Path:
+    """`owner/repo/file.gguf` or `owner/repo` (a snapshot, for MLX directories): needs network
+    the first time (then the hub's cache serves). Without network, or with HF_HUB_OFFLINE=1 and
+    nothing cached, it is one line naming the source."""
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError:
+        raise RegistryError(f"model source {source!r} needs huggingface_hub (pip install huggingface_hub)") from None
 
-    owner, repo, *rest = spec.split("/")
-    repo_id = f"{owner}/{repo}"
-    if rest:
-        return Path(hf_hub_download(repo_id, "/".join(rest)))
-    return Path(snapshot_download(repo_id))
+    owner, _, rest = spec.partition("/")
+    repo, _, filename = rest.partition("/")
+    if not owner or not repo:
+        raise RegistryError(f"model source {source!r} is not hf:<owner>/<repo>[/<file>]")
+    try:
+        if filename:
+            return Path(hf_hub_download(f"{owner}/{repo}", filename))
+        return Path(snapshot_download(f"{owner}/{repo}"))
+    except Exception as exc:  # huggingface_hub's offline, HTTP, not-found and disk errors alike
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RegistryError(f"cannot fetch {source!r} from the Hugging Face hub: {type(exc).__name__}: {message}") from None
