@@ -117,7 +117,7 @@ def select_models(registry_path: Path | None, selected: tuple[str, ...] | None) 
         if name in registry:
             entry, source = registry[name], "the registry"
         elif name.endswith(".gguf") or Path(name).exists():
-            entry, source = entry_for_path(name), name
+            entry, source = (entry_for_directory if Path(name).is_dir() else entry_for_path)(name), name
             if entry.name in registry:
                 raise RegistryError(
                     f"model file {source!r} would be named {entry.name!r}, the name of a registered model"
@@ -145,6 +145,18 @@ def entry_for_path(text: str) -> ModelEntry:
     check_gguf(path)
     check_name(path.stem, repr(text))
     return ModelEntry(path.stem, gguf=str(path))
+
+
+def entry_for_directory(text: str) -> ModelEntry:
+    """An MLX checkpoint directory (mlx-lm's format) given on the command line: its name becomes
+    the model's; it runs on the MLX devices (llama.cpp items skip: no GGUF)."""
+    path = Path(text).expanduser().resolve()
+    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        raise RegistryError(
+            f"{shown(path)} is a directory but not an MLX checkpoint (it needs config.json and *.safetensors weights)"
+        )
+    check_name(path.name, repr(text))
+    return ModelEntry(path.name, mlx=str(path))
 
 
 def check_gguf(path: Path) -> None:
