@@ -100,3 +100,62 @@ def test_device_detection_per_platform():
     ]
     cuda = {s.name: s for s in detect_devices("CPU", False, "linux")}["llamacpp-cuda"]
     assert "without CUDA" in cuda.reason
+
+
+def arithmetic_prompts(model, rows, shots):
+    """Prompts of the shipped arithmetic task's shape: `shots` worked examples every row shares, then a question."""
+    examples = "".join(f"Question: What is {a} plus {a + 3}?\nAnswer: {2 * a + 3}\n\n" for a in range(2, 2 + shots))
+    ops = ("plus", "minus", "times")
+    return [
+        [model.bos_id] + model.tokenize(f"{examples}Question: What is {i + 3} {ops[i % 3]} {2 * i % 11 + 1}?\nAnswer:")
+        for i in range(rows)
+    ]
+
+
+def stops_at_newline(model):
+    return lambda row, tokens: b"\n" in b"".join(model.token_bytes(t) for t in tokens)
+
+
+@pytest.mark.parametrize("shots", [0, 5])
+def test_rows_generated_side_by_side_are_the_rows_generated_alone(model, shots):
+    """More rows than sequences (two groups), a shared few-shot prefix, each row stopped by its own
+    stop string or the limit: every row's tokens are the ones it gets alone in the cache."""
+    prompts = arithmetic_prompts(model, 18, shots)
+    together = model.generate(prompts, 12, stops_at_newline(model))
+    alone = model.generate_row_by_row(prompts, 12, stops_at_newline(model))
+    assert together == alone
+    assert len({tuple(t) for t in together}) > 3  # the rows differ: a mix-up of rows would show
+    assert any(b"\n" in b"".join(model.token_bytes(t) for t in row) for row in together)  # some stopped early
+    if shots == 0:  # unprompted, some rows restate the sum at length
+        assert any(len(row) == 12 for row in together)
+
+
+def test_finished_hears_each_rows_own_index(model):
+    prompts = arithmetic_prompts(model, 20, 0)
+    unstopped = model.generate(prompts, 8, lambda row, tokens: False)
+    seen = set()
+
+    def finished(row, tokens):
+        seen.add(row)
+        return len(tokens) == 1 + row % 4  # each row its own length
+
+    produced = model.generate(prompts, 8, finished)
+    assert [len(t) for t in produced] == [min(1 + row % 4, len(full)) for row, full in enumerate(unstopped)]
+    assert produced == [full[: len(t)] for t, full in zip(produced, unstopped)]
+    assert seen == {row for row, full in enumerate(unstopped) if full}
+
+
+def test_long_rows_share_the_generation_cache_in_fewer_rows(model, monkeypatch):
+    """When rows need more cells than GENERATION_CELLS holds for MAX_PARALLEL_SEQUENCES rows, fewer
+    rows go side by side, with the same tokens."""
+    from pytest_slm.backends.llamacpp import backend
+
+    prompts = arithmetic_prompts(model, 5, 12)
+    alone = model.generate_row_by_row(prompts, 8, stops_at_newline(model))
+    monkeypatch.setattr(backend, "GENERATION_CELLS", 2 * backend.ROW_CELLS_STEP)
+    model._free_rows()
+    try:
+        assert model.generate(prompts, 8, stops_at_newline(model)) == alone
+        assert model._rows.seqs == 2
+    finally:
+        model._free_rows()
