@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from importlib import metadata
@@ -14,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pytest
 
+from . import reference_cache
 from .backends import backend
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
 from .checks.accuracy import AccuracyRow
@@ -223,6 +225,12 @@ class SlmSession:
         cached = self._reference_logits.get(case.model_id)
         if cached is not None:
             return cached
+        stored_at = self._reference_cache_path(case) if case.quant == REFERENCE_QUANT else None
+        if stored_at is not None and (stored := reference_cache.load(stored_at)) is not None:
+            self.progress(f"fidelity reference {case.model_id}: reused from the cache ({self._shown(stored_at)})")
+            self._reference_logits[case.model_id] = stored
+            return stored
+        started = time.perf_counter()
         backend_model = self.model(case).backend
         tokens = backend_model.tokenize(self.eval_text)
         chunks = windows(tokens, self.config.eval_window)
@@ -232,9 +240,36 @@ class SlmSession:
                 f" {self.config.eval_window} (--slm-eval-window)"
             )
         measured = tokens, [backend_model.logits(chunk) for chunk in chunks]
+        if stored_at is not None:
+            kept = reference_cache.keep(tokens, chunks, measured[1])
+            measured = tokens, kept.rows  # the figures every later run, reading the file, computes
+            try:
+                reference_cache.save(stored_at, kept)
+            except OSError as exc:
+                self.progress(f"fidelity reference {case.model_id}: cannot cache it in {self._shown(stored_at)}: {exc}")
+            else:
+                seconds = time.perf_counter() - started
+                self.progress(
+                    f"fidelity reference {case.model_id}: computed in {seconds:.1f} s, cached in {self._shown(stored_at)}"
+                )
         if case.quant == REFERENCE_QUANT:
             self._reference_logits[case.model_id] = measured
         return measured
+
+    def _reference_cache_path(self, case: Case) -> Path | None:
+        """Where the reference's logits on the evaluation text are kept between runs: named by the
+        content of the GGUF its float32 copy is made from, the quant, the runtime's version, the
+        text and the window (see reference_cache.py)."""
+        try:
+            gguf = self.models[case.model].gguf_path()
+        except RegistryError:
+            return None
+        if gguf is None or not gguf.is_file():
+            return None
+        digest = f"{reference_cache.file_digest(gguf)}:{case.quant}"
+        runtime = _version(backend(case.backend).PACKAGE)
+        key = reference_cache.cache_key(digest, runtime, self.eval_text, self.config.eval_window)
+        return reference_cache.path_for(self.config.cache_dir, case.model, key)
 
     def against_reference(self, item: str, candidate: Case, reference: Case) -> Fidelity:
         """The candidate first, since its items have just run and it is still loaded; then the
