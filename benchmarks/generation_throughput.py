@@ -84,7 +84,7 @@ def floor_seconds(backend: llamacpp.LlamaCppModel, calls: list[tuple[list[list[i
     started = time.perf_counter()
     for prompts, max_new_tokens, produced in calls:
         lengths = [len(p) for p in produced]
-        backend.generate(prompts, max_new_tokens, lambda row, tokens: len(tokens) >= lengths[row])
+        backend.generate(prompts, max_new_tokens, lambda row, tokens, lengths=lengths: len(tokens) >= lengths[row])
     return time.perf_counter() - started
 
 
