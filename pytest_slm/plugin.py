@@ -60,12 +60,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Any test that asks for an slm fixture becomes one item per case of the matrix."""
     session = metafunc.config.stash[SESSION]
     if PARITY_FIXTURE in metafunc.fixturenames:
-        metafunc.parametrize(PARITY_FIXTURE, [_param(c, skip) for c, skip in session.parity_cases()], indirect=True)
+        parity = session.parity_cases()
+        params = [_param(c, skip) for c, skip in parity] or [_nothing(session.empty_reason(parity=True))]
+        metafunc.parametrize(PARITY_FIXTURE, params, indirect=True)
     elif CASE_FIXTURE in metafunc.fixturenames:
-        cases = session.cases(with_tasks="slm_task" in metafunc.fixturenames)
+        with_tasks = "slm_task" in metafunc.fixturenames
+        cases = session.cases(with_tasks)
         if FIDELITY_FIXTURE in metafunc.fixturenames:  # the reference is not compared with itself
             cases = [(case, skip) for case, skip in cases if case != fidelity_reference(case.model)]
-        metafunc.parametrize(CASE_FIXTURE, [_param(c, skip) for c, skip in cases], indirect=True)
+        params = [_param(c, skip) for c, skip in cases] or [_nothing(session.empty_reason(with_tasks=with_tasks))]
+        metafunc.parametrize(CASE_FIXTURE, params, indirect=True)
+
+
+def _nothing(reason: str) -> Any:
+    """An empty matrix says why in one line (pytest's own 'got empty parameter set' does not)."""
+    return pytest.param(None, id="no-case", marks=pytest.mark.skip(reason=f"pytest-slm: {reason}"))
 
 
 def _param(case: Case | ParityCase, skip: str | None) -> Any:

@@ -113,6 +113,19 @@ class SlmSession:
         cases = build_parity_cases(self.models, self.devices())
         return [(case, self.skip_reason(case.sides[0]) or self.skip_reason(case.sides[1])) for case in cases]
 
+    def empty_reason(self, with_tasks: bool = False, parity: bool = False) -> str:
+        """Why the matrix of a test has no case at all."""
+        if not self.models:
+            return "no model selected: name one with --slm-models (a registry name, a .gguf file or an MLX directory)"
+        if not self.devices():
+            reasons = "; ".join(f"{name}: {status.reason}" for name, status in self.device_statuses.items())
+            return f"no device available here ({reasons})"
+        if parity:
+            return f"parity needs a llama.cpp and an MLX device on the same hardware; selected: {', '.join(self.devices())}"
+        if with_tasks and not self.tasks():
+            return "no task selected: name one with --slm-tasks"
+        return "every case of this test is excluded (the fidelity reference is not compared with itself)"
+
     def skip_reason(self, case: Case) -> str | None:
         status = self.device_statuses[case.device]
         quants = backend(case.backend).QUANTS

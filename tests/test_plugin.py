@@ -212,3 +212,10 @@ def test_four_workers_writing_the_same_300_baselines_lose_nothing(project):
         name, shots = spec.split(":")
         record = store.read(BaselineKey("smollm2-135m", "llamacpp-cpu", "native", f"{name}-{shots}shot"))
         assert record["outcomes"] == variants[record["task_fingerprint"]["prompts"]] and record["n"] == 40
+
+
+def test_an_empty_matrix_says_why_in_one_line(project):
+    shutil.copy(ROOT / "suites" / "test_parity.py", project.path / "test_parity.py")
+    result = project.runpytest_subprocess("test_parity.py", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*pytest-slm: parity needs a llama.cpp and an MLX device on the same hardware; selected: llamacpp-cpu"])

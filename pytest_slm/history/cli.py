@@ -10,8 +10,8 @@ from typing import Any
 from tabulate import tabulate
 
 from . import store, trends
-from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
 from .bisect import BisectError, bisect
+from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
 from .compare import compare_runs, resolve
 
 DEFAULT_PATH = Path(".pytest-slm/history.sqlite")
