@@ -18,7 +18,6 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -35,20 +34,6 @@ def cache_key(model_digest: str, runtime: str, text: str, window: int) -> str:
     is built from), the runtime that evaluates it, the text and the window."""
     text_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return hashlib.sha256(f"{FORMAT}:{model_digest}:{runtime}:{text_digest}:{window}".encode()).hexdigest()[:24]
-
-
-def file_digest(path: Path) -> str:
-    stat = path.stat()
-    return _file_digest(path, stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=None)
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def path_for(cache_dir: Path, model: str, key: str) -> Path:

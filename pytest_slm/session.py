@@ -18,6 +18,7 @@ import pytest
 from . import reference_cache
 from .backends import backend
 from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
+from .backends.llamacpp.quantize import content_digest
 from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
 from .checks.fidelity import FidelityRow, ParityRow
@@ -279,7 +280,7 @@ class SlmSession:
             return None
         if gguf is None or not gguf.is_file():
             return None
-        digest = f"{reference_cache.file_digest(gguf)}:{case.quant}"
+        digest = f"{content_digest(gguf)}:{case.quant}"
         runtime = _version(backend(case.backend).PACKAGE)
         key = reference_cache.cache_key(digest, runtime, self.eval_text, self.config.eval_window)
         return reference_cache.path_for(self.config.cache_dir, case.model, key)

@@ -46,6 +46,13 @@ LLAMA_FTYPES = {
 }
 
 
+def content_digest(path: Path) -> str:
+    """A source GGUF's SHA-256, once per process while its size and mtime hold (a derived file's
+    key and the fidelity reference's key both name it)."""
+    stat = path.stat()
+    return _content_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
 @lru_cache(maxsize=None)
 def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
@@ -58,9 +65,8 @@ def derived_gguf(
     `progress` hears about a build, which takes seconds to minutes."""
     import llama_cpp
 
-    stat = source.stat()
     key = hashlib.sha256(
-        f"{_content_digest(source, stat.st_size, stat.st_mtime_ns)}:{quant}:{llama_cpp.__version__}".encode()
+        f"{content_digest(source)}:{quant}:{llama_cpp.__version__}".encode()
     ).hexdigest()[:16]
     target = cache_dir / f"{source.stem}.{quant}.{key}.gguf"
     record = target.with_suffix(".json")
