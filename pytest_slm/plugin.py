@@ -11,7 +11,7 @@ import pytest
 
 from . import history, report
 from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
-from .matrix import Case, ParityCase, TaskSpec, fidelity_reference
+from .matrix import Case, ParityCase, TaskSpec
 from .model import SlmModel
 from .options import add_options, read_config
 from .session import SlmSession
@@ -67,7 +67,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         with_tasks = "slm_task" in metafunc.fixturenames
         cases = session.cases(with_tasks)
         if FIDELITY_FIXTURE in metafunc.fixturenames:  # the reference is not compared with itself
-            cases = [(case, skip) for case, skip in cases if case != fidelity_reference(case.model)]
+            cases = [(case, skip) for case, skip in cases if case != session.reference_of(case)]
         params = [_param(c, skip) for c, skip in cases] or [_nothing(session.empty_reason(with_tasks=with_tasks))]
         metafunc.parametrize(CASE_FIXTURE, params, indirect=True)
 
@@ -159,17 +159,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller reports for the run
         workeroutput["slm"] = slm.shared()
-    elif slm.config.report_dir is not None:
+        return
+    # the history first, so that the report's trend plots end with this run
+    if outcome := history.append_run(session.config, slm, int(session.exitstatus)):
+        session.config.stash[HISTORY_LINE], appended = outcome
+        if not appended:  # like the report: the run's outcome stays visible, and the run fails
+            session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
+    if slm.config.report_dir is not None:
         try:
-            written = report.write_report(slm.config.report_dir, slm.results())
+            written = report.write_report(slm.config.report_dir, slm.results(), slm.config.history_path)
             session.config.stash[REPORT_LINE] = f"pytest-slm report: {', '.join(map(str, written))}"
         except report.ReportError as exc:  # the run's outcome stays visible: say why, and fail it
             session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
             session.config.stash[REPORT_LINE] = f"pytest-slm report not written, so this run fails: {exc}"
-    if workeroutput is None and (outcome := history.append_run(session.config, slm, int(session.exitstatus))):
-        session.config.stash[HISTORY_LINE], written = outcome
-        if not written:  # like the report: the run's outcome stays visible, and the run fails
-            session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -6,6 +6,7 @@ and `compare`."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -115,7 +116,7 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     item_verdict = junit_verdict(project, decode_item, "decode.verdict")
     task = project.path / "suites" / "tasks" / "slm_facts.yaml"
     task.write_text(task.read_text().replace("doc_to_target: label", "doc_to_target: \"{{(label + 1) % 4}}\""))
-    edited = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--slm-allow-task-change")
+    edited = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--slm-allow-task-change", "--slm-report=report")
     assert "FAILED test_accuracy.py::test_task_accuracy" in edited.stdout.str()  # the item saw the change too
 
     path = project.path / ".pytest-slm" / "history.sqlite"
@@ -136,6 +137,9 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
 
     [accuracy_step] = steps_of("smollm2-135m-llamacpp-cpu-native-slm_facts:0", "accuracy")
     assert f"STEP at run 4 ({runs[3][:12]}" in accuracy_step and "McNemar" in accuracy_step
+    page = (project.path / "report" / "report.html").read_text()  # drawn after run 4 was appended
+    trend = page.split('<div class="trend" data-series="items smollm2-135m-llamacpp-cpu-native-slm_facts:0 accuracy">')[1]
+    assert re.findall(r'id="(step-at-run-\d+)"', trend.split("</div>")[0]) == ["step-at-run-4"]
 
     compared = history_cli(project, "compare", runs[1], runs[2])
     row = next(line for line in compared.stdout.splitlines() if line.startswith("smollm2-135m-llamacpp-cpu-native ") and " decode " in line)

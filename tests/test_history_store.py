@@ -6,32 +6,17 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pytest
+from records import make_run
 
 from pytest_slm.__main__ import main
 from pytest_slm.history import store
 from pytest_slm.history.changepoint import accuracy_steps, find_steps
 from pytest_slm.history.compare import compare_runs
-from pytest_slm.history.store import HistoryError, Measure, RunRecord
+from pytest_slm.history.store import HistoryError
 from pytest_slm.stats import compare_outcomes
-
-
-def make_run(started: str, decode: float = 100.0, accuracy: dict[str, int] | None = None, commit: str | None = "abc1234") -> RunRecord:
-    outcomes = accuracy if accuracy is not None else {f"{i:02d}": int(i % 2 == 0) for i in range(40)}
-    item = "m-llamacpp-cpu-native-slm_facts:0"
-    measures = [
-        Measure("items", item, "accuracy", sum(outcomes.values()) / len(outcomes), "share", None, "pass"),
-        Measure("runtime", "m-llamacpp-cpu-native", "decode", decode, "tok/s", 0.01, "pass", "linux-2t-x"),
-    ]
-    return RunRecord(
-        run_id=uuid.uuid4().hex, started=started, finished=started, host="h", git_commit=commit, git_branch="main",
-        git_dirty=False, pytest_slm="0", versions={"pytest": "9"}, settings={"alpha": 0.05, "min_drop_points": 1.0,
-        "latency_tolerances": {"*": 0.1}, "latency_k": 3.0}, exitstatus=0, measures=measures,
-        rows=[("items", {"item": item})], outcomes={item: outcomes}, fingerprints={"linux-2t-x": {"cpu": "c"}},
-    )
 
 
 def count(path: Path, table: str) -> int:

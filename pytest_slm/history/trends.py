@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Collection
 
 from . import store
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP, AccuracyStep, Step, accuracy_steps, find_steps
@@ -55,6 +56,15 @@ def analyse(
         elif one.metric != "peak_rss_bytes":  # shown, never judged: it depends on what ran before
             one.steps = list(find_steps(one.values, [r["spread"] for r in one.runs], k=k, min_step=min_step))
     return series
+
+
+def of_items(path: Path, items: Collection[str]) -> list[Series]:
+    """The series of these items that have two runs or more, steps found as `history` finds them
+    with its defaults: what report.html draws for the run that just appended."""
+    if not path.is_file():
+        return []
+    with store.connect(path, write=False) as db:
+        return [one for one in analyse(db) if one.item in items and len(one.runs) >= 2]
 
 
 def describe(one: Series, recent: int) -> list[str]:

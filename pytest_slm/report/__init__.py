@@ -112,10 +112,11 @@ def _append_problem(path: Path) -> str | None:
     return None
 
 
-def write_report(directory: Path, results: dict[str, list[dict[str, Any]]]) -> list[Path]:
-    """results.json for machines; summary.md and report.html (tables and plots) for people; the
-    summary also goes to GitHub's job page when $GITHUB_STEP_SUMMARY names a file. A write that
-    fails raises ReportError, naming the file; files written before it stay."""
+def write_report(directory: Path, results: dict[str, list[dict[str, Any]]], history: Path | None = None) -> list[Path]:
+    """results.json for machines; summary.md and report.html (tables and plots, and the trends in
+    the `history` store) for people; the summary also goes to GitHub's job page when
+    $GITHUB_STEP_SUMMARY names a file. A write that fails raises ReportError, naming the file;
+    files written before it stay."""
     ordered = {
         name: rows if name == "baseline_writes" else sorted(rows, key=lambda r: (r["item"], r.get("metric", "")))
         for name, rows in results.items()
@@ -123,7 +124,7 @@ def write_report(directory: Path, results: dict[str, list[dict[str, Any]]]) -> l
     summary = "## pytest-slm summary\n\n" + "".join(f"{text}\n\n" for text in all_tables(ordered, tablefmt="github"))
     if writes := ordered.get("baseline_writes"):
         summary += "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"
-    texts = (json.dumps(ordered, indent=2, sort_keys=True) + "\n", summary, html.render(ordered))
+    texts = (json.dumps(ordered, indent=2, sort_keys=True) + "\n", summary, html.render(ordered, history))
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from html import escape
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import tables
@@ -32,11 +33,13 @@ VERDICT_CLASSES = {"pass": "verdict-pass", "FAIL": "verdict-fail", "updated": "v
 VERDICT_SEVERITY = ("FAIL", "changed", "updated", "pass")  # worst first
 
 
-def render(results: dict[str, Any]) -> str:
-    """The page for the dict results.json holds; a section without rows is left out, not drawn empty."""
+def render(results: dict[str, Any], history: Path | None = None) -> str:
+    """The page for the dict results.json holds; a section without rows is left out, not drawn empty.
+    With a history store, the trend of each of the run's series across the stored runs too."""
     sections = [_table(title, *cells(results[name])) for name, (title, cells) in tables.SECTIONS.items() if results.get(name)]
     writes = _baseline_writes(results.get("baseline_writes") or [])
-    parts = ("<h1>pytest-slm report</h1>", _counts(results), *_figures(results), *sections, writes)
+    trends = _trends(results, history) if history is not None else ""
+    parts = ("<h1>pytest-slm report</h1>", _counts(results), *_figures(results), trends, *sections, writes)
     body = "\n".join(part for part in parts if part)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>pytest-slm report</title>\n'
@@ -55,6 +58,36 @@ def _figures(results: dict[str, Any]) -> list[str]:
         f'<div class="panels">\n{"".join(panels)}</div>\n</figure>'
         for plot_id, caption, panels in charts.figures(results)
     ]
+
+
+def _trends(results: dict[str, Any], history: Path) -> str:
+    """A panel per series of this run's items that the store has two runs or more of, with its
+    steps marked; one line instead when the store cannot be read (the run has said why already)."""
+    from ..history import trends
+    from ..history.store import HistoryError
+
+    items = {row["item"] for section in tables.SECTIONS for row in results.get(section) or []}
+    try:
+        series = trends.of_items(history, items)
+    except HistoryError as exc:
+        return f'<p class="no-charts">trend plots: {escape(str(exc))}</p>'
+    if not series:
+        return ""
+    try:
+        from . import trend_charts  # imports matplotlib; without it _figures has said so
+    except ImportError:
+        return ""
+    panels = "".join(
+        f'<div class="trend" data-series="{escape(" ".join((one.section, one.item, one.metric, one.fingerprint)).strip())}">'
+        f"{panel}</div>\n"
+        for one, panel in trend_charts.panels(series)
+    )
+    return (
+        '<figure id="trends">\n<figcaption>Trends across the stored runs, steps marked</figcaption>\n'
+        f"<p>{len(series)} series of this run's items in <code>{escape(str(history))}</code>, each an item × metric"
+        " on one machine; the steps are those <code>python -m pytest_slm history</code> finds.</p>\n"
+        f'<div class="panels">\n{panels}</div>\n</figure>'
+    )
 
 
 def _counts(results: dict[str, Any]) -> str:
