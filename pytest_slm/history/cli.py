@@ -9,7 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import store, trends
+from . import llamabench, store, trends
 from .bisect import BisectError, bisect
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
 from .compare import compare_runs, resolve
@@ -51,7 +51,10 @@ def add_commands(commands: Any) -> None:
         description=(
             "Walks the commits between --good and --bad, running `python -m pytest PYTEST_ARGS` at each in a"
             " temporary worktree (the checkout is not touched): exit status 0 is good, 1 bad, anything else"
-            " skips the commit. Names the first bad commit."
+            " skips the commit. Where the history store (--slm-history in PYTEST_ARGS, else the repository's"
+            " .pytest-slm/history.sqlite) has a run at a commit from a clean tree, with these runtime versions,"
+            " a figure for every selected item and this machine's fingerprint, its verdicts are used instead"
+            " and the line says so. Names the first bad commit."
         ),
     )
     walk.add_argument("--good", required=True, metavar="REV", help="a commit where the items pass")
@@ -66,6 +69,19 @@ def add_commands(commands: Any) -> None:
     merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     merge.add_argument("--into", required=True, type=Path, metavar="FILE", help="the store to add to (created if missing)")
 
+    bench = commands.add_parser(
+        "import-llama-bench",
+        help="add llama-bench's SQL output (llama-bench -o sql) to a store, beside pytest-slm's runs",
+        description=(
+            "pp<N> rows become the series prefill@N, tg<N> rows decode (@d<D> at a depth), one run per"
+            " llama-bench invocation with the build's commit as the run's commit; pp+tg rows are not"
+            " mapped and are counted. Importing a file twice adds nothing."
+        ),
+    )
+    bench.add_argument("files", nargs="+", type=Path, metavar="FILE", help="what `llama-bench -o sql` printed")
+    bench.add_argument("--into", type=Path, default=DEFAULT_PATH, metavar="STORE", help=f"the store (default {DEFAULT_PATH})")
+    bench.add_argument("--os", dest="os_name", metavar="OS", help="the OS the benchmark ran on, as pytest-slm's fingerprint writes it (default: this machine's, e.g. 'Linux x86_64')")
+
 
 def run_command(args: argparse.Namespace) -> int:
     try:
@@ -75,6 +91,8 @@ def run_command(args: argparse.Namespace) -> int:
             return _compare(args)
         if args.command == "bisect":
             return _bisect(args)
+        if args.command == "import-llama-bench":
+            return _import_llama_bench(args)
         added, known = store.merge(args.sources, args.into)
         print(f"merged {len(args.sources)} store(s) into {args.into}: {added} run(s) added, {known} already there")
         return 0
@@ -106,8 +124,21 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _import_llama_bench(args: argparse.Namespace) -> int:
+    """Every file read before the store is touched: a bad file changes nothing."""
+    found = [(path, llamabench.read(path, args.os_name)) for path in args.files]
+    added, known = store.add_runs(args.into, [run for _, imported in found for run in imported.runs])
+    for path, imported in found:
+        skipped = "".join(f"; {count} {why} not mapped" for why, count in imported.unmapped.items())
+        print(f"{path}: {len(imported.runs)} run(s), {sum(len(run.measures) for run in imported.runs)} figure(s){skipped}")
+    print(f"imported into {args.into}: {added} run(s) added, {known} already there")
+    return 0
+
+
 def _bisect(args: argparse.Namespace) -> int:
     result = bisect(args.repo, args.good, args.bad, args.pytest_args)
+    for line in result.reused:
+        print(line)
     if result.first_bad is None:
         print(result.log.rstrip())
         print("bisect: no single first bad commit (skipped commits, or --good fails too)", file=sys.stderr)

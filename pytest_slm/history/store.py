@@ -261,20 +261,22 @@ def read_run(db: sqlite3.Connection, run_id: str) -> RunRecord:
 
 
 def merge(sources: Sequence[Path], into: Path) -> tuple[int, int]:
-    """Every run of every source into `into`, in one transaction: (added, already there).
-    A run already in `into` (same id) is recognised and left alone, so merging twice adds nothing."""
+    """Every run of every source into `into`: (added, already there)."""
     for source in sources:
         if problem := version_problem(source):
             raise HistoryError(problem)
         if not source.is_file():
             raise HistoryError(f"history store {source} does not exist")
-    added = known = 0
+    found = []
+    for source in sources:
+        with connect(source, write=False) as src:
+            found += [read_run(src, meta["run_id"]) for meta in runs(src)]
+    return add_runs(into, found)
+
+
+def add_runs(into: Path, found: Sequence[RunRecord]) -> tuple[int, int]:
+    """The runs into `into`, in one transaction: (added, already there). A run already in `into`
+    (same id) is recognised and left alone, so adding the same runs twice adds nothing."""
     with connect(into) as db, transaction(db):
-        for source in sources:
-            with connect(source, write=False) as src:
-                for meta in runs(src):
-                    if _insert(db, read_run(src, meta["run_id"])):
-                        added += 1
-                    else:
-                        known += 1
-    return added, known
+        added = sum(_insert(db, run) for run in found)
+    return added, len(found) - added
