@@ -139,6 +139,9 @@ def test_permissions_are_empty_by_default_and_granted_per_job():
         if (name, job_name) == ("refresh-baselines.yml", "propose"):
             assert granted == {"contents": "write", "pull-requests": "write"}
             assert job["environment"] == "refresh-baselines"  # required reviewers gate the write token
+        elif (name, job_name) == ("regression.yml", "history"):
+            assert granted == {"contents": "write"}  # the history release; no pull request can start it
+            assert set(triggers(load(name))) == {"push", "schedule", "workflow_dispatch"}
         else:
             assert granted == {"contents": "read"} and not writes, (name, job_name)
 
@@ -150,7 +153,7 @@ def test_every_checkout_drops_its_credentials():
         for step in job.get("steps", [])
         if step.get("uses", "").startswith("actions/checkout@")
     ]
-    assert len(checkouts) == 4
+    assert len(checkouts) == 5
     assert all(step["with"]["persist-credentials"] is False for step in checkouts)
 
 
@@ -405,11 +408,12 @@ def test_good_dispatch_inputs_reach_pytest_as_separate_arguments():
         "--slm-tasks=slm_facts,slm_cloze,slm_arith:0,slm_arith:5",
         "--slm-devices=llamacpp-cpu,mlx-cpu",
         "--update-baselines", "--slm-baselines=refreshed-baselines",
-        "--slm-report=slm-report", "--junitxml=slm-report/junit.xml",
+        "--slm-report=slm-report", "--junitxml=slm-report/junit.xml", "--slm-history=slm-history/history.sqlite",
     ]  # fmt: skip
     nightly = {name: "" for name in ("SLM_QUANTS", "SLM_TASKS", "SLM_UPDATE")}
     assert build_argv({**nightly, "SLM_MODELS": "smollm2-135m", "SLM_DEVICES": "llamacpp-cpu"})[4:] == [
-        "--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-report=slm-report", "--junitxml=slm-report/junit.xml"
+        "--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-report=slm-report", "--junitxml=slm-report/junit.xml",
+        "--slm-history=slm-history/history.sqlite",
     ]  # fmt: skip
 
 
@@ -461,7 +465,7 @@ def test_regression_and_refresh_run_the_device_suite_and_no_pull_request_does():
     assert set(triggers(regression)) == {"push", "schedule", "workflow_dispatch"}
     assert triggers(regression)["push"]["branches"] == ["main"]
     assert set(triggers(refresh)["workflow_dispatch"]["inputs"]) == {"models", "quants", "tasks"}
-    assert [job["uses"] for job in regression["jobs"].values()] == [SUITE]
+    assert [job.get("uses") for job in regression["jobs"].values()] == [SUITE, None]  # the suite, then the history merge
     assert refresh["jobs"]["measure"]["uses"] == SUITE
     for path in WORKFLOWS.glob("*.yml"):
         workflow = load(path.name)
@@ -488,6 +492,80 @@ def test_refresh_uploads_the_directory_it_writes_and_merges_with_the_real_cli():
     assert words[:3] == ["python", "-m", "pytest_slm"]
     args = build_parser().parse_args(words[3:])  # exits, failing the test, on anything the CLI lacks
     assert (args.command, str(args.into), args.prefer) == ("merge-baselines", "baselines", None)
+
+
+def cli_commands(job):
+    """The `python -m pytest_slm` command lines of a job's steps, as words."""
+    return [
+        shlex.split(line.strip())
+        for step in job["steps"]
+        for line in step.get("run", "").splitlines()
+        if line.strip().startswith("python -m pytest_slm")
+    ]
+
+
+def test_each_runners_history_is_uploaded_and_one_job_merges_them_into_the_release_store():
+    """device-suite uploads the store run_suite.py writes; regression.yml's history job downloads
+    every runner's, merges them with the real CLI into the release's store and uploads it back."""
+    history = runpy.run_path(str(RUN_SUITE))["HISTORY"]
+    [upload] = [s for s in suite_step()[0]["steps"] if s.get("with", {}).get("name") == "slm-history-${{ matrix.machine }}"]
+    assert upload["if"] == "always()" and upload["with"]["path"] == f"{Path(history).parent}/"
+    job = load("regression.yml")["jobs"]["history"]
+    assert job["needs"] == "regress" and job["if"] == "always() && needs.regress.result != 'skipped'"
+    assert job["concurrency"] == {"group": "slm-history", "cancel-in-progress": False}
+    [download] = [s for s in job["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert download["with"] == {"pattern": "slm-history-*", "path": "${{ runner.temp }}/runners"}
+    [words] = cli_commands(job)
+    args = build_parser().parse_args(words[3:])  # exits, failing the test, on anything the CLI lacks
+    assert (args.command, [str(s) for s in args.sources], str(args.into)) == (
+        "merge-history", ["${stores[@]}"], "$RUNNER_TEMP/history.sqlite"
+    )
+    script = next(s["run"] for s in job["steps"] if "merge-history" in s.get("run", ""))
+    assert 'stores=("$RUNNER_TEMP"/runners/*/' + Path(history).name + ")" in script
+    assert "gh release upload history \"$RUNNER_TEMP/history.sqlite\" --clobber" in script
+    assert "|| true" not in script  # a store that cannot be downloaded must stop the job before the upload
+
+
+def _closure(names):
+    """The distributions these install, with their requirements (as installed here)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found, todo = set(), [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    return found
+
+
+@pytest.mark.parametrize(("workflow", "job_name"), [("refresh-baselines.yml", "propose"), ("regression.yml", "history")])
+def test_a_job_running_the_cli_from_the_checkout_installs_what_it_imports(workflow, job_name):
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    job = load(workflow)["jobs"][job_name]
+    assert cli_commands(job)
+    [install] = [line for step in job["steps"] for line in step.get("run", "").splitlines() if "pip install" in line]
+    installed = _closure(Requirement(word).name for word in shlex.split(install)[4:])
+    listing = "import sys; {0} print('\\n'.join(sorted(name.split('.')[0] for name in sys.modules)))"
+    before, after = (
+        set(subprocess.run([sys.executable, "-c", listing.format(code)], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+        for code in ("", "import pytest_slm.__main__;")
+    )
+    owners = metadata.packages_distributions()
+    needed = {canonicalize_name(d) for module in after - before for d in owners.get(module, [])} - {"pytest-slm"}
+    assert {"pytest", "numpy", "tabulate", "filelock"} <= needed  # the check sees the CLI's imports
+    assert needed <= installed, f"{workflow} {job_name}: the CLI imports {sorted(needed - installed)} that `{install.strip()}` does not install"
 
 
 def test_apple_silicon_runs_on_a_hosted_vm_the_readmes_way():

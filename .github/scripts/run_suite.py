@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 USAGE_ERROR = 4
 # A task in a dispatch: an lm-eval task name, optionally `:shots`; the name as strict as a model name.
 TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(?::[0-9]{1,3})?")
+HISTORY = "slm-history/history.sqlite"
 DIRECTORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
@@ -85,7 +86,8 @@ def build_argv(env: Mapping[str, str]) -> list[str]:
             argv.append(f"--slm-{option}={','.join(values)}")
     if update:
         argv += ["--update-baselines", f"--slm-baselines={update}"]
-    return argv + ["--slm-report=slm-report", "--junitxml=slm-report/junit.xml"]
+    # the run's history in a store of its own, uploaded for regression.yml's history job to merge
+    return argv + ["--slm-report=slm-report", "--junitxml=slm-report/junit.xml", f"--slm-history={HISTORY}"]
 
 
 def main() -> int:
