@@ -1,0 +1,98 @@
+"""Which way of measuring decode speed, at an equal number of decoded tokens, lets `history` show a
+25% slowdown after two runs a side: the question tests/test_history_runs.py's end-to-end test asks
+of its runs 1 and 2 before it looks for the decode step (it skips, saying why, when it cannot).
+
+    .venv/bin/python benchmarks/decode_steadiness.py --runs 8
+
+Each run is a fresh process, as each pytest run is: it loads the embedded model on llama.cpp and
+measures decode with `measure_decode` (one warm-up, then repeats after a 32-token prompt) in every
+scheme, in random order so that a busy spell falls on all of them alike:
+
+    5x32       5 repeats of 32 tokens, 2 threads: what the end-to-end test measures now
+    10x16      10 repeats of 16 tokens, 2 threads: more repeats, each shorter
+    3x53       3 repeats of 53 tokens, 2 threads: fewer repeats, each longer
+    1t-5x32    5 repeats of 32 tokens, 1 thread: no barrier between two threads on two cores
+
+Per scheme: the median speed, the run-to-run robust spread, the runs' median own spread, and
+`shown`: the share of consecutive pairs of runs (v1, v2) for which `find_steps` finds the step in
+[v1, v2, v1/1.25, v2/1.25] with the runs' own spreads, the end-to-end test's own criterion.
+Timings depend on the machine's load: run it on a quiet machine and give `uptime` beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from statistics import median
+
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pytest_slm.history.changepoint import find_steps  # noqa: E402
+from pytest_slm.stats import MAD_TO_SIGMA  # noqa: E402
+
+SCHEMES = {"5x32": (2, 5, 32), "10x16": (2, 10, 16), "3x53": (2, 3, 53), "1t-5x32": (1, 5, 32)}  # threads, repeats, tokens
+
+
+def one_run() -> dict[str, dict[str, float]]:
+    from pytest_slm.backends import backend
+    from pytest_slm.backends.base import LoadRequest
+    from pytest_slm.registry import select_models
+    from pytest_slm.runtime import measure_decode
+
+    entry = select_models(ROOT / "suites" / "models.toml", ["smollm2-135m"])["smollm2-135m"]
+    text = (ROOT / "suites" / "eval" / "text.txt").read_text()
+    found = {}
+    for name in random.sample(list(SCHEMES), len(SCHEMES)):
+        threads, repeats, tokens = SCHEMES[name]
+        model = backend("llamacpp").load(LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", threads))
+        decode = measure_decode(model, model.tokenize(text), 32, tokens, repeats)[0]
+        model.close()
+        spread = decode.spread
+        found[name] = {"tok_s": decode.shown(spread.median), "spread": spread.relative}
+    return found
+
+
+def summary(runs: list[dict[str, dict[str, float]]]) -> list[tuple[str, ...]]:
+    rows = []
+    for name in SCHEMES:
+        values = [run[name]["tok_s"] for run in runs]
+        spreads = [run[name]["spread"] for run in runs]
+        middle = median(values)
+        between = MAD_TO_SIGMA * median(abs(v / middle - 1) for v in values)
+        pairs = list(zip(runs, runs[1:], strict=False))
+        shown = sum(
+            bool(find_steps([a[name]["tok_s"], b[name]["tok_s"], a[name]["tok_s"] / 1.25, b[name]["tok_s"] / 1.25],
+                            [a[name]["spread"], b[name]["spread"], a[name]["spread"], b[name]["spread"]]))
+            for a, b in pairs
+        )
+        rows.append((name, f"{middle:.1f}", f"{100 * between:.1f}%", f"{100 * median(spreads):.1f}%", f"{shown}/{len(pairs)}"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a run's own process
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_run()))
+        return
+    runs = []
+    for index in range(args.runs):
+        done = subprocess.run([sys.executable, __file__, "--one"], capture_output=True, text=True, check=True)
+        runs.append(json.loads(done.stdout))
+        shown = ", ".join(f"{name} {r['tok_s']:.1f} ±{100 * r['spread']:.0f}%" for name, r in runs[-1].items())
+        print(f"run {index + 1} (load {os.getloadavg()[0]:.1f}): {shown}", file=sys.stderr)
+    print(tabulate(summary(runs), headers=("scheme", "tok/s", "between runs", "within a run", "25% step shown")))
+
+
+if __name__ == "__main__":
+    main()
