@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 from . import store
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP, AccuracyStep, Step, accuracy_steps, find_steps
@@ -47,8 +47,10 @@ def analyse(
     min_step: float = DEFAULT_MIN_STEP,
     alpha: float = 0.05,
     min_change_points: float = 1.0,
+    keep: Callable[[Series], bool] = lambda _: True,
 ) -> list[Series]:
-    series = load(db, item_filter)
+    """The series `keep` accepts, each with its steps."""
+    series = [one for one in load(db, item_filter) if keep(one)]
     for one in series:
         if one.section == "items":
             outcomes = [store.outcomes(db, r["run_id"], one.item) for r in one.runs]
@@ -64,7 +66,7 @@ def of_items(path: Path, items: Collection[str]) -> list[Series]:
     if not path.is_file():
         return []
     with store.connect(path, write=False) as db:
-        return [one for one in analyse(db) if one.item in items and len(one.runs) >= 2]
+        return analyse(db, keep=lambda one: one.item in items and len(one.runs) >= 2)
 
 
 def describe(one: Series, recent: int) -> list[str]:
