@@ -104,8 +104,15 @@ def test_a_file_that_is_not_llama_bench_output_is_one_line_and_changes_nothing(c
     assert not (tmp_path / "attached.sqlite").exists()
 
 
-def test_a_row_without_a_speed_is_refused(tmp_path):
-    bad = tmp_path / "zero.sql"
-    bad.write_text(NEW.read_text().replace("'100.000000'", "'0.000000'"))
-    with pytest.raises(HistoryError, match=r"a decode row has avg_ts 0.0: not a speed"):
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("'100.000000'", "'0.000000'", r"a decode row has avg_ts 0.0: not a speed"),
+        ("'2048', '512', '2',", "'2048', '512', 'two',", r"llama-bench row 1: invalid literal for int\(\) with base 10: 'two'"),
+    ],
+)
+def test_a_row_without_a_speed_or_a_number_is_refused_in_one_line(tmp_path, old, new, message):
+    bad = tmp_path / "bad.sql"
+    bad.write_text(NEW.read_text().replace(old, new, 1))
+    with pytest.raises(HistoryError, match=message):
         llamabench.read(bad)

@@ -75,24 +75,33 @@ def read(path: Path, os_name: str | None = None) -> Imported:
     os_name = os_name or f"{platform.system()} {platform.machine()}"
     unmapped: dict[str, int] = {}
     groups: list[tuple[tuple[str, ...], list[Entry]]] = []
-    for row in _rows(path):
-        found = Fingerprint(
-            cpu=row["cpu_info"] or "unknown CPU",
-            threads=int(row["n_threads"]),
-            accelerator=row["gpu_info"] or "none",
-            os=os_name,
-            runtime=f"llama.cpp {_backends(row)}",
-        )
-        measure = _measure(path, row, found.slug)
+    for number, row in enumerate(_rows(path), start=1):
+        try:
+            entry = _entry(path, row, os_name)
+        except (TypeError, ValueError) as exc:  # a number column holding something else
+            raise HistoryError(f"{path}: llama-bench row {number}: {exc}") from None
+        measure = entry[1]
         if measure is None:
             unmapped[MIXED] = unmapped.get(MIXED, 0) + 1
         key = tuple(str(row.get(field, "")) for field in RUN_FIELDS)
         seen = {(m.item, m.metric) for _, m, _ in groups[-1][1] if m} if groups else set()
         if not groups or groups[-1][0] != key or (measure and (measure.item, measure.metric) in seen):
             groups.append((key, []))
-        groups[-1][1].append((row, measure, found))
+        groups[-1][1].append(entry)
     runs = [_run(entries) for _, entries in groups if any(measure for _, measure, _ in entries)]
     return Imported(runs, unmapped)
+
+
+def _entry(path: Path, row: dict[str, Any], os_name: str) -> Entry:
+    """The row, its figure (None where it is not mapped) and the machine it ran on."""
+    found = Fingerprint(
+        cpu=row["cpu_info"] or "unknown CPU",
+        threads=int(row["n_threads"]),
+        accelerator=row["gpu_info"] or "none",
+        os=os_name,
+        runtime=f"llama.cpp {_backends(row)}",
+    )
+    return row, _measure(path, row, found.slug), found
 
 
 def _measure(path: Path, row: dict[str, Any], slug: str) -> Measure | None:
