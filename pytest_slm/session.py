@@ -157,7 +157,7 @@ class SlmSession:
         try:
             request = LoadRequest(
                 model_name=case.model,
-                gguf_path=entry.gguf_path(),
+                gguf_path=entry.gguf_path(self.config.cache_dir),
                 mlx_path=entry.mlx_path(),
                 device=case.device.split("-", 1)[1],
                 quant=case.quant,
@@ -275,7 +275,7 @@ class SlmSession:
         content of the GGUF its float32 copy is made from, the quant, the runtime's version, the
         text and the window (see reference_cache.py)."""
         try:
-            gguf = self.models[case.model].gguf_path()
+            gguf = self.models[case.model].gguf_path(self.config.cache_dir)
         except RegistryError:
             return None
         if gguf is None or not gguf.is_file():

