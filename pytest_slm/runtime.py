@@ -170,10 +170,13 @@ class MemoryUse:
     peak_rss_bytes: int | None  # of the whole process, while generating
 
     def kv_cache(self) -> list[dict[str, Any]]:
-        """The KV cache at each context length, and its share of weights + cache, as the survey shows it."""
+        """The KV cache at each context length, and its share of weights + cache, as the survey shows
+        it: by the per-layer rule where the runtime gave one (a sliding-window layer stops growing),
+        else every layer keeping every token."""
         rows = []
+        layout = self.profile.kv_layout
         for context in self.contexts:
-            kv = self.profile.kv_bytes_per_token * context
+            kv = layout.at(context) if layout else self.profile.kv_bytes_per_token * context
             total = self.profile.weights_bytes + kv
             rows.append({"context": context, "kv_bytes": kv, "total_bytes": total, "share": round(kv / total, 4)})
         return rows

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 if TYPE_CHECKING:  # backend packages import this module at registry time, before any runtime
     import numpy as np
 
+    from ..kv_layout import KvLayout
+
 
 class BackendError(Exception):
     """A backend cannot load or run a model; the message is one line for the user."""
@@ -74,8 +76,10 @@ class MemoryProfile:
     """What a loaded model costs in memory besides the process around it."""
 
     weights_bytes: int
-    kv_bytes_per_token: int  # from the model's shape and the cache's type
+    kv_bytes_per_token: int  # from the model's layers and the cache's type; measured where `unpredicted` says why
     kv_bytes_per_token_stored: float  # what the runtime actually keeps per cached token
+    kv_layout: KvLayout | None = None  # the per-layer rule (sliding-window layers capped); None: every layer keeps every token
+    unpredicted: str = ""  # why the runtime's layout cannot be predicted from the model's metadata
 
 
 class LoadedModel(Protocol):

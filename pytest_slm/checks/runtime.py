@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
+from ..backends.base import MemoryProfile
 from ..matrix import Case
 from ..runtime import Fingerprint, MemoryUse, Timing
 from ..stats import Slowdown, compare_timings, spread
@@ -173,13 +174,16 @@ class MemoryRow:
     kv_cache: list[dict[str, Any]]
     peak_rss_bytes: int | None
     verdict: str
+    kv_note: str = ""  # "" when the model's layers predict what the runtime stores; else why the figure is measured
 
 
 @dataclass
 class MemoryCheck(MachineCheck):
     """Weights and KV cache per token are properties of the build: any growth past `tolerance`
-    fails, as does a runtime that stores more per cached token than the model's shape says. Peak
-    RSS is shown, not judged: it depends on what else the process loaded before."""
+    fails, as does a runtime that stores more per cached token than the model's layers say (unless
+    the baseline accepted that measured figure). Where the layers do not predict it, or when
+    updating, the measured figure is recorded and the row says why: the plugin's own estimate never
+    fails an update. Peak RSS is shown, not judged: it depends on what else the process loaded before."""
 
     case: Case
     fingerprint: Fingerprint
@@ -197,23 +201,36 @@ class MemoryCheck(MachineCheck):
         return self.measured()
 
     def record(self, use: MemoryUse) -> dict[str, Any]:
-        profile = use.profile
         return {
-            "weights_bytes": profile.weights_bytes,
-            "kv_bytes_per_token": profile.kv_bytes_per_token,
+            "weights_bytes": use.profile.weights_bytes,
+            "kv_bytes_per_token": self._kv_figure(use.profile, None)[0],
             "peak_rss_bytes": use.peak_rss_bytes,
         }
 
+    def _kv_figure(self, profile: MemoryProfile, baseline: Mapping[str, Any] | None) -> tuple[int, str, str | None]:
+        """(the KV bytes per token this item stands for, why that figure is the measured one, why it
+        fails): the model's figure when the runtime stores it; the measured one when the layers do
+        not predict it, when updating, or when the baseline already holds it."""
+        stored = profile.kv_bytes_per_token_stored
+        measured = round(stored)
+        if profile.unpredicted:
+            return measured, f"measured: {profile.unpredicted}", None
+        expected = profile.kv_bytes_per_token
+        if abs(stored / expected - 1) <= self.tolerance:
+            return expected, "", None
+        layers = f" ({profile.kv_layout.describe()})" if profile.kv_layout else ""
+        mismatch = f"the runtime stores {stored:.0f} KV cache bytes per token, the model's layers say {expected}{layers}"
+        if baseline is None or baseline["kv_bytes_per_token"] == measured:
+            return measured, f"measured: {mismatch}", None
+        return measured, f"measured: {mismatch}", f"{mismatch}; --update-baselines records the measured figure"
+
     def judge(self, use: MemoryUse, baseline: Mapping[str, Any] | None) -> Verdict:
         profile = use.profile
-        problems = []
-        if abs(profile.kv_bytes_per_token_stored / profile.kv_bytes_per_token - 1) > self.tolerance:
-            problems.append(
-                f"the runtime stores {profile.kv_bytes_per_token_stored:.0f} KV cache bytes per token,"
-                f" the model's shape says {profile.kv_bytes_per_token}"
-            )
-        for name in ("weights_bytes", "kv_bytes_per_token") if baseline else ():
-            now, before = getattr(profile, name), baseline[name]
+        kv_figure, kv_note, kv_problem = self._kv_figure(profile, baseline)
+        problems = [kv_problem] if kv_problem else []
+        figures = {"weights_bytes": profile.weights_bytes, "kv_bytes_per_token": kv_figure}
+        for name, now in figures.items() if baseline else ():
+            before = baseline[name]
             if now > before * (1 + self.tolerance):
                 problems.append(f"{name} grew from {before} to {now} ({100 * (now / before - 1):+.1f}% > {100 * self.tolerance:.0f}%)")
         verdict = "FAIL" if problems else "updated" if baseline is None else "pass"
@@ -221,7 +238,8 @@ class MemoryCheck(MachineCheck):
             self.item,
             **model_identity(self.case),
             weights_bytes=profile.weights_bytes,
-            kv_bytes_per_token=profile.kv_bytes_per_token,
+            kv_bytes_per_token=kv_figure,
+            kv_note=kv_note,
             kv_cache=use.kv_cache(),
             peak_rss_bytes=use.peak_rss_bytes,
             verdict=verdict,

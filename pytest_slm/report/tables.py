@@ -79,7 +79,8 @@ def runtime(rows: Rows) -> Table:
 
 
 def memory(rows: Rows) -> Table:
-    """Weights, KV cache per token, and the cache's share of weights + cache at each context length."""
+    """Weights, KV cache per token (marked where it is the runtime's measured figure, not the model's
+    layers': the row's kv_note says why), and the cache's share of weights + cache at each context length."""
     contexts = sorted({kv["context"] for row in rows for kv in row["kv_cache"]})
     headers = ["memory item", "weights", "KV/token", *(f"KV @{c}" for c in contexts), "peak RSS", "verdict"]
     body = []
@@ -90,7 +91,8 @@ def memory(rows: Rows) -> Table:
             for c in contexts
         ]
         peak = "-" if row["peak_rss_bytes"] is None else mib(row["peak_rss_bytes"])
-        body.append((row["item"], mib(row["weights_bytes"]), f"{row['kv_bytes_per_token']} B", *cells, peak, row["verdict"]))
+        per_token = f"{row['kv_bytes_per_token']} B" + (" (measured)" if row.get("kv_note") else "")
+        body.append((row["item"], mib(row["weights_bytes"]), per_token, *cells, peak, row["verdict"]))
     return headers, body
 
 

@@ -9,20 +9,24 @@ module drives llama.cpp's batch API directly.
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from ... import kv_layout
 from ..base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
 from . import DEVICES, QUANTS
 from .quantize import derived_gguf
 
 GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default cache type, F16, for keys and values alike
+SWA_CELLS_PAD = 256  # llama.cpp pads a sliding-window cache to this many cells
 MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
 
 
@@ -97,9 +101,10 @@ class LlamaCppModel:
         _silence_llama_logs(llama_cpp)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0 if request.device == "cpu" else GPU_LAYERS_ALL
+        _LOG_LINES.clear()
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
-            raise BackendError(f"llama.cpp could not load {path} (truncated or corrupt GGUF?)")
+            raise _load_error(path, llama_cpp.__version__)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_ctx = request.context_length
@@ -428,11 +433,9 @@ class LlamaCppModel:
         return first_token, self.decode_seconds
 
     def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
+        """The expected figure from the GGUF's layers (kv_layout.py); the stored one from the
+        state llama.cpp saves for sequence 0, per token of the probe's second half."""
         lib, model = self._lib, self._model
-        n_embd_head = lib.llama_model_n_embd(model) // lib.llama_model_n_head(model)
-        per_token = (
-            2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * n_embd_head * KV_BYTES_PER_VALUE
-        )
         half = len(probe_tokens) // 2
         self._alone()
         self._decode([(tok, pos, 0, False) for pos, tok in enumerate(probe_tokens[:half])])
@@ -440,7 +443,39 @@ class LlamaCppModel:
         self._decode([(tok, pos, 0, False) for pos, tok in enumerate(probe_tokens) if pos >= half])
         stored = (lib.llama_state_seq_get_size(self._ctx, 0) - first) / (len(probe_tokens) - half)
         self._clear()
-        return MemoryProfile(lib.llama_model_size(model), per_token, stored)
+        weights = lib.llama_model_size(model)
+        try:
+            layout = self.predicted_kv_layout()
+        except kv_layout.Unpredictable as exc:
+            return MemoryProfile(weights, round(stored), stored, unpredicted=str(exc))
+        return MemoryProfile(weights, layout.per_token, stored, layout)
+
+    def predicted_kv_layout(self) -> kv_layout.KvLayout:
+        """The KV cache this model's metadata predicts for llama.cpp's default F16 cache. A
+        sliding-window layer keeps pad(window + n_ubatch, 256) cells for one sequence when the
+        cache is not full-size (swa_full off, llama-server's default): llama.cpp's
+        llama_kv_cache_iswa makes size_swa = GGML_PAD(min(n_ctx, n_swa + n_ubatch), 256)
+        (src/llama-kv-cache-iswa.cpp), since a ubatch's tokens each need their own window.
+        Raises kv_layout.Unpredictable."""
+        lib, model = self._lib, self._model
+        if lib.llama_model_is_recurrent(model) or lib.llama_model_is_hybrid(model):
+            raise kv_layout.Unpredictable("the model has recurrent state beside (or instead of) attention")
+        keys = kv_layout.metadata_keys(self._metadata("general.architecture") or "")
+        metadata = {key: value for key, value in zip(keys, map(self._metadata, keys)) if value is not None}
+        pad = SWA_CELLS_PAD
+        return kv_layout.predict(metadata, KV_BYTES_PER_VALUE, lambda window: -(-(window + self.n_batch) // pad) * pad)
+
+    def _metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as llama.cpp prints it (an array as "[1, 2]"), None when absent."""
+        size = 1 << 12
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = self._lib.llama_model_meta_val_str(self._model, key.encode(), buffer, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buffer.value.decode("utf-8", errors="replace")
+            size = n + 1
 
     def _alone(self) -> None:
         """Costs are measured with the model as an app holds it: an empty cache, and no generation
@@ -478,12 +513,28 @@ def _log_prob(logits: np.ndarray, token: int) -> float:
     return float(row[token] - peak - np.log(np.exp(row - peak).sum()))
 
 
+def _load_error(path: Path, version: str) -> BackendError:
+    """Why llama.cpp refused a file, from its log: an architecture this build does not know is this
+    backend's limit (the item skips), anything else a broken file."""
+    for line in _LOG_LINES:
+        if match := UNKNOWN_ARCHITECTURE.search(line):
+            return Unsupported(
+                f"llama.cpp (llama-cpp-python {version}) does not know the architecture {match.group(1)!r} of {path.name}"
+            )
+    return BackendError(f"llama.cpp could not load {path} (truncated or corrupt GGUF?)")
+
+
+UNKNOWN_ARCHITECTURE = re.compile(r"unknown model architecture: '([^']*)'")
+_LOG_LINES: deque[str] = deque(maxlen=64)  # llama.cpp's last log lines: a failed load says why only there
 _LOG_CALLBACK = None
 
 
 def _silence_llama_logs(llama_cpp) -> None:
-    """llama.cpp logs every load to stderr; a test report should not drown in it."""
+    """llama.cpp logs every load to stderr; a test report should not drown in it. The last lines
+    are kept for the error a failed load raises."""
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:
-        _LOG_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(
+            lambda level, text, user_data: _LOG_LINES.append(text.decode("utf-8", errors="replace"))
+        )
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
