@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_slm.backends.base import BackendError
-from pytest_slm.backends.llamacpp import quantize
+from pytest_slm.backends import artifacts
 from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
 from pytest_slm.registry import resolve_source
 
@@ -106,8 +106,8 @@ def test_a_record_without_a_hash_is_not_trusted(gguf, tmp_path):
 def test_a_verified_file_is_hashed_again_only_when_its_stat_changes(gguf, tmp_path, monkeypatch):
     path = derived_gguf(gguf, "f32", tmp_path)
     hashed: list[str] = []
-    real = quantize.file_sha256
-    monkeypatch.setattr(quantize, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    real = artifacts.file_sha256
+    monkeypatch.setattr(artifacts, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
     for _ in range(3):
         assert derived_gguf(gguf, "f32", tmp_path) == path
     assert hashed == []  # a stat per use, no read of the 513 MiB
@@ -172,7 +172,7 @@ def test_temporaries_a_dead_build_left_are_removed_by_the_next_call(gguf, tmp_pa
 KILLED_BUILD = """
 import sys
 from pathlib import Path
-from pytest_slm.backends.llamacpp import quantize
+from pytest_slm.backends import artifacts
 from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
 derived_gguf(Path(sys.argv[1]), "f32", Path(sys.argv[2]))
 """
