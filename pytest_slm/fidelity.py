@@ -1,22 +1,82 @@
 """How far one runtime's next-token distributions are from a reference's, on the same tokens:
-what llama.cpp's `llama-perplexity --kl-divergence` reports, computed in process from logits."""
+the statistics llama.cpp's `llama-perplexity --kl-divergence` prints, computed in process from logits.
+
+The reference is either full logits or its top k per position (`TopK`, what the reference cache
+keeps): then the tokens outside the top k count as one outcome on both sides, which gives a lower
+bound of the full KL divergence (log-sum inequality) that benchmarks/reference_cache_truncation.py
+measures against the full one.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+# The KL divergence percentiles a record keeps, by the name a tail gate is configured with.
+KLD_PERCENTILES = {"median": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9, "max": 100.0}
 
 
 @dataclass(frozen=True)
 class Fidelity:
     tokens: int  # positions compared (each predicts the next token of its window)
     mean_kld: float  # KL(reference || candidate), nats per position
+    kld_stderr: float  # standard error of that mean
+    median_kld: float
+    p90_kld: float
+    p95_kld: float
     p99_kld: float
+    p999_kld: float
+    max_kld: float
+    delta_p_mean: float  # probability the reference's top token lost in the candidate (negative: gained)
+    delta_p_rms: float
+    delta_p_median: float
+    delta_p_p99: float
+    delta_p_max: float
     top1_agreement: float  # share of positions where both put the same token first
+    top1_low: float  # its 95% Wilson interval
+    top1_high: float
     reference_perplexity: float
     perplexity: float
+    ppl_ratio: float  # perplexity / reference_perplexity
+    ppl_ratio_stderr: float  # propagated from the per-position difference of log-likelihoods
+
+    def tail(self, name: str) -> float:
+        """A KL divergence percentile by its name in KLD_PERCENTILES ("p99", "max", ...)."""
+        return getattr(self, tail_field(name))
+
+
+def tail_field(name: str) -> str:
+    return f"{name}_kld"
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The reference's distribution at each position as kept: the k most likely tokens with their
+    log-probabilities, the log of the probability left to all others, and the log-probability of
+    the text's next token (so perplexity stays exact)."""
+
+    indices: np.ndarray  # (positions, k) token ids
+    log_probs: np.ndarray  # (positions, k)
+    rest: np.ndarray  # (positions,) log(1 - sum of the top k's probabilities)
+    target: np.ndarray  # (positions,)
+
+
+Reference = np.ndarray | TopK
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Per position: what the statistics are computed from."""
+
+    kld: np.ndarray
+    same_top: np.ndarray
+    delta_p: np.ndarray
+    reference_nll: np.ndarray
+    candidate_nll: np.ndarray
 
 
 def windows(tokens: Sequence[int], size: int) -> list[list[int]]:
@@ -25,30 +85,115 @@ def windows(tokens: Sequence[int], size: int) -> list[list[int]]:
     return [list(tokens[start : start + size]) for start in range(0, len(tokens) - size + 1, size)]
 
 
-def compare(pairs: Iterable[tuple[np.ndarray, np.ndarray, Sequence[int]]]) -> Fidelity:
-    """`pairs`: per window, the reference's and the candidate's logits and the window's tokens."""
-    klds, agreements, reference_nll, candidate_nll = [], [], [], []
-    for reference_logits, candidate_logits, tokens in pairs:
-        reference = _log_softmax(reference_logits[:-1])
-        candidate = _log_softmax(candidate_logits[:-1])
-        targets = np.asarray(tokens[1:])
-        rows = np.arange(len(targets))
-        klds.append((np.exp(reference) * (reference - candidate)).sum(axis=1))
-        agreements.append(reference.argmax(axis=1) == candidate.argmax(axis=1))
-        reference_nll.append(-reference[rows, targets])
-        candidate_nll.append(-candidate[rows, targets])
-    kld = np.concatenate(klds)
-    return Fidelity(
-        tokens=len(kld),
-        mean_kld=float(kld.mean()),
-        p99_kld=float(np.percentile(kld, 99)),
-        top1_agreement=float(np.concatenate(agreements).mean()),
-        reference_perplexity=float(np.exp(np.concatenate(reference_nll).mean())),
-        perplexity=float(np.exp(np.concatenate(candidate_nll).mean())),
+def top_k(logits: np.ndarray, tokens: Sequence[int], k: int) -> TopK:
+    """What the reference cache keeps of one window's logits (the last position predicts nothing)."""
+    log_probs = log_softmax(logits[:-1])
+    k = min(k, log_probs.shape[1])
+    indices = np.argpartition(-log_probs, k - 1, axis=1)[:, :k]
+    kept = np.take_along_axis(log_probs, indices, axis=1)
+    rest = _log_sum_exp(_without(log_probs, indices))
+    target = log_probs[np.arange(len(log_probs)), np.asarray(tokens[1:])]
+    return TopK(indices.astype(np.int32), kept.astype(np.float32), rest.astype(np.float32), target.astype(np.float32))
+
+
+def positions(reference: Reference, candidate_logits: np.ndarray, tokens: Sequence[int]) -> Positions:
+    """One window's per-position figures; `candidate_logits` are full, `reference` full or top-k."""
+    candidate = log_softmax(candidate_logits[:-1])
+    targets = np.asarray(tokens[1:])
+    rows = np.arange(len(targets))
+    if isinstance(reference, TopK):
+        kept = reference.log_probs.astype(np.float64)
+        indices = reference.indices.astype(np.int64)
+        candidate_kept = np.take_along_axis(candidate, indices, axis=1)
+        candidate_rest = _log_sum_exp(_without(candidate, indices))
+        rest = reference.rest.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # no mass left: the term is 0, not 0 * inf
+            rest_term = np.where(np.isneginf(rest), 0.0, np.exp(rest) * (rest - candidate_rest))
+        kld = (np.exp(kept) * (kept - candidate_kept)).sum(axis=1) + rest_term
+        best = kept.argmax(axis=1)
+        reference_top, reference_top_p = indices[rows, best], np.exp(kept[rows, best])
+        reference_nll = -reference.target.astype(np.float64)
+    else:
+        full = log_softmax(reference[:-1])
+        kld = (np.exp(full) * (full - candidate)).sum(axis=1)
+        reference_top = full.argmax(axis=1)
+        reference_top_p = np.exp(full[rows, reference_top])
+        reference_nll = -full[rows, targets]
+    return Positions(
+        kld=np.maximum(kld, 0.0),  # rounding can leave -1e-12 where the two are equal
+        same_top=reference_top == candidate.argmax(axis=1),
+        delta_p=reference_top_p - np.exp(candidate[rows, reference_top]),
+        reference_nll=reference_nll,
+        candidate_nll=-candidate[rows, targets],
     )
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
+def compare(pairs: Iterable[tuple[Reference, np.ndarray, Sequence[int]]]) -> Fidelity:
+    """`pairs`: per window, the reference (logits or top k), the candidate's logits and the window's tokens."""
+    return summarize([positions(reference, candidate, tokens) for reference, candidate, tokens in pairs])
+
+
+def summarize(parts: Sequence[Positions]) -> Fidelity:
+    """llama-perplexity's statistics over all positions of all windows."""
+    kld = np.concatenate([p.kld for p in parts])
+    same = np.concatenate([p.same_top for p in parts])
+    delta_p = np.concatenate([p.delta_p for p in parts])
+    reference_nll = np.concatenate([p.reference_nll for p in parts])
+    candidate_nll = np.concatenate([p.candidate_nll for p in parts])
+    n = len(kld)
+    percentile = {name: float(np.percentile(kld, q)) for name, q in KLD_PERCENTILES.items()}
+    agreement = float(same.mean())
+    low, high = wilson_interval(int(same.sum()), n)
+    log_ratio = candidate_nll - reference_nll
+    ratio = math.exp(float(log_ratio.mean()))
+    return Fidelity(
+        tokens=n,
+        mean_kld=float(kld.mean()),
+        kld_stderr=standard_error(kld),
+        **{tail_field(name): value for name, value in percentile.items()},
+        delta_p_mean=float(delta_p.mean()),
+        delta_p_rms=float(np.sqrt((delta_p**2).mean())),
+        delta_p_median=float(np.median(delta_p)),
+        delta_p_p99=float(np.percentile(delta_p, 99)),
+        delta_p_max=float(delta_p.max()),
+        top1_agreement=agreement,
+        top1_low=low,
+        top1_high=high,
+        reference_perplexity=math.exp(float(reference_nll.mean())),
+        perplexity=math.exp(float(candidate_nll.mean())),
+        ppl_ratio=ratio,
+        ppl_ratio_stderr=ratio * standard_error(log_ratio),
+    )
+
+
+def standard_error(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The binomial share's confidence interval that stays inside [0, 1] near 0 and 1 (where top-1
+    agreement lives), unlike the normal one llama-perplexity prints."""
+    share = successes / n
+    scale = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / scale
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / scale
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     rows = logits.astype(np.float64)
     rows -= rows.max(axis=1, keepdims=True)
     return rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+
+
+def _without(log_probs: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    rest = log_probs.copy()
+    np.put_along_axis(rest, indices.astype(np.int64), -np.inf, axis=1)
+    return rest
+
+
+def _log_sum_exp(log_values: np.ndarray) -> np.ndarray:
+    top = log_values.max(axis=1)
+    safe = np.where(np.isneginf(top), 0.0, top)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(log_values - safe[:, None]).sum(axis=1))

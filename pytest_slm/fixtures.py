@@ -11,7 +11,7 @@ from .backends.base import BackendError
 from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
-from .checks.fidelity import FidelityCheck, ParityCheck, ParitySettings
+from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySettings
 from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
 from .fidelity import Fidelity
 from .matrix import Case, ParityCase, fidelity_reference
@@ -88,11 +88,11 @@ class FidelityFixture:
         session, case = self._session, model.case
         reference = fidelity_reference(case.model)
         config = session.config
+        gate = FidelityGate(config.fidelity_margin, *config.fidelity_tail, config.kld_ceilings.get(case.quant))
         check = FidelityCheck(
             case,
             reference,
-            config.fidelity_margin,
-            config.kld_ceilings.get(case.quant),
+            gate,
             lambda: measured(case.id, lambda: session.against_reference(case.id, case, reference)),
         )
         core.run(check, session.check_context(self._item, lambda: model.provenance))

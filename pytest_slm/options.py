@@ -58,6 +58,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "kv-contexts": ("context lengths the memory items report the KV cache at (default 512,2048,8192)", "args", "512,2048,8192"),
     "memory-tolerance": ("growth of weight or KV cache bytes that fails a memory item (default 0.01)", "string", "0.01"),
     "fidelity-margin": ("relative change of mean KL divergence to the reference that fails a fidelity item (default 0.1)", "string", "0.1"),
+    "fidelity-tail": ("KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max; default p99=0.1)", "string", "p99=0.1"),
     "kld-ceiling": ("largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1", "args", None),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
@@ -117,6 +118,7 @@ class SlmConfig:
     kv_contexts: tuple[int, ...]
     memory_tolerance: float
     fidelity_margin: float
+    fidelity_tail: tuple[str, float]  # (a fidelity.KLD_PERCENTILES name, relative margin)
     kld_ceilings: dict[str, float]
     alpha: float
     min_drop_points: float
@@ -182,6 +184,14 @@ def read_config(config: pytest.Config) -> SlmConfig:
                 raise pytest.UsageError(f"unknown quant {quant!r} in --slm-{name}; known quants: {', '.join(QUANTS)}")
             parsed[quant] = parse(name, raw, float, 0.0)
         return parsed
+
+    def tail() -> tuple[str, float]:
+        from .fidelity import KLD_PERCENTILES
+
+        name, _, raw = str(value("fidelity-tail")).partition("=")
+        if name not in KLD_PERCENTILES or not raw:
+            raise pytest.UsageError(f"--slm-fidelity-tail must be <percentile>=<margin> with a percentile of {', '.join(KLD_PERCENTILES)}, got {value('fidelity-tail')!r}")
+        return name, parse("fidelity-tail", raw, float, 0.0)
 
     def tolerances() -> dict[str, float]:
         """`0.1` for every metric, or `prefill=0.1,decode=0.15`; unnamed families keep the default."""
@@ -252,6 +262,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         kv_contexts=lengths("kv-contexts"),
         memory_tolerance=number("memory-tolerance", float, 0.0),
         fidelity_margin=number("fidelity-margin", float, 0.0),
+        fidelity_tail=tail(),
         kld_ceilings=per_quant("kld-ceiling"),
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),

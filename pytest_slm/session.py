@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pytest
 
 from . import reference_cache
@@ -23,7 +22,7 @@ from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
 from .checks.fidelity import FidelityRow, ParityRow
 from .checks.runtime import LatencyRow, MemoryRow
-from .fidelity import Fidelity, compare, windows
+from .fidelity import Fidelity, Reference, compare, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel
 from .options import DEVICES, SlmConfig
@@ -47,7 +46,7 @@ class SlmSession:
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
-    _reference_logits: dict[str, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
+    _reference_logits: dict[str, tuple[list[int], list[Reference]]] = field(default_factory=dict)
     _outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # per accuracy item, for parity
 
     @classmethod
@@ -233,17 +232,17 @@ class SlmSession:
                 tasks[str(task)] = compare_outcomes(llama_run, mlx_run)
         return tasks
 
-    def _windows_logits(self, case: Case) -> tuple[list[int], list[np.ndarray]]:
-        """The evaluation text's tokens and each window's logits; a reference's are kept for the
-        session, since every quant of the model is compared with them."""
+    def _windows_logits(self, case: Case) -> tuple[list[int], list[Reference]]:
+        """The evaluation text's tokens and each window's logits (the cached reference's: its top k);
+        a reference's are kept for the session, since every quant of the model is compared with them."""
         cached = self._reference_logits.get(case.model_id)
         if cached is not None:
             return cached
         stored_at = self._reference_cache_path(case) if case.quant == REFERENCE_QUANT else None
         if stored_at is not None and (stored := reference_cache.load(stored_at)) is not None:
             self.progress(f"fidelity reference {case.model_id}: reused from the cache ({self._shown(stored_at)})")
-            self._reference_logits[case.model_id] = stored
-            return stored
+            self._reference_logits[case.model_id] = stored.tokens, list(stored.windows)
+            return self._reference_logits[case.model_id]
         started = time.perf_counter()
         backend_model = self.model(case).backend
         tokens = backend_model.tokenize(self.eval_text)
@@ -253,10 +252,10 @@ class SlmSession:
                 f"{case.model_id}: the evaluation text has {len(tokens)} tokens, fewer than one window of"
                 f" {self.config.eval_window} (--slm-eval-window)"
             )
-        measured = tokens, [backend_model.logits(chunk) for chunk in chunks]
+        measured: tuple[list[int], list[Reference]] = tokens, [backend_model.logits(chunk) for chunk in chunks]
         if stored_at is not None:
-            kept = reference_cache.keep(tokens, chunks, measured[1])
-            measured = tokens, kept.rows  # the figures every later run, reading the file, computes
+            kept = reference_cache.keep(tokens, chunks, measured[1])  # type: ignore[arg-type]
+            measured = tokens, list(kept.windows)  # the figures every later run, reading the file, computes
             try:
                 reference_cache.save(stored_at, kept)
             except OSError as exc:

@@ -13,6 +13,7 @@ from records import baseline_record as record
 from pytest_slm.store.atomic import write_text_atomic
 from pytest_slm.store.baselines import (
     LOCK_NAME,
+    OLDEST_READABLE,
     SCHEMA_VERSION,
     BaselineError,
     BaselineKey,
@@ -54,6 +55,19 @@ def test_same_measurement_leaves_file_and_date_untouched(tmp_path):
     assert store.write(KEY, record(provenance={"date": "2030-01-01", "lm_eval": "0.4.13"})) is False
     assert store.path(KEY).read_text() == before
     assert store.write(KEY, record(accuracy=0.0, outcomes={"00000": 0, "00001": 0})) is True
+
+
+def test_an_older_readable_record_reads_as_it_is_and_the_same_measurement_keeps_it(tmp_path):
+    """Files of an older schema this pytest-slm still reads (other sessions' baselines) load, and a
+    refresh that measures the same thing does not rewrite them just to bump the version."""
+    store = BaselineStore(tmp_path)
+    older = record(schema_version=OLDEST_READABLE)
+    text = json.dumps(older, indent=2, sort_keys=True) + "\n"
+    put(store, KEY, text)
+    assert OLDEST_READABLE < SCHEMA_VERSION and store.read(KEY) == older
+    assert store.write(KEY, record()) is False and store.path(KEY).read_text() == text
+    assert store.write(KEY, record(accuracy=0.0, outcomes={"00000": 0, "00001": 0})) is True
+    assert store.read(KEY)["schema_version"] == SCHEMA_VERSION
 
 
 # -- where the lock lives -----------------------------------------------------------------------

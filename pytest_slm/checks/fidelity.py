@@ -6,25 +6,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
-from ..fidelity import Fidelity
+from ..fidelity import KLD_PERCENTILES, Fidelity, tail_field
 from ..matrix import Case, ParityCase
 from ..stats import PairedComparison, mcnemar_two_sided
-from ..store.baselines import BaselineKey
+from ..store.baselines import SCHEMA_VERSION, BaselineKey
 from .accuracy import model_identity
-from .core import REFRESH, Check, Verdict, require
+from .core import REFRESH, Check, RecordError, Verdict, require
 
 
 @dataclass(frozen=True)
-class DistributionRow:
+class DistributionRow(Fidelity):
     """The figures of `Fidelity`, for one item of the fidelity or parity table."""
 
     item: str
-    tokens: int
-    mean_kld: float
-    p99_kld: float
-    top1_agreement: float
-    reference_perplexity: float
-    perplexity: float
     verdict: str
 
 
@@ -35,6 +29,8 @@ class FidelityRow(DistributionRow):
     device: str = ""
     quant: str = ""
     baseline_mean_kld: float | None = None
+    tail: str = "p99"  # the percentile the gate judged
+    baseline_tail_kld: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,14 +39,43 @@ class ParityRow(DistributionRow):
     task_outcomes: str = "not run"
 
 
+SCHEMA_2_FIELDS = ("tokens", "mean_kld", "p99_kld", "top1_agreement", "reference_perplexity", "perplexity")
+KLD = "a KL divergence is never negative"
+
+
 def validate_distributions(record: Mapping[str, Any]) -> None:
-    """What every distribution comparison stores: finite, in range, over at least one position."""
-    require(record, "tokens", int, lambda v: v >= 1, "no position was compared")
-    require(record, "mean_kld", float, lambda v: v >= 0, "a KL divergence is never negative")
-    require(record, "p99_kld", float, lambda v: v >= 0, "a KL divergence is never negative")
-    require(record, "top1_agreement", float, lambda v: 0 <= v <= 1, "a share is between 0 and 1")
+    """What every distribution comparison stores: finite, in range, ordered, over at least one
+    position. A schema-2 record (written before the full statistics) holds only SCHEMA_2_FIELDS."""
+    tokens = require(record, "tokens", int, lambda v: v >= 1, "no position was compared")
+    mean = require(record, "mean_kld", float, lambda v: v >= 0, KLD)
+    require(record, "p99_kld", float, lambda v: v >= 0, KLD)
+    agreement = require(record, "top1_agreement", float, _share, "a share is between 0 and 1")
     require(record, "reference_perplexity", float, lambda v: v >= 1, "a perplexity is at least 1")
     require(record, "perplexity", float, lambda v: v >= 1, "a perplexity is at least 1")
+    if record.get("schema_version", SCHEMA_VERSION) < 3:
+        return
+    require(record, "kld_stderr", float, lambda v: v >= 0, "a standard error is never negative")
+    tails = [require(record, tail_field(name), float, lambda v: v >= 0, KLD) for name in KLD_PERCENTILES]
+    if tails != sorted(tails) or not mean <= tails[-1]:
+        raise RecordError(f"the KL divergence percentiles {', '.join(KLD_PERCENTILES)} decrease, or the mean is above the max")
+    spread = [require(record, f"delta_p_{name}", float, lambda v: -1 <= v <= 1, "a probability change is between -1 and 1")
+              for name in ("median", "p99", "max")]
+    if spread != sorted(spread):
+        raise RecordError("the Δp percentiles median, p99, max decrease")
+    require(record, "delta_p_mean", float, lambda v: -1 <= v <= 1, "a probability change is between -1 and 1")
+    require(record, "delta_p_rms", float, lambda v: 0 <= v <= 1, "an RMS probability change is between 0 and 1")
+    low = require(record, "top1_low", float, _share, "a share is between 0 and 1")
+    high = require(record, "top1_high", float, _share, "a share is between 0 and 1")
+    if not low <= agreement <= high:
+        raise RecordError(f"top-1 agreement {agreement} lies outside its interval [{low}, {high}]")
+    if low == high and tokens > 1:
+        raise RecordError("the top-1 agreement's interval is a point")
+    require(record, "ppl_ratio", float, lambda v: v > 0, "a perplexity ratio is positive")
+    require(record, "ppl_ratio_stderr", float, lambda v: v >= 0, "a standard error is never negative")
+
+
+def _share(value: float) -> bool:
+    return 0 <= value <= 1
 
 
 class DistributionCheck(Check):
@@ -68,12 +93,22 @@ class DistributionCheck(Check):
         return asdict(fidelity)
 
 
+@dataclass(frozen=True)
+class FidelityGate:
+    """How far a quant's figures may move from its baseline, either way: the mean KL divergence,
+    and a tail percentile (where quantization damage to a few positions shows first)."""
+
+    margin: float  # relative change of the mean
+    tail: str  # a KLD_PERCENTILES name
+    tail_margin: float  # relative change of that percentile
+    ceiling: float | None  # largest mean KL divergence, baseline or not
+
+
 @dataclass
 class FidelityCheck(DistributionCheck):
     case: Case
     reference: Case
-    margin: float
-    ceiling: float | None
+    gate: FidelityGate
     compare: Callable[[], Fidelity]
     kind: str = "fidelity"
 
@@ -88,31 +123,43 @@ class FidelityCheck(DistributionCheck):
         """Against the quant's own baseline, in both directions: the same build gives the same
         logits, so a large change either way means the quant is not what the baseline describes (a
         new quantizer, a regression, or figures filed under the wrong quant). And against a ceiling."""
+        gate, tail = self.gate, tail_field(self.gate.tail)
         problems = []
-        if self.ceiling is not None and fidelity.mean_kld > self.ceiling:
-            problems.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats is over the {self.case.quant} ceiling {self.ceiling}")
+        if gate.ceiling is not None and fidelity.mean_kld > gate.ceiling:
+            problems.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats is over the {self.case.quant} ceiling {gate.ceiling}")
         if baseline is not None and baseline["tokens"] != fidelity.tokens:
             problems.append(f"the baseline compared {baseline['tokens']} positions, this run {fidelity.tokens} (another text or window)")
         elif baseline is not None:
-            change = fidelity.mean_kld / baseline["mean_kld"] - 1 if baseline["mean_kld"] else float("inf")
-            if fidelity.mean_kld == baseline["mean_kld"]:
-                change = 0.0
-            if abs(change) > self.margin:
-                direction = "worse" if change > 0 else "better"
-                problems.append(
-                    f"mean KL divergence to the reference is {fidelity.mean_kld:.3g} nats, {direction} than the baseline's"
-                    f" {baseline['mean_kld']:.3g} by {100 * abs(change):.0f}% (margin {100 * self.margin:.0f}%);"
-                    f" top-1 agreement {fidelity.top1_agreement:.4f} vs {baseline['top1_agreement']:.4f}"
-                )
+            problems += _moved("mean KL divergence", fidelity.mean_kld, baseline["mean_kld"], gate.margin)
+            if tail not in baseline:
+                problems.append(f"the baseline (schema {baseline.get('schema_version')}) has no {gate.tail} KL divergence to judge the tail by")
+            else:
+                problems += _moved(f"{gate.tail} KL divergence", fidelity.tail(gate.tail), baseline[tail], gate.tail_margin)
+            if problems:
+                problems.append(f"top-1 agreement {fidelity.top1_agreement:.4f} vs {baseline['top1_agreement']:.4f}")
         verdict = "FAIL" if problems else "updated" if baseline is None else "pass"
         row = FidelityRow(
-            self.item,
             **asdict(fidelity),
+            item=self.item,
             verdict=verdict,
             **model_identity(self.case),
             baseline_mean_kld=None if baseline is None else baseline["mean_kld"],
+            tail=gate.tail,
+            baseline_tail_kld=None if baseline is None else baseline.get(tail),
         )
         return Verdict([row], f"{self.item}: " + "; ".join(problems) + f". {REFRESH}" if problems else None)
+
+
+def _moved(what: str, current: float, stored: float, margin: float) -> list[str]:
+    """The problem, if `current` is more than `margin` (relative) away from `stored`, either way."""
+    change = 0.0 if current == stored else current / stored - 1 if stored else float("inf")
+    if abs(change) <= margin:
+        return []
+    direction = "worse" if change > 0 else "better"
+    return [
+        f"{what} to the reference is {current:.3g} nats, {direction} than the baseline's {stored:.3g}"
+        f" by {100 * abs(change):.0f}% (margin {100 * margin:.0f}%)"
+    ]
 
 
 @dataclass(frozen=True)
@@ -161,7 +208,7 @@ class ParityCheck(DistributionCheck):
                     f" {len(paired.improved)} only here, two-sided McNemar p = {p:.3g} < {settings.alpha}"
                 )
         outcomes = f"{len(tasks)} tasks, {flips} flips" if tasks else "not run"
-        row = ParityRow(self.item, **asdict(fidelity), verdict="FAIL" if problems else "pass", task_outcomes=outcomes)
+        row = ParityRow(**asdict(fidelity), item=self.item, verdict="FAIL" if problems else "pass", task_outcomes=outcomes)
         if not problems:
             return Verdict([row])
         return Verdict(

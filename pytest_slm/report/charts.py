@@ -1,5 +1,6 @@
 """The plots of report.html, those of the SLM survey (Lu et al. 2024): accuracy across the
-quantization ladder, prefill and decode speed, memory against context length. matplotlib draws
+quantization ladder, prefill and decode speed, memory against context length; and the KL
+divergence's tail per quant, as llama-perplexity reports it. matplotlib draws
 them and measures their text; each becomes SVG text the page holds inline, so the page stays one
 file that needs nothing else. Importing this module imports matplotlib (most of a second): the
 page does it only when it is drawn."""
@@ -24,6 +25,9 @@ PREFILL_COLOURS = ("#2a9d8f", "#8ecdc4", "#1d6b62")
 DECODE_COLOUR = "#e76f51"
 REST_COLOUR = "#8d99ae"
 KV_COLOUR = "#6a3d9a"
+KLD_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+# The KL divergence percentiles a fidelity row holds, as the share of positions above each.
+KLD_TAILS = (("median", 0.5), ("p90", 0.1), ("p95", 0.05), ("p99", 0.01), ("p999", 0.001))
 
 MIB = 2**20
 HEIGHT, MIN_WIDTH = 3.4, 5.6  # inches; the page shows 96 px per inch
@@ -49,6 +53,7 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
         ("accuracy-ladder", "Accuracy per task across the quantization ladder", accuracy(results.get("items") or [])),
         ("speed", "Prefill and decode speed per quantization", speed(results.get("runtime") or [])),
         ("memory", "Memory against context length, with the KV cache's share", memory(results.get("memory") or [])),
+        ("kld", "KL divergence to the float32 reference per quantization: how many positions lose how much", kld(results.get("fidelity") or [])),
     )
     return [(plot_id, caption, [svg(panel) for panel in panels]) for plot_id, caption, panels in plots if panels]
 
@@ -112,6 +117,27 @@ def memory(rows: Rows) -> list[Figure]:
     adds to the weights, with its share above."""
     rows = [row for row in rows if row.get("kv_cache")]
     return [_memory_panel(f"{model} · {device}", facet) for (model, device), facet in _facets(rows)]
+
+
+@matplotlib.rc_context(STYLE)
+def kld(rows: Rows) -> list[Figure]:
+    """A panel per model and device: per quant, the share of positions whose KL divergence exceeds
+    each value (from the row's percentiles; the max at one position), on log scales, so the tail a
+    mean hides is where the curves part; the mean is marked on each curve."""
+    panels = []
+    for (model, device), facet in _facets(rows):
+        figure, axes = _panel(0)
+        by_quant = {row["quant"]: row for row in facet}
+        for index, quant in enumerate(ladder_order(by_quant)):
+            row, colour = by_quant[quant], KLD_COLOURS[index % len(KLD_COLOURS)]
+            points = [(row[f"{name}_kld"], above) for name, above in KLD_TAILS] + [(row["max_kld"], 1 / row["tokens"])]
+            axes.plot(*zip(*points), marker="o", markersize=3, color=colour, label=quant)
+            axes.axvline(row["mean_kld"], color=colour, linestyle=":", linewidth=1)
+        axes.set(xscale="log", yscale="log", xlabel="KL divergence, nats (dotted: mean)", ylabel="share of positions above")
+        axes.grid(True, axis="x", which="major")
+        _legend(figure, axes, f"{model} · {device}")
+        panels.append(figure)
+    return panels
 
 
 def ladder_order(quants: Iterable[str]) -> list[str]:

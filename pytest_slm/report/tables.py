@@ -40,23 +40,36 @@ def fidelity(rows: Rows) -> Table:
 
 
 def _distributions(rows: Rows, title: str) -> Table:
+    """llama-perplexity's statistics: top-1 agreement with its 95% interval, the KL divergence's
+    mean with its standard error and its percentiles, Δp (the reference's top token's probability
+    lost), perplexities and their ratio; a fidelity item's baseline mean and judged tail."""
     with_baseline = any("baseline_mean_kld" in row for row in rows)
-    baseline = ["baseline"] if with_baseline else []
-    headers = [title, "positions", "top-1 agree", "mean KLD", *baseline, "p99 KLD", "ppl ref / cand", "verdict"]
+    baseline = ["baseline mean / tail"] if with_baseline else []
+    headers = [title, "positions", "top-1 agree (95% CI)", "mean KLD ± se", *baseline, "median", "p90", "p95", "p99",
+               "p99.9", "max", "Δp mean / RMS", "ppl ref / cand", "ppl ratio", "verdict"]
     body = [
         (
             row["item"],
             str(row["tokens"]),
-            f"{row['top1_agreement']:.4f}",
-            f"{row['mean_kld']:.2e}",
-            *([_or_dash(row.get("baseline_mean_kld"), "{:.2e}")] if with_baseline else []),
-            f"{row['p99_kld']:.2e}",
+            f"{row['top1_agreement']:.4f} [{row['top1_low']:.4f}, {row['top1_high']:.4f}]",
+            f"{row['mean_kld']:.2e} ± {row['kld_stderr']:.1e}",
+            *([_baseline_kld(row)] if with_baseline else []),
+            *(f"{row[f'{name}_kld']:.2e}" for name in ("median", "p90", "p95", "p99", "p999", "max")),
+            f"{row['delta_p_mean']:+.2%} / {row['delta_p_rms']:.2%}",
             f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}",
+            f"{row['ppl_ratio']:.4f} ± {row['ppl_ratio_stderr']:.4f}",
             row["verdict"],
         )
         for row in sorted(rows, key=itemgetter("item"))
     ]
     return headers, body
+
+
+def _baseline_kld(row: dict[str, Any]) -> str:
+    if row.get("baseline_mean_kld") is None:
+        return "-"
+    tail = _or_dash(row.get("baseline_tail_kld"), "{:.2e}")
+    return f"{row['baseline_mean_kld']:.2e} / {tail} ({row['tail']})"
 
 
 def runtime(rows: Rows) -> Table:

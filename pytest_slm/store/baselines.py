@@ -15,7 +15,10 @@ from filelock import FileLock
 
 from .atomic import directory_problem, write_text_atomic
 
-SCHEMA_VERSION = 2  # 2: accuracy records fingerprint the task whole (task_fingerprint)
+SCHEMA_VERSION = 3  # 2: accuracy records fingerprint the task whole (task_fingerprint); 3: fidelity records carry llama-perplexity's statistics
+# Records this pytest-slm still reads, as they are: a schema-2 record is a schema-3 one without the
+# fidelity statistics added in 3, and the item that reads it says which of them it lacks.
+OLDEST_READABLE = 2
 LOCK_NAME = ".pytest-slm.lock"
 
 
@@ -136,7 +139,7 @@ def check_envelope(record: object, path: Path) -> None:
             f"baseline {path} was written by a newer pytest-slm (schema {version}; this one reads"
             f" {SCHEMA_VERSION}): upgrade pytest-slm"
         )
-    if version < SCHEMA_VERSION:
+    if version < OLDEST_READABLE:
         raise BaselineError(
             f"baseline {path} has schema {version}, this pytest-slm reads {SCHEMA_VERSION}:"
             " refresh it with --update-baselines"
@@ -185,10 +188,11 @@ def writable_dir_problem(root: Path) -> str | None:
 
 
 def without_date(record: object) -> object:
-    """What a record measured: a refresh that changes only its provenance date is no change."""
+    """What a record measured: a refresh that changes only its provenance date, or the schema
+    version of a record both schemas read alike, is no change."""
     if isinstance(record, dict) and isinstance(record.get("provenance"), dict):
         provenance = {k: v for k, v in record["provenance"].items() if k != "date"}
-        return {**record, "provenance": provenance}
+        return {k: v for k, v in record.items() if k != "schema_version"} | {"provenance": provenance}
     return record
 
 
