@@ -29,7 +29,7 @@ class FidelityRow(DistributionRow):
     device: str = ""
     quant: str = ""
     baseline_mean_kld: float | None = None
-    tail: str = "p99"  # the percentile the gate judged
+    judged_tail: str = "p99"  # the percentile the gate judged
     baseline_tail_kld: float | None = None
 
 
@@ -144,7 +144,7 @@ class FidelityCheck(DistributionCheck):
             verdict=verdict,
             **model_identity(self.case),
             baseline_mean_kld=None if baseline is None else baseline["mean_kld"],
-            tail=gate.tail,
+            judged_tail=gate.tail,
             baseline_tail_kld=None if baseline is None else baseline.get(tail),
         )
         return Verdict([row], f"{self.item}: " + "; ".join(problems) + f". {REFRESH}" if problems else None)

@@ -69,7 +69,7 @@ def _baseline_kld(row: dict[str, Any]) -> str:
     if row.get("baseline_mean_kld") is None:
         return "-"
     tail = _or_dash(row.get("baseline_tail_kld"), "{:.2e}")
-    return f"{row['baseline_mean_kld']:.2e} / {tail} ({row['tail']})"
+    return f"{row['baseline_mean_kld']:.2e} / {tail} ({row['judged_tail']})"
 
 
 def runtime(rows: Rows) -> Table:
