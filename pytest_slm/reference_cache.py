@@ -30,7 +30,9 @@ FIELDS = ("indices", "log_probs", "rest", "target")
 
 
 @dataclass(frozen=True)
-class Reference:
+class KeptReference:
+    """What a file holds: the text's tokens, the vocabulary's size, and each window's top k."""
+
     tokens: list[int]  # the whole text's tokens
     vocabulary: int
     windows: list[TopK]
@@ -49,23 +51,23 @@ def path_for(cache_dir: Path, model: str, key: str) -> Path:
     return cache_dir / "fidelity-reference" / f"{model}.{key}.npz"
 
 
-def keep(tokens: Sequence[int], windows: Sequence[Sequence[int]], logits: Sequence[np.ndarray]) -> Reference:
+def keep(tokens: Sequence[int], windows: Sequence[Sequence[int]], logits: Sequence[np.ndarray]) -> KeptReference:
     """What a file keeps of the reference's logits."""
-    return Reference(list(tokens), logits[0].shape[1], [top_k(rows, window, TOP_K) for window, rows in zip(windows, logits)])
+    return KeptReference(list(tokens), logits[0].shape[1], [top_k(rows, window, TOP_K) for window, rows in zip(windows, logits)])
 
 
-def load(path: Path) -> Reference | None:
+def load(path: Path) -> KeptReference | None:
     """The kept reference, or None when there is no complete file."""
     try:
         with np.load(path) as data:
             vocabulary = int(data["vocabulary"])
             windows = [TopK(*(data[f"{name}_{i}"] for name in FIELDS)) for i in range(int(data["windows"]))]
-            return Reference(data["tokens"].tolist(), vocabulary, windows)
+            return KeptReference(data["tokens"].tolist(), vocabulary, windows)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
         return None
 
 
-def save(path: Path, reference: Reference) -> None:
+def save(path: Path, reference: KeptReference) -> None:
     """Written beside its final name, then renamed: a reader never sees half a file."""
     arrays: dict[str, np.ndarray] = {
         "tokens": np.asarray(reference.tokens, dtype=np.int32),
