@@ -13,7 +13,7 @@ CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGM
 endif
 export CMAKE_ARGS
 
-.PHONY: install regress test clean
+.PHONY: install regress regress-mlx-checkpoint test clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,20 @@ $(VENV)/.installed: pyproject.toml setup.py pytest_slm/_mlx_blas.c
 
 regress: install
 	$(PY) -m pytest suites --slm-models=smollm2-135m $(ARGS)
+
+# The embedded model as an MLX checkpoint (exported offline from its GGUF) on mlx-cpu: its accuracy,
+# fidelity and the mlx-q8/mlx-q4 quants mlx-lm makes of it, and parity with its GGUF twin (see
+# suites/checkpoints.toml and docs/notes/mlx-checkpoints.md). Not in `make regress`: minutes, not seconds.
+# The two log-likelihood tasks, 40 samples each: the size its baselines were written at.
+MLX_CHECKPOINT := .pytest-slm/checkpoints/smollm2-135m-mlx
+
+$(MLX_CHECKPOINT): | install
+	$(PY) -m pytest_slm export-mlx smollm2-135m $@
+
+regress-mlx-checkpoint: install $(MLX_CHECKPOINT)
+	$(PY) -m pytest suites --slm-registry=suites/checkpoints.toml --slm-models=smollm2-135m-mlx \
+		--slm-devices=mlx-cpu,llamacpp-cpu --slm-quants=native,mlx-q8,mlx-q4 --slm-tasks=slm_facts,slm_cloze \
+		--slm-limit=40 -k mlx-cpu -m "slm_accuracy or slm_fidelity or slm_parity" $(ARGS)
 
 test: install
 	$(PY) -m pytest tests $(ARGS)

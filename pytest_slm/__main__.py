@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checks import validate_record
+from .export_cli import add_command as add_export_command
+from .export_cli import run as run_export_command
 from .history.cli import add_commands as add_history_commands
 from .history.cli import run_command as run_history_command
 from .store.merge import MergeError, merge_trees
@@ -38,11 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="on a conflict take the version of the first (or last) SOURCE that has the file",
     )
     add_history_commands(commands)
+    add_export_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export-mlx":
+        return run_export_command(args)
     if args.command != "merge-baselines":
         return run_history_command(args)
     try:

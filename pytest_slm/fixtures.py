@@ -14,7 +14,7 @@ from .checks.core import fail
 from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySettings
 from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
 from .fidelity import Fidelity
-from .matrix import Case, ParityCase, fidelity_reference
+from .matrix import FORMATS, Case, ParityCase
 from .model import SlmModel
 from .runtime import (
     Fingerprint,
@@ -86,7 +86,7 @@ class FidelityFixture:
     def check(self, model: SlmModel) -> None:
         __tracebackhide__ = True
         session, case = self._session, model.case
-        reference = fidelity_reference(case.model)
+        reference = session.reference_of(case)
         config = session.config
         gate = FidelityGate(config.fidelity_margin, *config.fidelity_tail, config.kld_ceilings.get(case.quant))
         check = FidelityCheck(
@@ -178,6 +178,7 @@ class Parity:
     def check(self, fidelity: Fidelity) -> None:
         __tracebackhide__ = True
         session, config = self._session, self._session.config
-        settings = ParitySettings(config.parity_top1, config.parity_kld, config.alpha, config.min_drop_points)
+        top1, kld = (config.formats_top1, config.formats_kld) if self._case.kind == FORMATS else (config.parity_top1, config.parity_kld)
+        settings = ParitySettings(top1, kld, config.alpha, config.min_drop_points)
         check = ParityCheck(self._case, settings, self.measure, lambda: session.runtime_outcomes(self._case))
         core.conclude(core.prepare(check, session.check_context(self._item, dict)), fidelity)  # nothing stored

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import product
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from .registry import ModelEntry
 
 
 @dataclass(frozen=True, order=True)
@@ -29,12 +32,15 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class Case:
-    """One combination; the task is None for tests that only need the model."""
+    """One combination; the task is None for tests that only need the model. `source` None: the
+    backend's own choice among the model's sources; "gguf": the GGUF even where the model also has
+    an MLX checkpoint (the MLX side of a same-weights parity item)."""
 
     model: str
     device: str
     quant: str
     task: TaskSpec | None = None
+    source: str | None = None
 
     @property
     def backend(self) -> str:
@@ -43,7 +49,7 @@ class Case:
     @property
     def model_id(self) -> str:
         """The part a model load is shared across: model, device, quant."""
-        return f"{self.model}-{self.device}-{self.quant}"
+        return f"{self.model}-{self.device}-{self.quant}" + (f"-from-{self.source}" if self.source else "")
 
     @property
     def id(self) -> str:
@@ -68,31 +74,59 @@ PARITY_PAIRS = (("llamacpp-cpu", "mlx-cpu"), ("llamacpp-metal", "mlx-gpu"), ("ll
 REFERENCE_QUANT = "f32"
 
 
-def fidelity_reference(model: str) -> Case:
-    """What every quant of a model is measured against: its exact float32 values on llama.cpp's
-    CPU runtime, the one available wherever llama.cpp is."""
-    return Case(model, "llamacpp-cpu", REFERENCE_QUANT)
+def fidelity_reference(case: Case, has_checkpoint: bool) -> Case:
+    """What a quant is measured against: its own format's exact values. MLX quants of a model with
+    an MLX checkpoint: the checkpoint as shipped, on mlx-cpu (computed in float32 there); every
+    other quant: the GGUF's exact float32 copy on llama.cpp's CPU runtime, the one available
+    wherever llama.cpp is."""
+    if has_checkpoint and case.backend == "mlx":
+        return Case(case.model, "mlx-cpu", "native")
+    return Case(case.model, "llamacpp-cpu", REFERENCE_QUANT)
+
+
+SAME_WEIGHTS = "same-weights"  # the GGUF's own blocks in MLX against llama.cpp's exact float32 copy
+FORMATS = "formats"  # each runtime on its own format: the MLX checkpoint against the GGUF as shipped
 
 
 @dataclass(frozen=True)
 class ParityCase:
-    """The GGUF's own weights in MLX (`native`: its blocks, mapped exactly) against llama.cpp
-    running the same values unquantized."""
+    """Two runtimes side by side on one model. `same-weights`: the GGUF's own weights in MLX
+    (`native`: its blocks, mapped exactly) against llama.cpp running the same values unquantized.
+    `formats`: a model registered with both a GGUF and an MLX checkpoint, each runtime on its own
+    (two quantizations of one model, so looser thresholds)."""
 
     model: str
     reference: str  # llama.cpp's device
     candidate: str  # MLX's device
+    kind: str = SAME_WEIGHTS
+    candidate_source: str | None = None  # "gguf" where the model's MLX items run its checkpoint
 
     @property
     def sides(self) -> tuple[Case, Case]:
-        return Case(self.model, self.reference, REFERENCE_QUANT), Case(self.model, self.candidate, "native")
+        if self.kind == FORMATS:
+            return Case(self.model, self.reference, "native"), Case(self.model, self.candidate, "native")
+        return (
+            Case(self.model, self.reference, REFERENCE_QUANT),
+            Case(self.model, self.candidate, "native", source=self.candidate_source),
+        )
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.candidate}-native-vs-{self.reference}-{REFERENCE_QUANT}"
+        reference = self.sides[0]
+        return f"{self.model}-{self.candidate}-native-vs-{self.reference}-{reference.quant}"
 
 
-def build_parity_cases(models: Iterable[str], devices: Iterable[str]) -> list[ParityCase]:
-    """A case per model for each pair of runtimes on the same hardware among the selected devices."""
+def build_parity_cases(models: Mapping[str, ModelEntry], devices: Iterable[str]) -> list[ParityCase]:
+    """Per model with a GGUF, a same-weights case for each pair of runtimes on the same hardware
+    among the selected devices; and a formats case where it has an MLX checkpoint too."""
     selected = set(devices)
-    return [ParityCase(m, r, c) for m in models for r, c in PARITY_PAIRS if {r, c} <= selected]
+    cases = []
+    for name, entry in models.items():
+        if entry.gguf is None:
+            continue
+        for reference, candidate in PARITY_PAIRS:
+            if {reference, candidate} <= selected:
+                cases.append(ParityCase(name, reference, candidate, SAME_WEIGHTS, "gguf" if entry.mlx else None))
+                if entry.mlx is not None:
+                    cases.append(ParityCase(name, reference, candidate, FORMATS))
+    return cases

@@ -45,6 +45,8 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
     "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
     "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
+    "formats-top1": ("smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX (default 0.5)", "string", "0.5"),
+    "formats-kld": ("largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint (default 1.0)", "string", "1.0"),
     "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
     "decode-prompt": ("prompt tokens before test_decode_speed generates; its time to first token (default 128)", "string", "128"),
     "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
@@ -109,6 +111,8 @@ class SlmConfig:
     eval_window: int
     parity_top1: float
     parity_kld: float
+    formats_top1: float
+    formats_kld: float
     prefill_lengths: tuple[int, ...]
     decode_prompt: int
     decode_tokens: int
@@ -253,6 +257,8 @@ def read_config(config: pytest.Config) -> SlmConfig:
         eval_window=number("eval-window", int, 2),
         parity_top1=number("parity-top1", float, 0.0, high=1.0),
         parity_kld=number("parity-kld", float, 0.0),
+        formats_top1=number("formats-top1", float, 0.0, high=1.0),
+        formats_kld=number("formats-kld", float, 0.0),
         prefill_lengths=lengths("prefill-lengths"),
         decode_prompt=number("decode-prompt", int, 1),
         decode_tokens=number("decode-tokens", int, 1),

@@ -90,7 +90,8 @@ class SlmSession:
     @cached_property
     def device_statuses(self) -> dict[str, DeviceStatus]:
         """Probing imports a runtime: only the backends this run needs (a fidelity reference may be on another)."""
-        needed = [*(self.config.devices or DEVICES), *(fidelity_reference(m).device for m in self.models)]
+        devices = self.config.devices or DEVICES
+        needed = [*devices, *(self.reference_of(Case(m, d, "native")).device for m in self.models for d in devices)]
         statuses = {}
         for name in dict.fromkeys(d.split("-")[0] for d in needed):
             statuses.update({s.name: s for s in backend(name).device_statuses()})
@@ -152,12 +153,15 @@ class SlmSession:
         return cached
 
     def _load(self, case: Case) -> SlmModel | BaseException:
+        """Only the source the backend loads is resolved (a hub source is a download): its first
+        of the model's sources, or the one the case names."""
         entry = self.models[case.model]
+        kind = next((k for k in backend(case.backend).SOURCES if getattr(entry, k) and case.source in (None, k)), None)
         try:
             request = LoadRequest(
                 model_name=case.model,
-                gguf_path=entry.gguf_path(self.config.cache_dir),
-                mlx_path=entry.mlx_path(),
+                gguf_path=entry.gguf_path(self.config.cache_dir) if kind == "gguf" else None,
+                mlx_path=entry.mlx_path() if kind == "mlx" else None,
                 device=case.device.split("-", 1)[1],
                 quant=case.quant,
                 threads=self.config.threads,
@@ -226,7 +230,7 @@ class SlmSession:
         """Both runtimes' outcomes on the shipped file, paired, for the tasks both ran this session."""
         tasks = {}
         for task in self.tasks():
-            mlx_run = self._outcomes.get(Case(case.model, case.candidate, "native", task).id)
+            mlx_run = self._outcomes.get(replace(case.sides[1], task=task).id)
             llama_run = self._outcomes.get(Case(case.model, case.reference, "native", task).id)
             if mlx_run is not None and llama_run is not None:
                 tasks[str(task)] = compare_outcomes(llama_run, mlx_run)
@@ -284,6 +288,10 @@ class SlmSession:
         key = reference_cache.cache_key(digest, runtime, self.eval_text, self.config.eval_window)
         return reference_cache.path_for(self.config.cache_dir, case.model, key)
 
+    def reference_of(self, case: Case) -> Case:
+        """The case a fidelity item of `case` is measured against (see matrix.fidelity_reference)."""
+        return fidelity_reference(case, self.models[case.model].mlx is not None)
+
     def against_reference(self, item: str, candidate: Case, reference: Case) -> Fidelity:
         """The candidate first, since its items have just run and it is still loaded; then the
         reference, loaded only the first time."""
@@ -291,6 +299,7 @@ class SlmSession:
             pytest.skip(f"the reference {reference.model_id} cannot run here: {problem}")
         tokens, candidate_logits = self._windows_logits(candidate)
         reference_tokens, reference_logits = self._windows_logits(reference)
+        self._reference_logits.setdefault(reference.model_id, (reference_tokens, reference_logits))  # for every quant
         if reference_tokens != tokens:
             fail(f"{item}: the two runtimes tokenize the evaluation text differently")
         return compare(zip(reference_logits, candidate_logits, windows(tokens, self.config.eval_window)))

@@ -28,6 +28,7 @@ NOTES = [
     "evaluation-speed",
     "shipped-tasks",
     "verdict-trust",
+    "mlx-checkpoints",
 ]
 
 

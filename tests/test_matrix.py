@@ -1,6 +1,7 @@
 import pytest
 
-from pytest_slm.matrix import Case, TaskSpec, build_cases, build_parity_cases
+from pytest_slm.matrix import Case, TaskSpec, build_cases, build_parity_cases, fidelity_reference
+from pytest_slm.registry import ModelEntry
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,23 @@ def test_cases_keep_one_load_together():
 
 
 def test_parity_pairs_llama_cpp_and_mlx_on_the_same_hardware_only():
-    cases = build_parity_cases(["m"], ["llamacpp-cpu", "llamacpp-cuda", "mlx-cpu", "mlx-gpu"])
+    cases = build_parity_cases({"m": ModelEntry("m", gguf="m.gguf")}, ["llamacpp-cpu", "llamacpp-cuda", "mlx-cpu", "mlx-gpu"])
     assert [c.id for c in cases] == ["m-mlx-cpu-native-vs-llamacpp-cpu-f32", "m-mlx-gpu-native-vs-llamacpp-cuda-f32"]
     assert cases[0].sides == (Case("m", "llamacpp-cpu", "f32"), Case("m", "mlx-cpu", "native"))
-    assert build_parity_cases(["m"], ["llamacpp-cpu", "mlx-gpu"]) == []
+    assert build_parity_cases({"m": ModelEntry("m", gguf="m.gguf")}, ["llamacpp-cpu", "mlx-gpu"]) == []
+
+
+def test_a_model_with_both_formats_gets_same_weights_and_formats_parity():
+    models = {"both": ModelEntry("both", gguf="b.gguf", mlx="b-mlx"), "mlx-only": ModelEntry("mlx-only", mlx="m-mlx")}
+    cases = build_parity_cases(models, ["llamacpp-cpu", "mlx-cpu"])
+    assert [c.id for c in cases] == ["both-mlx-cpu-native-vs-llamacpp-cpu-f32", "both-mlx-cpu-native-vs-llamacpp-cpu-native"]
+    same, formats = cases
+    assert same.sides == (Case("both", "llamacpp-cpu", "f32"), Case("both", "mlx-cpu", "native", source="gguf"))
+    assert same.sides[1].model_id == "both-mlx-cpu-native-from-gguf"  # not the checkpoint's load
+    assert formats.sides == (Case("both", "llamacpp-cpu", "native"), Case("both", "mlx-cpu", "native"))
+
+
+def test_mlx_quants_of_a_checkpoint_are_measured_against_the_checkpoint():
+    assert fidelity_reference(Case("m", "mlx-gpu", "mlx-q4"), has_checkpoint=True) == Case("m", "mlx-cpu", "native")
+    assert fidelity_reference(Case("m", "mlx-cpu", "mlx-q4"), has_checkpoint=False) == Case("m", "llamacpp-cpu", "f32")
+    assert fidelity_reference(Case("m", "llamacpp-cpu", "q8_0"), has_checkpoint=True) == Case("m", "llamacpp-cpu", "f32")

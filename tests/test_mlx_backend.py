@@ -204,22 +204,11 @@ def test_native_matches_llama_cpp_and_a_broken_unpermutation_does_not(mx, model,
 
 
 def test_mlx_directory_loads_like_the_gguf_it_was_saved_from(mx, gguf, tmp_path):
-    """The mlx_path source, on a directory written from the GGUF import: same ids, same scores."""
-    import dataclasses
+    """The mlx_path source, on a directory exported from the GGUF (export.py): same ids, same scores."""
+    from pytest_slm.backends.mlx.export import export_checkpoint
 
-    from mlx_lm.utils import save_model
-
-    weights, meta = mx.load(str(gguf), return_metadata=True)
-    imported, _ = gguf_import.load_gguf(gguf, "f16")
-    save_model(tmp_path, imported)
-    config = {k: v for k, v in dataclasses.asdict(imported.args).items() if k != "layer_types"}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    gguf_import.gguf_tokenizer(meta, gguf.name).save(str(tmp_path / "tokenizer.json"))
-    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>"}
-    tokenizer_config["eos_token"] = "<|im_end|>"
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-
-    directory = mlx_backend.load(LoadRequest("m", None, tmp_path, "cpu", "native", threads=2))
+    checkpoint = export_checkpoint(gguf, tmp_path / "checkpoint")
+    directory = mlx_backend.load(LoadRequest("m", None, checkpoint, "cpu", "native", threads=2))
     from_gguf = mlx_backend.load(LoadRequest("m", gguf, None, "cpu", "f16", threads=2))
     for text in STRINGS:
         assert directory.tokenize(text) == from_gguf.tokenize(text)

@@ -153,6 +153,7 @@ class Backend(Protocol):
     DEVICES: tuple[str, ...]  # every device it can drive somewhere, "<NAME>-<kind>"
     QUANTS: tuple[str, ...]  # "native" (the file as shipped) and what it can derive from it
     PACKAGE: str  # the distribution whose version is the runtime in a hardware fingerprint
+    SOURCES: tuple[str, ...]  # the registry sources it loads ("gguf", "mlx"), preferred first
     UNTHREADED: frozenset[str]  # devices that schedule their own work: --slm-threads is not their speed
 
     def device_statuses(self) -> list[DeviceStatus]:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from ..fidelity import KLD_PERCENTILES, Fidelity, tail_field
-from ..matrix import Case, ParityCase
+from ..matrix import SAME_WEIGHTS, Case, ParityCase
 from ..stats import PairedComparison, mcnemar_two_sided
 from ..store.baselines import SCHEMA_VERSION, BaselineKey
 from .accuracy import model_identity
@@ -172,7 +172,8 @@ class ParitySettings:
 
 @dataclass
 class ParityCheck(DistributionCheck):
-    """Judged against thresholds, not a baseline: two runtimes on the same weights must agree."""
+    """Judged against thresholds, not a baseline: two runtimes on the same weights must agree; a
+    model's GGUF and its MLX checkpoint (two quantizations) must agree within looser ones."""
 
     case: ParityCase
     settings: ParitySettings
@@ -211,8 +212,9 @@ class ParityCheck(DistributionCheck):
         row = ParityRow(**asdict(fidelity), item=self.item, verdict="FAIL" if problems else "pass", task_outcomes=outcomes)
         if not problems:
             return Verdict([row])
+        where = "on the same weights" if self.case.kind == SAME_WEIGHTS else "beyond two quantizations of one model"
         return Verdict(
             [row],
-            f"{self.item}: the runtimes disagree on the same weights: {'; '.join(problems)}"
+            f"{self.item}: the runtimes disagree {where}: {'; '.join(problems)}"
             f" (p99 KLD {fidelity.p99_kld:.3g}, perplexity {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})",
         )

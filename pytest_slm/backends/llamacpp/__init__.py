@@ -17,6 +17,7 @@ NAME = "llamacpp"
 DEVICES = ("llamacpp-cpu", "llamacpp-cuda", "llamacpp-metal")
 QUANTS = ("native", *LLAMA_FTYPES)  # the GGUF as shipped, and what llama.cpp's quantizer derives from it
 PACKAGE = "llama-cpp-python"
+SOURCES = ("gguf",)  # the model sources it loads, preferred first
 UNTHREADED: frozenset[str] = frozenset()  # llama.cpp is given --slm-threads on every device
 
 

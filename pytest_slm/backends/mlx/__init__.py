@@ -1,8 +1,9 @@
 """MLX, through mlx-lm: the backend's declaration, importable without MLX.
 
 `backend.py` loads and runs models, `gguf_import.py` builds one from a GGUF, `vocab.py` gives it
-llama.cpp's token ids, `blas.py` puts its CPU matmuls on OpenBLAS. MLX itself is imported only
-when a device is probed or a model loaded (after blas.py has routed its BLAS).
+llama.cpp's token ids, `blas.py` puts its CPU matmuls on OpenBLAS, `quantize.py` derives the mlx-q*
+quants of a checkpoint with mlx-lm's converter, `export.py` writes a GGUF as a checkpoint. MLX
+itself is imported only when a device is probed or a model loaded (after blas.py has routed its BLAS).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ NAME = "mlx"
 DEVICES = ("mlx-cpu", "mlx-gpu")
 QUANTS = ("native", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
 PACKAGE = "mlx"
+SOURCES = ("mlx", "gguf")  # a checkpoint in its own format first, else the GGUF imported
 UNTHREADED = frozenset({"mlx-gpu"})  # MLX schedules its GPU itself
 
 

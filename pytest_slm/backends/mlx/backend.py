@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported
+from ..base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
 from . import QUANTS, blas
-from .gguf_import import MLX_GROUP_SIZE, load_gguf, quantizable
+from .gguf_import import load_gguf
+from .quantize import BITS, derived_checkpoint, is_checkpoint, is_quantized
 from .vocab import Vocab, hf_vocab
 
 INSTALL_HINT = "mlx is not installed (pip install 'pytest-slm[mlx]')"
@@ -74,7 +75,7 @@ def load(request: LoadRequest) -> MlxModel:
     device = mx.cpu if request.device == "cpu" else mx.gpu
     mx.set_default_device(device)
     if request.mlx_path is not None:
-        model, vocab = _load_mlx_dir(Path(request.mlx_path), request.quant)
+        model, vocab = _load_mlx_dir(Path(request.mlx_path), request)
     elif request.gguf_path is not None:
         model, vocab = load_gguf(Path(request.gguf_path), request.quant)
     else:
@@ -86,30 +87,28 @@ def load(request: LoadRequest) -> MlxModel:
     return MlxModel(model, vocab, device, request, cpu_blas)
 
 
-def _load_mlx_dir(path: Path, quant: str) -> tuple[Any, Vocab]:
-    """An mlx-lm model directory, loaded from the local path only (mlx_lm.load downloads anything else)."""
-    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+def _load_mlx_dir(path: Path, request: LoadRequest) -> tuple[Any, Vocab]:
+    """An mlx-lm checkpoint, loaded from the local path only (mlx_lm.load downloads anything else);
+    an `mlx-q*` quant is the checkpoint quantized by mlx-lm's converter, from the artifact cache."""
+    if not is_checkpoint(path):
         raise BackendError(f"{path} is not an MLX model directory (it needs config.json and *.safetensors weights)")
     import mlx.core as mx
-    import mlx.nn as nn
     import mlx_lm
     from mlx.utils import tree_map
 
+    if request.quant in BITS:
+        path = derived_checkpoint(path, request.quant, request.cache_dir or default_cache_dir(), request.progress)
+    elif request.quant == "f16" and is_quantized(path):
+        raise Unsupported(f"{path.name} is already quantized; only quant 'native' runs an MLX-quantized checkpoint")
     try:
         model, tokenizer = mlx_lm.load(str(path))
-    except (ValueError, OSError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "not supported" in message:  # mlx-lm's words for an architecture it has no module for
             raise Unsupported(f"mlx-lm cannot build {path.name}: {message}") from None
-        raise BackendError(f"mlx-lm could not load {path}: {message}") from None
-    quantized = any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
-    if quant != "native":
-        if quantized:
-            raise Unsupported(f"{path.name} is already quantized; only quant 'native' runs an MLX-quantized directory")
-        if quant == "f16":
-            model.update(tree_map(lambda a: a.astype(mx.float16) if _is_float(a) else a, model.parameters()))
-        else:
-            nn.quantize(model, group_size=MLX_GROUP_SIZE, bits=int(quant[len("mlx-q") :]), class_predicate=quantizable)
+        raise BackendError(f"mlx-lm could not load {path.name}: {message}") from None
+    if request.quant == "f16":
+        model.update(tree_map(lambda a: a.astype(mx.float16) if _is_float(a) else a, model.parameters()))
     return model, hf_vocab(tokenizer)
 
 
