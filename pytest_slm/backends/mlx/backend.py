@@ -25,7 +25,9 @@ from .quantize import BITS, derived_checkpoint, is_checkpoint, is_quantized
 from .vocab import Vocab, hf_vocab
 
 INSTALL_HINT = "mlx is not installed (pip install 'pytest-slm[mlx]')"
-MAX_BRANCHES = 16  # continuations decoded side by side from one context
+# cache cells (rows x padded length) of one batch of questions scored side by side: 4096 cells of
+# the embedded model's float32 cache are 190 MB
+SCORE_CELLS = 4096
 GENERATE_ROWS = 32  # prompts generated side by side
 
 
@@ -169,22 +171,6 @@ class MlxModel:
             mx.eval(hidden, [c.state for c in cache])
         return cache, hidden
 
-    def _branch(self, cache: list[Any], copies: int) -> list[Any]:
-        """`copies` batch rows of a prefilled cache, for continuations decoded side by side."""
-        from mlx_lm.models.cache import KVCache
-
-        if not self._batched:
-            return copy.deepcopy(cache)
-        branches = []
-        for layer in cache:
-            branch = KVCache()
-            keys, values = layer.keys[..., : layer.offset, :], layer.values[..., : layer.offset, :]
-            branch.keys = self._mx.repeat(keys, copies, axis=0)
-            branch.values = self._mx.repeat(values, copies, axis=0)
-            branch.offset = layer.offset
-            branches.append(branch)
-        return branches
-
     def _log_probs(self, hidden: Any) -> Any:
         """Log-softmax of the head's logits, in float32 whatever the compute dtype."""
         logits = self._head(hidden).astype(self._mx.float32)
@@ -203,41 +189,82 @@ class MlxModel:
         return np.concatenate(rows)
 
     def score(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:
-        return [self._score_group(group) for group in groups]
+        """Several questions side by side: groups in order of context length (less padding), packed
+        into batches of at most SCORE_CELLS cache cells; models whose caches cannot be batched score
+        one group at a time."""
+        batches: list[list[int]] = []
+        for index in sorted(range(len(groups)), key=lambda i: len(groups[i].context)):
+            if batches and self._batched and _cells([groups[i] for i in batches[-1] + [index]]) <= SCORE_CELLS:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+        results: list[list[tuple[float, bool]]] = [[] for _ in groups]
+        for batch in batches:
+            for member, scores in zip(batch, self._score_batch([groups[i] for i in batch])):
+                results[member] = scores
+        return results
 
-    def _score_group(self, group: ScoreGroup) -> list[tuple[float, bool]]:
-        """The context once; then the continuations right-padded into one batch on copies of its cache.
+    def _score_batch(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:
+        """The contexts once, left-padded side by side (a prefix they share evaluated once); then each
+        context's cache rows repeated once per continuation, and the continuations right-padded after
+        them in one batch.
 
-        Padding sits after every real token, so causal attention keeps it out of the real rows; the
-        head runs only on the rows whose next token is read.
+        Right padding sits after every real token, so causal attention keeps it out of the real rows;
+        the head runs only on the hidden states whose next token is read.
         """
         mx = self._mx
-        continuations = [list(c) for c in group.continuations]
-        context = group.fitted_context(self.n_ctx)
-        cache, last = self._prefill(context)
-        first = self._log_probs(last)[0]
-        first_best = int(mx.argmax(first).item())
-        results: list[tuple[float, bool]] = []
-        step = MAX_BRANCHES if self._batched else 1
-        for offset in range(0, len(continuations), step):
-            chunk = continuations[offset : offset + step]
-            totals = [float(first[c[0]].item()) if c else 0.0 for c in chunk]
-            greedy = [first_best == c[0] if c else True for c in chunk]
-            width = max(len(c) for c in chunk) - 1
-            if width > 0:
-                rows = [(j, k) for j, c in enumerate(chunk) for k in range(len(c) - 1)]
-                padded = mx.array([c[:-1] + [0] * (width - len(c[:-1])) for c in chunk])
-                hidden = self._body(padded, self._branch(cache, len(chunk)))
-                flat = hidden.reshape(-1, hidden.shape[-1])[mx.array([j * width + k for j, k in rows])]
-                log_probs = self._log_probs(flat)
-                targets = mx.array([chunk[j][k + 1] for j, k in rows])
-                picked = mx.take_along_axis(log_probs, targets[:, None], axis=1)[:, 0]
-                hits = mx.argmax(log_probs, axis=1) == targets
-                for (j, _), lp, hit in zip(rows, picked.tolist(), hits.tolist()):
-                    totals[j] += lp
-                    greedy[j] = greedy[j] and hit
-            results += list(zip(totals, greedy))
+        cache, last = self._prefill_rows([g.fitted_context(self.n_ctx) for g in groups], exact=True)
+        owners = [i for i, g in enumerate(groups) for _ in g.continuations]
+        continuations = [list(c) for g in groups for c in g.continuations]
+        # per token read: (its continuation, its row in the stacked hidden states, the token)
+        reads = [(j, owners[j], c[0]) for j, c in enumerate(continuations) if c]
+        states, stacked = [last], len(groups)
+        longer = [j for j, c in enumerate(continuations) if len(c) > 1]  # read past their first token
+        if longer:
+            for branch, members in self._branches(cache, longer, owners):
+                width = max(len(continuations[j]) for j in members) - 1
+                padded = mx.array([continuations[j][:-1] + [0] * (width + 1 - len(continuations[j])) for j in members])
+                hidden = [self._body(padded[:, s : s + self.n_batch], branch) for s in range(0, width, self.n_batch)]
+                states.append(mx.concatenate(hidden, axis=1).reshape(-1, last.shape[-1]))
+                reads += [
+                    (j, stacked + b * width + k - 1, continuations[j][k])
+                    for b, j in enumerate(members)
+                    for k in range(1, len(continuations[j]))
+                ]
+                stacked += len(members) * width
+        totals = [0.0] * len(continuations)
+        greedy = [True] * len(continuations)
+        for (j, _, _), (log_prob, hit) in zip(reads, self._read(mx.concatenate(states), reads)):
+            totals[j] += log_prob
+            greedy[j] = greedy[j] and hit
+        results: list[list[tuple[float, bool]]] = [[] for _ in groups]
+        for owner, total, hit in zip(owners, totals, greedy):
+            results[owner].append((total, hit))
         return results
+
+    def _branches(self, cache: list[Any], members: list[int], owners: list[int]) -> list[tuple[list[Any], list[int]]]:
+        """Caches the continuations `members` run on, with the ones each holds: all on the batch cache,
+        its rows repeated per continuation (`owners`: each continuation's row); or, for caches that
+        cannot be batched, one deep copy per continuation."""
+        if not self._batched:
+            return [(copy.deepcopy(cache), [j]) for j in members]
+        rows = self._mx.array([owners[j] for j in members])
+        for layer in cache:
+            layer.filter(rows)
+        return [(cache, members)]
+
+    def _read(self, states: Any, reads: list[tuple[int, int, int]]) -> list[tuple[float, bool]]:
+        """Per read (continuation, row of `states`, token): the token's log-probability after that row,
+        and whether it is the row's argmax; the head runs on n_batch rows at a time."""
+        mx = self._mx
+        out: list[tuple[float, bool]] = []
+        for start in range(0, len(reads), self.n_batch):
+            chunk = reads[start : start + self.n_batch]
+            log_probs = self._log_probs(states[mx.array([row for _, row, _ in chunk])])
+            targets = mx.array([token for _, _, token in chunk])
+            values = mx.take_along_axis(log_probs, targets[:, None], axis=1)[:, 0]
+            out += zip(values.tolist(), (mx.argmax(log_probs, axis=1) == targets).tolist())
+        return out
 
     def generate(
         self, prompts: Sequence[Sequence[int]], max_new_tokens: int, finished: Callable[[int, list[int]], bool]
@@ -260,17 +287,10 @@ class MlxModel:
         """Left-padded prompts in one batch (mlx-lm's BatchKVCache masks the padding and gives each
         row its own positions); finished rows leave the batch. Models with other caches: one row."""
         mx = self._mx
-        mx.set_default_device(self._device)
         rows = [list(p)[-(self.n_ctx - max_new_tokens) :] for p in prompts]
         if not all(rows):
             raise BackendError("cannot generate from an empty prompt")
-        width = max(len(r) for r in rows)
-        padding = [width - len(r) for r in rows]
-        cache, evaluated = self._batch_cache(rows, padding)
-        tokens = mx.array([[0] * pad + r for pad, r in zip(padding, rows)])
-        for start in range(evaluated, width, self.n_batch):
-            hidden = self._body(tokens[:, start : start + self.n_batch], cache)[:, -1]
-            mx.eval(hidden, [c.state for c in cache])
+        cache, hidden = self._prefill_rows(rows)
         produced: list[list[int]] = [[] for _ in rows]
         alive = list(range(len(rows)))  # batch position -> row
         for _ in range(max_new_tokens):
@@ -292,7 +312,23 @@ class MlxModel:
             hidden = self._body(chosen[:, None], cache)[:, -1]
         return produced
 
-    def _batch_cache(self, rows: list[list[int]], padding: list[int]) -> tuple[list[Any], int]:
+    def _prefill_rows(self, rows: list[list[int]], exact: bool = False) -> tuple[list[Any], Any]:
+        """Left-padded rows in one batch cache (mlx-lm's BatchKVCache masks the padding and gives each
+        row its own positions); returns the cache and each row's last hidden state. `exact`: the
+        cache grows by what each call adds, not in mlx-lm's steps of 256 cells per row (made for
+        one-token decode steps, they would multiply a scoring batch's memory)."""
+        mx = self._mx
+        mx.set_default_device(self._device)
+        width = max(len(r) for r in rows)
+        padding = [width - len(r) for r in rows]
+        cache, evaluated = self._batch_cache(rows, padding, exact)
+        tokens = mx.array([[0] * pad + r for pad, r in zip(padding, rows)])
+        for start in range(evaluated, width, self.n_batch):
+            hidden = self._body(tokens[:, start : start + self.n_batch], cache)[:, -1]
+            mx.eval(hidden, [c.state for c in cache])
+        return cache, hidden
+
+    def _batch_cache(self, rows: list[list[int]], padding: list[int], exact: bool) -> tuple[list[Any], int]:
         """A cache for the left-padded rows, holding the first `slots` of each already.
 
         The prefix every row shares (a task's few-shot examples) is evaluated once and copied into
@@ -313,6 +349,8 @@ class MlxModel:
         caches = []
         for layer in prefix or make_prompt_cache(self._model):
             batch = BatchKVCache(padding)
+            if exact:
+                batch.step = 1  # read by its update_and_fetch when it grows
             if slots > 0:
                 keys, values = layer.keys[..., :slots, :], layer.values[..., :slots, :]
                 batch.keys, batch.values = (self._behind_padding(a, padding, slots) for a in (keys, values))
@@ -395,6 +433,12 @@ _PLAIN_HEADED = frozenset({"mlx_lm.models.llama", "mlx_lm.models.qwen2", "mlx_lm
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _cells(groups: Sequence[ScoreGroup]) -> int:
+    """Cache cells a batch of groups fills once each context is repeated for its continuations."""
+    width = max(len(g.context) for g in groups) + max((len(c) for g in groups for c in g.continuations), default=0)
+    return width * sum(max(1, len(g.continuations)) for g in groups)
 
 
 def _is_float(array: Any) -> bool:
