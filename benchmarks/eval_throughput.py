@@ -7,8 +7,15 @@
   (r) a plain reference: every context+continuation re-evaluated from an empty cache with
       llama-cpp-python's `Llama(logits_all=True)`, to check (b)'s log-likelihoods and decisions
 
+and the same GGUF imported into MLX (mlx-cpu), where MLX is installed:
+
+  (m) pytest-slm's MLX path, several questions side by side
+  (mo) the same, one question at a time (what it did before)
+  (mc) a floor: the bare MLX model forward over as many tokens as (mo) evaluates, in full batches
+      of unpadded rows of the task's mean length, the head on as many rows as (m) reads
+
     .venv/bin/pip install -e '.[bench]'      # llama_cpp.server's web stack, for (a)
-    .venv/bin/python benchmarks/eval_throughput.py [--task slm_facts] [--limit 100] [--skip-server]
+    .venv/bin/python benchmarks/eval_throughput.py [--task slm_facts] [--limit 100] [--skip-server] [--skip-mlx]
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 from tabulate import tabulate
 
-from pytest_slm.backends.base import LoadRequest
+from pytest_slm.backends.base import LoadRequest, ScoreGroup
 from pytest_slm.backends.llamacpp import backend as llamacpp
 from pytest_slm.bridge import SlmLM
 from pytest_slm.matrix import Case
@@ -62,6 +69,32 @@ class Recording(SlmLM):
         return self.results
 
 
+class MlxRecording(SlmLM):
+    """The bridge on MLX, keeping the groups the backend scored and the time spent inside its score()."""
+
+    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+        self.requests = [req.args for req in requests]
+        self.groups: list[ScoreGroup] = []
+        self.score_seconds = 0.0
+        backend = self.model.backend
+        score = backend.score
+
+        def timed(groups: list[ScoreGroup]) -> list[list[tuple[float, bool]]]:
+            self.groups += groups
+            started = time.perf_counter()
+            try:
+                return score(groups)
+            finally:
+                self.score_seconds += time.perf_counter() - started
+
+        backend.score = timed
+        try:
+            self.results = super().loglikelihood(requests)
+        finally:
+            del backend.score
+        return self.results
+
+
 def evaluate(lm: Any, task: str, limit: int, catalog: TaskCatalog, **kwargs: Any) -> tuple[float, dict[int, Any], float]:
     """Wall time, per-sample records by doc id, accuracy."""
     from lm_eval import simple_evaluate
@@ -91,6 +124,60 @@ def floor_seconds(model: llamacpp.LlamaCppModel, tokens: int, logit_rows: int, s
         entries = [(1000 + j, j % length, j // length, (start + j) % every == 0) for j in range(count)]
         model._decode(entries, lambda _i, _row: None)
     return time.perf_counter() - started
+
+
+def mlx_floor_seconds(backend: Any, groups: list[ScoreGroup]) -> float:
+    """As many tokens as one-at-a-time scoring evaluates (each context, each continuation but its
+    last token), as rows of the groups' mean length with no padding and no cache, SCORE_CELLS cells
+    per forward; the head and log-softmax on as many rows as are read."""
+    from pytest_slm.backends.mlx import backend as mlx
+
+    mx = backend._mx
+    tokens = sum(len(g.context) + sum(max(len(c) - 1, 0) for c in g.continuations) for g in groups)
+    reads = sum(len(c) for g in groups for c in g.continuations)
+    length = max(1, round(tokens / len(groups)))
+    per_batch = max(1, mlx.SCORE_CELLS // length)
+    started = time.perf_counter()
+    for start in range(0, tokens, per_batch * length):
+        rows = min(per_batch, -(-(tokens - start) // length))
+        hidden = backend._body(mx.full((rows, length), 1000), None)
+        read = max(1, round(reads * rows * length / tokens))
+        mx.eval(backend._log_probs(hidden.reshape(-1, hidden.shape[-1])[:read]))
+    return time.perf_counter() - started
+
+
+def mlx_columns(gguf: Path, args: argparse.Namespace, catalog: TaskCatalog) -> tuple[list[tuple[Any, ...]], str]:
+    """(m), (mo), (mc), and what (m) and (mo) agree on."""
+    from pytest_slm.backends import mlx as mlx_package
+    from pytest_slm.backends.mlx import backend as mlx
+
+    backend = mlx_package.load(LoadRequest(args.model, gguf, None, "cpu", "native", args.threads))
+    model = SlmModel(Case(args.model, "mlx-cpu", "native"), backend)
+    evaluate(MlxRecording(model), args.task, 4, catalog)  # warm-up
+    together = MlxRecording(model)
+    together_s, together_samples, together_acc = evaluate(together, args.task, args.limit, catalog)
+    cells, mlx.SCORE_CELLS = mlx.SCORE_CELLS, 0  # one question per batch
+    try:
+        alone = MlxRecording(model)
+        alone_s, alone_samples, alone_acc = evaluate(alone, args.task, args.limit, catalog)
+    finally:
+        mlx.SCORE_CELLS = cells
+    floor_s = mlx_floor_seconds(backend, together.groups)
+    n = len(together.requests)
+    tokens = sum(len(g.context) + sum(max(len(c) - 1, 0) for c in g.continuations) for g in together.groups)
+    rows = [
+        ("(m) pytest-slm MLX, questions side by side", together_s, n / together_s, tokens / together_s, f"{together_acc:.3f}"),
+        ("(mo) pytest-slm MLX, one question at a time", alone_s, n / alone_s, tokens / alone_s, f"{alone_acc:.3f}"),
+        ("(mc) floor: bare MLX forward, full batches", floor_s, n / floor_s, tokens / floor_s, "-"),
+    ]
+    differences = np.abs([a[0] - b[0] for a, b in zip(together.results, alone.results)])
+    same = np.mean([chosen(together_samples[d]) == chosen(alone_samples[d]) for d in together_samples])
+    line = (f"(m) is {alone_s / together_s:.2f}x faster than (mo) and takes {together_s / floor_s:.2f}x the floor (mc)'s time; "
+            f"{together.score_seconds:.2f} s of (m) were inside the backend's score(), {together_s - together.score_seconds:.2f} s "
+            f"outside it (lm-eval, Python)\n(m) vs (mo): same choice on {same:.1%} of questions; |log-likelihood difference| "
+            f"max {differences.max():.2e}, median {np.median(differences):.2e} nats")
+    backend.close()
+    return rows, line
 
 
 def plain_reference(gguf: Path, threads: int, model: SlmModel, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -141,6 +228,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-server", action="store_true", help="leave out (a), the slowest by far")
+    parser.add_argument("--skip-mlx", action="store_true", help="leave out the MLX rows (m), (mo), (mc)")
     args = parser.parse_args()
     gguf = load_registry(ROOT / "suites" / "models.toml")[args.model].gguf_path()
     catalog = TaskCatalog([ROOT / "suites" / "tasks"])
@@ -169,6 +257,11 @@ def main() -> None:
         rows.insert(0, ("(a) lm-eval gguf + llama_cpp.server", peer_s, n_requests / peer_s, "-", f"{peer_acc:.3f}"))
         same = np.mean([chosen(peer[d]) == chosen(ours[d]) for d in ours])
         agreement = f"(a) and (b) choose the same answer on {same:.1%} of questions; (b) is {peer_s / ours_s:.1f}x faster than (a)\n"
+    mlx_lines, mlx_s = "", 0.0
+    if not args.skip_mlx:
+        mlx_rows, mlx_lines = mlx_columns(gguf, args, catalog)
+        rows += mlx_rows
+        mlx_s = mlx_rows[0][1]
     print(f"{args.task}, {len(ours)} questions, {n_requests} requests, {bridge.decoded} tokens decoded by (b), {args.threads} threads")
     print(tabulate([(r[0], f"{r[1]:.1f}", f"{r[2]:.1f}", r[3] if r[3] == "-" else f"{r[3]:.0f}", r[4]) for r in rows],
                    headers=("path", "wall s", "requests/s", "tokens/s", "accuracy"), disable_numparse=True))
@@ -181,6 +274,8 @@ def main() -> None:
           f" were inside llama_decode, {ours_s - bridge.decode_seconds:.2f} s outside it (lm-eval, Python)")
     print(f"(b) vs (r): same choice on {decisions:.1%} of questions; |log-likelihood difference| max {differences.max():.4f}, "
           f"99th percentile {np.percentile(differences, 99):.4f}, median {np.median(differences):.5f} nats")
+    if mlx_lines:
+        print(mlx_lines + f"\n(m) takes {mlx_s / ours_s:.2f}x the time of llama.cpp's (b)")
 
 
 if __name__ == "__main__":
