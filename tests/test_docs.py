@@ -29,6 +29,7 @@ NOTES = [
     "shipped-tasks",
     "verdict-trust",
     "mlx-checkpoints",
+    "fidelity-statistics",
 ]
 
 
