@@ -200,7 +200,7 @@ START_UP = [
     pytest.param(_args("--slm-eval-window=1"), "ERROR: --slm-eval-window must be at least 2, got '1'", id="option-window-of-one"),
     pytest.param(_args("--slm-tasks=slm_facts:101"), "ERROR: --slm-tasks: few-shot count must be a whole number 0-100*", id="option-too-many-shots"),
     pytest.param(_args("--slm-devices=,"), "ERROR: --slm-devices is empty", id="option-empty-list"),
-    pytest.param(_args("--slm-models=gpt-5"), "ERROR: unknown model 'gpt-5'; known models: gemma-3-1b-it, llama-3.2-1b-instruct, llama-3.2-3b-instruct, qwen3-0.6b, smollm2-135m (or give a path to a .gguf file)", id="unknown-model"),
+    pytest.param(_args("--slm-models=gpt-5"), "ERROR: unknown model 'gpt-5'; known models: gemma-3-1b-it, gemma3-270m, llama-3.2-1b-instruct, llama-3.2-3b-instruct, qwen3-0.6b, smollm2-135m (or give a path to a .gguf file)", id="unknown-model"),
     pytest.param(_args("--slm-devices=llamacpp-tpu"), "ERROR: unknown device 'llamacpp-tpu'; known devices: llamacpp-cpu, llamacpp-cuda, *", id="unknown-device"),
     pytest.param(_args("--slm-quants=q9_k"), "ERROR: unknown quant 'q9_k'; known quants: native*", id="unknown-quant"),
     pytest.param(_args("--slm-tasks=slm_nope"), "ERROR: unknown task 'slm_nope'; shipped tasks: slm_arith, slm_cloze, slm_facts *", id="unknown-task"),
