@@ -4,10 +4,10 @@ false steps on an unchanged series, and detection of an injected 5% slowdown.
     .venv/bin/python benchmarks/history_changepoints.py --runs 40 --save benchmarks/data/decode_runs.json
     .venv/bin/python benchmarks/history_changepoints.py --load benchmarks/data/decode_runs.json
 
-Collecting: the embedded model on llama.cpp (2 threads), `--runs` runs of the decode item's own
+Collecting: the embedded model on llama.cpp (`--threads`, 2), `--runs` runs of the decode item's own
 measurement (`measure_decode`: one warm-up, then 5 timed generations of `--tokens` (16) tokens after a 32-token
-prompt), one after another, each summarised as the item summarises it (median tok/s and relative
-robust spread). The noise is whatever this machine had meanwhile: here, other developers' tests on
+prompt), one after another, each in a fresh process as pytest runs are, each summarised as the item
+summarises it (median tok/s and relative robust spread). The noise is whatever this machine had meanwhile: here, other developers' tests on
 the same 2 cores.
 
 Rates (`--load` a saved collection to recompute them): series of `--length` runs are drawn from the measured runs (random order, without
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from pytest_slm.history.changepoint import DEFAULT_MIN_STEP, find_steps  # noqa: E402
 
 
-def collect(runs: int, threads: int, new_tokens: int) -> list[dict[str, float]]:
+def one_run(threads: int, new_tokens: int) -> dict[str, float]:
+    """One run as the decode item measures it, in a process of its own as each pytest run is."""
     from pytest_slm.backends import backend
     from pytest_slm.backends.base import LoadRequest
     from pytest_slm.registry import select_models
@@ -42,13 +45,18 @@ def collect(runs: int, threads: int, new_tokens: int) -> list[dict[str, float]]:
     entry = select_models(ROOT / "suites" / "models.toml", ["smollm2-135m"])["smollm2-135m"]
     model = backend("llamacpp").load(LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", threads))
     tokens = model.tokenize((ROOT / "suites" / "eval" / "text.txt").read_text())
+    decode = measure_decode(model, tokens, 32, new_tokens, 5)[0]
+    model.close()
+    spread = decode.spread
+    return {"tok_s": decode.shown(spread.median), "spread": spread.relative}
+
+
+def collect(runs: int, threads: int, new_tokens: int) -> list[dict[str, float]]:
     measured = []
     for index in range(runs):
-        decode = measure_decode(model, tokens, 32, new_tokens, 5)[0]
-        spread = decode.spread
-        measured.append({"tok_s": decode.shown(spread.median), "spread": spread.relative})
-        print(f"run {index + 1}: {measured[-1]['tok_s']:.2f} tok/s +-{100 * spread.relative:.1f}%", file=sys.stderr)
-    model.close()
+        command = [sys.executable, __file__, "--one", "--threads", str(threads), "--tokens", str(new_tokens)]
+        measured.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
+        print(f"run {index + 1} (load {os.getloadavg()[0]:.1f}): {measured[-1]['tok_s']:.2f} tok/s +-{100 * measured[-1]['spread']:.1f}%", file=sys.stderr)
     return measured
 
 
@@ -88,7 +96,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--step", type=float, default=0.05, help="the injected slowdown: 0.05 = every run after the middle 5%% slower")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a run's own process
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_run(args.threads, args.tokens)))
+        return
     runs = json.loads(args.load.read_text()) if args.load else collect(args.runs, args.threads, args.tokens)
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)

