@@ -7,7 +7,7 @@ from typing import Callable, TypeVar
 
 import pytest
 
-from .backends.base import BackendError
+from .backends.base import DEFAULT_KV_TYPE, BackendError
 from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
@@ -88,7 +88,8 @@ class FidelityFixture:
         session, case = self._session, model.case
         reference = session.reference_of(case)
         config = session.config
-        gate = FidelityGate(config.fidelity_margin, *config.fidelity_tail, config.kld_ceilings.get(case.quant))
+        ceiling = config.kld_ceilings.get(case.quant) if case.kv == DEFAULT_KV_TYPE else None  # a quant's, against f32
+        gate = FidelityGate(config.fidelity_margin, *config.fidelity_tail, ceiling)
         check = FidelityCheck(
             case,
             reference,

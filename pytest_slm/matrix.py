@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from typing import TYPE_CHECKING, Iterable, Mapping
+
+from .backends.base import DEFAULT_KV_TYPE
 
 if TYPE_CHECKING:
     from .registry import ModelEntry
@@ -34,22 +36,30 @@ class TaskSpec:
 class Case:
     """One combination; the task is None for tests that only need the model. `source` None: the
     backend's own choice among the model's sources; "gguf": the GGUF even where the model also has
-    an MLX checkpoint (the MLX side of a same-weights parity item)."""
+    an MLX checkpoint (the MLX side of a same-weights parity item). `kv`: the KV cache type of keys
+    and values; the default (f16) is left out of ids and baseline paths, so they read as before."""
 
     model: str
     device: str
     quant: str
     task: TaskSpec | None = None
     source: str | None = None
+    kv: str = DEFAULT_KV_TYPE
 
     @property
     def backend(self) -> str:
         return self.device.split("-", 1)[0]
 
     @property
+    def variant(self) -> str:
+        """The quant, and the KV cache type where it is not the default: `native`, `native-kv-q8_0`;
+        the `quant` of rows and records, and the directory of the baselines."""
+        return self.quant if self.kv == DEFAULT_KV_TYPE else f"{self.quant}-kv-{self.kv}"
+
+    @property
     def model_id(self) -> str:
-        """The part a model load is shared across: model, device, quant."""
-        return f"{self.model}-{self.device}-{self.quant}" + (f"-from-{self.source}" if self.source else "")
+        """The part a model load is shared across: model, device, quant, KV cache type."""
+        return f"{self.model}-{self.device}-{self.variant}" + (f"-from-{self.source}" if self.source else "")
 
     @property
     def id(self) -> str:
@@ -57,11 +67,16 @@ class Case:
 
 
 def build_cases(
-    models: Iterable[str], devices: Iterable[str], quants: Iterable[str], tasks: Iterable[TaskSpec] | None
+    models: Iterable[str],
+    devices: Iterable[str],
+    quants: Iterable[str],
+    tasks: Iterable[TaskSpec] | None,
+    kv_types: Iterable[str] = (DEFAULT_KV_TYPE,),
 ) -> list[Case]:
-    """Cases in model, device, quant, task order, so items of one load sit together."""
+    """Cases in model, device, quant, KV type, task order, so items of one load sit together."""
     task_axis: list[TaskSpec | None] = list(tasks) if tasks is not None else [None]
-    return [Case(m, d, q, t) for m, d, q, t in product(models, devices, quants, task_axis)]
+    axes = product(models, devices, quants, kv_types, task_axis)
+    return [Case(m, d, q, t, kv=kv) for m, d, q, kv, t in axes]
 
 
 # llama.cpp's device and MLX's device on the same hardware: what a parity item puts side by side.
@@ -78,7 +93,10 @@ def fidelity_reference(case: Case, has_checkpoint: bool) -> Case:
     """What a quant is measured against: its own format's exact values. MLX quants of a model with
     an MLX checkpoint: the checkpoint as shipped, on mlx-cpu (computed in float32 there); every
     other quant: the GGUF's exact float32 copy on llama.cpp's CPU runtime, the one available
-    wherever llama.cpp is."""
+    wherever llama.cpp is. A quantized KV cache: the same model, device and quant with the default
+    cache, so only the cache's own damage shows."""
+    if case.kv != DEFAULT_KV_TYPE:
+        return replace(case, task=None, kv=DEFAULT_KV_TYPE)
     if has_checkpoint and case.backend == "mlx":
         return Case(case.model, "mlx-cpu", "native")
     return Case(case.model, "llamacpp-cpu", REFERENCE_QUANT)

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from .backends import all_devices, all_quants
-from .backends.base import default_cache_dir
+from .backends import all_devices, all_kv_types, all_quants
+from .backends.base import DEFAULT_KV_TYPE, default_cache_dir
 from .matrix import TaskSpec
 
 # From the registered backends' declarations, without importing any runtime.
 DEVICES = all_devices()
 QUANTS = all_quants()  # `native` (the file as shipped), then what each backend derives from it
+KV_TYPES = all_kv_types()  # the default cache first, then the quantized ones a backend runs
 
 # What a project may keep under its rootdir; without them the built-ins (package data) serve alone.
 DEFAULT_REGISTRY = "suites/models.toml"
@@ -32,6 +33,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "models": ("comma-separated model names from the registry, or paths to .gguf files", "args", None),
     "devices": ("comma-separated backend-device pairs (default: every pair available here)", "args", None),
     "quants": ("comma-separated quantizations (default: native)", "args", "native"),
+    "kv-types": ("comma-separated KV cache types of keys and values: f16 (default), q8_0, q4_0 (llama.cpp; flash attention on where quantized)", "args", DEFAULT_KV_TYPE),
     "tasks": ("comma-separated lm-eval tasks, each with an optional few-shot count: slm_arith:5", "args", None),
     "limit": ("samples per task (default: all)", "string", None),
     "threads": ("CPU threads per worker (default: cores / xdist workers)", "string", None),
@@ -99,6 +101,7 @@ class SlmConfig:
     models: tuple[str, ...] | None
     devices: tuple[str, ...] | None
     quants: tuple[str, ...]
+    kv_types: tuple[str, ...]
     tasks: tuple[TaskSpec, ...] | None
     limit: int | None
     threads: int
@@ -230,6 +233,10 @@ def read_config(config: pytest.Config) -> SlmConfig:
     for quant in quants:
         if quant not in QUANTS:
             raise pytest.UsageError(f"unknown quant {quant!r}; known quants: {', '.join(QUANTS)}")
+    kv = names("kv-types") or (DEFAULT_KV_TYPE,)
+    for kv_type in kv:
+        if kv_type not in KV_TYPES:
+            raise pytest.UsageError(f"unknown KV cache type {kv_type!r}; known KV cache types: {', '.join(KV_TYPES)}")
     try:
         task_names = names("tasks")
         tasks = tuple(dict.fromkeys(TaskSpec.parse(t) for t in task_names)) if task_names else None
@@ -245,6 +252,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         models=names("models"),
         devices=devices,
         quants=quants,
+        kv_types=kv,
         tasks=tasks,
         limit=number("limit", int, 1),
         threads=number("threads", int, 1, default_threads),

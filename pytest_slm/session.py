@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 import pytest
 
 from . import reference_cache
-from .backends import backend
-from .backends.base import BackendError, DeviceStatus, LoadRequest, Unsupported
+from .backends import backend, kv_types
+from .backends.base import DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
 from .backends.llamacpp.quantize import content_digest
 from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
@@ -107,7 +107,8 @@ class SlmSession:
 
     def cases(self, with_tasks: bool) -> list[tuple[Case, str | None]]:
         """Every case, with a skip reason for those this machine cannot run."""
-        cases = build_cases(self.models, self.devices(), self.config.quants, self.tasks() if with_tasks else None)
+        config = self.config
+        cases = build_cases(self.models, self.devices(), config.quants, self.tasks() if with_tasks else None, config.kv_types)
         return [(case, self.skip_reason(case)) for case in cases]
 
     def parity_cases(self) -> list[tuple[ParityCase, str | None]]:
@@ -134,6 +135,11 @@ class SlmSession:
             return f"{case.device} unavailable: {status.reason}"
         if case.quant not in quants:
             return f"{case.backend} cannot make quant {case.quant!r} (its quants: {', '.join(quants)})"
+        if case.kv not in (types := kv_types(case.backend)):
+            return (
+                f"{case.model} on {case.backend}: no {case.kv} KV cache (its KV types: {', '.join(types)};"
+                " a runtime's own KV quantization, as mlx-lm's kv_bits, is not driven by --slm-kv-types)"
+            )
         return None
 
     # -- models -------------------------------------------------------------------------------
@@ -164,6 +170,7 @@ class SlmSession:
                 mlx_path=entry.mlx_path() if kind == "mlx" else None,
                 device=case.device.split("-", 1)[1],
                 quant=case.quant,
+                kv_type=case.kv,
                 threads=self.config.threads,
                 cache_dir=self.config.cache_dir,
                 progress=self.progress,
@@ -242,7 +249,8 @@ class SlmSession:
         cached = self._reference_logits.get(case.model_id)
         if cached is not None:
             return cached
-        stored_at = self._reference_cache_path(case) if case.quant == REFERENCE_QUANT else None
+        is_reference = case.quant == REFERENCE_QUANT and case.kv == DEFAULT_KV_TYPE  # the f32 reference, cached on disk
+        stored_at = self._reference_cache_path(case) if is_reference else None
         if stored_at is not None and (stored := reference_cache.load(stored_at)) is not None:
             self.progress(f"fidelity reference {case.model_id}: reused from the cache ({self._shown(stored_at)})")
             self._reference_logits[case.model_id] = stored.tokens, list(stored.windows)
@@ -269,7 +277,7 @@ class SlmSession:
                 self.progress(
                     f"fidelity reference {case.model_id}: computed in {seconds:.1f} s, cached in {self._shown(stored_at)}"
                 )
-        if case.quant == REFERENCE_QUANT:
+        if is_reference:
             self._reference_logits[case.model_id] = measured
         return measured
 

@@ -203,6 +203,7 @@ START_UP = [
     pytest.param(_args("--slm-models=gpt-5"), "ERROR: unknown model 'gpt-5'; known models: gemma-3-1b-it, gemma3-270m, llama-3.2-1b-instruct, llama-3.2-3b-instruct, qwen3-0.6b, smollm2-135m (or give a path to a .gguf file)", id="unknown-model"),
     pytest.param(_args("--slm-devices=llamacpp-tpu"), "ERROR: unknown device 'llamacpp-tpu'; known devices: llamacpp-cpu, llamacpp-cuda, *", id="unknown-device"),
     pytest.param(_args("--slm-quants=q9_k"), "ERROR: unknown quant 'q9_k'; known quants: native*", id="unknown-quant"),
+    pytest.param(_args("--slm-kv-types=f16,q5_1"), "ERROR: unknown KV cache type 'q5_1'; known KV cache types: f16, q8_0, q4_0", id="unknown-kv-type"),
     pytest.param(_args("--slm-tasks=slm_nope"), "ERROR: unknown task 'slm_nope'; shipped tasks: slm_arith, slm_cloze, slm_facts *", id="unknown-task"),
     pytest.param(_args("--slm-tasks=slm_facts:x"), "ERROR: --slm-tasks: few-shot count must be a whole number*", id="shots-not-a-number"),
     pytest.param(_args("--slm-limit=0"), "ERROR: --slm-limit must be at least 1*", id="limit-zero"),

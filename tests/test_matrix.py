@@ -58,3 +58,17 @@ def test_mlx_quants_of_a_checkpoint_are_measured_against_the_checkpoint():
     assert fidelity_reference(Case("m", "mlx-gpu", "mlx-q4"), has_checkpoint=True) == Case("m", "mlx-cpu", "native")
     assert fidelity_reference(Case("m", "mlx-cpu", "mlx-q4"), has_checkpoint=False) == Case("m", "llamacpp-cpu", "f32")
     assert fidelity_reference(Case("m", "llamacpp-cpu", "q8_0"), has_checkpoint=True) == Case("m", "llamacpp-cpu", "f32")
+
+
+def test_a_kv_cache_type_shows_in_ids_and_baseline_paths_only_when_quantized():
+    cases = build_cases(["m"], ["llamacpp-cpu"], ["native"], [TaskSpec("t")], ["f16", "q8_0"])
+    assert [c.id for c in cases] == ["m-llamacpp-cpu-native-t:0", "m-llamacpp-cpu-native-kv-q8_0-t:0"]
+    assert [c.model_id for c in cases] == ["m-llamacpp-cpu-native", "m-llamacpp-cpu-native-kv-q8_0"]  # one load each
+    assert [c.variant for c in cases] == ["native", "native-kv-q8_0"]  # the baselines' quant directory
+    assert build_cases(["m"], ["llamacpp-cpu"], ["native"], None) == [Case("m", "llamacpp-cpu", "native", kv="f16")]
+
+
+def test_a_quantized_kv_cache_is_measured_against_the_same_quant_with_the_f16_cache():
+    for quant in ("native", "f32"):
+        case = Case("m", "llamacpp-cpu", quant, TaskSpec("t"), kv="q4_0")
+        assert fidelity_reference(case, has_checkpoint=True) == Case("m", "llamacpp-cpu", quant)

@@ -12,6 +12,8 @@ from functools import cache
 from importlib import metadata
 from typing import TYPE_CHECKING
 
+from .base import DEFAULT_KV_TYPE
+
 if TYPE_CHECKING:
     from .base import Backend
 
@@ -53,3 +55,13 @@ def all_devices() -> tuple[str, ...]:
 def all_quants() -> tuple[str, ...]:
     """Every quant some backend can run, each once, in registration order."""
     return tuple(dict.fromkeys(quant for name in backend_names() for quant in backend(name).QUANTS))
+
+
+def kv_types(name: str) -> tuple[str, ...]:
+    """The KV cache types backend `name` runs; one that declares none runs its default cache only."""
+    return getattr(backend(name), "KV_TYPES", (DEFAULT_KV_TYPE,))
+
+
+def all_kv_types() -> tuple[str, ...]:
+    """Every KV cache type some backend runs, each once, in registration order."""
+    return tuple(dict.fromkeys(kv for name in backend_names() for kv in kv_types(name)))

@@ -13,6 +13,11 @@ if TYPE_CHECKING:  # backend packages import this module at registry time, befor
     from ..kv_layout import KvLayout
 
 
+# The KV cache type every backend runs unless told otherwise (llama.cpp's default; on MLX, its
+# unquantized cache): an item without a KV type in its id runs this one.
+DEFAULT_KV_TYPE = "f16"
+
+
 class BackendError(Exception):
     """A backend cannot load or run a model; the message is one line for the user."""
 
@@ -51,6 +56,7 @@ class LoadRequest:
     cache_dir: Path | None = None  # where derived files (other quants) are kept
     context_length: int = 4096
     batch_size: int = 512
+    kv_type: str = DEFAULT_KV_TYPE  # keys' and values' cache type, one of the backend's KV_TYPES
     progress: Callable[[str], None] = lambda line: None  # a line for the user during a long step
 
 
@@ -152,6 +158,7 @@ class Backend(Protocol):
     NAME: str  # the devices' prefix: "llamacpp" for "llamacpp-cpu"
     DEVICES: tuple[str, ...]  # every device it can drive somewhere, "<NAME>-<kind>"
     QUANTS: tuple[str, ...]  # "native" (the file as shipped) and what it can derive from it
+    KV_TYPES: tuple[str, ...]  # KV cache types it runs, DEFAULT_KV_TYPE first (undeclared: that one only)
     PACKAGE: str  # the distribution whose version is the runtime in a hardware fingerprint
     SOURCES: tuple[str, ...]  # the registry sources it loads ("gguf", "mlx"), preferred first
     UNTHREADED: frozenset[str]  # devices that schedule their own work: --slm-threads is not their speed

@@ -50,7 +50,7 @@ class AccuracyCheck(Check):
     def __post_init__(self) -> None:
         assert self.case.task is not None
         self.item = self.baseline_of = self.case.id
-        self.key = BaselineKey(self.case.model, self.case.device, self.case.quant, f"{self.case.task.name}-{self.case.task.shots}shot")
+        self.key = BaselineKey(self.case.model, self.case.device, self.case.variant, f"{self.case.task.name}-{self.case.task.shots}shot")
 
     def identity(self) -> dict[str, Any]:
         assert self.case.task is not None
@@ -166,7 +166,8 @@ def validate_accuracy(record: Mapping[str, Any]) -> None:
 
 
 def model_identity(case: Case) -> dict[str, str]:
-    return {"model": case.model, "device": case.device, "quant": case.quant}
+    """Rows' and records' model fields; the quant with its KV cache type where that is not f16."""
+    return {"model": case.model, "device": case.device, "quant": case.variant}
 
 
 def _tail(text: str, width: int = 60) -> str:

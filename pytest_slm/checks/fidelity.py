@@ -114,7 +114,7 @@ class FidelityCheck(DistributionCheck):
 
     def __post_init__(self) -> None:
         self.item = self.baseline_of = self.case.id
-        self.key = BaselineKey(self.case.model, self.case.device, self.case.quant, "fidelity")
+        self.key = BaselineKey(self.case.model, self.case.device, self.case.variant, "fidelity")
 
     def identity(self) -> dict[str, Any]:
         return {**model_identity(self.case), "reference": self.reference.model_id}

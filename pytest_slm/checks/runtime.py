@@ -19,7 +19,7 @@ REFRESH_HERE = "If the change is intended, refresh the baseline with --update-ba
 
 def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
     """Timings and memory belong to the machine: one directory per hardware fingerprint."""
-    return BaselineKey(case.model, case.device, case.quant, f"runtime/{fingerprint.slug}/{kind}")
+    return BaselineKey(case.model, case.device, case.variant, f"runtime/{fingerprint.slug}/{kind}")
 
 
 class MachineCheck(Check):

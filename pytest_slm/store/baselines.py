@@ -28,7 +28,8 @@ class BaselineError(Exception):
 
 @dataclass(frozen=True)
 class BaselineKey:
-    """Where one item's record lives: baselines/<model>/<device>/<quant>/<name>.json, named for humans."""
+    """Where one item's record lives: baselines/<model>/<device>/<quant>/<name>.json, named for humans
+    (`quant`: a Case's variant, `native-kv-q8_0` with a quantized KV cache)."""
 
     model: str
     device: str

@@ -20,12 +20,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ... import kv_layout
-from ..base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
-from . import DEVICES, QUANTS
+from ..base import DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
+from . import DEVICES, KV_BYTES_PER_VALUE, KV_TYPES, QUANTS
 from .quantize import derived_gguf
 
 GPU_LAYERS_ALL = 999  # more than any model has: offload every layer
-KV_BYTES_PER_VALUE = 2  # llama.cpp's default cache type, F16, for keys and values alike
 SWA_CELLS_PAD = 256  # llama.cpp pads a sliding-window cache to this many cells
 MAX_PARALLEL_SEQUENCES = 16  # continuations decoded side by side from one context
 
@@ -62,6 +61,8 @@ def device_statuses() -> list[DeviceStatus]:
 def load(request: LoadRequest) -> LlamaCppModel:
     if request.quant not in QUANTS:
         raise Unsupported(f"llama.cpp cannot make quant {request.quant!r}; its quants: {', '.join(QUANTS)}")
+    if request.kv_type not in KV_TYPES:
+        raise Unsupported(f"llama.cpp has no KV cache type {request.kv_type!r} here; its types: {', '.join(KV_TYPES)}")
     if request.gguf_path is None:
         raise Unsupported(f"model {request.model_name!r} has no GGUF file for llama.cpp")
     if request.quant == "native":
@@ -119,11 +120,14 @@ class LlamaCppModel:
         ctx_params.n_threads = request.threads
         ctx_params.n_threads_batch = request.threads
         ctx_params.no_perf = False
-        ctx_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._kv_type = request.kv_type
+        self._set_cache(ctx_params)
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
-            raise BackendError(f"llama.cpp could not create a context for {path} (n_ctx={self.n_ctx})")
+            raise BackendError(
+                f"llama.cpp could not create a context for {path} (n_ctx={self.n_ctx}, KV cache {self._kv_type})"
+            )
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._threads = request.threads
         self._rows: _Rows | None = None  # the generation context, made at the first generate()
@@ -150,6 +154,17 @@ class LlamaCppModel:
         }
         if path != request.gguf_path:  # say so when a reference was made from a quantized file
             self.provenance["derived_from"] = f"{request.gguf_path.name} by llama_model_quantize"
+        if self._kv_type != DEFAULT_KV_TYPE:
+            self.provenance["kv_cache"] = f"{self._kv_type} keys and values, flash attention on"
+
+    def _set_cache(self, params: object) -> None:
+        """The KV cache type of keys and values (its ggml type: llama_cpp's GGML_TYPE_<NAME>). llama.cpp
+        refuses a quantized V cache without flash attention, so a quantized cache turns it on; the
+        default cache keeps it off, as every baseline before KV types was measured."""
+        lib, kv = self._lib, self._kv_type
+        params.type_k = params.type_v = getattr(lib, f"GGML_TYPE_{kv.upper()}")  # type: ignore[attr-defined]
+        quantized = kv != DEFAULT_KV_TYPE
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if quantized else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED  # type: ignore[attr-defined]
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -311,7 +326,7 @@ class LlamaCppModel:
         params.kv_unified = False
         params.n_threads = params.n_threads_batch = self._threads
         params.no_perf = False
-        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._set_cache(params)
         ctx = lib.llama_init_from_model(self._model, params)
         if not ctx:
             raise BackendError(f"llama.cpp could not create a generation context of {seqs} x {cells} cells")
@@ -451,7 +466,7 @@ class LlamaCppModel:
         return MemoryProfile(weights, layout.per_token, stored, layout)
 
     def predicted_kv_layout(self) -> kv_layout.KvLayout:
-        """The KV cache this model's metadata predicts for llama.cpp's default F16 cache. A
+        """The KV cache this model's metadata predicts for the context's cache type. A
         sliding-window layer keeps pad(window + n_ubatch, 256) cells for one sequence when the
         cache is not full-size (swa_full off, llama-server's default): llama.cpp's
         llama_kv_cache_iswa makes size_swa = GGML_PAD(min(n_ctx, n_swa + n_ubatch), 256)
@@ -463,7 +478,7 @@ class LlamaCppModel:
         keys = kv_layout.metadata_keys(self._metadata("general.architecture") or "")
         metadata = {key: value for key, value in zip(keys, map(self._metadata, keys)) if value is not None}
         pad = SWA_CELLS_PAD
-        return kv_layout.predict(metadata, KV_BYTES_PER_VALUE, lambda window: -(-(window + self.n_batch) // pad) * pad)
+        return kv_layout.predict(metadata, KV_BYTES_PER_VALUE[self._kv_type], lambda window: -(-(window + self.n_batch) // pad) * pad)
 
     def _metadata(self, key: str) -> str | None:
         """A GGUF metadata value as llama.cpp prints it (an array as "[1, 2]"), None when absent."""

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 NAME = "mlx"
 DEVICES = ("mlx-cpu", "mlx-gpu")
 QUANTS = ("native", "f16", "mlx-q8", "mlx-q6", "mlx-q4", "mlx-q3", "mlx-q2")
+# Its unquantized cache only: mlx-lm's own quantized KV cache (kv_bits, affine groups) is another
+# format than llama.cpp's q8_0/q4_0 blocks and is not driven here, so other KV types skip.
+KV_TYPES = ("f16",)
 PACKAGE = "mlx"
 SOURCES = ("mlx", "gguf")  # a checkpoint in its own format first, else the GGUF imported
 UNTHREADED = frozenset({"mlx-gpu"})  # MLX schedules its GPU itself

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..base import BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
-from . import QUANTS, blas
+from . import KV_TYPES, QUANTS, blas
 from .gguf_import import load_gguf
 from .quantize import BITS, derived_checkpoint, is_checkpoint, is_quantized
 from .vocab import Vocab, hf_vocab
@@ -69,6 +69,10 @@ def load(request: LoadRequest) -> MlxModel:
         raise Unsupported(f"MLX cannot make quant {request.quant!r}; its quants: {', '.join(QUANTS)}")
     if request.device not in ("cpu", "gpu"):
         raise Unsupported(f"MLX has no device {request.device!r} (cpu or gpu)")
+    if request.kv_type not in KV_TYPES:
+        raise Unsupported(
+            f"MLX runs its unquantized KV cache only, not {request.kv_type!r} (mlx-lm's own quantized cache is not driven here)"
+        )
     cpu_blas = blas.route_to_openblas()
     blas.set_threads(request.threads)
     import mlx.core as mx
