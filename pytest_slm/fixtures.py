@@ -108,23 +108,30 @@ class Runtime:
         self._item = item
 
     def prefill(self, model: SlmModel) -> None:
-        """Prompt evaluation speed at each --slm-prefill-lengths."""
+        """Prompt evaluation speed at each --slm-prefill-lengths, after each --slm-depths."""
         __tracebackhide__ = True
         config = self._session.config
-        self._latency(model, "prefill", lambda tokens: measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats))
+        self._latency(
+            model,
+            "prefill",
+            lambda tokens: measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats, config.depths),
+        )
 
     def decode(self, model: SlmModel) -> None:
-        """Generation speed after --slm-decode-prompt tokens, and the time to the first token."""
+        """Generation speed after --slm-decode-prompt tokens, and the time to the first token, after
+        each --slm-depths."""
         __tracebackhide__ = True
         config = self._session.config
         self._latency(
             model,
             "decode",
-            lambda tokens: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, config.repeats),
+            lambda tokens: measure_decode(
+                model.backend, tokens, config.decode_prompt, config.decode_tokens, config.repeats, config.depths
+            ),
         )
 
     def memory(self, model: SlmModel) -> None:
-        """Weights, KV cache per token and at --slm-kv-contexts, and peak resident memory."""
+        """Weights, KV cache per token and at --slm-kv-contexts and --slm-depths, and peak resident memory."""
         __tracebackhide__ = True
         session, config = self._session, self._session.config
         self._alone("memory")
@@ -132,7 +139,8 @@ class Runtime:
         def use() -> MemoryUse:
             tokens = model.tokenize(session.eval_text)
             generate = lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1)  # noqa: E731
-            return measure_memory(model.backend, tokens, config.kv_contexts, generate)
+            contexts = sorted(set(config.kv_contexts).union(config.depths) - {0})
+            return measure_memory(model.backend, tokens, contexts, generate)
 
         check = MemoryCheck(model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use))
         core.run(check, session.check_context(self._item, lambda: model.provenance))

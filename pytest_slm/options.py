@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from .backends import all_devices, all_kv_types, all_quants
-from .backends.base import DEFAULT_KV_TYPE, default_cache_dir
+from .backends.base import CONTEXT_LENGTH, DEFAULT_KV_TYPE, default_cache_dir
 from .matrix import TaskSpec
 
 # From the registered backends' declarations, without importing any runtime.
@@ -52,6 +52,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
     "decode-prompt": ("prompt tokens before test_decode_speed generates; its time to first token (default 128)", "string", "128"),
     "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
+    "depths": ("context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d (default 0)", "args", "0"),
     "repeats": ("timed runs per latency metric, after one warm-up (default 5)", "string", "5"),
     "latency-tolerance": (
         "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
@@ -119,6 +120,7 @@ class SlmConfig:
     prefill_lengths: tuple[int, ...]
     decode_prompt: int
     decode_tokens: int
+    depths: tuple[int, ...]  # tokens of context in the cache before each latency metric; 0: an empty cache
     repeats: int
     latency_tolerances: dict[str, float]
     latency_k: float
@@ -270,6 +272,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         prefill_lengths=lengths("prefill-lengths"),
         decode_prompt=number("decode-prompt", int, 1),
         decode_tokens=number("decode-tokens", int, 1),
+        depths=tuple(sorted({parse("depths", part, int, 0) for part in names("depths") or ("0",)})),
         repeats=number("repeats", int, 1),
         latency_tolerances=tolerances(),
         latency_k=number("latency-k", float, 0.0),
@@ -287,8 +290,20 @@ def read_config(config: pytest.Config) -> SlmConfig:
         worker_count=workers,
         history_path=None if str(history := value("history") or "off").lower() == "off" else rootdir / str(history),
     )
+    _check_context(parsed)
     _say_overrides(config, parsed)
     return parsed
+
+
+def _check_context(parsed: SlmConfig) -> None:
+    """The deepest latency metric must fit the context every model is loaded with (without a depth,
+    a prompt past it is the item's one-line failure, as llama.cpp reports it)."""
+    deepest = max(parsed.depths) + max((*parsed.prefill_lengths, parsed.decode_prompt + parsed.decode_tokens))
+    if max(parsed.depths) and deepest > CONTEXT_LENGTH:
+        raise pytest.UsageError(
+            f"--slm-depths: depth {max(parsed.depths)} + the longest prompt or prompt + decoded tokens needs"
+            f" {deepest} tokens of context, models are loaded with {CONTEXT_LENGTH}"
+        )
 
 
 def _say_overrides(config: pytest.Config, parsed: SlmConfig) -> None:

@@ -100,7 +100,7 @@ def _version(distribution: str) -> str:
 class Timing:
     """One metric's repeated measurements, in seconds; `tokens` per repeat turns them into tok/s."""
 
-    metric: str  # "prefill@128", "decode", "ttft@128"
+    metric: str  # "prefill@128", "decode", "ttft@128"; at a depth "prefill@128@d2048", "decode@d2048"
     seconds: tuple[float, ...]
     tokens: int  # 0 for a time to first token, shown in seconds
 
@@ -129,27 +129,60 @@ def prompt_tokens(text_tokens: Sequence[int], length: int) -> list[int]:
     return (list(text_tokens) * repeats)[:length]
 
 
-def measure_prefill(model: LoadedModel, text_tokens: Sequence[int], lengths: Sequence[int], repeats: int) -> list[Timing]:
-    """Prompt evaluation at each length: one warm-up, then `repeats` timed runs."""
+def at_depth(text_tokens: Sequence[int], depth: int, length: int) -> tuple[list[int], list[int]]:
+    """(the context already in the cache, the prompt after it): the evaluation text's first `depth`
+    tokens, then its next `length`, so the prompt continues the text as an app's would."""
+    tokens = prompt_tokens(text_tokens, depth + length)
+    return tokens[:depth], tokens[depth:]
+
+
+def depth_metric(metric: str, depth: int) -> str:
+    """`prefill@128` at depth 2048 is `prefill@128@d2048`, `decode` is `decode@d2048` (as the
+    llama-bench import names them); at depth 0 the name is today's, so older baselines match."""
+    return f"{metric}@d{depth}" if depth else metric
+
+
+def metric_depth(metric: str) -> int:
+    """The depth a metric was measured at (0 for a name without `@d<depth>`)."""
+    last = metric.rsplit("@", 1)[-1]
+    return int(last[1:]) if "@" in metric and last[:1] == "d" and last[1:].isdigit() else 0
+
+
+def measure_prefill(
+    model: LoadedModel, text_tokens: Sequence[int], lengths: Sequence[int], repeats: int, depths: Sequence[int] = (0,)
+) -> list[Timing]:
+    """Prompt evaluation at each length after each depth of context: one warm-up, then `repeats`
+    timed runs."""
     timings = []
-    for length in lengths:
-        prompt = prompt_tokens(text_tokens, length)
-        model.timed_prefill(prompt)
-        timings.append(Timing(f"prefill@{length}", tuple(model.timed_prefill(prompt) for _ in range(repeats)), length))
+    for depth in depths:
+        for length in lengths:
+            context, prompt = at_depth(text_tokens, depth, length)
+            model.timed_prefill(prompt, context)
+            seconds = tuple(model.timed_prefill(prompt, context) for _ in range(repeats))
+            timings.append(Timing(depth_metric(f"prefill@{length}", depth), seconds, length))
     return timings
 
 
 def measure_decode(
-    model: LoadedModel, text_tokens: Sequence[int], prompt_length: int, new_tokens: int, repeats: int
+    model: LoadedModel,
+    text_tokens: Sequence[int],
+    prompt_length: int,
+    new_tokens: int,
+    repeats: int,
+    depths: Sequence[int] = (0,),
 ) -> list[Timing]:
-    """Generation after a fixed prompt: tokens per second of decoding, and time to first token."""
-    prompt = prompt_tokens(text_tokens, prompt_length)
-    model.timed_decode(prompt, min(new_tokens, 8))
-    runs = [model.timed_decode(prompt, new_tokens) for _ in range(repeats)]
-    return [
-        Timing("decode", tuple(decode for _, decode in runs), new_tokens),
-        Timing(f"ttft@{prompt_length}", tuple(first for first, _ in runs), 0),
-    ]
+    """Generation after a fixed prompt, itself after each depth of context: tokens per second of
+    decoding, and time to first token."""
+    timings = []
+    for depth in depths:
+        context, prompt = at_depth(text_tokens, depth, prompt_length)
+        model.timed_decode(prompt, min(new_tokens, 8), context)
+        runs = [model.timed_decode(prompt, new_tokens, context) for _ in range(repeats)]
+        timings += [
+            Timing(depth_metric("decode", depth), tuple(decode for _, decode in runs), new_tokens),
+            Timing(depth_metric(f"ttft@{prompt_length}", depth), tuple(first for first, _ in runs), 0),
+        ]
+    return timings
 
 
 def load_average() -> float | None:

@@ -159,3 +159,24 @@ def test_long_rows_share_the_generation_cache_in_fewer_rows(model, monkeypatch):
         assert model._rows.seqs == 2
     finally:
         model._free_rows()
+
+
+def test_timed_runs_at_a_depth_follow_the_context_evaluated_once(model, monkeypatch):
+    """llama-bench's depth: the prompt sits after the context in the cache, the context is evaluated
+    once for the repeats at one depth (not timed, not again), and scoring afterwards still reads
+    a cache that holds what it thinks it does."""
+    context = model.tokenize("The quick brown fox jumps over the lazy dog. " * 8)[:64]
+    prompt = model.tokenize(" Then it ran home to sleep.")
+    group = [ScoreGroup(context + prompt, [model.tokenize(" It"), model.tokenize(" The")])]
+    before = model.score(group)
+    decoded = []
+    evaluate = model._decode
+    monkeypatch.setattr(model, "_decode", lambda entries, *rest: decoded.append(len(entries)) or evaluate(entries, *rest))
+    assert model.timed_prefill(prompt, context) > 0
+    assert model._lib.llama_memory_seq_pos_max(model._memory, 0) == len(context) + len(prompt) - 1
+    assert model.timed_decode(prompt, 4, context)[1] > 0
+    assert model._lib.llama_memory_seq_pos_max(model._memory, 0) == len(context) + len(prompt) + 4 - 1
+    assert decoded == [len(context), len(prompt), len(prompt), 1, 1, 1, 1]
+    after = model.score(group)
+    assert [g for _, g in after[0]] == [g for _, g in before[0]]
+    assert np.allclose([lp for lp, _ in after[0]], [lp for lp, _ in before[0]], atol=TOLERANCE_NATS)

@@ -42,6 +42,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-slm"
 
 
+CONTEXT_LENGTH = 4096  # tokens a loaded model holds: the deepest latency metric must fit (--slm-depths)
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     """Everything a backend needs to load one (model, device, quant) combination."""
@@ -54,7 +57,7 @@ class LoadRequest:
     threads: int
     seed: int = 1234
     cache_dir: Path | None = None  # where derived files (other quants) are kept
-    context_length: int = 4096
+    context_length: int = CONTEXT_LENGTH
     batch_size: int = 512
     kv_type: str = DEFAULT_KV_TYPE  # keys' and values' cache type, one of the backend's KV_TYPES
     progress: Callable[[str], None] = lambda line: None  # a line for the user during a long step
@@ -131,14 +134,16 @@ class LoadedModel(Protocol):
         beyond floating-point summation order."""
         ...
 
-    def timed_prefill(self, tokens: Sequence[int]) -> float:
-        """Seconds the runtime spends evaluating `tokens` from an empty cache (logits of the last
-        only), synchronised with the device, with no tokenization or Python work inside."""
+    def timed_prefill(self, tokens: Sequence[int], context: Sequence[int] = ()) -> float:
+        """Seconds the runtime spends evaluating `tokens` on a cache holding `context` (empty: from an
+        empty cache; the context is evaluated first, untimed, as llama-bench's depth), logits of the
+        last only, synchronised with the device, with no tokenization or Python work inside."""
         ...
 
-    def timed_decode(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
-        """Greedy decoding of exactly `new_tokens` (end-of-sequence ignored) after `prompt`:
-        (seconds to the first new token, seconds the runtime spent decoding the new tokens)."""
+    def timed_decode(self, prompt: Sequence[int], new_tokens: int, context: Sequence[int] = ()) -> tuple[float, float]:
+        """Greedy decoding of exactly `new_tokens` (end-of-sequence ignored) after `prompt`, itself
+        after `context` (evaluated first, untimed): (seconds to the first new token, seconds the
+        runtime spent decoding the new tokens)."""
         ...
 
     def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:

@@ -32,7 +32,8 @@ def file_name(record: Mapping[str, Any]) -> str:
         slug = Fingerprint(**require(record, "fingerprint", dict)).slug
     except TypeError:
         raise RecordError(f"field 'fingerprint' needs exactly {', '.join(Fingerprint.__dataclass_fields__)}") from None
-    name = "memory" if kind == "memory" else "decode" if "decode" in record["metrics"] else "prefill"
+    decodes = any(metric.split("@")[0] == "decode" for metric in record["metrics"])  # "decode@d512" too
+    name = "memory" if kind == "memory" else "decode" if decodes else "prefill"
     return f"runtime/{slug}/{name}.json"
 
 

@@ -70,12 +70,20 @@ class ItemCheck(Protocol[Measured]):
         """Why writing `record` over `stored` would lose measurements (a partial run), or None."""
         ...
 
+    def kept(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What is written over `stored`: `record`, with what of `stored` it did not measure again
+        where the kind keeps it (latency depths not asked for)."""
+        ...
+
 
 class Check:
     """Defaults the kinds share: most never refuse a refresh for having measured less."""
 
     def replaces_less(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> str | None:
         return None
+
+    def kept(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> Mapping[str, Any]:
+        return record
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,7 @@ def _write(prepared: Prepared[Any], record: dict[str, Any]) -> None:
     if prepared.stored is not None and not context.policy.update_partial:
         if reason := check.replaces_less(record, prepared.stored):
             fail(f"{check.item}: not written: {reason}; pass --slm-update-partial to replace it anyway")
+        record = dict(check.kept(record, prepared.stored))
     try:
         changed = context.store.write(check.key, record)
     except BaselineError as exc:

@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..backends.base import MemoryProfile
 from ..matrix import Case
-from ..runtime import Fingerprint, MemoryUse, Timing
+from ..runtime import Fingerprint, MemoryUse, Timing, metric_depth
 from ..stats import Slowdown, compare_timings, spread
 from ..store.baselines import BaselineKey
 from .accuracy import model_identity
@@ -95,6 +95,13 @@ class LatencyCheck(MachineCheck):
     def record(self, run: LatencyRun) -> dict[str, Any]:
         return {"metrics": {t.metric: t.as_dict() for t in run.timings}, "load_average": run.load}
 
+    def kept(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An update measures the depths asked (--slm-depths); the baseline keeps its figures at the
+        others, so depths are added to a baseline without measuring its depth-0 figures again."""
+        depths = {metric_depth(m) for m in record["metrics"]}
+        others = {m: t for m, t in stored["metrics"].items() if metric_depth(m) not in depths}
+        return {**record, "metrics": {**others, **record["metrics"]}} if others else record
+
     def judge(self, run: LatencyRun, baseline: Mapping[str, Any] | None) -> Verdict:
         if baseline is None:
             return Verdict(self._rows([(run, {})], None))
@@ -120,9 +127,11 @@ class LatencyCheck(MachineCheck):
         return Verdict(rows, "\n".join(lines))
 
     def _compare(self, run: LatencyRun, baseline: Mapping[str, Any]) -> tuple[dict[str, Slowdown], str | None]:
-        """Each metric against its baseline, or why they cannot be compared (other lengths or counts)."""
-        stored = baseline["metrics"]
+        """Each metric against its baseline, or why they cannot be compared (other lengths or counts).
+        The baseline's metrics at depths this run did not measure (--slm-depths) are not compared."""
         measured = {t.metric: t for t in run.timings}
+        depths = {metric_depth(m) for m in measured}
+        stored = {m: t for m, t in baseline["metrics"].items() if metric_depth(m) in depths}
         if set(stored) != set(measured) or any(stored[m]["tokens"] != t.tokens for m, t in measured.items()):
             return {}, (
                 f"the baseline measured {', '.join(sorted(stored))}, this run {', '.join(sorted(measured))}"

@@ -426,26 +426,39 @@ class LlamaCppModel:
 
     # -- runtime costs -------------------------------------------------------------------------
 
-    def timed_prefill(self, tokens: Sequence[int]) -> float:
-        self._alone()
+    def timed_prefill(self, tokens: Sequence[int], context: Sequence[int] = ()) -> float:
+        depth = self._at_depth(context)
         self.decode_seconds = 0.0
-        self._decode([(tok, pos, 0, pos == len(tokens) - 1) for pos, tok in enumerate(tokens)])
+        self._decode([(tok, depth + i, 0, i == len(tokens) - 1) for i, tok in enumerate(tokens)])
         return self.decode_seconds
 
-    def timed_decode(self, prompt: Sequence[int], new_tokens: int) -> tuple[float, float]:
-        self._alone()
+    def timed_decode(self, prompt: Sequence[int], new_tokens: int, context: Sequence[int] = ()) -> tuple[float, float]:
+        depth = self._at_depth(context)
         started = time.perf_counter()
         rows: list[np.ndarray] = []
         self._decode(
-            [(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)], lambda _, r: rows.append(r)
+            [(tok, depth + i, 0, i == len(prompt) - 1) for i, tok in enumerate(prompt)], lambda _, r: rows.append(r)
         )
         token = int(np.argmax(rows[-1]))
         first_token = time.perf_counter() - started
         self.decode_seconds = 0.0
-        for position in range(len(prompt), len(prompt) + new_tokens):
+        for position in range(depth + len(prompt), depth + len(prompt) + new_tokens):
             self._decode([(token, position, 0, True)], lambda _, r: rows.append(r))
             token = int(np.argmax(rows[-1]))
         return first_token, self.decode_seconds
+
+    def _at_depth(self, context: Sequence[int]) -> int:
+        """The model alone (see _alone) with `context` in its cache, evaluated untimed; a context
+        already there from the last timed run is kept and what followed it dropped, so a deep one is
+        evaluated once per metric, not once per repeat. Returns the first free position."""
+        if context and self._sequence == list(context):
+            self._free_rows()
+            self._lib.llama_memory_seq_rm(self._memory, -1, len(context), -1)
+        else:
+            self._alone()
+            self._decode([(tok, pos, 0, False) for pos, tok in enumerate(context)])
+            self._sequence = list(context)
+        return len(context)
 
     def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
         """The expected figure from the GGUF's layers (kv_layout.py); the stored one from the

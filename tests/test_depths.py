@@ -1,0 +1,56 @@
+"""--slm-depths without a model: the metric names at a depth, the prompt after the context, a run
+judged on the depths it measured, and an update that keeps the baseline's other depths."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
+from pytest_slm.matrix import Case
+from pytest_slm.runtime import Fingerprint, Timing, at_depth, depth_metric, metric_depth
+
+FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64", "llama-cpp-python 0")
+
+
+@pytest.mark.parametrize(
+    ("metric", "depth", "name"),
+    [("prefill@128", 0, "prefill@128"), ("prefill@128", 2048, "prefill@128@d2048"), ("decode", 512, "decode@d512"), ("ttft@128", 512, "ttft@128@d512")],
+)
+def test_a_metric_at_a_depth_is_named_as_llama_bench_rows_are_and_read_back(metric, depth, name):
+    assert depth_metric(metric, depth) == name
+    assert metric_depth(name) == depth
+
+
+def test_the_prompt_continues_the_text_after_the_context():
+    context, prompt = at_depth(list(range(10)), 6, 6)
+    assert context == [0, 1, 2, 3, 4, 5] and prompt == [6, 7, 8, 9, 0, 1]
+    assert at_depth(list(range(10)), 0, 3) == ([], [0, 1, 2])
+
+
+def check(*metrics: str, seconds: float = 1.0) -> tuple[LatencyCheck, LatencyRun]:
+    """A decode check whose run measured `metrics`, each `seconds` per repeat."""
+    run = LatencyRun(tuple(Timing(m, (seconds,) * 3, 0 if m.startswith("ttft") else 8) for m in metrics), 0.5)
+    latency = LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", FINGERPRINT, LatencySettings({"*": 0.1}, 3.0), lambda: run)
+    return latency, run
+
+
+def test_a_run_is_judged_on_the_depths_it_measured_and_a_missing_depth_is_a_change():
+    deep, deep_run = check("decode", "decode@d512")
+    baseline = deep.record(deep_run)
+    shallow, shallow_run = check("decode")
+    verdict = shallow.judge(shallow_run, baseline)
+    assert verdict.failure is None and [(r.metric, r.verdict) for r in verdict.rows] == [("decode", "pass")]
+    deeper, deeper_run = check("decode", "decode@d2048")
+    failure = deeper.judge(deeper_run, baseline).failure
+    assert failure is not None and "the baseline measured decode, this run decode, decode@d2048" in failure
+
+
+def test_an_update_keeps_the_baselines_figures_at_the_depths_it_did_not_measure():
+    shallow, shallow_run = check("decode", "ttft@128")
+    stored = shallow.record(shallow_run)
+    deep, deep_run = check("decode@d512", "ttft@128@d512")
+    kept = deep.kept(deep.record(deep_run), stored)
+    assert sorted(kept["metrics"]) == ["decode", "decode@d512", "ttft@128", "ttft@128@d512"]
+    deeper, deeper_run = check("decode@d512", "ttft@128@d512", seconds=2.0)
+    again = deeper.kept(deeper.record(deeper_run), kept)  # the depth it measured is replaced
+    assert {m: t["seconds"][0] for m, t in again["metrics"].items()} == {"decode": 1.0, "ttft@128": 1.0, "decode@d512": 2.0, "ttft@128@d512": 2.0}
