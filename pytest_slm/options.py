@@ -67,6 +67,12 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "kld-ceiling": ("largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1", "args", None),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
+    "relative-gate": (
+        "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
+        " fails when the 95% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)",
+        "string",
+        None,
+    ),
 }
 FLAGS = {
     "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
@@ -136,6 +142,7 @@ class SlmConfig:
     allow_task_change: bool
     update_partial: bool
     worker_count: int = field(default=1)
+    relative_gate: float | None = field(default=None)  # None: accuracy is not judged against the reference
     history_path: Path | None = field(default=None)  # None: --slm-history=off
 
 
@@ -214,6 +221,12 @@ def read_config(config: pytest.Config) -> SlmConfig:
             parsed[family or "*"] = parse("latency-tolerance", raw, float, 0.0)
         return parsed
 
+    def relative_gate() -> float | None:
+        fraction = number("relative-gate", float, 0.0, high=1.0)
+        if fraction == 0:  # a gate every run passes
+            raise pytest.UsageError("--slm-relative-gate must be above 0, got 0")
+        return fraction
+
     def project_file(name: str, default: str, must_exist: bool = False) -> Path | None:
         """The file the user named, else the default under the rootdir when it is there."""
         given = value(name)
@@ -288,6 +301,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         allow_task_change=flag("slm_allow_task_change"),
         update_partial=flag("slm_update_partial"),
         worker_count=workers,
+        relative_gate=relative_gate(),
         history_path=None if str(history := value("history") or "off").lower() == "off" else rootdir / str(history),
     )
     _check_context(parsed)

@@ -30,7 +30,7 @@ from .registry import ModelEntry, RegistryError, select_models, shown
 from .stats import PairedComparison, compare_outcomes
 from .store.atomic import sweep_stale_temporaries
 from .store.baselines import BaselineStore, writable_dir_problem
-from .tasks import TaskCatalog, TaskError
+from .tasks import AccuracyResult, TaskCatalog, TaskError, evaluate
 
 ROW_TYPES = {row.SECTION: row for row in (AccuracyRow, ParityRow, FidelityRow, LatencyRow, MemoryRow)}
 
@@ -48,6 +48,7 @@ class SlmSession:
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
     _reference_logits: dict[str, tuple[list[int], list[Reference]]] = field(default_factory=dict)
     _outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # per accuracy item, for parity
+    _reference_results: dict[str, AccuracyResult] = field(default_factory=dict)  # the relative gate's, per task
 
     @classmethod
     def start(cls, config: SlmConfig, progress: Callable[[str], None] = lambda line: None) -> SlmSession:
@@ -232,6 +233,19 @@ class SlmSession:
     def outcomes(self) -> dict[str, dict[str, int]]:
         """Per accuracy item (case id), its per-sample outcomes: what the history stores."""
         return dict(self._outcomes)
+
+    def reference_accuracy(self, case: Case) -> AccuracyResult:
+        """The reference's run of the case's task (same shots, same --slm-limit), for the relative
+        gate: evaluated the first time a quant asks, then shared by every quant of the model."""
+        reference = replace(self.reference_of(case), task=case.task)
+        cached = self._reference_results.get(reference.id)
+        if cached is None:
+            if problem := self.skip_reason(reference):
+                fail(f"{case.id}: the relative gate's reference {reference.model_id} cannot run here: {problem}")
+            assert reference.task is not None
+            cached = evaluate(self.model(reference), reference.task, self.config.limit, self.catalog)
+            self._reference_results[reference.id] = cached
+        return cached
 
     def runtime_outcomes(self, case: ParityCase) -> dict[str, PairedComparison]:
         """Both runtimes' outcomes on the shipped file, paired, for the tasks both ran this session."""

@@ -7,6 +7,8 @@ from math import comb, hypot
 from statistics import median
 from typing import Mapping, Sequence
 
+import numpy as np
+
 
 def mcnemar_one_sided(regressed: int, improved: int) -> float:
     """Exact one-sided McNemar p-value that the model got worse.
@@ -105,3 +107,52 @@ def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: floa
     """Slower beyond both a practical tolerance and the noise both measurements showed."""
     combined = hypot(baseline.relative, current.relative)
     return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, k * combined))
+
+
+RELATIVE_CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0  # fixed: the same outcomes always give the same interval, so the same verdict
+
+
+@dataclass(frozen=True)
+class RelativeAccuracy:
+    """A run's accuracy as a fraction of a reference's on the same samples, with a paired interval."""
+
+    n: int
+    reference_accuracy: float
+    accuracy: float
+    ratio: float
+    low: float
+    high: float
+
+    def confidently_below(self, fraction: float) -> bool:
+        """The whole interval under `fraction`: sampling noise alone would rarely put it there."""
+        return self.high < fraction
+
+
+def relative_accuracy(reference: Mapping[str, int], current: Mapping[str, int]) -> RelativeAccuracy:
+    """accuracy(current) / accuracy(reference) on the samples both have, with a 95% paired
+    percentile bootstrap interval: the samples are resampled with replacement, each carrying both
+    outcomes, so the correlation between the two runs narrows the interval as pairing should.
+    Resampling samples of four kinds (both right, reference only, current only, both wrong) is
+    drawing the four counts from a multinomial, which is what is done (10,000 times, fixed seed).
+    A resample where the reference got nothing right has no ratio: it counts as if the reference
+    had got one right (as high a ratio as any resample can have), or as equal where neither got
+    any, so the upper end is never understated and stays finite.
+    ValueError without a ratio to speak of: no shared sample, or a reference that got none right."""
+    shared = sorted(reference.keys() & current.keys())
+    if not shared:
+        raise ValueError("the run and the reference share no sample")
+    cells = np.zeros(4, dtype=np.int64)  # both right, reference only, current only, both wrong
+    for sample in shared:
+        cells[(0 if current[sample] else 1) if reference[sample] else (2 if current[sample] else 3)] += 1
+    n = len(shared)
+    reference_right, current_right = int(cells[0] + cells[1]), int(cells[0] + cells[2])
+    if reference_right == 0:
+        raise ValueError(f"the reference got none of the {n} samples right: a fraction of its accuracy means nothing")
+    draws = np.random.default_rng(BOOTSTRAP_SEED).multinomial(n, cells / n, size=BOOTSTRAP_RESAMPLES)
+    numerators, denominators = draws[:, 0] + draws[:, 2], draws[:, 0] + draws[:, 1]
+    ratios = np.where((denominators == 0) & (numerators == 0), 1.0, numerators / np.maximum(denominators, 1))
+    tail = (1 - RELATIVE_CONFIDENCE) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail], method="inverted_cdf")  # resampled ratios, not between two
+    return RelativeAccuracy(n, reference_right / n, current_right / n, current_right / reference_right, float(low), float(high))

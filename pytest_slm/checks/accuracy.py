@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Mapping
 
 from ..matrix import Case
-from ..stats import compare_outcomes
+from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, relative_accuracy
 from ..store.baselines import BaselineKey
 from ..tasks import TASK_PARTS, AccuracyResult
 from .core import REFRESH, Check, RecordError, Verdict, require
@@ -31,6 +31,12 @@ class AccuracyRow:
     regressed: int | None = None
     improved: int | None = None
     p_value: float | None = None
+    reference_accuracy: float | None = None  # the relative gate's: the reference on the same samples
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    gate: float | None = None
+    gate_verdict: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class AccuracySettings:
     alpha: float
     min_drop_points: float
     allow_task_change: bool
+    relative_gate: float | None = None  # the fraction of the reference's accuracy to keep; None: off
 
 
 @dataclass
@@ -46,6 +53,8 @@ class AccuracyCheck(Check):
     settings: AccuracySettings
     evaluate: Callable[[], AccuracyResult]
     kind: str = "accuracy"
+    reference: tuple[str, Callable[[], AccuracyResult]] | None = None  # the relative gate's: item and its run
+
 
     def __post_init__(self) -> None:
         assert self.case.task is not None
@@ -78,6 +87,45 @@ class AccuracyCheck(Check):
         return None
 
     def judge(self, result: AccuracyResult, baseline: Mapping[str, Any] | None) -> Verdict:
+        """Against the baseline (McNemar), and, with --slm-relative-gate, against the reference."""
+        gate, gate_failure = self._against_reference(result)
+        verdict = self._against_baseline(result, baseline)
+        rows = [replace(row, **gate, **({"verdict": "FAIL"} if gate_failure else {})) for row in verdict.rows]
+        return Verdict(rows, "\n".join(f for f in (verdict.failure, gate_failure) if f) or None)
+
+    def _against_reference(self, result: AccuracyResult) -> tuple[dict[str, Any], str | None]:
+        """The row's gate fields and why the item fails the gate (None: it passes, or no gate)."""
+        fraction = self.settings.relative_gate
+        if fraction is None or self.reference is None:
+            return {}, None
+        name, run = self.reference
+        reference = run()
+        if problem := _unpaired(reference, result):
+            return {"gate": fraction, "gate_verdict": "FAIL"}, (
+                f"{self.item}: not comparable with the reference {name} (--slm-relative-gate): {problem}"
+            )
+        try:
+            relative = relative_accuracy(reference.outcomes, result.outcomes)
+        except ValueError as exc:
+            return {"gate": fraction, "gate_verdict": "FAIL"}, f"{self.item}: no relative verdict against {name}: {exc}"
+        below = relative.confidently_below(fraction)
+        fields = {
+            "reference_accuracy": relative.reference_accuracy,
+            "ratio": relative.ratio,
+            "ratio_low": relative.low,
+            "ratio_high": relative.high,
+            "gate": fraction,
+            "gate_verdict": "FAIL" if below else "pass",
+        }
+        if not below:
+            return fields, None
+        return fields, (
+            f"{self.item}: {result.metric} {relative.accuracy:.3f} is {relative.ratio:.3f} of the reference {name}'s"
+            f" {relative.reference_accuracy:.3f} on the same {relative.n} samples ({RELATIVE_CONFIDENCE:.0%} paired"
+            f" bootstrap interval [{relative.low:.3f}, {relative.high:.3f}]): below {fraction} (--slm-relative-gate)"
+        )
+
+    def _against_baseline(self, result: AccuracyResult, baseline: Mapping[str, Any] | None) -> Verdict:
         row = self._row(result, baseline, "updated" if baseline is None else "changed")
         if baseline is None:
             return Verdict([row])
@@ -149,6 +197,18 @@ class AccuracyCheck(Check):
             verdict=verdict,
             **comparison,
         )
+
+
+def _unpaired(reference: AccuracyResult, result: AccuracyResult) -> str | None:
+    """Why the reference's run is not this run's samples of this task: the gate pairs nothing else."""
+    differs = [part for part in TASK_PARTS if reference.task_fingerprint[part] != result.task_fingerprint[part]]
+    if reference.metric != result.metric and "metric" not in differs:
+        differs.append("metric")
+    if reference.tokens_sha256 != result.tokens_sha256:
+        differs.append("the prompts' tokens")
+    if set(reference.outcomes) != set(result.outcomes):
+        differs.append("sample ids")
+    return f"its run differs in {', '.join(differs)}" if differs else None
 
 
 def validate_accuracy(record: Mapping[str, Any]) -> None:

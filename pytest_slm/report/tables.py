@@ -11,7 +11,10 @@ Table = tuple[list[str], list[tuple[str, ...]]]
 
 
 def accuracy(rows: Rows) -> Table:
-    headers = ["item", "accuracy", "baseline", "delta", "flips -/+", "p", "verdict"]
+    """Against the baseline (McNemar); with --slm-relative-gate, also against the reference."""
+    gated = any(row.get("gate") is not None for row in rows)
+    relative = ["reference", "ratio (95% CI)", "gate"] if gated else []
+    headers = ["item", "accuracy", "baseline", "delta", "flips -/+", "p", *relative, "verdict"]
     body = [
         (
             row["item"],
@@ -20,11 +23,20 @@ def accuracy(rows: Rows) -> Table:
             _or_dash(row["delta_points"], "{:+.1f} pt"),
             "-" if row["regressed"] is None else f"{row['regressed']}/{row['improved']}",
             _or_dash(row["p_value"], "{:.3g}"),
+            *(_relative(row) if gated else ()),
             row["verdict"],
         )
         for row in sorted(rows, key=itemgetter("item"))
     ]
     return headers, body
+
+
+def _relative(row: dict[str, Any]) -> tuple[str, str, str]:
+    """The reference's accuracy, the ratio with its interval, and the gate's own verdict."""
+    if row.get("gate") is None:
+        return "-", "-", "-"
+    ratio = "-" if row.get("ratio") is None else f"{row['ratio']:.3f} [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}]"
+    return _or_dash(row.get("reference_accuracy"), "{:.3f}"), ratio, f"{row['gate']:g}: {row['gate_verdict']}"
 
 
 def parity(rows: Rows) -> Table:
