@@ -78,7 +78,7 @@ FLAGS = {
     "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
     "slm-strict": "fail, instead of skip, items that have no baseline",
     "slm-allow-task-change": "compare outcomes even when the task (prompts, targets, generation, filters, metric, version) changed since the baseline",
-    "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline",
+    "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline, and a latency run drop the baseline's figures at depths it did not measure (--slm-depths)",
 }
 
 

@@ -98,3 +98,29 @@ def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(pro
     parallel = project.runpytest_subprocess("-n", "2", "-rs")
     parallel.assert_outcomes(skipped=3)
     parallel.stdout.fnmatch_lines(["*is measured alone: with 2 xdist workers the timings would include each other*-n 0*"])
+
+
+def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
+    """--slm-depths (llama-bench's -d): prefill and decode also timed with 256 tokens of the text
+    already in the cache, each (metric, depth) a figure of its own in the baseline; the memory item
+    shows the cache at that depth; a run at depth 0 alone is judged on depth 0's figures only."""
+    written = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,256", "--slm-repeats=2")
+    written.assert_outcomes(passed=3)
+    files = runtime_files(project)
+    prefill, decode = (next(r for p, r in files.items() if p.endswith(f"{name}.json")) for name in ("prefill", "decode"))
+    assert sorted(prefill["metrics"]) == ["prefill@128", "prefill@128@d256"]
+    assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@128", "ttft@128@d256"]
+    assert decode["metrics"]["decode@d256"]["tokens"] == 48 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
+
+    again = project.runpytest_subprocess("--slm-depths=0,256", "--slm-repeats=2")
+    again.assert_outcomes(passed=3)
+    again.stdout.fnmatch_lines(
+        [
+            "smollm2-135m-llamacpp-cpu-native*decode@d256*tok/s*pass",
+            "*memory item*weights*KV/token*KV @256*KV @512*",
+            f"smollm2-135m-llamacpp-cpu-native*23040 B*{256 * 23040 / 2**20:.1f} MiB (*%)*pass",
+        ]
+    )
+    shallow = project.runpytest_subprocess("-k", "decode", "--slm-repeats=2")
+    shallow.assert_outcomes(passed=1, deselected=2)
+    assert "@d256" not in shallow.stdout.str()
