@@ -7,15 +7,20 @@ from typing import Callable, TypeVar
 
 import pytest
 
-from .backends.base import DEFAULT_KV_TYPE, BackendError
+from .backends import backend
+from .backends.base import DEFAULT_KV_TYPE, BackendError, Unsupported
+from .busy import During, machine_state, wait_until_quiet
 from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
 from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySettings
 from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
+from .energy import Metered, meter_for
 from .fidelity import Fidelity
+from .load_time import measure_load, model_files
 from .matrix import FORMATS, Case, ParityCase
 from .model import SlmModel
+from .registry import RegistryError
 from .runtime import (
     Fingerprint,
     MemoryUse,
@@ -116,7 +121,7 @@ class Runtime:
         self._latency(
             model,
             "prefill",
-            lambda tokens: measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats, config.depths),
+            lambda: measure_prefill(model.backend, self._tokens(model), config.prefill_lengths, config.repeats, config.depths),
         )
 
     def decode(self, model: SlmModel) -> None:
@@ -127,10 +132,34 @@ class Runtime:
         self._latency(
             model,
             "decode",
-            lambda tokens: measure_decode(
-                model.backend, tokens, config.decode_prompt, config.decode_tokens, config.repeats, config.depths
+            lambda: measure_decode(
+                model.backend, self._tokens(model), config.decode_prompt, config.decode_tokens, config.repeats, config.depths
             ),
         )
+
+    def load(self, case: Case) -> None:
+        """Cold and warm load time, and the time to the first token after --slm-decode-prompt tokens
+        from a cold start (load_time.py), with loads of its own: the session's model is not touched."""
+        __tracebackhide__ = True
+        session, config = self._session, self._session.config
+        try:
+            request = session.load_request(case)
+            load = lambda: backend(case.backend).load(request)  # noqa: E731
+            first = SlmModel(case, load())  # the prompt's tokens, and what the record says loaded
+        except Unsupported as exc:
+            pytest.skip(f"{case.model_id}: {exc}")
+        except (BackendError, RegistryError) as exc:
+            fail(f"{case.model_id}: {exc}")
+        tokens, provenance = self._tokens(first), first.provenance
+        first.backend.close()  # a mapped file cannot be evicted
+        notes: dict[str, str] = {}
+
+        def measure() -> list[Timing]:
+            timings, note = measure_load(load, model_files(request.gguf_path, request.mlx_path), tokens, config.decode_prompt, config.repeats)
+            notes.update({t.metric: note for t in timings if note and ".cold" in t.metric})
+            return timings
+
+        self._latency(first, "load", measure, notes)
 
     def memory(self, model: SlmModel) -> None:
         """Weights, KV cache per token and at --slm-kv-contexts and --slm-depths, and peak resident memory."""
@@ -147,19 +176,37 @@ class Runtime:
         check = MemoryCheck(model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use))
         core.run(check, session.check_context(self._item, lambda: model.provenance))
 
-    def _latency(self, model: SlmModel, name: str, measure: Callable[[list[int]], list[Timing]]) -> None:
+    def _tokens(self, model: SlmModel) -> list[int]:
+        return model.tokenize(self._session.eval_text)
+
+    def _latency(self, model: SlmModel, name: str, measure: Callable[[], list[Timing]], notes: dict[str, str] | None = None) -> None:
         __tracebackhide__ = True
         session = self._session
         self._alone(name)
 
-        def timed() -> LatencyRun:
-            tokens = model.tokenize(session.eval_text)
-            load = load_average()
-            return LatencyRun(tuple(measured(model.case.id, lambda: measure(tokens))), load)
+        meter = meter_for(model.case.device)
 
-        settings = LatencySettings(session.config.latency_tolerances, session.config.latency_k)
+        def timed() -> LatencyRun:
+            self._wait_until_quiet(model.case.id)
+            load = load_average()
+            with During() as during, Metered(meter) as metered:
+                timings = tuple(measured(model.case.id, measure))
+            return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes or {}))
+
+        settings = LatencySettings(session.config.latency_tolerances, session.config.latency_k, session.config.busy)
         check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
         core.run(check, session.check_context(self._item, lambda: model.provenance))
+
+    def _wait_until_quiet(self, item: str) -> None:
+        """Before timing: wait (up to --slm-busy-wait) for other processes to leave our CPUs; if
+        they do not, the item ends "busy", not failed."""
+        __tracebackhide__ = True
+        config = self._session.config
+        if config.busy is None:
+            return
+        seen, waited = wait_until_quiet(config.busy, config.busy_wait)
+        if seen is not None and seen.share > config.busy:
+            core.busy(f"{item}: {seen.describe()} after waiting {waited:.0f} s, above --slm-busy={config.busy:g}; nothing measured")
 
     def _fingerprint(self, model: SlmModel) -> Fingerprint:
         return fingerprint(model.case.device, self._session.config.threads)

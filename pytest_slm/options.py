@@ -60,6 +60,12 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         str(DEFAULT_LATENCY_TOLERANCE),
     ),
     "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
+    "busy": (
+        "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables (default 0.15)",
+        "string",
+        "0.15",
+    ),
+    "busy-wait": ("seconds a latency item waits for a busy machine to quieten before it ends 'busy' (default 30)", "string", "30"),
     "kv-contexts": ("context lengths the memory items report the KV cache at (default 512,2048,8192)", "args", "512,2048,8192"),
     "memory-tolerance": ("growth of weight or KV cache bytes that fails a memory item (default 0.01)", "string", "0.01"),
     "fidelity-margin": ("relative change of mean KL divergence to the reference that fails a fidelity item (default 0.1)", "string", "0.1"),
@@ -144,6 +150,8 @@ class SlmConfig:
     worker_count: int = field(default=1)
     relative_gate: float | None = field(default=None)  # None: accuracy is not judged against the reference
     history_path: Path | None = field(default=None)  # None: --slm-history=off
+    busy: float | None = field(default=None)  # None: --slm-busy=off
+    busy_wait: float = field(default=30.0)
 
 
 def read_config(config: pytest.Config) -> SlmConfig:
@@ -303,6 +311,8 @@ def read_config(config: pytest.Config) -> SlmConfig:
         worker_count=workers,
         relative_gate=relative_gate(),
         history_path=None if str(history := value("history") or "off").lower() == "off" else rootdir / str(history),
+        busy=None if str(value("busy")).lower() == "off" else number("busy", float, 0.0, high=1.0),
+        busy_wait=number("busy-wait", float, 0.0),
     )
     _check_context(parsed)
     _say_overrides(config, parsed)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from . import history, report
+from .checks.core import is_busy
 from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec
 from .model import SlmModel
@@ -174,10 +175,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.config.stash[REPORT_LINE] = f"pytest-slm report not written, so this run fails: {exc}"
 
 
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """A latency item the machine was too busy to judge is neither passed nor failed: counted as
+    "busy" in the summary line (as xfailed is), shown as B / BUSY."""
+    if report.when == "call" and is_busy(report):
+        return "busy", "B", "BUSY"
+    return None
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     slm = config.stash[SESSION]
     if hasattr(config, "workerinput"):
         return
+    for busy in terminalreporter.stats.get("busy", ()):
+        terminalreporter.write_line(f"BUSY {busy.nodeid}: {busy.longrepr[2].removeprefix('Skipped: ')}")
     results = slm.results()
     if any(results.values()):
         terminalreporter.section("pytest-slm summary")

@@ -160,25 +160,27 @@ class SlmSession:
         return cached
 
     def _load(self, case: Case) -> SlmModel | BaseException:
-        """Only the source the backend loads is resolved (a hub source is a download): its first
-        of the model's sources, or the one the case names."""
-        entry = self.models[case.model]
-        kind = next((k for k in backend(case.backend).SOURCES if getattr(entry, k) and case.source in (None, k)), None)
         try:
-            request = LoadRequest(
-                model_name=case.model,
-                gguf_path=entry.gguf_path(self.config.cache_dir) if kind == "gguf" else None,
-                mlx_path=entry.mlx_path() if kind == "mlx" else None,
-                device=case.device.split("-", 1)[1],
-                quant=case.quant,
-                kv_type=case.kv,
-                threads=self.config.threads,
-                cache_dir=self.config.cache_dir,
-                progress=self.progress,
-            )
-            return SlmModel(replace(case, task=None), backend(case.backend).load(request))  # shared by the model's items
+            return SlmModel(replace(case, task=None), backend(case.backend).load(self.load_request(case)))  # shared by the model's items
         except (BackendError, RegistryError) as exc:
             return exc
+
+    def load_request(self, case: Case) -> LoadRequest:
+        """Only the source the backend loads is resolved (a hub source is a download): its first
+        of the model's sources, or the one the case names. Load-time items load it themselves."""
+        entry = self.models[case.model]
+        kind = next((k for k in backend(case.backend).SOURCES if getattr(entry, k) and case.source in (None, k)), None)
+        return LoadRequest(
+            model_name=case.model,
+            gguf_path=entry.gguf_path(self.config.cache_dir) if kind == "gguf" else None,
+            mlx_path=entry.mlx_path() if kind == "mlx" else None,
+            device=case.device.split("-", 1)[1],
+            quant=case.quant,
+            kv_type=case.kv,
+            threads=self.config.threads,
+            cache_dir=self.config.cache_dir,
+            progress=self.progress,
+        )
 
     def close(self) -> None:
         for loaded in self._loaded.values():

@@ -47,7 +47,7 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
 
 RUNTIME_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", metric="decode",
                    unit="tok/s", median=80.0, min=82.0, spread=0.02, baseline=100.0, change_pct=25.0, limit_pct=10.0,
-                   rounds=2, load=1.5, verdict="FAIL")
+                   rounds=2, load=1.5, verdict="FAIL", competition=0.05, joules_per_token=0.15, watts=12.0)
 MEMORY_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", weights_bytes=2**27,
                   kv_bytes_per_token=1024, peak_rss_bytes=None, verdict="pass",
                   kv_cache=[{"context": 512, "kv_bytes": 2**19, "total_bytes": 2**27 + 2**19, "share": 0.0039}])
@@ -56,7 +56,9 @@ MEMORY_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu"
 def test_runtime_and_memory_tables_show_both_rounds_and_the_kv_share():
     [runtime] = report.table("runtime", [RUNTIME_ROW]).splitlines()[2:]
     assert runtime.split() == ["m-llamacpp-cpu-native", "decode", "80", "tok/s", "±2.0%", "100", "25.0%", "slower",
-                               "10.0%", "(2", "rounds)", "1.50", "FAIL"]
+                               "10.0%", "(2", "rounds)", "1.50", "5%", "150", "mJ/tok,", "12", "W", "FAIL"]
+    [unmetered] = report.table("runtime", [{**RUNTIME_ROW, "watts": None, "energy_note": "no RAPL: /sys/class/powercap absent"}]).splitlines()[2:]
+    assert unmetered.split()[-6:] == ["5%", "no", "RAPL:", "/sys/class/powercap", "absent", "FAIL"]
     [memory] = report.table("memory", [MEMORY_ROW]).splitlines()[2:]
     assert memory.split() == ["m-llamacpp-cpu-native", "128.0", "MiB", "1024", "B", "0.5", "MiB", "(0%)", "-", "pass"]
 

@@ -20,12 +20,26 @@ from ..store.baselines import BaselineError, BaselineKey, BaselineStore
 
 Measured = TypeVar("Measured")
 REFRESH = "If the change is intended, refresh the baseline with --update-baselines."
+BUSY = "machine busy"
 
 
 def fail(message: str) -> NoReturn:
     """The item fails with `message` alone: no traceback, and not the exception it was handled from."""
     __tracebackhide__ = True
     raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+def busy(message: str) -> NoReturn:
+    """The item ends neither passed nor failed: the machine was busy (a skip the summary counts as
+    "busy", see `is_busy`); nothing is written."""
+    __tracebackhide__ = True
+    raise pytest.skip.Exception(f"{BUSY}: {message}") from None
+
+
+def is_busy(report: pytest.TestReport) -> bool:
+    """Whether `report` is an item `busy` ended: by its message, which survives xdist's transfer."""
+    longrepr = report.longrepr
+    return bool(report.skipped and isinstance(longrepr, tuple) and str(longrepr[2]).startswith(f"Skipped: {BUSY}:"))
 
 
 class RecordError(Exception):
@@ -38,6 +52,7 @@ class Verdict:
 
     rows: Sequence[Any]
     failure: str | None = None
+    busy: str | None = None  # the machine was too busy to judge (or to write) what was measured: why
 
 
 class ItemCheck(Protocol[Measured]):
@@ -158,6 +173,8 @@ def conclude(prepared: Prepared[Measured], measured: Measured) -> None:
         fail(f"{check.item}: the measurement cannot be trusted: {exc}; nothing was compared or written")
     verdict = check.judge(measured, prepared.baseline)
     context.add_rows(verdict.rows)
+    if verdict.busy:
+        busy(verdict.busy)
     if verdict.failure:
         fail(verdict.failure)
     if context.policy.update and check.key is not None:

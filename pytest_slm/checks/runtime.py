@@ -3,10 +3,12 @@ against the baseline of this machine's hardware fingerprint."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..backends.base import MemoryProfile
+from ..busy import Competition
+from ..energy import EnergyReading
 from ..matrix import Case
 from ..runtime import Fingerprint, MemoryUse, Timing, metric_depth
 from ..stats import Slowdown, compare_timings, spread
@@ -55,12 +57,18 @@ class LatencyRow:
     rounds: int
     load: float | None
     verdict: str
+    competition: float | None = None  # others' share of our CPUs' time during the measurement (busy.py)
+    joules_per_token: float | None = None  # average power / speed, where an energy counter is readable
+    watts: float | None = None
+    energy_note: str = ""  # why there is no energy figure
+    note: str = ""  # why the figure is not what the metric's name says ("page cache kept: ...")
 
 
 @dataclass(frozen=True)
 class LatencySettings:
     tolerances: dict[str, float]  # by metric family ("prefill", "decode", "ttft"); "*" for the rest
     k: float
+    busy: float | None = None  # others' share of our CPUs above which a round is not judged (--slm-busy); None: off
 
     def tolerance(self, metric: str) -> float:
         return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
@@ -70,6 +78,15 @@ class LatencySettings:
 class LatencyRun:
     timings: tuple[Timing, ...]
     load: float | None
+    competition: Competition | None = None  # during the timed runs
+    machine: Mapping[str, Any] = field(default_factory=dict)  # clocks and temperatures (busy.machine_state)
+    energy: EnergyReading | str = "not measured"  # or why not
+    notes: Mapping[str, str] = field(default_factory=dict)  # per metric: why a figure is not what its name says
+
+    def busy(self, threshold: float | None) -> str | None:
+        """How busy the machine was during this round, if more than `threshold` allows."""
+        c = self.competition
+        return c.describe() if threshold is not None and c is not None and c.share > threshold else None
 
 
 @dataclass
@@ -93,7 +110,16 @@ class LatencyCheck(MachineCheck):
         return self.timed()
 
     def record(self, run: LatencyRun) -> dict[str, Any]:
-        return {"metrics": {t.metric: t.as_dict() for t in run.timings}, "load_average": run.load}
+        energy = run.energy.as_dict() if isinstance(run.energy, EnergyReading) else {"unreadable": run.energy}
+        competition = run.competition.as_dict() if run.competition else None
+        return {
+            "metrics": {t.metric: t.as_dict() for t in run.timings},
+            "load_average": run.load,
+            "competition": competition,
+            "machine": dict(run.machine),
+            "energy": energy,
+            "notes": dict(run.notes),
+        }
 
     def kept(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> Mapping[str, Any]:
         """An update measures the depths asked (--slm-depths); the baseline keeps its figures at the
@@ -103,7 +129,11 @@ class LatencyCheck(MachineCheck):
         return {**record, "metrics": {**others, **record["metrics"]}} if others else record
 
     def judge(self, run: LatencyRun, baseline: Mapping[str, Any] | None) -> Verdict:
+        threshold = self.settings.busy
         if baseline is None:
+            if busy := run.busy(threshold):
+                rows = [replace(row, verdict="BUSY") for row in self._rows([(run, {})], None)]
+                return Verdict(rows, busy=f"{self.item}: not written: {busy} while measuring, above --slm-busy={threshold:g}")
             return Verdict(self._rows([(run, {})], None))
         slowdowns, problem = self._compare(run, baseline)
         if problem:
@@ -116,6 +146,10 @@ class LatencyCheck(MachineCheck):
         failed = [row for row in rows if row.verdict == "FAIL"]
         if not failed:
             return Verdict(rows)
+        if busy := next(filter(None, (r.busy(threshold) for r, _ in rounds)), None):
+            slower = ", ".join(f"{row.metric} {row.change_pct:+.0f}%" for row in failed)
+            rows = [replace(row, verdict="BUSY") if row.verdict == "FAIL" else row for row in rows]
+            return Verdict(rows, busy=f"{self.item}: slower ({slower}) while {busy}, above --slm-busy={threshold:g}: not judged")
         lines = [f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every round:"]
         for row in failed:
             changes = ", ".join(f"{100 * s[row.metric].change:+.1f}%" for _, s in rounds)
@@ -166,6 +200,9 @@ class LatencyCheck(MachineCheck):
                     rounds=len(rounds),
                     load=run.load,
                     verdict=verdict,
+                    competition=run.competition.share if run.competition else None,
+                    note=run.notes.get(timing.metric, ""),
+                    **energy_cells(run.energy, timing.shown(current.median) if timing.tokens else None),
                 )
             )
         return rows
@@ -256,6 +293,14 @@ class MemoryCheck(MachineCheck):
         return Verdict([row], f"{self.item}: " + "; ".join(problems) if problems else None)
 
 
+def energy_cells(energy: EnergyReading | str, tokens_per_second: float | None) -> dict[str, Any]:
+    """A row's energy: joules per token = the item's average power / this metric's speed (the prefill
+    and decode items each measure one phase); a time to first token has watts only."""
+    if isinstance(energy, str):
+        return {"energy_note": energy}
+    return {"watts": energy.watts, "joules_per_token": energy.watts / tokens_per_second if tokens_per_second else None}
+
+
 def validate_latency(record: Mapping[str, Any]) -> None:
     metrics = require(record, "metrics", dict, bool, "no metric was measured")
     for metric, timing in metrics.items():
@@ -266,6 +311,8 @@ def validate_latency(record: Mapping[str, Any]) -> None:
             raise RecordError(f"field 'metrics.{metric}.seconds' must hold positive numbers of seconds")
         require(timing, "tokens", int, lambda v: v >= 0, "a token count is never negative")
     require(record, "load_average", (float, type(None)))
+    for optional in ("competition", "machine", "energy", "notes"):  # absent from baselines older than the busy gate
+        require(record, optional, (dict, type(None)))
 
 
 def validate_memory(record: Mapping[str, Any]) -> None:

@@ -85,22 +85,32 @@ def _baseline_kld(row: dict[str, Any]) -> str:
 
 
 def runtime(rows: Rows) -> Table:
-    headers = ["runtime item", "metric", "median", "spread", "baseline", "change", "limit", "load", "verdict"]
+    headers = ["runtime item", "metric", "median", "spread", "baseline", "change", "limit", "load", "others", "energy", "verdict"]
     body = [
         (
             row["item"],
-            row["metric"],
+            row["metric"] + (f" ({row['note']})" if row.get("note") else ""),
             f"{row['median']:.4g} {row['unit']}",
             f"±{100 * row['spread']:.1f}%",
             _or_dash(row["baseline"], "{:.4g}"),
             _change(row["change_pct"]),
             _or_dash(row["limit_pct"], "{:.1f}%") + (f" ({row['rounds']} rounds)" if row["rounds"] > 1 else ""),
             _or_dash(row["load"], "{:.2f}"),
+            _or_dash(row.get("competition"), "{:.0%}"),
+            _energy(row),
             row["verdict"],
         )
         for row in sorted(rows, key=itemgetter("item", "metric"))
     ]
     return headers, body
+
+
+def _energy(row: dict[str, Any]) -> str:
+    """Joules per token and average power, or the one-line reason there is no counter."""
+    if row.get("watts") is None:
+        return row.get("energy_note") or "-"
+    per_token = f"{1e3 * row['joules_per_token']:.3g} mJ/tok, " if row.get("joules_per_token") is not None else ""
+    return f"{per_token}{row['watts']:.3g} W"
 
 
 def memory(rows: Rows) -> Table:

@@ -1,0 +1,78 @@
+"""The busy gate's parts on fake inputs: competition read from a fake /proc (this process's own CPU
+time is not competition; steal is), clocks and temperatures from fake files, and the latency verdict
+when a slower round was measured on a busy machine (busy, not failed) or a quiet one (failed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_slm.busy import Competition, competition, cpu_times, machine_state, our_cpus
+from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
+from pytest_slm.matrix import Case
+from pytest_slm.runtime import Fingerprint, Timing
+
+
+def fake_proc(root: Path, user: int, steal: int, idle: int, own: int) -> Path:
+    """Every CPU of ours with the same ticks; this process with `own` user ticks."""
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"] + [f"cpu{n} {user} 0 0 {idle} 0 0 0 {steal} 0 0" for n in sorted(our_cpus())]
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text("\n".join(lines) + "\nintr 0\n")
+    fields = ["S"] + ["0"] * 10 + [str(own), "0"] + ["0"] * 30  # field 14 (utime) is the 12th after ")"
+    (root / "self" / "stat").write_text(f"1 (python (x)) {' '.join(fields)}\n")
+    return root
+
+
+def test_competition_is_others_time_and_steal_on_our_cpus(tmp_path):
+    cpus = len(our_cpus())
+    before = cpu_times(fake_proc(tmp_path, user=100, steal=0, idle=100, own=50))
+    after = cpu_times(fake_proc(tmp_path, user=150, steal=10, idle=140, own=50 + 30 * cpus))
+    assert before and after
+    seen = competition(before, after, 2.5)
+    ticks = 100 * cpus  # (50 user + 10 steal + 40 idle) per CPU
+    assert seen.others == (50 * cpus - 30 * cpus) / ticks and seen.steal == 10 * cpus / ticks
+    assert seen.share == seen.others + seen.steal and seen.describe().startswith(f"other processes 20% + steal 10% of {cpus} CPU(s)")
+
+
+def test_unreadable_proc_leaves_the_gate_open(tmp_path):
+    assert cpu_times(tmp_path) is None
+
+
+def test_clocks_and_temperatures_where_reported(tmp_path):
+    (tmp_path / "cpuinfo").write_text("processor : 0\ncpu MHz\t\t: 2596.142\nprocessor : 1\ncpu MHz\t\t: 1200.0\n")
+    zone = tmp_path / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("x86_pkg_temp\n")
+    (zone / "temp").write_text("61000\n")
+    assert machine_state(tmp_path, tmp_path / "thermal") == {"cpu_mhz": [2596, 1200], "thermal_c": {"x86_pkg_temp": 61.0}}
+    assert machine_state(tmp_path / "none", tmp_path / "none") == {}
+
+
+def busy_check(rounds: list[LatencyRun], threshold: float | None = 0.15) -> LatencyCheck:
+    machine = Fingerprint("cpu", 2, "none", "Linux", "llama-cpp-python 0")
+    settings = LatencySettings({"*": 0.1}, 3.0, threshold)
+    return LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", machine, settings, iter(rounds).__next__)
+
+
+def run(seconds: float, others: float) -> LatencyRun:
+    return LatencyRun((Timing("decode", (seconds,) * 5, 100),), 1.0, Competition(others, 0.0, 5.0, 2, 1.0))
+
+
+BASELINE = {"metrics": {"decode": {"seconds": [1.0] * 5, "tokens": 100}}}
+
+
+def test_slower_while_busy_is_busy_not_failed():
+    verdict = busy_check([run(2.0, 0.4)]).judge(run(2.0, 0.05), BASELINE)  # the confirmation round was busy
+    assert verdict.failure is None and verdict.busy and "other processes 40%" in verdict.busy and "decode +100%" in verdict.busy
+    assert [row.verdict for row in verdict.rows] == ["BUSY"] and verdict.rows[0].competition == 0.4
+
+
+def test_slower_on_a_quiet_machine_fails_and_the_gate_off_judges_every_round():
+    assert busy_check([run(2.0, 0.05)]).judge(run(2.0, 0.05), BASELINE).failure
+    off = busy_check([run(2.0, 0.9)], threshold=None).judge(run(2.0, 0.9), BASELINE)
+    assert off.failure and off.busy is None
+
+
+def test_busy_passes_stay_passes_and_a_busy_update_writes_nothing():
+    assert busy_check([]).judge(run(1.0, 0.9), BASELINE).busy is None
+    update = busy_check([]).judge(run(1.0, 0.9), None)
+    assert update.busy and update.busy.startswith("m-llamacpp-cpu-native: not written: other processes 90%")
