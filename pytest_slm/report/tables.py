@@ -6,6 +6,8 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
+from ..runtime import metric_depth
+
 Rows = Sequence[dict[str, Any]]
 Table = tuple[list[str], list[tuple[str, ...]]]
 
@@ -100,9 +102,15 @@ def runtime(rows: Rows) -> Table:
             _energy(row),
             row["verdict"],
         )
-        for row in sorted(rows, key=itemgetter("item", "metric"))
+        for row in sorted(rows, key=_metric_order)
     ]
     return headers, body
+
+
+def _metric_order(row: dict[str, Any]) -> tuple[str, str, int]:
+    """A metric's depths in order (decode, decode@d512, decode@d2048), not as their names sort."""
+    metric, depth = row["metric"], metric_depth(row["metric"])
+    return row["item"], metric.removesuffix(f"@d{depth}"), depth
 
 
 def _energy(row: dict[str, Any]) -> str:
