@@ -66,6 +66,11 @@ def test_unknown_quant_is_unsupported_and_lists_the_valid_ones(tmp_path):
     assert all(q in str(info.value) for q in mlx_backend.QUANTS)
 
 
+def test_a_quantized_kv_cache_is_unsupported_on_mlx(tmp_path):
+    with pytest.raises(Unsupported, match="MLX runs its unquantized KV cache only, not 'q8_0'"):
+        mlx_backend.load(LoadRequest("m", tmp_path / "m.gguf", None, "cpu", "native", threads=2, kv_type="q8_0"))
+
+
 # -- on the real model ------------------------------------------------------------------------
 
 
