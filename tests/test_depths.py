@@ -54,3 +54,12 @@ def test_an_update_keeps_the_baselines_figures_at_the_depths_it_did_not_measure(
     deeper, deeper_run = check("decode@d512", "ttft@128@d512", seconds=2.0)
     again = deeper.kept(deeper.record(deeper_run), kept)  # the depth it measured is replaced
     assert {m: t["seconds"][0] for m, t in again["metrics"].items()} == {"decode": 1.0, "ttft@128": 1.0, "decode@d512": 2.0, "ttft@128@d512": 2.0}
+
+
+def test_the_runtime_table_lists_a_metrics_depths_in_order():
+    from pytest_slm.report.tables import runtime
+
+    metrics = ["prefill@128@d2048", "decode@d2048", "prefill@128", "decode@d512", "decode", "prefill@128@d512"]
+    cells = {"median": 1.0, "unit": "tok/s", "spread": 0.01, "baseline": None, "change_pct": None, "limit_pct": None, "rounds": 1, "load": None, "verdict": "pass"}
+    _, body = runtime([{"item": "m", "metric": metric, **cells} for metric in metrics])
+    assert [line[1] for line in body] == ["decode", "decode@d512", "decode@d2048", "prefill@128", "prefill@128@d512", "prefill@128@d2048"]
