@@ -283,3 +283,17 @@ def test_timings_and_kv_cache_as_stored(model):
     assert profile.kv_bytes_per_token == 2 * 30 * 3 * 64 * 4  # layers x KV heads x head size, K and V, float32
     assert profile.kv_bytes_per_token_stored == profile.kv_bytes_per_token
     assert profile.weights_bytes > 90_000_000
+
+
+def test_timed_runs_at_a_depth_copy_the_context_cache_evaluated_once(model, monkeypatch):
+    """llama-bench's depth on MLX: the context is evaluated once for the repeats at one depth, and
+    each timed run works on a copy, so the kept cache still holds exactly the context."""
+    context = model.tokenize("The quick brown fox jumps over the lazy dog. " * 8)[:64]
+    prompt = model.tokenize(" Then it ran home to sleep.")
+    evaluated = []
+    prefill = model._prefill
+    monkeypatch.setattr(model, "_prefill", lambda tokens, cache=None: evaluated.append(len(tokens)) or prefill(tokens, cache))
+    assert model.timed_prefill(prompt, context) > 0
+    assert model.timed_decode(prompt, 4, context)[1] > 0
+    assert evaluated == [len(context), len(prompt), len(prompt)]
+    assert all(layer.offset == len(context) for layer in model._depth[1])
