@@ -63,8 +63,10 @@ class Accuracy:
             config = self._session.config
             settings = AccuracySettings(config.alpha, config.min_drop_points, config.allow_task_change, config.relative_gate)
             check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.model(self._case)))
-            if config.relative_gate is not None and (reference := self._session.reference_of(self._case)).model_id != self._case.model_id:
-                check.reference = reference.model_id, lambda: measured(self._case.id, lambda: self._session.reference_accuracy(self._case))
+            reference = self._session.reference_of(self._case)
+            if config.relative_gate is not None and reference.model_id != self._case.model_id:  # f32 has no gate
+                run = lambda: measured(self._case.id, lambda: self._session.reference_accuracy(self._case))  # noqa: E731
+                check.reference = reference.model_id, run
             provenance = lambda: self._session.model(self._case).provenance  # noqa: E731
             self._prepared = core.prepare(check, self._session.check_context(self._item, provenance, lm_eval=True))
         return self._prepared
