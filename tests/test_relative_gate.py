@@ -8,6 +8,7 @@ import pytest
 from pytest_slm.checks.accuracy import AccuracyCheck, AccuracySettings
 from pytest_slm.checks.core import Verdict
 from pytest_slm.matrix import Case, TaskSpec
+from pytest_slm.report import tables
 from pytest_slm.stats import relative_accuracy
 from pytest_slm.tasks import TASK_PARTS, AccuracyResult
 
@@ -146,4 +147,16 @@ def test_a_reference_that_got_nothing_right_is_no_verdict_but_a_failure():
         "m-llamacpp-cpu-q4_0-slm_facts:0: no relative verdict against m-llamacpp-cpu-f32: the reference got none of the"
         " 200 samples right: a fraction of its accuracy means nothing"
     )
+
+
+def test_the_accuracy_table_shows_the_gate_only_when_it_is_on():
+    row = {"item": "m-q4_0-t:0", "accuracy": 0.6, "baseline": None, "delta_points": None, "regressed": None,
+           "improved": None, "p_value": None, "verdict": "FAIL"}
+    headers, body = tables.accuracy([row])
+    assert "ratio (95% CI)" not in headers
+    gated = {**row, "reference_accuracy": 0.75, "ratio": 0.8, "ratio_low": 0.72, "ratio_high": 0.877, "gate": 0.99, "gate_verdict": "FAIL"}
+    headers, body = tables.accuracy([gated, {**row, "item": "m-f32-t:0", "verdict": "pass"}])  # f32: no gate
+    assert headers[-4:] == ["reference", "ratio (95% CI)", "gate", "verdict"]
+    assert body[1][-4:] == ("0.750", "0.800 [0.720, 0.877]", "0.99: FAIL", "FAIL")
+    assert body[0][-4:] == ("-", "-", "-", "pass")
 
