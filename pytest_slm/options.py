@@ -61,9 +61,9 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     ),
     "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
     "busy": (
-        "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables (default 0.15)",
+        "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables (default 0.10)",
         "string",
-        "0.15",
+        "0.10",
     ),
     "busy-wait": ("seconds a latency item waits for a busy machine to quieten before it ends 'busy' (default 30)", "string", "30"),
     "kv-contexts": ("context lengths the memory items report the KV cache at (default 512,2048,8192)", "args", "512,2048,8192"),
