@@ -17,7 +17,7 @@ from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySet
 from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
 from .energy import Metered, meter_for
 from .fidelity import Fidelity
-from .load_time import measure_load, model_files
+from .load_time import mapped_model_files, measure_load, model_files
 from .matrix import FORMATS, Case, ParityCase
 from .model import SlmModel
 from .registry import RegistryError
@@ -144,6 +144,7 @@ class Runtime:
         from a cold start (load_time.py), with loads of its own: the session's model is not touched."""
         __tracebackhide__ = True
         session, config = self._session, self._session.config
+        mapped_before = set(mapped_model_files())
         try:
             request = session.load_request(case)
             load = lambda: backend(case.backend).load(request)  # noqa: E731
@@ -152,12 +153,14 @@ class Runtime:
             pytest.skip(f"{case.model_id}: {exc}")
         except (BackendError, RegistryError) as exc:
             fail(f"{case.model_id}: {exc}")
-        tokens, provenance = self._tokens(first), first.provenance
+        mapped = set(mapped_model_files()) - mapped_before  # what this load maps: a derived quant's own file
+        files = sorted({*model_files(request.gguf_path, request.mlx_path), *mapped})
+        tokens = self._tokens(first)
         first.backend.close()  # a mapped file cannot be evicted
         notes: dict[str, str] = {}
 
         def measure() -> list[Timing]:
-            timings, note = measure_load(load, model_files(request.gguf_path, request.mlx_path), tokens, config.decode_prompt, config.repeats)
+            timings, note = measure_load(load, files, tokens, config.decode_prompt, config.repeats)
             notes.update({t.metric: note for t in timings if note and ".cold" in t.metric})
             return timings
 

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 from .backends.base import LoadedModel
 from .runtime import Timing, prompt_tokens
 
+WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 RESIDENT_LEFT = 0.05  # share of a file's pages still cached after eviction that still counts as cold
 
 
@@ -29,6 +30,17 @@ def model_files(*sources: Path | None) -> list[Path]:
     for source in filter(None, sources):
         files += sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     return files
+
+
+def mapped_model_files(maps: Path = Path("/proc/self/maps")) -> list[Path]:
+    """Weight files this process maps now: with a model loaded, the file the runtime really reads
+    (a derived quant's cached GGUF, not the model's own file), where Linux says."""
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return []
+    paths = {Path(line.split(maxsplit=5)[5]) for line in lines if len(line.split(maxsplit=5)) == 6}
+    return sorted(p for p in paths if p.suffix in WEIGHT_SUFFIXES and p.is_file())
 
 
 def resident(path: Path) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from pytest_slm.load_time import evict, resident
+from pytest_slm.load_time import evict, mapped_model_files, resident
 
 
 def written(path, size: int = 8_000_000):
@@ -30,3 +30,12 @@ def test_a_mapped_file_stays_and_the_reason_is_given(tmp_path):
     with blob.open("rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as mapped:
         sum(mapped[i] for i in range(0, len(mapped), mmap.PAGESIZE))  # map every page, as llama.cpp does
         assert evict([blob]) == "page cache kept: 100% of model.gguf still cached, mapped by a process"
+
+
+def test_the_files_a_load_maps_are_found(tmp_path):
+    """A derived quant's cached GGUF is the file the runtime reads: it is evicted too, found among
+    the files the process maps (/proc/self/maps)."""
+    blob = written(tmp_path / "model.q8_0.gguf", 1_000_000)
+    assert blob not in mapped_model_files()
+    with blob.open("rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ):
+        assert blob in mapped_model_files()
