@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from records import baseline_record as record
@@ -288,3 +289,13 @@ def test_a_symlink_out_of_the_destination_is_refused(tmp_path):
     with pytest.raises(MergeError, match="outside"):
         merge_trees([tree(tmp_path / "run", {ARITH: record()})], into)
     assert list(outside.iterdir()) == []
+
+
+def test_every_committed_baseline_is_a_record_the_merge_accepts_where_it_lies():
+    """Each kind's file name follows from the record (decode at any depth, load, memory), so the
+    committed tree merges as it is."""
+    root = Path(__file__).resolve().parents[1] / "baselines"
+    files = sorted(root.rglob("*.json"))
+    assert any(p.name == "load.json" for p in files) and any("@d2048" in p.read_text() for p in files)
+    for path in files:
+        validate_record(json.loads(path.read_text()), path, path.relative_to(root))

@@ -32,9 +32,15 @@ def file_name(record: Mapping[str, Any]) -> str:
         slug = Fingerprint(**require(record, "fingerprint", dict)).slug
     except TypeError:
         raise RecordError(f"field 'fingerprint' needs exactly {', '.join(Fingerprint.__dataclass_fields__)}") from None
-    decodes = any(metric.split("@")[0] == "decode" for metric in record["metrics"])  # "decode@d512" too
-    name = "memory" if kind == "memory" else "decode" if decodes else "prefill"
+    name = "memory" if kind == "memory" else _latency_item(record["metrics"])
     return f"runtime/{slug}/{name}.json"
+
+
+def _latency_item(metrics: Mapping[str, Any]) -> str:
+    """The latency item a record's metrics belong to: `decode` (at any depth: `decode@d512`),
+    `load` (`load.cold`, `load.warm`, `ttft.cold@128`), else `prefill`."""
+    families = {metric.split("@")[0].split(".")[0] for metric in metrics}
+    return "decode" if "decode" in families else "load" if "load" in families else "prefill"
 
 
 def validate_record(record: Mapping[str, Any], path: Path, relative: Path) -> None:
