@@ -63,3 +63,17 @@ def test_the_runtime_table_lists_a_metrics_depths_in_order():
     cells = {"median": 1.0, "unit": "tok/s", "spread": 0.01, "baseline": None, "change_pct": None, "limit_pct": None, "rounds": 1, "load": None, "verdict": "pass"}
     _, body = runtime([{"item": "m", "metric": metric, **cells} for metric in metrics])
     assert [line[1] for line in body] == ["decode", "decode@d512", "decode@d2048", "prefill@128", "prefill@128@d512", "prefill@128@d2048"]
+
+
+def test_report_html_plots_speed_against_depth_only_where_there_are_depths():
+    from pytest_slm.report import charts
+
+    def rows(*metrics: str) -> list[dict]:
+        return [{"model": "m", "device": "llamacpp-cpu", "quant": "native", "metric": m, "unit": "tok/s", "median": 10.0, "spread": 0.01} for m in metrics]
+
+    deep = rows("prefill@128", "prefill@128@d512", "decode", "decode@d512", "decode@d2048")
+    [panel] = charts.depth(deep)
+    lines = {line.get_label(): list(line.get_xdata()) for line in panel.axes[0].get_lines()}
+    assert lines == {"prefill@128": [0, 512], "decode": [0, 512, 2048]}
+    assert charts.depth(rows("prefill@128", "decode")) == []
+    assert "depth" in [plot_id for plot_id, _, _ in charts.figures({"runtime": deep})]

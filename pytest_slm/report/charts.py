@@ -16,6 +16,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
 from ..options import QUANTS
+from ..runtime import metric_depth
 
 Rows = Sequence[dict[str, Any]]
 
@@ -25,6 +26,7 @@ PREFILL_COLOURS = ("#2a9d8f", "#8ecdc4", "#1d6b62")
 DECODE_COLOUR = "#e76f51"
 REST_COLOUR = "#8d99ae"
 KV_COLOUR = "#6a3d9a"
+DEPTH_DASHES = ("-", "--", ":", "-.")  # one per quant on a depth panel
 KLD_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 # The KL divergence percentiles a fidelity row holds, as the share of positions above each.
 KLD_TAILS = (("median", 0.5), ("p90", 0.1), ("p95", 0.05), ("p99", 0.01), ("p999", 0.001))
@@ -52,6 +54,7 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     plots = (
         ("accuracy-ladder", "Accuracy per task across the quantization ladder", accuracy(results.get("items") or [])),
         ("speed", "Prefill and decode speed per quantization", speed(results.get("runtime") or [])),
+        ("depth", "Prefill and decode speed against the tokens already in the KV cache (--slm-depths)", depth(results.get("runtime") or [])),
         ("memory", "Memory against context length, with the KV cache's share", memory(results.get("memory") or [])),
         ("kld", "KL divergence to the float32 reference per quantization: how many positions lose how much", kld(results.get("fidelity") or [])),
     )
@@ -108,6 +111,34 @@ def speed(rows: Rows) -> list[Figure]:
             )
             axes.set(xlabel="quantization", ylabel="tokens / s (median ± robust σ)")
             panels.append(figure)
+    return panels
+
+
+@matplotlib.rc_context(STYLE)
+def depth(rows: Rows) -> list[Figure]:
+    """A panel per model and device whose speeds were measured at several depths, as llama-bench -d
+    shows them: tokens/s against the tokens already in the cache, a line per metric (and per quant,
+    in its own dash), so the fall with depth reads at a glance."""
+    lines: dict[tuple[str, str], dict[tuple[str, str], list[tuple[int, float]]]] = {}
+    for row in rows:
+        at = metric_depth(row["metric"])
+        name = row["metric"].removesuffix(f"@d{at}")
+        if row["unit"] == "tok/s" and _is_speed(name):
+            lines.setdefault((row["model"], row["device"]), {}).setdefault((row["quant"], name), []).append((at, row["median"]))
+    panels = []
+    for (model, device), facet in sorted(lines.items()):
+        if max(len(points) for points in facet.values()) < 2:
+            continue
+        figure, axes = _panel(0)
+        quants = ladder_order(quant for quant, _ in facet)
+        colours = dict(_speed_series({name for _, name in facet}))
+        for (quant, name), points in sorted(facet.items(), key=lambda item: (quants.index(item[0][0]), item[0][1])):
+            dash = DEPTH_DASHES[quants.index(quant) % len(DEPTH_DASHES)]
+            label = name if len(quants) == 1 else f"{name} · {quant}"
+            axes.plot(*zip(*sorted(points)), marker="o", color=colours[name], linestyle=dash, label=label)
+        axes.set(xlabel="depth: tokens already in the KV cache", ylabel="tokens / s (median)", ylim=(0, None))
+        _legend(figure, axes, f"{model} · {device}")
+        panels.append(figure)
     return panels
 
 
