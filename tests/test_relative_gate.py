@@ -3,6 +3,9 @@ reference's on the same samples, with a paired bootstrap interval (pytest_slm.st
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from pytest_slm.checks.accuracy import AccuracyCheck, AccuracySettings
@@ -11,6 +14,8 @@ from pytest_slm.matrix import Case, TaskSpec
 from pytest_slm.report import tables
 from pytest_slm.stats import relative_accuracy
 from pytest_slm.tasks import TASK_PARTS, AccuracyResult
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def outcomes(*values: int) -> dict[str, int]:
@@ -160,3 +165,49 @@ def test_the_accuracy_table_shows_the_gate_only_when_it_is_on():
     assert body[1][-4:] == ("0.750", "0.800 [0.720, 0.877]", "0.99: FAIL", "FAIL")
     assert body[0][-4:] == ("-", "-", "-", "pass")
 
+
+# -- end to end: the embedded model's q4_0 against its float32 copy, on 40 arithmetic questions ----
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    (pytester.path / "suites").mkdir()
+    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
+    shutil.copy(ROOT / "suites" / "test_accuracy.py", pytester.path / "test_accuracy.py")
+    pytester.makefile(
+        ".toml",
+        pyproject="""
+[tool.pytest.ini_options]
+slm_devices = ["llamacpp-cpu"]
+slm_quants = ["q4_0"]
+slm_tasks = ["slm_arith"]
+slm_limit = "40"
+slm_threads = "2"
+slm_history = "off"
+""",
+    )
+    return pytester
+
+
+def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(project):
+    """q4_0 gets 0.61 of f32's accuracy on these questions (measured: 95% interval [0.37, 0.91]):
+    confidently under 1.0, clearly not under 0.5. The failing run writes no baseline."""
+    baseline = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "q4_0" / "slm_arith-0shot.json"
+    failed = project.runpytest_subprocess("--update-baselines", "--slm-relative-gate=1.0")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(
+        [
+            "smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0: exact_match * is 0.* of the reference"
+            " smollm2-135m-llamacpp-cpu-f32's * on the same 40 samples (95% paired bootstrap interval [[]0.*, 0.*]):"
+            " below 1.0 (--slm-relative-gate)",
+            "*item*accuracy*reference*ratio (95% CI)*gate*verdict*",
+            "smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0 * 0.* [[]0.*, 0.*] * 1: FAIL * FAIL",
+            "model loads: main: smollm2-135m-llamacpp-cpu-q4_0, smollm2-135m-llamacpp-cpu-f32",
+        ]
+    )
+    assert not baseline.exists()
+
+    passed = project.runpytest_subprocess("--update-baselines", "--slm-relative-gate=0.5")
+    passed.assert_outcomes(passed=1)
+    passed.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0 * 0.* [[]0.*, 0.*] * 0.5: pass * updated"])
+    assert baseline.exists()
