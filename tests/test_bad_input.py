@@ -196,6 +196,8 @@ START_UP = [
     pytest.param(_args("--slm-latency-k=inf"), "ERROR: --slm-latency-k must be a finite number, got 'inf'", id="option-inf"),
     pytest.param(_args("--slm-parity-top1=1.5"), "ERROR: --slm-parity-top1 must be at most 1.0, got '1.5'", id="option-share-over-one"),
     pytest.param(_args("--slm-alpha=1"), "ERROR: --slm-alpha must be between 0 and 1, got 1.0", id="option-alpha-one"),
+    pytest.param(_args("--slm-relative-gate=0"), "ERROR: --slm-relative-gate must be above 0, got 0", id="option-relative-gate-zero"),
+    pytest.param(_args("--slm-relative-gate=1.5"), "ERROR: --slm-relative-gate must be at most 1.0, got '1.5'", id="option-relative-gate-over-one"),
     pytest.param(_args("--slm-busy=2"), "ERROR: --slm-busy must be at most 1.0, got '2'", id="option-busy-share-over-one"),
     pytest.param(_args("--slm-threads=0"), "ERROR: --slm-threads must be at least 1, got '0'", id="option-no-threads"),
     pytest.param(_args("--slm-eval-window=1"), "ERROR: --slm-eval-window must be at least 2, got '1'", id="option-window-of-one"),
