@@ -30,6 +30,7 @@ NOTES = [
     "verdict-trust",
     "mlx-checkpoints",
     "fidelity-statistics",
+    "kv-cache-types",
 ]
 
 
