@@ -75,7 +75,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
     "relative-gate": (
         "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
-        " fails when the 95% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)",
+        " fails when the 95%% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)",
         "string",
         None,
     ),
