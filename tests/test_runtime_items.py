@@ -106,14 +106,14 @@ def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
     """--slm-depths (llama-bench's -d): prefill and decode also timed with 256 tokens of the text
     already in the cache, each (metric, depth) a figure of its own in the baseline; the memory item
     shows the cache at that depth (a run judged on fewer depths: tests/test_depths.py)."""
-    depths = ("--slm-depths=0,256", "--slm-repeats=2", "--slm-threads=1")  # one thread: steadier on shared cores
+    depths = ("--slm-depths=0,256", "--slm-repeats=2", "--slm-threads=1", "--slm-decode-tokens=16", "--slm-prefill-lengths=64")
     written = project.runpytest_subprocess("--update-baselines", *depths)
     written.assert_outcomes(passed=3)
     files = runtime_files(project)
     prefill, decode = (next(r for p, r in files.items() if p.endswith(f"{name}.json")) for name in ("prefill", "decode"))
-    assert sorted(prefill["metrics"]) == ["prefill@128", "prefill@128@d256"]
+    assert sorted(prefill["metrics"]) == ["prefill@64", "prefill@64@d256"]
     assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@128", "ttft@128@d256"]
-    assert decode["metrics"]["decode@d256"]["tokens"] == 48 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
+    assert decode["metrics"]["decode@d256"]["tokens"] == 16 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
 
     again = project.runpytest_subprocess(*depths)
     again.assert_outcomes(passed=3)
