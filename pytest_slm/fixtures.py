@@ -141,9 +141,11 @@ class Runtime:
 
     def load(self, case: Case) -> None:
         """Cold and warm load time, and the time to the first token after --slm-decode-prompt tokens
-        from a cold start (load_time.py), with loads of its own: the session's model is not touched."""
+        from a cold start (load_time.py), with loads of its own. The session's loaded model is closed
+        first (the next item loads it again): a file this process maps cannot be evicted."""
         __tracebackhide__ = True
         session, config = self._session, self._session.config
+        session.close()
         mapped_before = set(mapped_model_files())
         try:
             request = session.load_request(case)

@@ -183,6 +183,7 @@ class SlmSession:
         )
 
     def close(self) -> None:
+        """Close every loaded model; an item asking for one later loads it again."""
         for loaded in self._loaded.values():
             if isinstance(loaded, SlmModel):
                 loaded.backend.close()

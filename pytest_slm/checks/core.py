@@ -53,6 +53,7 @@ class Verdict:
     rows: Sequence[Any]
     failure: str | None = None
     busy: str | None = None  # the machine was too busy to judge (or to write) what was measured: why
+    not_judged: str | None = None  # what was measured under other conditions than its baseline: the item skips
 
 
 class ItemCheck(Protocol[Measured]):
@@ -177,6 +178,8 @@ def conclude(prepared: Prepared[Measured], measured: Measured) -> None:
         busy(verdict.busy)
     if verdict.failure:
         fail(verdict.failure)
+    if verdict.not_judged:
+        pytest.skip(verdict.not_judged)
     if context.policy.update and check.key is not None:
         _write(prepared, record)
 

@@ -17,6 +17,19 @@ from .accuracy import model_identity
 from .core import Check, RecordError, Verdict, require
 
 REFRESH_HERE = "If the change is intended, refresh the baseline with --update-baselines on this machine."
+NOT_JUDGED = "not judged"
+
+
+def unlike_conditions(notes: Mapping[str, str], baseline_notes: Mapping[str, str]) -> dict[str, str]:
+    """Metrics measured under other conditions than their baseline (a cold load whose page cache was
+    kept, against one that was evicted, or the reverse), with why: a kept cache loads faster, so such
+    a comparison could only pass."""
+    unlike = {}
+    for metric in set(notes) | set(baseline_notes):
+        now, then = notes.get(metric, ""), baseline_notes.get(metric, "")
+        if bool(now) != bool(then):
+            unlike[metric] = f"now {now or 'evicted'}; the baseline's: {then or 'evicted'}"
+    return unlike
 
 
 def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
@@ -145,6 +158,10 @@ class LatencyCheck(MachineCheck):
         rows = self._rows(rounds, baseline)
         failed = [row for row in rows if row.verdict == "FAIL"]
         if not failed:
+            unlike = [row for row in rows if row.verdict == NOT_JUDGED]
+            if unlike:
+                said = "; ".join(f"{row.metric} ({row.note})" for row in unlike)
+                return Verdict(rows, not_judged=f"{self.item}: not judged: {said}; the rest passed")
             return Verdict(rows)
         if busy := next(filter(None, (r.busy(threshold) for r, _ in rounds)), None):
             slower = ", ".join(f"{row.metric} {row.change_pct:+.0f}%" for row in failed)
@@ -172,16 +189,20 @@ class LatencyCheck(MachineCheck):
                 " (prompt lengths or token counts differ)."
             )
         tolerance, k = self.settings.tolerance, self.settings.k
-        return {m: compare_timings(spread(stored[m]["seconds"]), t.spread, tolerance(m), k) for m, t in measured.items()}, None
+        unlike = unlike_conditions(run.notes, baseline.get("notes", {}))
+        return {
+            m: compare_timings(spread(stored[m]["seconds"]), t.spread, tolerance(m), k) for m, t in measured.items() if m not in unlike
+        }, None
 
     def _rows(self, rounds: Sequence[tuple[LatencyRun, dict[str, Slowdown]]], baseline: Mapping[str, Any] | None) -> list[LatencyRow]:
         """One row per metric, from the last round; a metric fails only if every round found it slower."""
         run, slowdowns = rounds[-1]
+        unlike = unlike_conditions(run.notes, baseline.get("notes", {})) if baseline else {}
         rows = []
         for timing in run.timings:
             stored = baseline["metrics"].get(timing.metric) if baseline else None
             slowdown = slowdowns.get(timing.metric)
-            verdict = "updated" if baseline is None else "changed" if slowdown is None else "pass"
+            verdict = "updated" if baseline is None else NOT_JUDGED if timing.metric in unlike else "changed" if slowdown is None else "pass"
             if slowdown is not None and all(s[timing.metric].regressed for _, s in rounds):
                 verdict = "FAIL"
             current = timing.spread
@@ -201,7 +222,7 @@ class LatencyCheck(MachineCheck):
                     load=run.load,
                     verdict=verdict,
                     competition=run.competition.share if run.competition else None,
-                    note=run.notes.get(timing.metric, ""),
+                    note=unlike.get(timing.metric, run.notes.get(timing.metric, "")),
                     **energy_cells(run.energy, timing.shown(current.median) if timing.tokens else None),
                 )
             )
