@@ -180,3 +180,18 @@ def test_timed_runs_at_a_depth_follow_the_context_evaluated_once(model, monkeypa
     after = model.score(group)
     assert [g for _, g in after[0]] == [g for _, g in before[0]]
     assert np.allclose([lp for lp, _ in after[0]], [lp for lp, _ in before[0]], atol=TOLERANCE_NATS)
+
+
+def test_logits_after_a_context_are_the_whole_sequences_and_the_context_is_kept(model):
+    """Fidelity at depth: the context evaluated first without logits, then logits for the rest only,
+    those of the whole sequence (equal to the last bit here; the tolerance leaves room for kernels
+    that split sums by the batch's shape); asked again at the same context, the cache's context is
+    reused and the figures are the same."""
+    tokens = model.tokenize("The sea at Kessel Point rises and falls twice a day, as it does on most coasts.")
+    whole = model.logits(tokens)
+    after = model.logits(tokens[8:], context=tokens[:8])
+    assert after.shape == whole[8:].shape
+    np.testing.assert_allclose(after, whole[8:], atol=1e-3)  # logits span -29 to 33 here
+    assert (after.argmax(axis=1) == whole[8:].argmax(axis=1)).all()
+    np.testing.assert_array_equal(model.logits(tokens[8:], context=tokens[:8]), after)
+    np.testing.assert_array_equal(model.logits(tokens), whole)  # depth 0 from an empty cache, as before

@@ -300,3 +300,14 @@ def test_timed_runs_at_a_depth_copy_the_context_cache_evaluated_once(model, monk
     assert model.timed_decode(prompt, 4, context)[1] > 0
     assert evaluated == [len(context), len(prompt), len(prompt)]
     assert all(layer.offset == len(context) for layer in model._depth[1])
+
+
+def test_logits_after_a_context_are_the_whole_sequences(model):
+    """Fidelity at depth on MLX: the context's cache, then logits for the rest only, those of the
+    whole sequence (equal to the last bit on the CPU here; the tolerance leaves room for summation
+    order on other devices)."""
+    tokens = model.tokenize("The sea at Kessel Point rises and falls twice a day, as it does on most coasts.")
+    whole = model.logits(tokens)
+    after = model.logits(tokens[8:], context=tokens[:8])
+    np.testing.assert_allclose(after, whole[8:], atol=1e-3)
+    assert (after.argmax(axis=1) == whole[8:].argmax(axis=1)).all()

@@ -118,10 +118,12 @@ class LoadedModel(Protocol):
         """
         ...
 
-    def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        """Float32 logits after each of `tokens` (shape: tokens x vocabulary), from an empty cache.
+    def logits(self, tokens: Sequence[int], context: Sequence[int] = ()) -> np.ndarray:
+        """Float32 logits after each of `tokens` (shape: tokens x vocabulary), on a cache holding
+        `context` (evaluated first, no logits kept; empty: from an empty cache).
 
-        Full distributions, for comparing two runtimes or quantizations position by position.
+        Full distributions, for comparing two runtimes or quantizations position by position; a
+        context shows what a filled (perhaps quantized) KV cache does to them.
         """
         ...
 

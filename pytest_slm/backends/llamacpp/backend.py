@@ -240,14 +240,18 @@ class LlamaCppModel:
         self._sequence = list(tokens)
         return last[0]
 
-    def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        self._clear()
+    def logits(self, tokens: Sequence[int], context: Sequence[int] = ()) -> np.ndarray:
+        if context:
+            depth = self._at_depth(context)
+        else:
+            self._clear()
+            depth = 0
         rows = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
 
         def read(index: int, row: np.ndarray) -> None:
             rows[index] = row
 
-        self._decode([(tok, pos, 0, True) for pos, tok in enumerate(tokens)], read)
+        self._decode([(tok, depth + pos, 0, True) for pos, tok in enumerate(tokens)], read)
         return rows
 
     def score(self, groups: Sequence[ScoreGroup]) -> list[list[tuple[float, bool]]]:

@@ -182,12 +182,12 @@ class MlxModel:
         logits = self._head(hidden).astype(self._mx.float32)
         return logits - self._mx.logsumexp(logits, axis=-1, keepdims=True)
 
-    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+    def logits(self, tokens: Sequence[int], context: Sequence[int] = ()) -> np.ndarray:
         from mlx_lm.models.cache import make_prompt_cache
 
         mx = self._mx
         mx.set_default_device(self._device)
-        cache = make_prompt_cache(self._model)
+        cache = self._at_depth(context) or make_prompt_cache(self._model)
         rows = []
         for start in range(0, len(tokens), self.n_batch):
             hidden = self._body(mx.array(tokens[start : start + self.n_batch])[None], cache)[0]
