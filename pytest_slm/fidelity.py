@@ -16,6 +16,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+# Windows compared after a nonzero depth: 4 of 256 tokens are 1,020 positions, two thirds of the
+# evaluation text's 1,530 at depth 0, at a bounded cost (depth + 1,024 tokens per model).
+DEPTH_WINDOWS = 4
 # The KL divergence percentiles a record keeps, by the name a tail gate is configured with.
 KLD_PERCENTILES = {"median": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9, "max": 100.0}
 
@@ -83,6 +86,15 @@ def windows(tokens: Sequence[int], size: int) -> list[list[int]]:
     """Fixed, non-overlapping windows (a short tail is dropped), each evaluated from an empty cache,
     so the numbers do not depend on the backend's context handling."""
     return [list(tokens[start : start + size]) for start in range(0, len(tokens) - size + 1, size)]
+
+
+def depth_windows(tokens: Sequence[int], depth: int, size: int, context_length: int) -> list[list[int]]:
+    """The windows compared at `depth`: the text's first `depth` tokens stay in the cache as context,
+    and the text continues through up to DEPTH_WINDOWS windows, each after the last (the context
+    grows from `depth`), as many as the text and the loaded context hold; none when not one fits."""
+    room = min(len(tokens), context_length) - depth
+    count = min(DEPTH_WINDOWS, max(0, room // size))
+    return [list(tokens[depth + i * size : depth + (i + 1) * size]) for i in range(count)]
 
 
 def top_k(logits: np.ndarray, tokens: Sequence[int], k: int) -> TopK:

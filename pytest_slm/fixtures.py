@@ -85,8 +85,9 @@ class Accuracy:
 
 
 class FidelityFixture:
-    """`check(model)`: the loaded quant's distributions on the evaluation text against the model's
-    float32 reference, compared with (or written as) its baseline."""
+    """`check(model)`: the loaded quant's distributions on the evaluation text (and on the depth text
+    after each nonzero --slm-depths) against the model's float32 reference, compared with (or
+    written as) its baseline."""
 
     def __init__(self, session: SlmSession, item: pytest.Item) -> None:
         self._session = session
@@ -99,11 +100,13 @@ class FidelityFixture:
         config = session.config
         ceiling = config.kld_ceilings.get(case.quant) if case.kv == DEFAULT_KV_TYPE else None  # a quant's, against f32
         gate = FidelityGate(config.fidelity_margin, *config.fidelity_tail, ceiling)
+        depths = tuple(depth for depth in config.depths if depth)
         check = FidelityCheck(
             case,
             reference,
             gate,
-            lambda: measured(case.id, lambda: session.against_reference(case.id, case, reference)),
+            lambda: measured(case.id, lambda: session.against_reference(case.id, case, reference, (0, *depths))),
+            self._item.nodeid,
         )
         core.run(check, session.check_context(self._item, lambda: model.provenance))
 
@@ -238,7 +241,7 @@ class Parity:
     def measure(self) -> Fidelity:
         __tracebackhide__ = True
         reference, candidate = self._case.sides
-        return measured(self._case.id, lambda: self._session.against_reference(self._case.id, candidate, reference))
+        return measured(self._case.id, lambda: self._session.against_reference(self._case.id, candidate, reference)[0])
 
     def check(self, fidelity: Fidelity) -> None:
         __tracebackhide__ = True

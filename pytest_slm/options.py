@@ -24,6 +24,8 @@ DEFAULT_REGISTRY = "suites/models.toml"
 DEFAULT_TASK_PATHS = ("suites/tasks",)
 DEFAULT_EVAL_TEXT = "suites/eval/text.txt"
 BUILTIN_EVAL_TEXT = Path(__file__).resolve().parent / "data" / "eval" / "text.txt"
+DEFAULT_DEPTH_TEXT = "suites/eval/depth.txt"
+BUILTIN_DEPTH_TEXT = BUILTIN_EVAL_TEXT.with_name("depth.txt")
 
 LATENCY_FAMILIES = ("prefill", "decode", "ttft")
 DEFAULT_LATENCY_TOLERANCE = 0.10
@@ -44,6 +46,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "history": ("SQLite file every run's rows are appended to, or 'off' (default: .pytest-slm/history.sqlite under the rootdir)", "string", ".pytest-slm/history.sqlite"),
     "report": ("directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)", "string", None),
     "eval-text": ("text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)", "string", None),
+    "depth-text": ("long text fidelity items compare on after each nonzero --slm-depths of it in the KV cache (default: suites/eval/depth.txt under the rootdir if there, else the built-in one)", "string", None),
     "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
     "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
     "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
@@ -52,7 +55,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
     "decode-prompt": ("prompt tokens before test_decode_speed generates; its time to first token (default 128)", "string", "128"),
     "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
-    "depths": ("context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d (default 0)", "args", "0"),
+    "depths": ("context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at (default 0)", "args", "0"),
     "repeats": ("timed runs per latency metric, after one warm-up (default 5)", "string", "5"),
     "latency-tolerance": (
         "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
@@ -84,7 +87,7 @@ FLAGS = {
     "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
     "slm-strict": "fail, instead of skip, items that have no baseline",
     "slm-allow-task-change": "compare outcomes even when the task (prompts, targets, generation, filters, metric, version) changed since the baseline",
-    "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline, and a latency run drop the baseline's figures at depths it did not measure (--slm-depths)",
+    "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline, and a latency or fidelity run drop the baseline's figures at depths it did not measure (--slm-depths)",
 }
 
 
@@ -124,6 +127,7 @@ class SlmConfig:
     report_dir: Path | None
     cache_dir: Path
     eval_text: Path
+    depth_text: Path  # what fidelity at a nonzero depth reads: its first `depth` tokens, then windows
     eval_window: int
     parity_top1: float
     parity_kld: float
@@ -285,6 +289,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         report_dir=rootdir / str(report) if (report := value("report")) else None,
         cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
         eval_text=project_file("eval-text", DEFAULT_EVAL_TEXT) or BUILTIN_EVAL_TEXT,
+        depth_text=project_file("depth-text", DEFAULT_DEPTH_TEXT) or BUILTIN_DEPTH_TEXT,
         eval_window=number("eval-window", int, 2),
         parity_top1=number("parity-top1", float, 0.0, high=1.0),
         parity_kld=number("parity-kld", float, 0.0),

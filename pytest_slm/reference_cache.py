@@ -1,4 +1,5 @@
-"""The fidelity reference's distributions on the evaluation text, kept in the artifact cache.
+"""The fidelity reference's distributions on the evaluation text (and on the depth text after each
+depth), kept in the artifact cache.
 
 The float32 reference is the slowest model a run loads, and its distributions depend only on its
 file, the text, the window and the runtime: so they are computed once and reused while those stay
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .fidelity import TopK, top_k
+from .fidelity import DEPTH_WINDOWS, TopK, top_k
 from .store.atomic import stage_bytes
 
 TOP_K = 1024  # chosen from benchmarks/reference_cache_truncation.py
@@ -38,12 +39,15 @@ class KeptReference:
     windows: list[TopK]
 
 
-def cache_key(model_digest: str, runtime: str, text: str, window: int) -> str:
+def cache_key(model_digest: str, runtime: str, text: str, window: int, depth: int = 0) -> str:
     """What the reference's distributions depend on: the reference file's content (through the digest
     it is built from, which covers its vocabulary and weights), the runtime that evaluates it, the
-    text and the window; and what a file keeps of them (FORMAT, TOP_K)."""
+    text, the window and the depth its windows start at (fidelity.depth_windows; at depth 0 the key
+    is what it was before depths); and what a file keeps of them (FORMAT, TOP_K, DEPTH_WINDOWS)."""
     text_digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     parts = f"{FORMAT}:{TOP_K}:{model_digest}:{runtime}:{text_digest}:{window}"
+    if depth:
+        parts += f":depth={depth}:{DEPTH_WINDOWS}"
     return hashlib.sha256(parts.encode()).hexdigest()[:24]
 
 

@@ -16,13 +16,13 @@ import pytest
 
 from . import reference_cache
 from .backends import backend, kv_types
-from .backends.base import DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
+from .backends.base import CONTEXT_LENGTH, DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
 from .backends.llamacpp.quantize import content_digest
 from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
 from .checks.fidelity import FidelityRow, ParityRow
 from .checks.runtime import LatencyRow, MemoryRow
-from .fidelity import Fidelity, Reference, compare, windows
+from .fidelity import Fidelity, Reference, compare, depth_windows, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel
 from .options import DEVICES, SlmConfig
@@ -46,7 +46,7 @@ class SlmSession:
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
-    _reference_logits: dict[str, tuple[list[int], list[Reference]]] = field(default_factory=dict)
+    _reference_logits: dict[tuple[str, int], tuple[list[int], list[Reference]]] = field(default_factory=dict)  # by (model, depth)
     _outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # per accuracy item, for parity
     _reference_results: dict[str, AccuracyResult] = field(default_factory=dict)  # the relative gate's, per task
 
@@ -61,6 +61,8 @@ class SlmSession:
         except (RegistryError, TaskError) as exc:
             raise pytest.UsageError(str(exc)) from None
         if config.eval_text.exists() and (problem := eval_text_problem(config.eval_text)):
+            raise pytest.UsageError(problem)
+        if any(config.depths) and config.depth_text.exists() and (problem := eval_text_problem(config.depth_text, DEPTH_TEXT)):
             raise pytest.UsageError(problem)
         if config.update and (problem := writable_dir_problem(config.baselines_dir)):
             raise pytest.UsageError(f"--update-baselines: {problem}")
@@ -230,6 +232,13 @@ class SlmSession:
             fail(problem)
         return self.config.eval_text.read_text(encoding="utf-8")
 
+    @cached_property
+    def depth_text(self) -> str:
+        """The long text fidelity items read at a nonzero --slm-depths; checked like the evaluation text."""
+        if problem := eval_text_problem(self.config.depth_text, DEPTH_TEXT):
+            fail(problem)
+        return self.config.depth_text.read_text(encoding="utf-8")
+
     def remember_outcomes(self, case: Case, outcomes: dict[str, int]) -> None:
         self._outcomes[case.id] = outcomes
 
@@ -260,48 +269,66 @@ class SlmSession:
                 tasks[str(task)] = compare_outcomes(llama_run, mlx_run)
         return tasks
 
-    def _windows_logits(self, case: Case) -> tuple[list[int], list[Reference]]:
-        """The evaluation text's tokens and each window's logits (the cached reference's: its top k);
-        a reference's are kept for the session, since every quant of the model is compared with them."""
-        cached = self._reference_logits.get(case.model_id)
+    def _windows_logits(self, case: Case, depth: int = 0) -> tuple[list[int], list[Reference]]:
+        """The text's tokens and each window's logits (the cached reference's: its top k): the
+        evaluation text's windows at depth 0, the depth text's after `depth` of its tokens otherwise
+        (see `_windows`); a reference's are kept for the session, since every quant of the model is
+        compared with them."""
+        cached = self._reference_logits.get((case.model_id, depth))
         if cached is not None:
             return cached
+        shown = case.model_id + (f" at depth {depth}" if depth else "")
         is_reference = case.quant == REFERENCE_QUANT and case.kv == DEFAULT_KV_TYPE  # the f32 reference, cached on disk
-        stored_at = self._reference_cache_path(case) if is_reference else None
+        stored_at = self._reference_cache_path(case, depth) if is_reference else None
         if stored_at is not None and (stored := reference_cache.load(stored_at)) is not None:
-            self.progress(f"fidelity reference {case.model_id}: reused from the cache ({self._shown(stored_at)})")
-            self._reference_logits[case.model_id] = stored.tokens, list(stored.windows)
-            return self._reference_logits[case.model_id]
+            self.progress(f"fidelity reference {shown}: reused from the cache ({self._shown(stored_at)})")
+            self._reference_logits[case.model_id, depth] = stored.tokens, list(stored.windows)
+            return self._reference_logits[case.model_id, depth]
         started = time.perf_counter()
         backend_model = self.model(case).backend
-        tokens = backend_model.tokenize(self.eval_text)
-        chunks = windows(tokens, self.config.eval_window)
-        if not chunks:
-            fail(
-                f"{case.model_id}: the evaluation text has {len(tokens)} tokens, fewer than one window of"
-                f" {self.config.eval_window} (--slm-eval-window)"
-            )
-        measured: tuple[list[int], list[Reference]] = tokens, [backend_model.logits(chunk) for chunk in chunks]
+        tokens = backend_model.tokenize(self.depth_text if depth else self.eval_text)
+        chunks = self._windows(case.model_id, tokens, depth)
+        if depth:  # one pass: the context once, then the windows, each continuing the last
+            rows = backend_model.logits([token for chunk in chunks for token in chunk], context=tokens[:depth])
+            logits = [rows[i * len(chunk) : (i + 1) * len(chunk)] for i, chunk in enumerate(chunks)]
+        else:
+            logits = [backend_model.logits(chunk) for chunk in chunks]
+        measured: tuple[list[int], list[Reference]] = tokens, list(logits)
         if stored_at is not None:
-            kept = reference_cache.keep(tokens, chunks, measured[1])  # type: ignore[arg-type]
+            kept = reference_cache.keep(tokens, chunks, logits)
             measured = tokens, list(kept.windows)  # the figures every later run, reading the file, computes
             try:
                 reference_cache.save(stored_at, kept)
             except OSError as exc:
-                self.progress(f"fidelity reference {case.model_id}: cannot cache it in {self._shown(stored_at)}: {exc}")
+                self.progress(f"fidelity reference {shown}: cannot cache it in {self._shown(stored_at)}: {exc}")
             else:
                 seconds = time.perf_counter() - started
-                self.progress(
-                    f"fidelity reference {case.model_id}: computed in {seconds:.1f} s, cached in {self._shown(stored_at)}"
-                )
+                self.progress(f"fidelity reference {shown}: computed in {seconds:.1f} s, cached in {self._shown(stored_at)}")
         if is_reference:
-            self._reference_logits[case.model_id] = measured
+            self._reference_logits[case.model_id, depth] = measured
         return measured
 
-    def _reference_cache_path(self, case: Case) -> Path | None:
-        """Where the reference's logits on the evaluation text are kept between runs: named by the
-        content of the GGUF its float32 copy is made from, the quant, the runtime's version, the
-        text and the window (see reference_cache.py)."""
+    def _windows(self, item: str, tokens: list[int], depth: int) -> list[list[int]]:
+        """The windows compared at `depth`: at 0, the evaluation text's, each from an empty cache; at
+        a nonzero depth, the depth text's first `depth` tokens as context, then up to
+        fidelity.DEPTH_WINDOWS windows continuing it (fidelity.depth_windows)."""
+        size = self.config.eval_window
+        if not depth:
+            if not (chunks := windows(tokens, size)):
+                fail(f"{item}: the evaluation text has {len(tokens)} tokens, fewer than one window of {size} (--slm-eval-window)")
+            return chunks
+        if not (chunks := depth_windows(tokens, depth, size, CONTEXT_LENGTH)):
+            fail(
+                f"{item}: fidelity at depth {depth} needs {depth + size} tokens (the depth, then one window of"
+                f" --slm-eval-window={size}) within the {CONTEXT_LENGTH} a model is loaded with; the depth text"
+                f" {self._shown(self.config.depth_text)} (--slm-depth-text) has {len(tokens)}"
+            )
+        return chunks
+
+    def _reference_cache_path(self, case: Case, depth: int) -> Path | None:
+        """Where the reference's logits on the text are kept between runs: named by the content of
+        the GGUF its float32 copy is made from, the quant, the runtime's version, the text, the
+        window and the depth (see reference_cache.py)."""
         try:
             gguf = self.models[case.model].gguf_path(self.config.cache_dir)
         except RegistryError:
@@ -310,35 +337,44 @@ class SlmSession:
             return None
         digest = f"{content_digest(gguf)}:{case.quant}"
         runtime = _version(backend(case.backend).PACKAGE)
-        key = reference_cache.cache_key(digest, runtime, self.eval_text, self.config.eval_window)
+        text = self.depth_text if depth else self.eval_text
+        key = reference_cache.cache_key(digest, runtime, text, self.config.eval_window, depth)
         return reference_cache.path_for(self.config.cache_dir, case.model, key)
 
     def reference_of(self, case: Case) -> Case:
         """The case a fidelity item of `case` is measured against (see matrix.fidelity_reference)."""
         return fidelity_reference(case, self.models[case.model].mlx is not None)
 
-    def against_reference(self, item: str, candidate: Case, reference: Case) -> Fidelity:
-        """The candidate first, since its items have just run and it is still loaded; then the
-        reference, loaded only the first time."""
+    def against_reference(self, item: str, candidate: Case, reference: Case, depths: Sequence[int] = (0,)) -> dict[int, Fidelity]:
+        """The figures at each depth. The candidate first, at every depth, since its items have just
+        run and it is still loaded; then the reference, loaded only the first time."""
         if problem := self.skip_reason(reference):
             pytest.skip(f"the reference {reference.model_id} cannot run here: {problem}")
-        tokens, candidate_logits = self._windows_logits(candidate)
-        reference_tokens, reference_logits = self._windows_logits(reference)
-        self._reference_logits.setdefault(reference.model_id, (reference_tokens, reference_logits))  # for every quant
-        if reference_tokens != tokens:
-            fail(f"{item}: the two runtimes tokenize the evaluation text differently")
-        return compare(zip(reference_logits, candidate_logits, windows(tokens, self.config.eval_window)))
+        measured = {depth: self._windows_logits(candidate, depth) for depth in depths}
+        figures = {}
+        for depth, (tokens, candidate_logits) in measured.items():
+            reference_tokens, reference_logits = self._windows_logits(reference, depth)
+            self._reference_logits.setdefault((reference.model_id, depth), (reference_tokens, reference_logits))  # for every quant
+            if reference_tokens != tokens:
+                fail(f"{item}: the two runtimes tokenize the {'depth' if depth else 'evaluation'} text differently")
+            figures[depth] = compare(zip(reference_logits, candidate_logits, self._windows(item, tokens, depth)))
+        return figures
 
 
-def eval_text_problem(path: Path) -> str | None:
-    """Why the evaluation text cannot serve (checked at start-up when it exists, else by the items
-    that need it)."""
+EVAL_TEXT = ("evaluation text", "--slm-eval-text")
+DEPTH_TEXT = ("depth text", "--slm-depth-text")
+
+
+def eval_text_problem(path: Path, named: tuple[str, str] = EVAL_TEXT) -> str | None:
+    """Why the evaluation (or depth) text cannot serve (checked at start-up when it exists, else by
+    the items that need it)."""
+    what, option = named
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read the evaluation text {shown(path)} (--slm-eval-text): {exc}"
+        return f"cannot read the {what} {shown(path)} ({option}): {exc}"
     if not text.strip():
-        return f"the evaluation text {shown(path)} (--slm-eval-text) is empty"
+        return f"the {what} {shown(path)} ({option}) is empty"
     return None
 
 

@@ -172,6 +172,11 @@ def _eval_text(content: bytes):
     return make
 
 
+def _depth_text(path: Path) -> list[str]:
+    (path / "depth.txt").write_text(" \n")
+    return ["--slm-depth-text=depth.txt", "--slm-depths=0,512"]
+
+
 def _args(*args: str):
     return lambda path: list(args)
 
@@ -192,6 +197,7 @@ START_UP = [
     pytest.param(_non_utf8_task_yaml, "ERROR: cannot read task file *latin1.yaml: 'utf-8' codec can't decode*", id="task-yaml-not-utf8"),
     pytest.param(_eval_text(b" \n\n"), "ERROR: the evaluation text *eval.txt (--slm-eval-text) is empty", id="eval-text-empty"),
     pytest.param(_eval_text(b"caf\xe9"), "ERROR: cannot read the evaluation text *eval.txt (--slm-eval-text): 'utf-8' codec*", id="eval-text-not-utf8"),
+    pytest.param(_depth_text, "ERROR: the depth text *depth.txt (--slm-depth-text) is empty", id="depth-text-empty"),
     pytest.param(_args("--slm-min-drop=nan"), "ERROR: --slm-min-drop must be a finite number, got 'nan'", id="option-nan"),
     pytest.param(_args("--slm-latency-k=inf"), "ERROR: --slm-latency-k must be a finite number, got 'inf'", id="option-inf"),
     pytest.param(_args("--slm-parity-top1=1.5"), "ERROR: --slm-parity-top1 must be at most 1.0, got '1.5'", id="option-share-over-one"),

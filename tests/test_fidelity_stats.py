@@ -128,7 +128,7 @@ def test_damage_at_half_a_percent_of_positions_fails_the_tail_gate_while_the_mea
     def failure(gate_tail_margin: float) -> str | None:
         gate = FidelityGate(margin, tail, gate_tail_margin, None)
         case, f32 = Case("smollm2-135m", "llamacpp-cpu", "q8_0"), Case("smollm2-135m", "llamacpp-cpu", "f32")
-        return FidelityCheck(case, f32, gate, lambda: after).judge(after, record).failure
+        return FidelityCheck(case, f32, gate, lambda: {0: after}).judge({0: after}, record).failure
 
     assert failure(math.inf) is None  # the mean gate alone passes
     caught = failure(float(tail_margin))
@@ -172,6 +172,6 @@ def test_a_schema_2_baseline_is_judged_on_the_tail_it_has_and_said_when_it_has_n
                                     np.full(101, 2.0), np.full(101, 2.1))])
     old = {name: RECORD[name] for name in SCHEMA_2_FIELDS} | {"schema_version": 2}
     case, f32 = Case("smollm2-135m", "llamacpp-cpu", "q8_0"), Case("smollm2-135m", "llamacpp-cpu", "f32")
-    verdict = FidelityCheck(case, f32, FidelityGate(0.1, tail, 0.1, None), lambda: fidelity).judge(fidelity, old)
+    verdict = FidelityCheck(case, f32, FidelityGate(0.1, tail, 0.1, None), lambda: {0: fidelity}).judge({0: fidelity}, old)
     assert (verdict.failure is None) == (failure is None)
     assert failure is None or failure in verdict.failure and "--update-baselines" in verdict.failure

@@ -1,5 +1,6 @@
 """The fidelity reference's distributions kept between runs: what a file keeps, and a second run that
-reuses it instead of loading the reference, through the real plugin on the embedded model."""
+reuses it instead of loading the reference (at depth 0 and at a depth), through the real plugin on
+the embedded model."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from pytest_slm import reference_cache
 from pytest_slm.backends.base import LoadRequest
 from pytest_slm.fidelity import compare, windows
+from pytest_slm.options import BUILTIN_DEPTH_TEXT
 from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,18 +87,27 @@ slm_cache = "{tmp_path_factory.mktemp("artifacts")}"
 
 
 def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):
-    first = project.runpytest_subprocess("--update-baselines")
+    """At depth 0 and at a depth (the built-in depth text): each kept under its own key, each rebuilt
+    when its own text changes and only then."""
+    reference = "pytest-slm: fidelity reference smollm2-135m-llamacpp-cpu-f32"
+    first = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,128")
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines(["pytest-slm: fidelity reference smollm2-135m-llamacpp-cpu-f32: computed in * s, cached in *"])
+    first.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 128: computed in * s, cached in *"])
     assert "smollm2-135m-llamacpp-cpu-f32" in first.stdout.str().split("model loads:")[-1]
 
-    second = project.runpytest_subprocess()
+    second = project.runpytest_subprocess("--slm-depths=0,128")
     second.assert_outcomes(passed=1)  # the same figures from the kept distributions
-    second.stdout.fnmatch_lines(["pytest-slm: fidelity reference smollm2-135m-llamacpp-cpu-f32: reused from the cache *"])
+    second.stdout.fnmatch_lines([f"{reference}: reused from the cache *", f"{reference} at depth 128: reused from the cache *"])
     loads = second.stdout.str().split("model loads:")[-1]
     assert "smollm2-135m-llamacpp-cpu-q8_0" in loads and "f32" not in loads  # the reference was never loaded
 
+    depth_text = BUILTIN_DEPTH_TEXT.read_text(encoding="utf-8")
+    (project.path / "depth.txt").write_text(depth_text.replace("Marta", "Maret"), encoding="utf-8")
+    new_depth_text = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,128", "--slm-depth-text=depth.txt")
+    new_depth_text.assert_outcomes(passed=1)
+    new_depth_text.stdout.fnmatch_lines([f"{reference}: reused from the cache *", f"{reference} at depth 128: computed in * s, cached in *"])
+
     (project.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1400])
-    changed = project.runpytest_subprocess("--update-baselines")
+    changed = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,128", "--slm-depth-text=depth.txt")
     changed.assert_outcomes(passed=1)
-    changed.stdout.fnmatch_lines(["pytest-slm: fidelity reference smollm2-135m-llamacpp-cpu-f32: computed in * s, cached in *"])
+    changed.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 128: reused from the cache *"])

@@ -10,12 +10,12 @@ from ..runtime import Fingerprint
 from ..store.baselines import BaselineError
 from .accuracy import validate_accuracy
 from .core import RecordError, non_finite, require
-from .fidelity import validate_distributions
+from .fidelity import validate_fidelity
 from .runtime import validate_latency, validate_memory
 
 SCHEMAS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "accuracy": validate_accuracy,
-    "fidelity": validate_distributions,
+    "fidelity": validate_fidelity,
     "latency": validate_latency,
     "memory": validate_memory,
 }

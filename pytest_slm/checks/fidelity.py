@@ -1,5 +1,6 @@
 """Fidelity items: a quant's next-token distributions against the model's exact float32 copy,
-compared with the quant's own baseline, and parity items: two runtimes on the same weights."""
+compared with the quant's own baseline (at depth 0, and after each nonzero --slm-depths of a long
+text in the KV cache), and parity items: two runtimes on the same weights."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class FidelityRow(DistributionRow):
     baseline_mean_kld: float | None = None
     judged_tail: str = "p99"  # the percentile the gate judged
     baseline_tail_kld: float | None = None
+    depth: int = 0  # tokens of the depth text in the cache before the windows (0: the evaluation text's windows)
 
 
 @dataclass(frozen=True)
@@ -74,23 +76,26 @@ def validate_distributions(record: Mapping[str, Any]) -> None:
     require(record, "ppl_ratio_stderr", float, lambda v: v >= 0, "a standard error is never negative")
 
 
+def validate_fidelity(record: Mapping[str, Any]) -> None:
+    """A fidelity record: its depth-0 figures at the top level (as before depths), and under `depths`
+    those at each nonzero depth ("2048": the same fields), each held to the same rules."""
+    validate_distributions(record)
+    if "depths" not in record:
+        return
+    depths = require(record, "depths", dict, bool, "a record without figures at depth leaves the field out")
+    for name, figures in depths.items():
+        if not (name.isdigit() and name == str(int(name)) and int(name) > 0):
+            raise RecordError(f"field 'depths' has the key {name!r}: a depth is a positive whole number of tokens")
+        if not isinstance(figures, dict):
+            raise RecordError(f"field 'depths.{name}' is not an object")
+        try:
+            validate_distributions(figures)
+        except RecordError as exc:
+            raise RecordError(f"at depth {name}: {exc}") from None
+
+
 def _share(value: float) -> bool:
     return 0 <= value <= 1
-
-
-class DistributionCheck(Check):
-    """What fidelity and parity share: both measure `Fidelity` by calling `compare`."""
-
-    compare: Callable[[], Fidelity]
-
-    def validate(self, record: Mapping[str, Any]) -> None:
-        validate_distributions(record)
-
-    def measure(self) -> Fidelity:
-        return self.compare()
-
-    def record(self, fidelity: Fidelity) -> dict[str, Any]:
-        return asdict(fidelity)
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,16 @@ class FidelityGate:
 
 
 @dataclass
-class FidelityCheck(DistributionCheck):
+class FidelityCheck(Check):
+    """Measured at depth 0 always (the record's top level) and at each nonzero --slm-depths (under
+    its `depths`); each depth judged with the same gate against the baseline's same depth. A run judges
+    the depths it measured; an update keeps the baseline's others."""
+
     case: Case
     reference: Case
     gate: FidelityGate
-    compare: Callable[[], Fidelity]
+    compare: Callable[[], Mapping[int, Fidelity]]  # by depth, 0 included
+    nodeid: str = ""  # for the command that writes a depth the baseline lacks
     kind: str = "fidelity"
 
     def __post_init__(self) -> None:
@@ -119,10 +129,41 @@ class FidelityCheck(DistributionCheck):
     def identity(self) -> dict[str, Any]:
         return {**model_identity(self.case), "reference": self.reference.model_id}
 
-    def judge(self, fidelity: Fidelity, baseline: Mapping[str, Any] | None) -> Verdict:
-        """Against the quant's own baseline, in both directions: the same build gives the same
-        logits, so a large change either way means the quant is not what the baseline describes (a
-        new quantizer, a regression, or figures filed under the wrong quant). And against a ceiling."""
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_fidelity(record)
+
+    def measure(self) -> Mapping[int, Fidelity]:
+        return self.compare()
+
+    def record(self, measured: Mapping[int, Fidelity]) -> dict[str, Any]:
+        deep = {str(depth): asdict(fidelity) for depth, fidelity in sorted(measured.items()) if depth}
+        return {**asdict(measured[0]), **({"depths": deep} if deep else {})}
+
+    def kept(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The baseline's figures at depths this run did not measure stay (as latency's do)."""
+        depths = {**stored.get("depths", {}), **record.get("depths", {})}
+        return {**record, "depths": dict(sorted(depths.items(), key=lambda item: int(item[0])))} if depths else record
+
+    def judge(self, measured: Mapping[int, Fidelity], baseline: Mapping[str, Any] | None) -> Verdict:
+        """Each depth against the baseline's same depth, in both directions: the same build gives
+        the same logits, so a large change either way means the quant is not what the baseline
+        describes (a new quantizer, a regression, or figures filed under the wrong quant). And
+        against a ceiling, at every depth. A depth the baseline lacks fails, naming the command
+        that adds it."""
+        rows, problems = [], []
+        for depth, fidelity in sorted(measured.items()):
+            stored = baseline if baseline is None or not depth else baseline.get("depths", {}).get(str(depth))
+            found = self._problems(fidelity, stored)
+            if baseline is not None and stored is None:
+                found.append(
+                    f"the baseline has no figures at this depth; add them with: pytest '{self.nodeid}'"
+                    f" --slm-depths={depth} --update-baselines (its other depths are kept)"
+                )
+            problems += [f"at depth {depth}: {problem}" if depth else problem for problem in found]
+            rows.append(self._row(fidelity, stored, depth, "FAIL" if found else "updated" if baseline is None else "pass"))
+        return Verdict(rows, f"{self.item}: " + "; ".join(problems) + f". {REFRESH}" if problems else None)
+
+    def _problems(self, fidelity: Fidelity, baseline: Mapping[str, Any] | None) -> list[str]:
         gate, tail = self.gate, tail_field(self.gate.tail)
         problems = []
         if gate.ceiling is not None and fidelity.mean_kld > gate.ceiling:
@@ -137,17 +178,20 @@ class FidelityCheck(DistributionCheck):
                 problems += _moved(f"{gate.tail} KL divergence", fidelity.tail(gate.tail), baseline[tail], gate.tail_margin)
             if problems:
                 problems.append(f"top-1 agreement {fidelity.top1_agreement:.4f} vs {baseline['top1_agreement']:.4f}")
-        verdict = "FAIL" if problems else "updated" if baseline is None else "pass"
-        row = FidelityRow(
+        return problems
+
+    def _row(self, fidelity: Fidelity, baseline: Mapping[str, Any] | None, depth: int, verdict: str) -> FidelityRow:
+        tail = tail_field(self.gate.tail)
+        return FidelityRow(
             **asdict(fidelity),
             item=self.item,
             verdict=verdict,
             **model_identity(self.case),
             baseline_mean_kld=None if baseline is None else baseline["mean_kld"],
-            judged_tail=gate.tail,
+            judged_tail=self.gate.tail,
             baseline_tail_kld=None if baseline is None else baseline.get(tail),
+            depth=depth,
         )
-        return Verdict([row], f"{self.item}: " + "; ".join(problems) + f". {REFRESH}" if problems else None)
 
 
 def _moved(what: str, current: float, stored: float, margin: float) -> list[str]:
@@ -171,9 +215,9 @@ class ParitySettings:
 
 
 @dataclass
-class ParityCheck(DistributionCheck):
-    """Judged against thresholds, not a baseline: two runtimes on the same weights must agree; a
-    model's GGUF and its MLX checkpoint (two quantizations) must agree within looser ones."""
+class ParityCheck(Check):
+    """Judged against thresholds, not a baseline, at depth 0: two runtimes on the same weights must
+    agree; a model's GGUF and its MLX checkpoint (two quantizations) must agree within looser ones."""
 
     case: ParityCase
     settings: ParitySettings
@@ -187,6 +231,15 @@ class ParityCheck(DistributionCheck):
 
     def identity(self) -> dict[str, Any]:
         return {"model": self.case.model, "reference": self.case.sides[0].model_id, "candidate": self.case.sides[1].model_id}
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_distributions(record)
+
+    def measure(self) -> Fidelity:
+        return self.compare()
+
+    def record(self, fidelity: Fidelity) -> dict[str, Any]:
+        return asdict(fidelity)
 
     def judge(self, fidelity: Fidelity, baseline: Mapping[str, Any] | None) -> Verdict:
         """The distributions, and the task outcomes both runtimes had this session (paired, two-sided)."""

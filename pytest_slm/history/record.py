@@ -62,8 +62,9 @@ def measures_of(section: str, row: Mapping[str, Any], slug: str) -> list[Measure
         figures = {"weights_bytes": row["weights_bytes"], "kv_bytes_per_token": row["kv_bytes_per_token"], "peak_rss_bytes": row["peak_rss_bytes"]}
         return [Measure(section, item, name, value, "B", None, verdict, slug) for name, value in figures.items() if value is not None]
     if section in ("fidelity", "parity"):
+        at = f"@d{row['depth']}" if row.get("depth") else ""  # a fidelity row at a depth: mean_kld@d2048
         return [
-            Measure(section, item, name, row[name], unit, None, verdict)
+            Measure(section, item, name + at, row[name], unit, None, verdict)
             for name, unit in (("mean_kld", "nats"), ("top1_agreement", "share"), ("perplexity", "ppl"))
         ]
     return []

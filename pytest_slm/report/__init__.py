@@ -27,8 +27,8 @@ IDENTITY = frozenset({"item", "model", "device", "quant", "task", "metric", "uni
 
 def junit_properties(row: dict[str, Any]) -> list[tuple[str, object]]:
     """A row's figures as JUnit properties, so CI test viewers show them beside the test:
-    `accuracy`, `decode.median`, `kv_bytes@2048`."""
-    prefix = f"{row['metric']}." if "metric" in row else ""
+    `accuracy`, `decode.median`, `kv_bytes@2048`, `d2048.mean_kld` (a fidelity row at a depth)."""
+    prefix = f"{row['metric']}." if "metric" in row else f"d{row['depth']}." if row.get("depth") else ""
     properties: list[tuple[str, object]] = []
     for key, value in row.items():
         if key == "kv_cache":

@@ -57,6 +57,7 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
         ("depth", "Prefill and decode speed against the tokens already in the KV cache (--slm-depths)", depth(results.get("runtime") or [])),
         ("memory", "Memory against context length, with the KV cache's share", memory(results.get("memory") or [])),
         ("kld", "KL divergence to the float32 reference per quantization: how many positions lose how much", kld(results.get("fidelity") or [])),
+        ("kld-depth", "KL divergence to the reference against the depth its windows start at (--slm-depths)", kld_depth(results.get("fidelity") or [])),
     )
     return [(plot_id, caption, [svg(panel) for panel in panels]) for plot_id, caption, panels in plots if panels]
 
@@ -154,9 +155,10 @@ def memory(rows: Rows) -> list[Figure]:
 def kld(rows: Rows) -> list[Figure]:
     """A panel per model and device: per quant, the share of positions whose KL divergence exceeds
     each value (from the row's percentiles; the max at one position), on log scales, so the tail a
-    mean hides is where the curves part; the mean is marked on each curve."""
+    mean hides is where the curves part; the mean is marked on each curve. Depth 0's rows only:
+    a quant's rows at other depths are in the fidelity table."""
     panels = []
-    for (model, device), facet in _facets(rows):
+    for (model, device), facet in _facets([row for row in rows if not row.get("depth")]):
         figure, axes = _panel(0)
         by_quant = {row["quant"]: row for row in facet}
         for index, quant in enumerate(ladder_order(by_quant)):
@@ -166,6 +168,32 @@ def kld(rows: Rows) -> list[Figure]:
             axes.axvline(row["mean_kld"], color=colour, linestyle=":", linewidth=1)
         axes.set(xscale="log", yscale="log", xlabel="KL divergence, nats (dotted: mean)", ylabel="share of positions above")
         axes.grid(True, axis="x", which="major")
+        _legend(figure, axes, f"{model} · {device}")
+        panels.append(figure)
+    return panels
+
+
+@matplotlib.rc_context(STYLE)
+def kld_depth(rows: Rows) -> list[Figure]:
+    """A panel per model and device whose fidelity was measured at several depths: per quant, the
+    mean KL divergence (solid) and the p99 (dashed) against the depth its windows start at (0: the
+    evaluation text's windows, each from an empty cache), on a log scale, so an error that grows
+    with the context (a quantized KV cache's) shows as a rising line."""
+    panels = []
+    for (model, device), facet in _facets(rows):
+        by_quant: dict[str, list[dict[str, Any]]] = {}
+        for row in facet:
+            by_quant.setdefault(row["quant"], []).append(row)
+        if max(len(quant_rows) for quant_rows in by_quant.values()) < 2:
+            continue
+        figure, axes = _panel(0)
+        for index, quant in enumerate(ladder_order(by_quant)):
+            points = sorted(by_quant[quant], key=lambda row: row.get("depth", 0))
+            depths, colour = [row.get("depth", 0) for row in points], KLD_COLOURS[index % len(KLD_COLOURS)]
+            axes.plot(depths, [row["mean_kld"] for row in points], marker="o", color=colour, label=quant)
+            axes.plot(depths, [row["p99_kld"] for row in points], marker="o", markersize=3, color=colour, linestyle="--")
+        axes.set(yscale="log", xlabel="depth: tokens of the depth text in the KV cache before the windows",
+                 ylabel="KL divergence, nats (solid: mean; dashed: p99)")
         _legend(figure, axes, f"{model} · {device}")
         panels.append(figure)
     return panels

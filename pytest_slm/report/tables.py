@@ -49,7 +49,8 @@ def parity(rows: Rows) -> Table:
 
 
 def fidelity(rows: Rows) -> Table:
-    """Each quant against the model's exact float32 values, and the mean KLD its baseline had."""
+    """Each quant against the model's exact float32 values, and the mean KLD its baseline had; a row
+    per depth (`item @d2048`: after 2,048 tokens of the depth text in the cache)."""
     return _distributions(rows, "fidelity item (vs f32)")
 
 
@@ -63,7 +64,7 @@ def _distributions(rows: Rows, title: str) -> Table:
                "p99.9", "max", "Δp mean / RMS", "ppl ref / cand", "ppl ratio", "verdict"]
     body = [
         (
-            row["item"],
+            row["item"] + (f" @d{row['depth']}" if row.get("depth") else ""),
             str(row["tokens"]),
             f"{row['top1_agreement']:.4f} [{row['top1_low']:.4f}, {row['top1_high']:.4f}]",
             f"{row['mean_kld']:.2e} ± {row['kld_stderr']:.1e}",
@@ -74,7 +75,7 @@ def _distributions(rows: Rows, title: str) -> Table:
             f"{row['ppl_ratio']:.4f} ± {row['ppl_ratio_stderr']:.4f}",
             row["verdict"],
         )
-        for row in sorted(rows, key=itemgetter("item"))
+        for row in sorted(rows, key=lambda row: (row["item"], row.get("depth", 0)))
     ]
     return headers, body
 
