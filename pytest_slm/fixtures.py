@@ -32,7 +32,7 @@ from .runtime import (
     measure_prefill,
 )
 from .session import SlmSession
-from .tasks import AccuracyResult, TaskError, evaluate
+from .tasks import AccuracyResult, TaskError
 
 T = TypeVar("T")
 
@@ -75,8 +75,7 @@ class Accuracy:
         __tracebackhide__ = True
         self._prepare()
         assert self._case.task is not None
-        session = self._session
-        return measured(self._case.id, lambda: evaluate(model, self._case.task, session.config.limit, session.catalog))
+        return measured(self._case.id, lambda: self._session.accuracy(self._case, model))
 
     def check(self, result: AccuracyResult) -> None:
         __tracebackhide__ = True

@@ -48,7 +48,7 @@ class SlmSession:
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
     _reference_logits: dict[tuple[str, int], tuple[list[int], list[Reference]]] = field(default_factory=dict)  # by (model, depth)
     _outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # per accuracy item, for parity
-    _reference_results: dict[str, AccuracyResult] = field(default_factory=dict)  # the relative gate's, per task
+    _accuracy_results: dict[str, AccuracyResult] = field(default_factory=dict)  # per accuracy case id
 
     @classmethod
     def start(cls, config: SlmConfig, progress: Callable[[str], None] = lambda line: None) -> SlmSession:
@@ -246,18 +246,22 @@ class SlmSession:
         """Per accuracy item (case id), its per-sample outcomes: what the history stores."""
         return dict(self._outcomes)
 
-    def reference_accuracy(self, case: Case) -> AccuracyResult:
-        """The reference's run of the case's task (same shots, same --slm-limit), for the relative
-        gate: evaluated the first time a quant asks, then shared by every quant of the model."""
-        reference = replace(self.reference_of(case), task=case.task)
-        cached = self._reference_results.get(reference.id)
+    def accuracy(self, case: Case, model: SlmModel | None = None) -> AccuracyResult:
+        """The case's task run once a session: its accuracy item and the relative gate of every
+        quant measured against it share the run, whichever comes first."""
+        cached = self._accuracy_results.get(case.id)
         if cached is None:
-            if problem := self.skip_reason(reference):
-                fail(f"{case.id}: the relative gate's reference {reference.model_id} cannot run here: {problem}")
-            assert reference.task is not None
-            cached = evaluate(self.model(reference), reference.task, self.config.limit, self.catalog)
-            self._reference_results[reference.id] = cached
+            assert case.task is not None
+            cached = evaluate(model or self.model(case), case.task, self.config.limit, self.catalog)
+            self._accuracy_results[case.id] = cached
         return cached
+
+    def reference_accuracy(self, case: Case) -> AccuracyResult:
+        """The reference's run of the case's task (same shots, same --slm-limit), for the relative gate."""
+        reference = replace(self.reference_of(case), task=case.task)
+        if problem := self.skip_reason(reference):
+            fail(f"{case.id}: the relative gate's reference {reference.model_id} cannot run here: {problem}")
+        return self.accuracy(reference)
 
     def runtime_outcomes(self, case: ParityCase) -> dict[str, PairedComparison]:
         """Both runtimes' outcomes on the shipped file, paired, for the tasks both ran this session."""

@@ -207,7 +207,30 @@ def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(proje
     )
     assert not baseline.exists()
 
-    passed = project.runpytest_subprocess("--update-baselines", "--slm-relative-gate=0.5")
-    passed.assert_outcomes(passed=1)
+    project.makeconftest(COUNT_EVALUATIONS)
+    passed = project.runpytest_subprocess("--update-baselines", "--slm-relative-gate=0.5", "--slm-quants=q4_0,f32")
+    passed.assert_outcomes(passed=2)
     passed.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0 * 0.* [[]0.*, 0.*] * 0.5: pass * updated"])
     assert baseline.exists()
+    # f32's own item reuses the run the gate made of it
+    passed.stdout.fnmatch_lines(["task runs: smollm2-135m-llamacpp-cpu-q4_0, smollm2-135m-llamacpp-cpu-f32"])
+
+
+COUNT_EVALUATIONS = """
+import pytest_slm.session
+
+runs = []
+evaluate = pytest_slm.session.evaluate
+
+
+def counted(model, *args, **kwargs):
+    runs.append(model.case.model_id)
+    return evaluate(model, *args, **kwargs)
+
+
+pytest_slm.session.evaluate = counted
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line("task runs: " + ", ".join(runs))
+"""
