@@ -125,7 +125,9 @@ class Runtime:
         self._latency(
             model,
             "prefill",
-            lambda: measure_prefill(model.backend, self._tokens(model), config.prefill_lengths, config.repeats, config.depths),
+            lambda: measure_prefill(
+                model.backend, self._tokens(model), config.prefill_lengths, config.repeats, config.depths, config.cooldown
+            ),
         )
 
     def decode(self, model: SlmModel) -> None:
@@ -137,7 +139,13 @@ class Runtime:
             model,
             "decode",
             lambda: measure_decode(
-                model.backend, self._tokens(model), config.decode_prompt, config.decode_tokens, config.repeats, config.depths
+                model.backend,
+                self._tokens(model),
+                config.decode_prompt,
+                config.decode_tokens,
+                config.repeats,
+                config.depths,
+                config.cooldown,
             ),
         )
 
@@ -193,7 +201,8 @@ class Runtime:
         session = self._session
         self._alone(name)
 
-        meter = meter_for(model.case.device)
+        cooldown = session.config.cooldown if name != "load" else 0  # the load item does not rest
+        meter = f"not read with --slm-cooldown={cooldown:g}: the rests would count" if cooldown else meter_for(model.case.device)
 
         def timed() -> LatencyRun:
             self._wait_until_quiet(model.case.id)

@@ -57,6 +57,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
     "depths": ("context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at (default 0)", "args", "0"),
     "repeats": ("timed runs per latency metric, after one warm-up (default 5)", "string", "5"),
+    "cooldown": ("seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read (default 0)", "string", "0"),
     "latency-tolerance": (
         "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
         "args",
@@ -138,6 +139,7 @@ class SlmConfig:
     decode_tokens: int
     depths: tuple[int, ...]  # tokens of context in the cache before each latency metric; 0: an empty cache
     repeats: int
+    cooldown: float  # seconds of rest before each timed prefill/decode run
     latency_tolerances: dict[str, float]
     latency_k: float
     kv_contexts: tuple[int, ...]
@@ -300,6 +302,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
         decode_tokens=number("decode-tokens", int, 1),
         depths=tuple(sorted({parse("depths", part, int, 0) for part in names("depths") or ("0",)})),
         repeats=number("repeats", int, 1),
+        cooldown=number("cooldown", float, 0.0),
         latency_tolerances=tolerances(),
         latency_k=number("latency-k", float, 0.0),
         kv_contexts=lengths("kv-contexts"),

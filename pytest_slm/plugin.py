@@ -23,6 +23,7 @@ HISTORY_LINE = pytest.StashKey[str]()  # what became of --slm-history
 CASE_FIXTURE = "slm_case"
 PARITY_FIXTURE = "slm_parity_case"
 FIDELITY_FIXTURE = "slm_fidelity"
+MODEL_FIXTURE = "slm_model"
 MARKERS = {
     "slm": "an item of the model x device x quant (x task) matrix (added by pytest-slm)",
     "slm_accuracy": "a task-accuracy item compared with its stored baseline",
@@ -84,8 +85,9 @@ def _param(case: Case | ParityCase, skip: str | None) -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Items of one (model, device, quant) run together, so each model loads once; a fidelity
-    item runs last among them, since the first one loads the reference in the model's place; a
+    """Items of one (model, device, quant) run together, so each model loads once; an item that
+    does not use the shared model (the load-time item, which closes it) runs first among them; a
+    fidelity item runs last, since the first one loads the reference in the model's place; a
     parity item runs right after the items of its MLX side, which it then finds still loaded."""
     order: dict[str, int] = {}
     for item in items:
@@ -98,7 +100,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if case is None:
             return -1
         if isinstance(case, Case):
-            return order[case.model_id] + (0.25 if FIDELITY_FIXTURE in getattr(item, "fixturenames", ()) else 0)
+            fixtures = getattr(item, "fixturenames", ())
+            return order[case.model_id] + (0.25 if FIDELITY_FIXTURE in fixtures else 0 if MODEL_FIXTURE in fixtures else -0.25)
         return order.get(case.sides[1].model_id, len(order)) + 0.5
 
     items.sort(key=rank)

@@ -9,14 +9,17 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import metadata
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from .backends import backend
 from .backends.base import LoadedModel, MemoryProfile
 from .stats import Spread, spread
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,23 @@ def metric_depth(metric: str) -> int:
     return int(last[1:]) if "@" in metric and last[:1] == "d" and last[1:].isdigit() else 0
 
 
+def repeated(run: Callable[[], T], repeats: int, cooldown: float = 0.0) -> list[T]:
+    """`repeats` runs, each after `cooldown` seconds of rest (mlx-lm's benchmark --delay): a device
+    that throttles when hot is timed as cool each time, not slower run after run."""
+    results = []
+    for _ in range(repeats):
+        time.sleep(cooldown)
+        results.append(run())
+    return results
+
+
 def measure_prefill(
-    model: LoadedModel, text_tokens: Sequence[int], lengths: Sequence[int], repeats: int, depths: Sequence[int] = (0,)
+    model: LoadedModel,
+    text_tokens: Sequence[int],
+    lengths: Sequence[int],
+    repeats: int,
+    depths: Sequence[int] = (0,),
+    cooldown: float = 0.0,
 ) -> list[Timing]:
     """Prompt evaluation at each length after each depth of context: one warm-up, then `repeats`
     timed runs."""
@@ -158,7 +176,7 @@ def measure_prefill(
         for length in lengths:
             context, prompt = at_depth(text_tokens, depth, length)
             model.timed_prefill(prompt, context)
-            seconds = tuple(model.timed_prefill(prompt, context) for _ in range(repeats))
+            seconds = tuple(repeated(partial(model.timed_prefill, prompt, context), repeats, cooldown))
             timings.append(Timing(depth_metric(f"prefill@{length}", depth), seconds, length))
     return timings
 
@@ -170,6 +188,7 @@ def measure_decode(
     new_tokens: int,
     repeats: int,
     depths: Sequence[int] = (0,),
+    cooldown: float = 0.0,
 ) -> list[Timing]:
     """Generation after a fixed prompt, itself after each depth of context: tokens per second of
     decoding, and time to first token."""
@@ -177,7 +196,7 @@ def measure_decode(
     for depth in depths:
         context, prompt = at_depth(text_tokens, depth, prompt_length)
         model.timed_decode(prompt, min(new_tokens, 8), context)
-        runs = [model.timed_decode(prompt, new_tokens, context) for _ in range(repeats)]
+        runs = repeated(partial(model.timed_decode, prompt, new_tokens, context), repeats, cooldown)
         timings += [
             Timing(depth_metric("decode", depth), tuple(decode for _, decode in runs), new_tokens),
             Timing(depth_metric(f"ttft@{prompt_length}", depth), tuple(first for first, _ in runs), 0),

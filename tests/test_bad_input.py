@@ -222,6 +222,7 @@ START_UP = [
     pytest.param(_args("--slm-fidelity-tail=p99=x"), "ERROR: --slm-fidelity-tail must be a number, got 'x'", id="fidelity-tail-margin-not-a-number"),
     pytest.param(_args("--slm-latency-tolerance=speed=0.1"), "ERROR: unknown latency metric 'speed' in *; known: prefill, decode, ttft", id="unknown-latency-metric"),
     pytest.param(_args("--slm-prefill-lengths=128,x"), "ERROR: --slm-prefill-lengths must be a whole number, got 'x'", id="length-not-a-number"),
+    pytest.param(_args("--slm-cooldown=-1"), "ERROR: --slm-cooldown must be at least 0.0, got '-1'", id="cooldown-negative"),
     pytest.param(_args("--slm-depths=0,-512"), "ERROR: --slm-depths must be at least 0, got '-512'", id="depth-negative"),
     pytest.param(_args("--slm-depths=0,4000"), "ERROR: --slm-depths: depth 4000 + the longest prompt or prompt + decoded tokens needs 4512 tokens of context, models are loaded with 4096", id="depth-past-the-context"),
     pytest.param(_args("--slm-report=pyproject.toml"), "ERROR: --slm-report: *pyproject.toml is a file, not a directory*", id="report-is-a-file"),

@@ -7,6 +7,7 @@ import pytest
 
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
 from pytest_slm.matrix import Case
+from pytest_slm import runtime
 from pytest_slm.runtime import Fingerprint, Timing, at_depth, depth_metric, metric_depth
 
 FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64", "llama-cpp-python 0")
@@ -77,3 +78,9 @@ def test_report_html_plots_speed_against_depth_only_where_there_are_depths():
     assert lines == {"prefill@128": [0, 512], "decode": [0, 512, 2048]}
     assert charts.depth(rows("prefill@128", "decode")) == []
     assert "depth" in [plot_id for plot_id, _, _ in charts.figures({"runtime": deep})]
+
+
+def test_each_timed_run_rests_first_when_a_cooldown_is_asked(monkeypatch):
+    rests: list[float] = []
+    monkeypatch.setattr(runtime.time, "sleep", rests.append)
+    assert runtime.repeated(iter([3, 1, 2]).__next__, 3, 2.5) == [3, 1, 2] and rests == [2.5] * 3
