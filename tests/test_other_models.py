@@ -5,10 +5,10 @@ llama.cpp item kind; and an architecture the installed llama.cpp does not know."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from projects import WHOLE, shipped_project
 
 from pytest_slm.registry import resolve_source
 
@@ -24,29 +24,27 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     repeat of short prompts, and a 100% latency tolerance: this test proves that every item kind
     works on another model family and holds against what it wrote, not the timing calibration (on
     a shared machine two runs' speeds differ by more than the default 10%)."""
-    for name in SUITES:
-        shutil.copy(ROOT / "suites" / name, pytester.path / name)
-    shutil.copy(ROOT / "suites" / "eval" / "text.txt", pytester.path / "eval.txt")
-    pytester.makefile(
-        ".toml",
-        pyproject="""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_threads = "2"
-slm_tasks = ["slm_facts"]
-slm_limit = "4"
-slm_quants = ["native"]
-slm_eval_text = "eval.txt"
-slm_eval_window = "128"
-slm_prefill_lengths = ["64"]
-slm_decode_prompt = "32"
-slm_decode_tokens = "16"
-slm_repeats = "1"
-slm_latency_tolerance = ["1.0"]
-slm_history = "off"
-""",
+    return shipped_project(
+        pytester,
+        SUITES,
+        """
+        slm_devices = ["llamacpp-cpu"]
+        slm_threads = "2"
+        slm_tasks = ["slm_facts"]
+        slm_limit = "4"
+        slm_quants = ["native"]
+        slm_eval_text = "eval.txt"
+        slm_eval_window = "128"
+        slm_prefill_lengths = ["64"]
+        slm_decode_prompt = "32"
+        slm_decode_tokens = "16"
+        slm_repeats = "1"
+        slm_latency_tolerance = ["1.0"]
+        slm_history = "off"
+        """,
+        registry=False,
+        eval_chars=WHOLE,
     )
-    return pytester
 
 
 def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_what_it_wrote(project, tmp_path):

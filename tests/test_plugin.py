@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from projects import shipped_project
 
 from pytest_slm.registry import resolve_source
 from pytest_slm.store.baselines import LOCK_NAME, BaselineKey, BaselineStore
@@ -23,20 +24,17 @@ ARITH = "smollm2-135m/llamacpp-cpu/native/slm_arith-5shot.json"
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """A user project: the shipped tasks and registry, the shipped accuracy suite, no baselines."""
-    shutil.copytree(ROOT / "suites" / "tasks", pytester.path / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    shutil.copy(ROOT / "suites" / "test_accuracy.py", pytester.path / "test_accuracy.py")
-    pytester.makefile(
-        ".toml",
-        pyproject=f"""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_tasks = ["slm_facts", "slm_arith:5"]
-slm_limit = "{LIMIT}"
-slm_threads = "2"
-""",
+    return shipped_project(
+        pytester,
+        ("test_accuracy.py",),
+        f"""
+        slm_devices = ["llamacpp-cpu"]
+        slm_tasks = ["slm_facts", "slm_arith:5"]
+        slm_limit = "{LIMIT}"
+        slm_threads = "2"
+        """,
+        tasks=True,
     )
-    return pytester
 
 
 def files(root: Path) -> dict[str, bytes]:

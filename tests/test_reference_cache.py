@@ -4,11 +4,11 @@ the embedded model."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from projects import shipped_project
 
 from pytest_slm import reference_cache
 from pytest_slm.backends.base import LoadRequest
@@ -67,23 +67,19 @@ def test_the_key_changes_with_each_input(monkeypatch):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    (pytester.path / "suites").mkdir()
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    shutil.copy(ROOT / "suites" / "test_fidelity.py", pytester.path / "test_fidelity.py")
-    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
-    pytester.makefile(
-        ".toml",
-        pyproject=f"""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_quants = ["q8_0"]
-slm_threads = "2"
-slm_eval_text = "eval.txt"
-slm_eval_window = "128"
-slm_cache = "{tmp_path_factory.mktemp("artifacts")}"
-""",
+    return shipped_project(
+        pytester,
+        ("test_fidelity.py",),
+        f"""
+        slm_devices = ["llamacpp-cpu"]
+        slm_quants = ["q8_0"]
+        slm_threads = "2"
+        slm_eval_text = "eval.txt"
+        slm_eval_window = "128"
+        slm_cache = "{tmp_path_factory.mktemp("artifacts")}"
+        """,
+        eval_chars=1500,
     )
-    return pytester
 
 
 def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):

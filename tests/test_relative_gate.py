@@ -3,10 +3,8 @@ reference's on the same samples, with a paired bootstrap interval (pytest_slm.st
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
+from projects import shipped_project
 
 from pytest_slm.checks.accuracy import AccuracyCheck, AccuracySettings
 from pytest_slm.checks.core import Verdict
@@ -14,8 +12,6 @@ from pytest_slm.matrix import Case, TaskSpec
 from pytest_slm.report import tables
 from pytest_slm.stats import relative_accuracy
 from pytest_slm.tasks import TASK_PARTS, AccuracyResult
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def outcomes(*values: int) -> dict[str, int]:
@@ -171,22 +167,18 @@ def test_the_accuracy_table_shows_the_gate_only_when_it_is_on():
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "suites").mkdir()
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    shutil.copy(ROOT / "suites" / "test_accuracy.py", pytester.path / "test_accuracy.py")
-    pytester.makefile(
-        ".toml",
-        pyproject="""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_quants = ["q4_0"]
-slm_tasks = ["slm_arith"]
-slm_limit = "40"
-slm_threads = "2"
-slm_history = "off"
-""",
+    return shipped_project(
+        pytester,
+        ("test_accuracy.py",),
+        """
+        slm_devices = ["llamacpp-cpu"]
+        slm_quants = ["q4_0"]
+        slm_tasks = ["slm_arith"]
+        slm_limit = "40"
+        slm_threads = "2"
+        slm_history = "off"
+        """,
     )
-    return pytester
 
 
 def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(project):

@@ -12,6 +12,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from projects import WHOLE, shipped_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,23 +21,19 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """The shipped runtime suite, with shorter measurements than the defaults to keep the test quick,
     and a 50% tolerance: this test proves the mechanics (a 2x slowdown fails in both rounds, an
     unchanged run passes), not the calibration, which benchmarks/latency_calibration.py measures."""
-    (pytester.path / "suites").mkdir()
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    shutil.copy(ROOT / "suites" / "test_runtime.py", pytester.path / "test_runtime.py")
-    shutil.copy(ROOT / "suites" / "eval" / "text.txt", pytester.path / "eval.txt")
-    pytester.makefile(
-        ".toml",
-        pyproject="""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_threads = "2"
-slm_eval_text = "eval.txt"
-slm_prefill_lengths = ["128"]
-slm_decode_tokens = "48"
-slm_latency_tolerance = ["0.5"]
-""",
+    return shipped_project(
+        pytester,
+        ("test_runtime.py",),
+        """
+        slm_devices = ["llamacpp-cpu"]
+        slm_threads = "2"
+        slm_eval_text = "eval.txt"
+        slm_prefill_lengths = ["128"]
+        slm_decode_tokens = "48"
+        slm_latency_tolerance = ["0.5"]
+        """,
+        eval_chars=WHOLE,
     )
-    return pytester
 
 
 def runtime_files(project: pytest.Pytester) -> dict[str, dict]:

@@ -5,12 +5,11 @@ embedded model on the real llama.cpp, real lm-eval tasks, in pytester."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from projects import shipped_project
 
-ROOT = Path(__file__).resolve().parents[1]
 NATIVE = Path("baselines/smollm2-135m/llamacpp-cpu/native")
 SUITE = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")  # the shipped suite
 ITEMS = 5
@@ -18,30 +17,26 @@ ITEMS = 5
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> pytest.Pytester:
-    shutil.copytree(ROOT / "suites" / "tasks", pytester.path / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
-    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
-    for test_file in SUITE:
-        shutil.copy(ROOT / "suites" / test_file, pytester.path / test_file)
-    pytester.makefile(
-        ".toml",
-        pyproject=f"""
-[tool.pytest.ini_options]
-slm_devices = ["llamacpp-cpu"]
-slm_tasks = ["slm_facts"]
-slm_limit = "40"
-slm_threads = "2"
-slm_cache = "{tmp_path_factory.mktemp('cache')}"
-slm_eval_text = "eval.txt"
-slm_eval_window = "128"
-slm_prefill_lengths = ["64"]
-slm_decode_prompt = "32"
-slm_decode_tokens = "32"
-slm_repeats = "3"
-slm_latency_tolerance = ["0.5"]
-""",
+    return shipped_project(
+        pytester,
+        SUITE,
+        f"""
+        slm_devices = ["llamacpp-cpu"]
+        slm_tasks = ["slm_facts"]
+        slm_limit = "40"
+        slm_threads = "2"
+        slm_cache = "{tmp_path_factory.mktemp('cache')}"
+        slm_eval_text = "eval.txt"
+        slm_eval_window = "128"
+        slm_prefill_lengths = ["64"]
+        slm_decode_prompt = "32"
+        slm_decode_tokens = "32"
+        slm_repeats = "3"
+        slm_latency_tolerance = ["0.5"]
+        """,
+        tasks=True,
+        eval_chars=1500,
     )
-    return pytester
 
 
 def edit(path: Path, change) -> None:

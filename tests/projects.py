@@ -1,0 +1,43 @@
+"""The user project the end-to-end tests run pytest in: what a repository using pytest-slm holds,
+copied from this one into a pytester directory, with the options of the test in its pyproject.toml."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "suites"
+WHOLE = -1  # eval_chars: the whole evaluation text
+
+
+def shipped_project(
+    pytester: pytest.Pytester,
+    suites: Sequence[str],
+    ini: str,
+    *,
+    registry: bool = True,
+    tasks: bool = False,
+    eval_chars: int | None = None,
+) -> pytest.Pytester:
+    """The named suite files at the project's root; the shipped registry (suites/models.toml) unless
+    not `registry`, and its task files (suites/tasks) when `tasks`; the evaluation text's first
+    `eval_chars` characters (WHOLE: all of it) as eval.txt; `ini` as [tool.pytest.ini_options]."""
+    root = pytester.path
+    if registry or tasks:
+        (root / "suites").mkdir(exist_ok=True)
+    if registry:
+        shutil.copy(SUITES / "models.toml", root / "suites" / "models.toml")
+    if tasks:
+        shutil.copytree(SUITES / "tasks", root / "suites" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in suites:
+        shutil.copy(SUITES / name, root / name)
+    if eval_chars is not None:
+        text = (SUITES / "eval" / "text.txt").read_text(encoding="utf-8")
+        (root / "eval.txt").write_text(text if eval_chars == WHOLE else text[:eval_chars], encoding="utf-8")
+    pytester.makefile(".toml", pyproject="[tool.pytest.ini_options]\n" + textwrap.dedent(ini).strip() + "\n")
+    return pytester
