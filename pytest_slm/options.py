@@ -47,7 +47,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "report": ("directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)", "string", None),
     "eval-text": ("text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)", "string", None),
     "depth-text": ("long text fidelity items compare on after each nonzero --slm-depths of it in the KV cache (default: suites/eval/depth.txt under the rootdir if there, else the built-in one)", "string", None),
-    "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache (default 256)", "string", "256"),
+    "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text (default 256)", "string", "256"),
     "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
     "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
     "formats-top1": ("smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX (default 0.5)", "string", "0.5"),
