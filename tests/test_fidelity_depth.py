@@ -1,18 +1,18 @@
 """Fidelity at depth: the windows after a depth, the record's `depths` and their validation, the
-judging of each depth against the baseline's same depth, an update that keeps the others, and one
-end-to-end run on the embedded model with a q8_0 KV cache (the shipped depth text, the built-in copy)."""
+judging of each depth against the baseline's same depth, an update that keeps the others, and
+end-to-end runs on the embedded model with a q8_0 KV cache (the shipped depth text, the built-in copy)."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import asdict
 from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
 import pytest
+from projects import shipped_project
 
 from pytest_slm import reference_cache
 from pytest_slm.checks import validate_record
@@ -161,50 +161,47 @@ def test_the_shipped_depth_text_is_the_packaged_one_and_long_enough_for_depth_20
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """The fidelity suite on the embedded model with a q8_0 KV cache against its f16 cache; a short
     evaluation text and window, so the depth-0 figures cost little; the built-in depth text."""
-    shutil.copy(ROOT / "suites" / "test_fidelity.py", pytester.path / "test_fidelity.py")
-    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text(encoding="utf-8")[:600], encoding="utf-8")
-    pytester.makefile(
-        ".toml",
-        pyproject="""
-[tool.pytest.ini_options]
-slm_models = ["smollm2-135m"]
-slm_devices = ["llamacpp-cpu"]
-slm_kv_types = ["q8_0"]
-slm_threads = "2"
-slm_eval_text = "eval.txt"
-slm_eval_window = "64"
-slm_history = "off"
-""",
+    return shipped_project(
+        pytester,
+        ("test_fidelity.py",),
+        """
+        slm_models = ["smollm2-135m"]
+        slm_devices = ["llamacpp-cpu"]
+        slm_kv_types = ["q8_0"]
+        slm_threads = "2"
+        slm_eval_text = "eval.txt"
+        slm_eval_window = "32"
+        slm_history = "off"
+        """,
+        registry=False,
+        eval_chars=600,
     )
-    return pytester
 
 
-def test_a_kv_cache_at_depth_is_recorded_judged_per_depth_and_kept_by_an_update(project):
+def test_a_kv_cache_at_depth_is_recorded_and_judged_per_depth(project):
     item = "smollm2-135m-llamacpp-cpu-native-kv-q8_0"
     path = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "native-kv-q8_0" / "fidelity.json"
     options = ("-p", "no:cacheprovider")
-    written = project.runpytest_subprocess(*options, "--slm-depths=0,256", "--update-baselines")
+    written = project.runpytest_subprocess(*options, "--slm-depths=0,128", "--update-baselines")
     written.assert_outcomes(passed=1)
-    written.stdout.fnmatch_lines([f"{item} *updated", f"{item} @d256 *252 *updated"])  # 4 windows of 64 after 256 tokens
+    written.stdout.fnmatch_lines([f"{item} *updated", f"{item} @d128 *124 *updated"])  # 4 windows of 32 after 128 tokens
     first = json.loads(path.read_text())
-    assert list(first["depths"]) == ["256"] and first["depths"]["256"]["tokens"] == 4 * 63
-    assert 0 < first["depths"]["256"]["mean_kld"] and first["depths"]["256"]["top1_agreement"] < 1  # the cache moves them
+    assert list(first["depths"]) == ["128"] and first["depths"]["128"]["tokens"] == 4 * 31
+    assert 0 < first["depths"]["128"]["mean_kld"] and first["depths"]["128"]["top1_agreement"] < 1  # the cache moves them
 
-    project.runpytest_subprocess(*options, "--slm-depths=0,256").assert_outcomes(passed=1)
+    again = project.runpytest_subprocess(*options, "--slm-depths=0,128")
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines([f"{item} *pass", f"{item} @d128 *124 *pass"])
 
-    damaged = {**first, "depths": {"256": {**first["depths"]["256"], "mean_kld": first["depths"]["256"]["mean_kld"] * 2}}}
+    damaged = {**first, "depths": {"128": {**first["depths"]["128"], "mean_kld": first["depths"]["128"]["mean_kld"] * 2}}}
     path.write_text(json.dumps(damaged))
-    judged = project.runpytest_subprocess(*options, "--slm-depths=0,128,256")
+    judged = project.runpytest_subprocess(*options, "--slm-depths=0,64,128")
     judged.assert_outcomes(failed=1)
     judged.stdout.fnmatch_lines_random(
         [
-            f"*{item}: at depth 128: the baseline has no figures at this depth; add them with: pytest 'test_fidelity.py::test_fidelity[[]{item}[]]' --slm-depths=128 --update-baselines*",
-            "*at depth 256: mean KL divergence to the reference is * nats, better than the baseline's * by 50% (margin 10%)*",
+            f"*{item}: at depth 64: the baseline has no figures at this depth; add them with: pytest 'test_fidelity.py::test_fidelity[[]{item}[]]' --slm-depths=64 --update-baselines*",
+            "*at depth 128: mean KL divergence to the reference is * nats, better than the baseline's * by 50% (margin 10%)*",
+            f"{item} *pass",  # depth 0 is judged, and passes
         ]
     )
-    assert "at depth 0" not in judged.stdout.str()  # depth 0 passed
-
-    project.runpytest_subprocess(*options, "--slm-depths=0,128", "--update-baselines").assert_outcomes(passed=1)
-    updated = json.loads(path.read_text())
-    assert list(updated["depths"]) == ["128", "256"] and updated["depths"]["256"] == damaged["depths"]["256"]  # kept as it was
-    assert {k: v for k, v in updated.items() if k not in ("depths", "provenance")} == {k: v for k, v in first.items() if k not in ("depths", "provenance")}
+    assert "at depth 0" not in judged.stdout.str()

@@ -83,27 +83,25 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):
-    """At depth 0 and at a depth (the built-in depth text): each kept under its own key, each rebuilt
-    when its own text changes and only then."""
+    """At depth 0 and at a depth (the built-in depth text, then a changed copy): each kept, reused,
+    and rebuilt when its text changes (that the key at a depth holds the depth text and the depth is
+    tested on the key itself, in test_fidelity_depth.py)."""
     reference = "pytest-slm: fidelity reference smollm2-135m-llamacpp-cpu-f32"
-    first = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,128")
+    depths = ("--slm-depths=0,64", "--slm-eval-window=64")  # depth 64, then 4 windows of 64: 320 tokens a model
+    first = project.runpytest_subprocess("--update-baselines", *depths)
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 128: computed in * s, cached in *"])
+    first.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"])
     assert "smollm2-135m-llamacpp-cpu-f32" in first.stdout.str().split("model loads:")[-1]
 
-    second = project.runpytest_subprocess("--slm-depths=0,128")
+    second = project.runpytest_subprocess(*depths)
     second.assert_outcomes(passed=1)  # the same figures from the kept distributions
-    second.stdout.fnmatch_lines([f"{reference}: reused from the cache *", f"{reference} at depth 128: reused from the cache *"])
+    second.stdout.fnmatch_lines([f"{reference}: reused from the cache *", f"{reference} at depth 64: reused from the cache *"])
     loads = second.stdout.str().split("model loads:")[-1]
     assert "smollm2-135m-llamacpp-cpu-q8_0" in loads and "f32" not in loads  # the reference was never loaded
 
+    (project.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1400])
     depth_text = BUILTIN_DEPTH_TEXT.read_text(encoding="utf-8")
     (project.path / "depth.txt").write_text(depth_text.replace("Marta", "Maret"), encoding="utf-8")
-    new_depth_text = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,128", "--slm-depth-text=depth.txt")
-    new_depth_text.assert_outcomes(passed=1)
-    new_depth_text.stdout.fnmatch_lines([f"{reference}: reused from the cache *", f"{reference} at depth 128: computed in * s, cached in *"])
-
-    (project.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1400])
-    changed = project.runpytest_subprocess("--update-baselines", "--slm-depths=0,128", "--slm-depth-text=depth.txt")
+    changed = project.runpytest_subprocess("--update-baselines", *depths, "--slm-depth-text=depth.txt")
     changed.assert_outcomes(passed=1)
-    changed.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 128: reused from the cache *"])
+    changed.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"])
