@@ -121,26 +121,24 @@ class Runtime:
     def prefill(self, model: SlmModel) -> None:
         """Prompt evaluation speed at each --slm-prefill-lengths, after each --slm-depths."""
         __tracebackhide__ = True
-        config = self._session.config
+        config, tokens = self._session.config, self._tokens(model)
         self._latency(
             model,
             "prefill",
-            lambda: measure_prefill(
-                model.backend, self._tokens(model), config.prefill_lengths, config.repeats, config.depths, config.cooldown
-            ),
+            lambda: measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats, config.depths, config.cooldown),
         )
 
     def decode(self, model: SlmModel) -> None:
         """Generation speed after --slm-decode-prompt tokens, and the time to the first token, after
         each --slm-depths."""
         __tracebackhide__ = True
-        config = self._session.config
+        config, tokens = self._session.config, self._tokens(model)
         self._latency(
             model,
             "decode",
             lambda: measure_decode(
                 model.backend,
-                self._tokens(model),
+                tokens,
                 config.decode_prompt,
                 config.decode_tokens,
                 config.repeats,
@@ -185,7 +183,7 @@ class Runtime:
         self._alone("memory")
 
         def use() -> MemoryUse:
-            tokens = model.tokenize(session.eval_text)
+            tokens = self._tokens(model)
             generate = lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1)  # noqa: E731
             contexts = sorted(set(config.kv_contexts).union(config.depths) - {0})
             return measure_memory(model.backend, tokens, contexts, generate)
