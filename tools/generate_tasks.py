@@ -1,20 +1,27 @@
 """Generate the data of pytest-slm's own lm-eval tasks (slm_facts, slm_arith, slm_cloze).
 
-    python suites/tasks/generate.py
+    python tools/generate_tasks.py [--out DIR]
 
-rewrites every file under suites/tasks/data/ byte-identically: the items come from the small
-tables below (written for this project) and from procedural templates drawn with fixed seeds.
-Standard library only. Changing anything here changes the tasks' prompts, so baselines measured
-on the old data no longer compare (pytest-slm notices: the prompts' hash changes).
+rewrites every file under pytest_slm/data/tasks/data/ (or DIR) byte-identically: the items come
+from the small tables below (written for this project) and from procedural templates drawn with
+fixed seeds. Standard library only, no network; tests/test_task_data.py holds the committed files
+to this script's output. It lives outside the package because only its output ships. Changing
+anything here changes the tasks' prompts, so baselines measured on the old data no longer compare
+(pytest-slm notices: the prompts' hash changes).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, installed or not
+
+from pytest_slm.data.tasks.utils import DATA_DIR, data_path  # noqa: E402
+
 SEED = 20240611
 
 
@@ -361,18 +368,25 @@ def _two(rng, pool):
     return a, b
 
 
+def _either(rng, first, second):
+    """A fair coin between the passage's two facts, each (what is asked, the answer, the other value)."""
+    return first if rng.random() < 0.5 else second
+
+
+def _choices(rng, pool, ans, other, shape="{}"):
+    """The answer first, then the passage's other value (the tempting wrong one) and two more from pool."""
+    extra = rng.sample([x for x in pool if x not in (ans, other)], 2)
+    return [shape.format(x) for x in (ans, other, *extra)]
+
+
 def _cloze_location(rng):
     p, q = _two(rng, NAMES)
     o1, o2 = _two(rng, OBJECTS)
     r1, r2 = _two(rng, ROOMS)
     passage = f"{p} left the {o1} in the {r1}. Later, {q} put the {o2} in the {r2}."
-    ask_first = rng.random() < 0.5
-    if ask_first:
-        question, ans, other = f"Where did {p} leave the {o1}?", r1, r2
-    else:
-        question, ans, other = f"Where did {q} put the {o2}?", r2, r1
-    extra = rng.sample([r for r in ROOMS if r not in (r1, r2)], 2)
-    return passage, question, [f"in the {x}" for x in (ans, other, *extra)]
+    leave, put = (f"Where did {p} leave the {o1}?", r1, r2), (f"Where did {q} put the {o2}?", r2, r1)
+    question, ans, other = _either(rng, leave, put)
+    return passage, question, _choices(rng, ROOMS, ans, other, "in the {}")
 
 
 def _cloze_color(rng):
@@ -380,9 +394,8 @@ def _cloze_color(rng):
     thing = rng.choice(THINGS)
     c1, c2 = _two(rng, COLORS)
     passage = f"{p} has a {c1} {thing}. {q} has a {c2} {thing}, and it is brand new."
-    who, ans, other = (p, c1, c2) if rng.random() < 0.5 else (q, c2, c1)
-    extra = rng.sample([c for c in COLORS if c not in (c1, c2)], 2)
-    return passage, f"What color is {who}'s {thing}?", [ans, other, *extra]
+    who, ans, other = _either(rng, (p, c1, c2), (q, c2, c1))
+    return passage, f"What color is {who}'s {thing}?", _choices(rng, COLORS, ans, other)
 
 
 def _cloze_pet(rng):
@@ -390,30 +403,24 @@ def _cloze_pet(rng):
     a1, a2 = _two(rng, PETS)
     n1, n2 = _two(rng, PET_NAMES)
     passage = f"{p} has a {a1} named {n1} and a {a2} named {n2}. They all live in a small house by a lake."
-    which, ans, other = (a1, n1, n2) if rng.random() < 0.5 else (a2, n2, n1)
-    extra = rng.sample([n for n in PET_NAMES if n not in (n1, n2)], 2)
-    return passage, f"What is the name of {p}'s {which}?", [ans, other, *extra]
+    which, ans, other = _either(rng, (a1, n1, n2), (a2, n2, n1))
+    return passage, f"What is the name of {p}'s {which}?", _choices(rng, PET_NAMES, ans, other)
 
 
 def _cloze_job(rng):
     p, q = _two(rng, NAMES)
     j1, j2 = _two(rng, JOBS)
     passage = f"{p} works as a {j1}. {p}'s best friend, {q}, works as a {j2}. They meet every Sunday."
-    who, ans, other = (p, j1, j2) if rng.random() < 0.5 else (q, j2, j1)
-    extra = rng.sample([j for j in JOBS if j not in (j1, j2)], 2)
-    return passage, f"What is {who}'s job?", [f"a {x}" for x in (ans, other, *extra)]
+    who, ans, other = _either(rng, (p, j1, j2), (q, j2, j1))
+    return passage, f"What is {who}'s job?", _choices(rng, JOBS, ans, other, "a {}")
 
 
 def _cloze_city(rng):
     p = rng.choice(NAMES)
     c1, c2 = _two(rng, CITIES)
     passage = f"{p} was born in {c1}. Ten years ago, {p} moved to {c2} and still lives there today."
-    if rng.random() < 0.5:
-        question, ans, other = f"Where was {p} born?", c1, c2
-    else:
-        question, ans, other = f"Where does {p} live now?", c2, c1
-    extra = rng.sample([c for c in CITIES if c not in (c1, c2)], 2)
-    return passage, question, [ans, other, *extra]
+    question, ans, other = _either(rng, (f"Where was {p} born?", c1, c2), (f"Where does {p} live now?", c2, c1))
+    return passage, question, _choices(rng, CITIES, ans, other)
 
 
 def _cloze_count(rng):
@@ -421,36 +428,32 @@ def _cloze_count(rng):
     f1, f2 = _two(rng, FRUITS)
     n1, n2 = _two(rng, NUMBER_WORDS)
     passage = f"At the market, {p} bought {n1} {f1} and {n2} {f2}. Everything fit in one bag."
-    fruit, ans, other = (f1, n1, n2) if rng.random() < 0.5 else (f2, n2, n1)
-    extra = rng.sample([n for n in NUMBER_WORDS if n not in (n1, n2)], 2)
-    return passage, f"How many {fruit} did {p} buy?", [ans, other, *extra]
+    fruit, ans, other = _either(rng, (f1, n1, n2), (f2, n2, n1))
+    return passage, f"How many {fruit} did {p} buy?", _choices(rng, NUMBER_WORDS, ans, other)
 
 
 def _cloze_day(rng):
     e1, e2 = _two(rng, EVENTS)
     d1, d2 = _two(rng, DAYS)
     passage = f"The {e1} is on {d1}. The {e2} is on {d2}, in the afternoon."
-    ev, ans, other = (e1, d1, d2) if rng.random() < 0.5 else (e2, d2, d1)
-    extra = rng.sample([d for d in DAYS if d not in (d1, d2)], 2)
-    return passage, f"On which day is the {ev}?", [ans, other, *extra]
+    ev, ans, other = _either(rng, (e1, d1, d2), (e2, d2, d1))
+    return passage, f"On which day is the {ev}?", _choices(rng, DAYS, ans, other)
 
 
 def _cloze_food(rng):
     p, q = _two(rng, NAMES)
     f1, f2 = _two(rng, FOODS)
     passage = f"For lunch, {p} ate {f1} and {q} ate {f2}. After that, they went for a walk."
-    who, ans, other = (p, f1, f2) if rng.random() < 0.5 else (q, f2, f1)
-    extra = rng.sample([f for f in FOODS if f not in (f1, f2)], 2)
-    return passage, f"What did {who} eat for lunch?", [ans, other, *extra]
+    who, ans, other = _either(rng, (p, f1, f2), (q, f2, f1))
+    return passage, f"What did {who} eat for lunch?", _choices(rng, FOODS, ans, other)
 
 
 def _cloze_instrument(rng):
     p, q = _two(rng, NAMES)
     i1, i2 = _two(rng, INSTRUMENTS)
     passage = f"{p} plays the {i1} in a band. {q} plays the {i2} at home."
-    who, ans, other = (p, i1, i2) if rng.random() < 0.5 else (q, i2, i1)
-    extra = rng.sample([i for i in INSTRUMENTS if i not in (i1, i2)], 2)
-    return passage, f"Which instrument does {who} play?", [f"the {x}" for x in (ans, other, *extra)]
+    who, ans, other = _either(rng, (p, i1, i2), (q, i2, i1))
+    return passage, f"Which instrument does {who} play?", _choices(rng, INSTRUMENTS, ans, other, "the {}")
 
 
 def _cloze_book(rng):
@@ -486,12 +489,18 @@ def build_cloze(n_test: int = 180, n_train: int = 10) -> tuple[list[dict], list[
     return _ids("cloze-train", train), _ids("cloze-test", test)
 
 
-def main() -> None:
-    for name, build in (("slm_facts", build_facts), ("slm_arith", build_arith), ("slm_cloze", build_cloze)):
+TASKS = {"slm_facts": build_facts, "slm_arith": build_arith, "slm_cloze": build_cloze}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DATA_DIR, help=f"where the JSONL files go (default {DATA_DIR})")
+    out = parser.parse_args(argv).out
+    for name, build in TASKS.items():
         train, test = build()
-        _write_jsonl(DATA_DIR / f"{name}.train.jsonl", train)
-        _write_jsonl(DATA_DIR / f"{name}.test.jsonl", test)
-        print(f"{name}: {len(test)} test, {len(train)} train -> {DATA_DIR.name}/{name}.{{test,train}}.jsonl")
+        _write_jsonl(data_path(name, "train", out), train)
+        _write_jsonl(data_path(name, "test", out), test)
+        print(f"{name}: {len(test)} test, {len(train)} train -> {data_path(name, '{test,train}', out)}")
 
 
 if __name__ == "__main__":
