@@ -1,6 +1,11 @@
 """The documentation: the README is a front page that starts with the two commands, the site builds
-with `mkdocs build --strict`, every shell command in it runs (or says why it is not run here), and
-the user's guide's first project collects the items it promises."""
+with `mkdocs build --strict`, every shell command in it runs (or says why it is not run here, in a
+marker the reader does not see), and the user's guide's first project collects the items it promises.
+
+Instructions to this test live in HTML comments on the line before a block, never in the block:
+`<!-- docs-test: not run: <why> -->` before a shell block that is not run (`not run as written:`
+where a test runs it in another form), `<!-- docs-test: <file> -->` before a file of the guide's
+first project. Every other shell block is run."""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-NOT_RUN = re.compile(r"# not run by the tests(?: as written)?: \S.{10,}")
+NOT_RUN = re.compile(r"<!-- docs-test: not run(?: as written)?: \S.{10,} -->")
+MARKER = re.compile(r"<!-- docs-test: .* -->")
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 THE_TWO_COMMANDS = ["make regress", "make test"]
 NOTES = [
@@ -38,12 +44,16 @@ def pages() -> list[Path]:
     return [README, *sorted(DOCS.rglob("*.md"))]
 
 
-def bash_blocks() -> list[tuple[str, int, str]]:
+def bash_blocks() -> list[tuple[str, int, str, str | None]]:
+    """(page, block number, body, the docs-test marker on the line before the block or None)."""
     found = []
     for page in pages():
-        for number, match in enumerate(BLOCK.finditer(page.read_text(encoding="utf-8"))):
+        text = page.read_text(encoding="utf-8")
+        for number, match in enumerate(BLOCK.finditer(text)):
             if match.group(1) in ("bash", "sh", "console", "shell"):
-                found.append((str(page.relative_to(ROOT)), number, match.group(2)))
+                before = text[: match.start()].removesuffix("\n").rpartition("\n")[2]  # the line above the fence
+                marker = before if MARKER.fullmatch(before) else None
+                found.append((str(page.relative_to(ROOT)), number, match.group(2), marker))
     return found
 
 
@@ -121,19 +131,26 @@ def test_a_broken_link_fails_the_strict_build(tmp_path):
 def test_every_shell_block_is_run_here_or_says_why_not():
     blocks = bash_blocks()
     assert len(blocks) >= 15
-    for page, number, body in blocks:
-        first = body.splitlines()[0]
+    for page, number, body, marker in blocks:
         commands = [line.split("#")[0].strip() for line in body.splitlines() if line.strip()]
+        assert "# not run" not in body, (
+            f"{page} block {number}: the reader sees this; put the reason in a marker on the line before"
+            " the block: <!-- docs-test: not run: <why> -->"
+        )
         if page == "README.md" and number == 0:
-            assert commands == THE_TWO_COMMANDS  # CI runs `make test`; `make regress` is the suite itself
-        elif first.startswith("# not run"):
-            assert NOT_RUN.fullmatch(first), f"{page} block {number}: say why it is not run: {first!r}"
+            # CI runs `make test`; `make regress` is the suite itself
+            assert marker is None and commands == THE_TWO_COMMANDS
+        elif marker is not None:
+            assert NOT_RUN.fullmatch(marker), f"{page} block {number}: say why it is not run: {marker!r}"
+    written = sum(len(re.findall(r"^<!-- docs-test: not run", p.read_text(encoding="utf-8"), re.M)) for p in pages())
+    attached = sum(marker is not None and marker.startswith("<!-- docs-test: not run") for *_, marker in blocks)
+    assert written == attached, "a `docs-test: not run` marker is not on the line just before a shell block"
 
 
 RUNNABLE = [
     pytest.param(page, number, body, id=f"{page}#{number}")
-    for page, number, body in bash_blocks()
-    if not body.startswith("# not run") and not (page == "README.md" and number == 0)
+    for page, number, body, marker in bash_blocks()
+    if marker is None and not (page == "README.md" and number == 0)
 ]
 
 
@@ -158,7 +175,7 @@ def test_a_documented_command_runs_as_written(page, number, body, tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(shell.pid, signal.SIGKILL)
         shell.communicate()
-        pytest.fail(f"{page} block {number} ran past 180 s: mark it `# not run by the tests: <why>`")
+        pytest.fail(f"{page} block {number} ran past 180 s: mark it `<!-- docs-test: not run: <why> -->`")
     assert shell.returncode == 0, f"{page} block {number}:\n{body}\n{stdout[-2000:]}\n{stderr[-2000:]}"
 
 
