@@ -12,7 +12,9 @@ from .export_cli import add_command as add_export_command
 from .export_cli import run as run_export_command
 from .history.cli import add_commands as add_history_commands
 from .history.cli import run_command as run_history_command
+from .store.baselines import BaselineError
 from .store.merge import MergeError, merge_trees
+from .store.migrate import migrate_tree
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("first", "last"),
         help="on a conflict take the version of the first (or last) SOURCE that has the file",
     )
+    migrate = commands.add_parser(
+        "migrate-baselines",
+        help="move runtime baselines keyed by the runtime's version to keys of the hardware alone",
+        description=(
+            "Runtime baselines (latency, memory, load time) were once keyed by the runtime's version,"
+            " so an upgrade found none. Moves each to the key of its hardware, the runtime going to its"
+            " provenance; figures unchanged. Two records landing on one key are an error, and nothing moves."
+        ),
+    )
+    migrate.add_argument("root", nargs="?", default=Path("baselines"), type=Path, metavar="DIR", help="the baselines tree (default: baselines)")
     add_history_commands(commands)
     add_export_command(commands)
     return parser
@@ -48,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "export-mlx":
         return run_export_command(args)
+    if args.command == "migrate-baselines":
+        return _migrate(args.root)
     if args.command != "merge-baselines":
         return run_history_command(args)
     try:
@@ -66,6 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"merged {len(args.sources)} tree(s) into {args.into}: {len(report.added)} added,"
         f" {len(report.changed)} changed, {len(report.unchanged)} unchanged"
     )
+    return 0
+
+
+def _migrate(root: Path) -> int:
+    try:
+        moved = migrate_tree(root)
+    except BaselineError as exc:
+        print(f"migrate-baselines: {exc}", file=sys.stderr)
+        return 1
+    for old, new in moved:
+        print(f"moved {old} -> {new}")
+    print(f"migrated {len(moved)} runtime baseline(s) under {root}")
     return 0
 
 

@@ -61,14 +61,16 @@ class Accuracy:
         __tracebackhide__ = True
         if self._prepared is None:
             config = self._session.config
-            settings = AccuracySettings(config.alpha, config.min_drop_points, config.allow_task_change, config.relative_gate)
+            settings = AccuracySettings(
+                config.alpha, config.min_drop_points, config.allow_task_change, config.relative_gate, config.detect_drop_points
+            )
             check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.model(self._case)))
             reference = self._session.reference_of(self._case)
             if config.relative_gate is not None and reference.model_id != self._case.model_id:  # f32 has no gate
                 run = lambda: measured(self._case.id, lambda: self._session.reference_accuracy(self._case))  # noqa: E731
                 check.reference = reference.model_id, run
             provenance = lambda: self._session.model(self._case).provenance  # noqa: E731
-            self._prepared = core.prepare(check, self._session.check_context(self._item, provenance, lm_eval=True))
+            self._prepared = core.prepare(check, self._session.check_context(self._item, provenance, self._case, lm_eval=True))
         return self._prepared
 
     def evaluate(self, model: SlmModel) -> AccuracyResult:
@@ -107,7 +109,7 @@ class FidelityFixture:
             lambda: measured(case.id, lambda: session.against_reference(case.id, case, reference, (0, *depths))),
             self._item.nodeid,
         )
-        core.run(check, session.check_context(self._item, lambda: model.provenance))
+        core.run(check, session.check_context(self._item, lambda: model.provenance, case))
 
 
 class Runtime:
@@ -160,7 +162,7 @@ class Runtime:
             load = lambda: backend(case.backend).load(request)  # noqa: E731
             first = SlmModel(case, load())  # the prompt's tokens, and what the record says loaded
         except Unsupported as exc:
-            pytest.skip(f"{case.model_id}: {exc}")
+            session.unsupported(case, exc)
         except (BackendError, RegistryError) as exc:
             fail(f"{case.model_id}: {exc}")
         mapped = set(mapped_model_files()) - mapped_before  # what this load maps: a derived quant's own file
@@ -189,7 +191,7 @@ class Runtime:
             return measure_memory(model.backend, tokens, contexts, generate)
 
         check = MemoryCheck(model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use))
-        core.run(check, session.check_context(self._item, lambda: model.provenance))
+        core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
 
     def _tokens(self, model: SlmModel) -> list[int]:
         return model.tokenize(self._session.eval_text)
@@ -209,9 +211,10 @@ class Runtime:
                 timings = tuple(measured(model.case.id, measure))
             return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes or {}))
 
-        settings = LatencySettings(session.config.latency_tolerances, session.config.latency_k, session.config.busy)
+        config = session.config
+        settings = LatencySettings(config.latency_tolerances, config.latency_k, config.busy, config.noise_ceiling)
         check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
-        core.run(check, session.check_context(self._item, lambda: model.provenance))
+        core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
 
     def _wait_until_quiet(self, item: str) -> None:
         """Before timing: wait (up to --slm-busy-wait) for other processes to leave our CPUs; if
@@ -222,7 +225,8 @@ class Runtime:
             return
         seen, waited = wait_until_quiet(config.busy, config.busy_wait)
         if seen is not None and seen.share > config.busy:
-            core.busy(f"{item}: {seen.describe()} after waiting {waited:.0f} s, above --slm-busy={config.busy:g}; nothing measured")
+            message = f"{item}: {seen.describe()} after waiting {waited:.0f} s, above --slm-busy={config.busy:g}; nothing measured"
+            core.not_judged(core.BUSY, message, config.strict)
 
     def _fingerprint(self, model: SlmModel) -> Fingerprint:
         return fingerprint(model.case.device, self._session.config.threads)
@@ -230,10 +234,11 @@ class Runtime:
     def _alone(self, name: str) -> None:
         workers = self._session.config.worker_count
         if workers > 1:
-            pytest.skip(
+            message = (
                 f"{name} is measured alone: with {workers} xdist workers the timings would include each other;"
                 " run these items with -n 0 (e.g. pytest suites -m slm_runtime -n 0)"
             )
+            core.not_judged(core.UNDER_XDIST, message, self._session.config.strict)
 
 
 class Parity:

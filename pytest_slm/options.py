@@ -38,7 +38,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "kv-types": ("comma-separated KV cache types of keys and values: f16 (default), q8_0, q4_0 (llama.cpp; flash attention on where quantized)", "args", DEFAULT_KV_TYPE),
     "tasks": ("comma-separated lm-eval tasks, each with an optional few-shot count: slm_arith:5", "args", None),
     "limit": ("samples per task (default: all)", "string", None),
-    "threads": ("CPU threads per worker (default: cores / xdist workers)", "string", None),
+    "threads": ("CPU threads per worker (default: half the cores / xdist workers, at least 1: what times steadily on a shared machine)", "string", None),
     "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
     "registry": ("models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)", "string", None),
     "task-paths": ("directories of lm-eval task YAMLs, added to the built-in tasks (default: suites/tasks under the rootdir, if there)", "args", None),
@@ -64,6 +64,11 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         str(DEFAULT_LATENCY_TOLERANCE),
     ),
     "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
+    "noise-ceiling": (
+        "largest latency limit a metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy (default 0.2)",
+        "string",
+        "0.2",
+    ),
     "busy": (
         "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables (default 0.10)",
         "string",
@@ -77,6 +82,11 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "kld-ceiling": ("largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1", "args", None),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
+    "detect-drop": (
+        "accuracy drop, in points, every accuracy item must detect with power 0.8 at --slm-alpha; one that cannot (too few samples) is not judged; 'off': only items that cannot fail at all (default 10)",
+        "string",
+        "10",
+    ),
     "relative-gate": (
         "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
         " fails when the 95%% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)",
@@ -86,7 +96,8 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
 }
 FLAGS = {
     "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
-    "slm-strict": "fail, instead of skip, items that have no baseline",
+    "slm-strict": "fail, instead of skip, items that cannot judge (no baseline, busy, too noisy, ...); on by default where the CI variable is set",
+    "slm-first-run": "a machine's first run: an item with no baseline is not judged, not failed, even when strict (CI)",
     "slm-allow-task-change": "compare outcomes even when the task (prompts, targets, generation, filters, metric, version) changed since the baseline",
     "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline, and a latency or fidelity run drop the baseline's figures at depths it did not measure (--slm-depths)",
 }
@@ -149,8 +160,11 @@ class SlmConfig:
     kld_ceilings: dict[str, float]
     alpha: float
     min_drop_points: float
+    detect_drop_points: float | None  # None: --slm-detect-drop=off
+    noise_ceiling: float
     update: bool
     strict: bool
+    first_run: bool
     allow_task_change: bool
     update_partial: bool
     worker_count: int = field(default=1)
@@ -252,7 +266,16 @@ def read_config(config: pytest.Config) -> SlmConfig:
         return path
 
     def project_dirs(defaults: tuple[str, ...]) -> tuple[Path, ...]:
-        return tuple(rootdir / d for d in defaults if (rootdir / d).is_dir())
+        return tuple(rootdir / d for d in defaults if (rootdir / d).is_dir() or (rootdir / d).is_symlink())
+
+    def task_dirs() -> tuple[Path, ...]:
+        """Named ones must exist; a link to nowhere (named or the default) is an error, not nothing."""
+        dirs = tuple(rootdir / p for p in names("task-paths") or ()) or project_dirs(DEFAULT_TASK_PATHS)
+        for path in dirs:
+            if not path.is_dir():
+                what = "a link to nowhere" if path.is_symlink() else "no such directory"
+                raise pytest.UsageError(f"--slm-task-paths: {path}: {what}")
+        return dirs
 
     devices = names("devices")
     for device in devices or ():
@@ -272,7 +295,6 @@ def read_config(config: pytest.Config) -> SlmConfig:
     except ValueError as exc:
         raise pytest.UsageError(f"--slm-tasks: {exc}") from None
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    default_threads = max(1, (os.cpu_count() or 1) // workers)
     alpha = number("alpha", float, 0.0)
     if not 0 < alpha < 1:
         raise pytest.UsageError(f"--slm-alpha must be between 0 and 1, got {alpha}")
@@ -284,10 +306,10 @@ def read_config(config: pytest.Config) -> SlmConfig:
         kv_types=kv,
         tasks=tasks,
         limit=number("limit", int, 1),
-        threads=number("threads", int, 1, default_threads),
+        threads=number("threads", int, 1, default_threads(workers)),
         baselines_dir=rootdir / str(value("baselines")),
         registry_path=project_file("registry", DEFAULT_REGISTRY, must_exist=True),
-        task_paths=tuple(rootdir / p for p in names("task-paths") or ()) or project_dirs(DEFAULT_TASK_PATHS),
+        task_paths=task_dirs(),
         report_dir=rootdir / str(report) if (report := value("report")) else None,
         cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
         eval_text=project_file("eval-text", DEFAULT_EVAL_TEXT) or BUILTIN_EVAL_TEXT,
@@ -312,8 +334,11 @@ def read_config(config: pytest.Config) -> SlmConfig:
         kld_ceilings=per_quant("kld-ceiling"),
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),
+        detect_drop_points=None if str(value("detect-drop")).lower() == "off" else number("detect-drop", float, 0.0, high=100.0),
+        noise_ceiling=number("noise-ceiling", float, 0.0),
         update=flag("update_baselines"),
-        strict=flag("slm_strict"),
+        strict=flag("slm_strict") or bool(os.environ.get("CI")),
+        first_run=flag("slm_first_run"),
         allow_task_change=flag("slm_allow_task_change"),
         update_partial=flag("slm_update_partial"),
         worker_count=workers,
@@ -325,6 +350,12 @@ def read_config(config: pytest.Config) -> SlmConfig:
     _check_context(parsed)
     _say_overrides(config, parsed)
     return parsed
+
+
+def default_threads(workers: int) -> int:
+    """Half the cores, shared among xdist workers, at least one: two threads on two shared cores
+    time unsteadily (docs/notes/latency.md), one times steadily."""
+    return max(1, (os.cpu_count() or 1) // 2 // max(1, workers))
 
 
 def _check_context(parsed: SlmConfig) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from . import history, report
-from .checks.core import is_busy
+from .checks.core import NOT_JUDGED, unjudged
 from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec
 from .model import SlmModel
@@ -179,10 +179,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
-    """A latency item the machine was too busy to judge is neither passed nor failed: counted as
-    "busy" in the summary line (as xfailed is), shown as B / BUSY."""
-    if report.when == "call" and is_busy(report):
-        return "busy", "B", "BUSY"
+    """An item that compared nothing is neither passed nor skipped for want of a device: counted as
+    "not judged" in pytest's own closing line (as xfailed is), shown as N / NOT JUDGED."""
+    if report.skipped and unjudged(report):
+        return NOT_JUDGED, "N", "NOT JUDGED"
     return None
 
 
@@ -190,8 +190,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     slm = config.stash[SESSION]
     if hasattr(config, "workerinput"):
         return
-    for busy in terminalreporter.stats.get("busy", ()):
-        terminalreporter.write_line(f"BUSY {busy.nodeid}: {busy.longrepr[2].removeprefix('Skipped: ')}")
+    for item_report in terminalreporter.stats.get(NOT_JUDGED, ()):
+        reason, message = unjudged(item_report) or ("", "")
+        terminalreporter.write_line(f"NOT JUDGED ({reason}) {item_report.nodeid}: {message}")
     results = slm.results()
     if any(results.values()):
         terminalreporter.section("pytest-slm summary")

@@ -7,16 +7,15 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from functools import cache, partial
-from importlib import metadata
 from typing import Any, Callable, Sequence, TypeVar
 
 from .backends import backend
 from .backends.base import LoadedModel, MemoryProfile
+from .provenance import command, version
 from .stats import Spread, spread
 
 T = TypeVar("T")
@@ -24,13 +23,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """The hardware and software a latency figure holds for; any difference is another machine."""
+    """The hardware a latency figure holds for: any difference is another machine. The software
+    (runtime, its version and build) is not part of it: a new release is compared with the old
+    one's figures, and named as what changed (provenance.py)."""
 
     cpu: str
     threads: int
     accelerator: str
     os: str
-    runtime: str  # backend and its version
 
     @property
     def slug(self) -> str:
@@ -42,7 +42,7 @@ class Fingerprint:
         return dict(self.__dict__)
 
     def __str__(self) -> str:
-        return f"{self.cpu}, {self.threads} threads, {self.accelerator}, {self.os}, {self.runtime}"
+        return f"{self.cpu}, {self.threads} threads, {self.accelerator}, {self.os}"
 
 
 @cache
@@ -50,21 +50,26 @@ def fingerprint(device: str, threads: int) -> Fingerprint:
     """Asked before and after each measurement; the machine does not change within a run."""
     name, _, kind = device.partition("-")
     owner = backend(name)
-    runtime = f"{owner.PACKAGE} {_version(owner.PACKAGE)}"
-    if detail := owner.runtime_detail(device):  # e.g. the BLAS mlx-cpu's matmuls run on
-        runtime += f" {detail}"
     return Fingerprint(
         cpu=_cpu_name(),
         threads=0 if device in owner.UNTHREADED else threads,
         accelerator="none" if kind == "cpu" else _gpu_name(),
         os=f"{platform.system()} {platform.machine()}",
-        runtime=runtime,
     )
+
+
+def runtime_build(device: str) -> str:
+    """The runtime package, its version and what else its speed depends on (the BLAS mlx-cpu's
+    matmuls run on): provenance, compared across, not a key."""
+    owner = backend(device.partition("-")[0])
+    runtime = f"{owner.PACKAGE} {version(owner.PACKAGE)}"
+    detail = owner.runtime_detail(device)
+    return f"{runtime} {detail}" if detail else runtime
 
 
 def _cpu_name() -> str:
     if sys.platform == "darwin":
-        return _command(["sysctl", "-n", "machdep.cpu.brand_string"]) or platform.processor()
+        return command(["sysctl", "-n", "machdep.cpu.brand_string"]) or platform.processor()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -76,24 +81,10 @@ def _cpu_name() -> str:
 
 
 def _gpu_name() -> str:
-    """The GPU and its driver; on Apple Silicon the chip is the GPU."""
+    """The GPU (its driver is provenance); on Apple Silicon the chip is the GPU."""
     if sys.platform == "darwin":
-        return _command(["sysctl", "-n", "machdep.cpu.brand_string"]) or "Apple GPU"
-    return _command(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]) or "unknown GPU"
-
-
-def _command(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+        return command(["sysctl", "-n", "machdep.cpu.brand_string"]) or "Apple GPU"
+    return command(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]).split("\n")[0] or "unknown GPU"
 
 
 # -- latency ----------------------------------------------------------------------------------

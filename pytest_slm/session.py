@@ -8,16 +8,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import pytest
 
 from . import reference_cache
 from .backends import backend, kv_types
 from .backends.base import CONTEXT_LENGTH, DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
-from .backends.llamacpp.quantize import content_digest
+from .backends.artifacts import content_digest
 from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
 from .checks.fidelity import FidelityRow, ParityRow
@@ -25,11 +24,15 @@ from .checks.runtime import LatencyRow, MemoryRow
 from .fidelity import Fidelity, Reference, compare, depth_windows, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel
+from .runtime import runtime_build
 from .options import DEVICES, SlmConfig
+from .provenance import Change, system, version
 from .registry import ModelEntry, RegistryError, select_models, shown
 from .stats import PairedComparison, compare_outcomes
 from .store.atomic import sweep_stale_temporaries
 from .store.baselines import BaselineStore, writable_dir_problem
+from .store.migrate import COMMAND as MIGRATE_COMMAND
+from .store.migrate import legacy_records
 from .tasks import AccuracyResult, TaskCatalog, TaskError, evaluate
 
 ROW_TYPES = {row.SECTION: row for row in (AccuracyRow, ParityRow, FidelityRow, LatencyRow, MemoryRow)}
@@ -44,6 +47,7 @@ class SlmSession:
     progress: Callable[[str], None] = lambda line: None  # shown live in the terminal
     rows: list[Any] = field(default_factory=list)  # the checks' typed rows, in the order measured
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
+    changes: dict[str, list[list[str]]] = field(default_factory=dict)  # per item: [name, before, now] since its baseline
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
     _reference_logits: dict[tuple[str, int], tuple[list[int], list[Reference]]] = field(default_factory=dict)  # by (model, depth)
@@ -66,6 +70,11 @@ class SlmSession:
             raise pytest.UsageError(problem)
         if config.update and (problem := writable_dir_problem(config.baselines_dir)):
             raise pytest.UsageError(f"--update-baselines: {problem}")
+        if legacy := next(legacy_records(config.baselines_dir), None):
+            raise pytest.UsageError(
+                f"{legacy[0]}: runtime baselines are keyed by the runtime's version (an older pytest-slm), so an upgrade"
+                f" would find none: move them to keys of the hardware with: {MIGRATE_COMMAND} {config.baselines_dir}"
+            )
         sweep_stale_temporaries(config.baselines_dir)
         return cls(config, models, catalog, BaselineStore(config.baselines_dir), progress)
 
@@ -73,20 +82,21 @@ class SlmSession:
 
     def shared(self) -> dict[str, Any]:
         rows = [(row.SECTION, asdict(row)) for row in self.rows]
-        return {"rows": rows, "writes": self.writes, "loads": self.loads, "outcomes": self._outcomes}
+        return {"rows": rows, "writes": self.writes, "loads": self.loads, "outcomes": self._outcomes, "changes": self.changes}
 
     def absorb(self, shared: dict[str, Any]) -> None:
         self.rows += [ROW_TYPES[section](**fields) for section, fields in shared.get("rows", [])]
         self.writes += shared.get("writes", [])
         self.loads += shared.get("loads", [])
         self._outcomes.update(shared.get("outcomes", {}))
+        self.changes.update(shared.get("changes", {}))
 
     def results(self) -> dict[str, list[dict[str, Any]]]:
         """Everything measured, by report section, as plain data."""
         sections: dict[str, list[dict[str, Any]]] = {section: [] for section in ROW_TYPES}
         for row in self.rows:
             sections[row.SECTION].append(asdict(row))
-        return {**sections, "baseline_writes": self.writes}
+        return {**sections, "baseline_writes": self.writes, "changed": run_changes(self.changes)}
 
     # -- the matrix ---------------------------------------------------------------------------
 
@@ -156,10 +166,20 @@ class SlmSession:
             cached = self._loaded[case.model_id] = self._load(case)
             self.loads.append({"process": os.environ.get("PYTEST_XDIST_WORKER", "main"), "model": case.model_id})
         if isinstance(cached, Unsupported):
-            pytest.skip(f"{case.model_id}: {cached}")
+            self.unsupported(case, cached)
         if isinstance(cached, BaseException):
             fail(f"{case.model_id}: {cached}")
         return cached
+
+    def unsupported(self, case: Case, reason: Unsupported) -> NoReturn:
+        """A combination the runtime cannot run is a skip where nothing was ever measured for it; where
+        baselines are stored for it, the runtime lost a model the team ships: every item fails."""
+        __tracebackhide__ = True
+        stored = self.config.baselines_dir / case.model / case.device / case.variant
+        said = f"{case.model_id}: {runtime_build(case.device)} cannot load it: {reason}"
+        if any(stored.rglob("*.json")):
+            fail(f"{said}; baselines are stored for it ({self._shown(stored)}): the runtime no longer runs a model it ran")
+        pytest.skip(said)
 
     def _load(self, case: Case) -> SlmModel | BaseException:
         try:
@@ -193,8 +213,11 @@ class SlmSession:
 
     # -- what checks need from the run --------------------------------------------------------
 
-    def check_context(self, item: pytest.Item, provenance: Callable[[], dict[str, str]], lm_eval: bool = False) -> CheckContext:
-        """Rows go to the summary and to the item's own JUnit properties; writes to the summary."""
+    def check_context(
+        self, item: pytest.Item, provenance: Callable[[], dict[str, str]], case: Case | None = None, lm_eval: bool = False
+    ) -> CheckContext:
+        """Rows go to the summary and to the item's own JUnit properties; writes to the summary; what
+        changed since the item's baseline to the summary's first line."""
         from .report import junit_properties
 
         def add_rows(rows: Sequence[Any]) -> None:
@@ -203,19 +226,37 @@ class SlmSession:
                 item.user_properties += junit_properties(asdict(row))
 
         def full_provenance() -> dict[str, str]:
-            extra = {"lm_eval": _version("lm-eval")} if lm_eval else {}
-            return {**provenance(), **extra, "pytest_slm": _version("pytest-slm"), "date": dt.date.today().isoformat()}
+            extra = {"lm_eval": version("lm-eval")} if lm_eval else {}
+            extra |= self._case_provenance(case) if case is not None else {}
+            return {**provenance(), **extra, **system(), "pytest_slm": version("pytest-slm"), "date": dt.date.today().isoformat()}
+
+        def add_changes(found: Sequence[Change]) -> None:
+            self.changes[item.nodeid] = [[c.name, str(c.before), str(c.now)] for c in found]
 
         config = self.config
         return CheckContext(
             store=self.store,
-            policy=Policy(config.update, config.strict, config.update_partial),
+            policy=Policy(config.update, config.strict, config.update_partial, config.first_run),
             nodeid=item.nodeid,
             provenance=full_provenance,
             add_rows=add_rows,
             add_write=lambda path, changed: self.writes.append({"path": self._shown(path), "changed": changed}),
+            add_changes=add_changes,
             shown=self._shown,
         )
+
+    def _case_provenance(self, case: Case) -> dict[str, str]:
+        """The runtime's build on the case's device and the model file's digest: what a figure of the
+        case depends on besides the hardware and the versions the backend reports."""
+        found = {"runtime_build": runtime_build(case.device)}
+        entry = self.models[case.model]
+        try:
+            source = entry.gguf_path(self.config.cache_dir) if entry.gguf else entry.mlx_path()
+        except RegistryError:
+            source = None
+        if source is not None and source.exists():
+            found["model_sha256"] = content_digest(source)
+        return found
 
     def _shown(self, path: Path) -> str:
         """Relative to the rootdir where it lies there: the form a reviewer sees in the diff."""
@@ -340,7 +381,7 @@ class SlmSession:
         if gguf is None or not gguf.is_file():
             return None
         digest = f"{content_digest(gguf)}:{case.quant}"
-        runtime = _version(backend(case.backend).PACKAGE)
+        runtime = version(backend(case.backend).PACKAGE)
         text = self.depth_text if depth else self.eval_text
         key = reference_cache.cache_key(digest, runtime, text, self.config.eval_window, depth)
         return reference_cache.path_for(self.config.cache_dir, case.model, key)
@@ -382,8 +423,12 @@ def eval_text_problem(path: Path, named: tuple[str, str] = EVAL_TEXT) -> str | N
     return None
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def run_changes(changes: dict[str, list[list[str]]]) -> list[str]:
+    """What changed for the run as a whole, since the baselines its items compared with: each change
+    once, with how many items saw it ("llama-cpp-python 0.3.36 → 0.3.40 (12 items)")."""
+    counted: dict[str, int] = {}
+    for found in changes.values():
+        for name, before, now in found:
+            shown = str(Change(name, before, now))
+            counted[shown] = counted.get(shown, 0) + 1
+    return [f"{shown} ({count} item{'s' if count > 1 else ''})" for shown, count in counted.items()]

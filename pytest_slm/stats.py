@@ -67,6 +67,39 @@ def compare_outcomes(baseline: Mapping[str, int], current: Mapping[str, int]) ->
     )
 
 
+DETECTION_POWER = 0.8
+
+
+def fewest_failing_flips(n: int, alpha: float, min_drop_points: float) -> int:
+    """The fewest right->wrong flips, with none the other way, that fail an item of n samples:
+    McNemar's p = 2^-flips must fall under alpha, and the drop must reach the minimum."""
+    flips = 1
+    while mcnemar_one_sided(flips, 0) >= alpha or 100 * flips / n < min_drop_points:
+        flips += 1
+    return flips
+
+
+def detectable_drop(n: int, correct: int, alpha: float, min_drop_points: float, power: float = DETECTION_POWER) -> float | None:
+    """The smallest accuracy drop, in points, the paired test catches with `power`, for a baseline of
+    `correct` right answers out of n: each right answer turns wrong with the same chance, none the
+    other way (the most favourable case: churn in both directions needs more). None when no drop can
+    fail the item: fewer right answers than the flips a failure needs."""
+    needed = fewest_failing_flips(n, alpha, min_drop_points)
+    if correct < needed:
+        return None
+    low, high = 0.0, 1.0
+    for _ in range(50):  # bisection on the per-answer chance; the tail grows with it
+        middle = (low + high) / 2
+        low, high = (low, middle) if _binomial_tail(correct, middle, needed) >= power else (middle, high)
+    return 100 * correct * high / n
+
+
+def _binomial_tail(trials: int, chance: float, at_least: int) -> float:
+    """P(X >= at_least) for X ~ Binomial(trials, chance)."""
+    below = sum(comb(trials, k) * chance**k * (1 - chance) ** (trials - k) for k in range(at_least))
+    return max(0.0, 1.0 - below)
+
+
 MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation per median absolute deviation
 
 

@@ -35,7 +35,7 @@ def latency_record(decode_seconds=1.3, **changes):
         "model": "smollm2-135m",
         "device": "llamacpp-cpu",
         "quant": "native",
-        "fingerprint": {"cpu": "Example CPU", "threads": 2, "accelerator": "none", "os": "Linux x86_64", "runtime": "x 1"},
+        "fingerprint": {"cpu": "Example CPU", "threads": 2, "accelerator": "none", "os": "Linux x86_64"},
         "metrics": {"decode": {"seconds": [decode_seconds] * 5, "tokens": 128}},
         "provenance": {"date": "2026-11-22"},
         **changes,

@@ -10,7 +10,7 @@ from pytest_slm.matrix import Case
 from pytest_slm import runtime
 from pytest_slm.runtime import Fingerprint, Timing, at_depth, depth_metric, metric_depth
 
-FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64", "llama-cpp-python 0")
+FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64")
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ SWA = predict(metadata("gemma3", key_length=256, value_length=256, sliding_windo
 
 
 def judged(profile: MemoryProfile, baseline: dict | None):
-    machine = Fingerprint("cpu", 2, "none", "Linux", "llama-cpp-python 0")
+    machine = Fingerprint("cpu", 2, "none", "Linux")
     check = MemoryCheck(Case("m", "llamacpp-cpu", "native"), machine, 0.01, lambda: MemoryUse(profile, (8192,), None))
     verdict = check.judge(check.measure(), baseline)
     return check.record(check.measure()), verdict.rows[0], verdict.failure

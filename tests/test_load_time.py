@@ -50,7 +50,7 @@ KEPT = "page cache kept: 98% of model.gguf still cached, mapped by a process"
 
 
 def load_check(confirmation: LatencyRun | None = None) -> LatencyCheck:
-    machine = Fingerprint("cpu", 2, "none", "Linux", "llama-cpp-python 0")
+    machine = Fingerprint("cpu", 2, "none", "Linux")
     rounds = iter([confirmation] if confirmation else [])
     return LatencyCheck(Case("m", "llamacpp-cpu", "native"), "load", machine, LatencySettings({"*": 0.1}, 3.0), rounds.__next__)
 
@@ -68,7 +68,9 @@ def baseline(note: str = "") -> dict:
 def test_a_kept_cache_is_not_judged_against_an_evicted_baseline():
     verdict = load_check().judge(load_run(0.2, 0.5, KEPT), baseline())
     assert verdict.failure is None and verdict.not_judged
-    assert verdict.not_judged.startswith(f"m-llamacpp-cpu-native: not judged: load.cold (now {KEPT}; the baseline's: evicted)")
+    reason, message = verdict.not_judged
+    assert reason == "unlike conditions"
+    assert message.startswith(f"m-llamacpp-cpu-native: load.cold: not judged (now {KEPT}; the baseline's: evicted)")
     assert [(row.metric, row.verdict) for row in verdict.rows] == [("load.cold", "not judged"), ("load.warm", "pass")]
     assert load_check().judge(load_run(0.2, 0.5), baseline(KEPT)).not_judged  # the reverse too
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Mapping
 
 from ..matrix import Case
-from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, relative_accuracy
+from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, detectable_drop, relative_accuracy
 from ..store.baselines import BaselineKey
 from ..tasks import TASK_PARTS, AccuracyResult
-from .core import REFRESH, Check, RecordError, Verdict, require
+from .core import CANNOT_DETECT, NOT_JUDGED, REFRESH, Check, RecordError, Verdict, require
 
 SHOWN_FLIPS = 3
 
@@ -31,6 +31,7 @@ class AccuracyRow:
     regressed: int | None = None
     improved: int | None = None
     p_value: float | None = None
+    detects_points: float | None = None  # the smallest drop the paired test catches with power 0.8 (stats.detectable_drop)
     reference_accuracy: float | None = None  # the relative gate's: the reference on the same samples
     ratio: float | None = None
     ratio_low: float | None = None
@@ -45,6 +46,7 @@ class AccuracySettings:
     min_drop_points: float
     allow_task_change: bool
     relative_gate: float | None = None  # the fraction of the reference's accuracy to keep; None: off
+    detect_drop_points: float | None = None  # the drop every item must be able to catch (--slm-detect-drop); None: off
 
 
 @dataclass
@@ -91,7 +93,8 @@ class AccuracyCheck(Check):
         gate, gate_failure = self._against_reference(result)
         verdict = self._against_baseline(result, baseline)
         rows = [replace(row, **gate, **({"verdict": "FAIL"} if gate_failure else {})) for row in verdict.rows]
-        return Verdict(rows, "\n".join(f for f in (verdict.failure, gate_failure) if f) or None)
+        failure = "\n".join(f for f in (verdict.failure, gate_failure) if f) or None
+        return Verdict(rows, failure, verdict.not_judged if failure is None else None)
 
     def _against_reference(self, result: AccuracyResult) -> tuple[dict[str, Any], str | None]:
         """The row's gate fields and why the item fails the gate (None: it passes, or no gate)."""
@@ -134,16 +137,23 @@ class AccuracyCheck(Check):
         comparison = compare_outcomes(baseline["outcomes"], result.outcomes)
         if comparison.n == 0:
             return Verdict([row], f"{self.item}: the baseline and this run share no sample: nothing to compare. {REFRESH}")
-        failed = comparison.is_regression(self.settings.alpha, self.settings.min_drop_points)
+        alpha = self.settings.alpha
+        failed = comparison.is_regression(alpha, self.settings.min_drop_points)
+        correct = sum(baseline["outcomes"].values())
+        detects = detectable_drop(comparison.n, correct, alpha, self.settings.min_drop_points)
+        blind = self._blind(detects, comparison.n, correct)
         row = self._row(
             result,
             baseline,
-            "FAIL" if failed else "pass",
+            "FAIL" if failed else NOT_JUDGED if blind else "pass",
             delta_points=comparison.delta_points,
             regressed=len(comparison.regressed),
             improved=len(comparison.improved),
             p_value=comparison.p_value,
+            detects_points=detects,
         )
+        if blind and not failed:
+            return Verdict([row], not_judged=(CANNOT_DETECT, f"{self.item}: {blind}"))
         if not failed:
             return Verdict([row])
         lines = [
@@ -159,6 +169,23 @@ class AccuracyCheck(Check):
                 )
         lines.append(REFRESH)
         return Verdict([row], "\n".join(lines))
+
+    def _blind(self, detects: float | None, n: int, correct: int) -> str | None:
+        """Why this item's test cannot catch what it must: no drop can fail it, or not the drop
+        --slm-detect-drop asks every item to catch."""
+        alpha = self.settings.alpha
+        if detects is None:
+            return (
+                f"cannot detect a drop at α={alpha:g} with {correct} correct in the baseline (n={n}): even all"
+                f" {correct} turning wrong would not fail it; use more samples (--slm-limit, a larger task)"
+            )
+        wanted = self.settings.detect_drop_points
+        if wanted is not None and detects > wanted:
+            return (
+                f"cannot detect a {wanted:g} pt drop (--slm-detect-drop): with n={n} and {correct} correct in the"
+                f" baseline it detects ≥ {detects:.1f} pt at α={alpha:g} with power 0.8; use more samples"
+            )
+        return None
 
     def _incomparable(self, result: AccuracyResult, baseline: Mapping[str, Any]) -> str | None:
         """Why outcomes cannot be paired: other samples, another task definition, other tokens."""

@@ -1,26 +1,40 @@
 """THE regression check: every item kind goes through it, so every kind gets the same policy.
 
 read the baseline -> validate it whole (schema, finite numbers, consistency, identity) -> measure ->
-validate what was measured the same way -> judge -> rows -> fail, or write. One policy for a
-missing baseline (skip with the command that makes it; --slm-strict fails), for updating (a newer
-schema is never overwritten, a partial run never replaces a fuller baseline unless asked), and for
-records that cannot be trusted (one line naming the file and the field).
+validate what was measured the same way -> judge -> rows -> fail, or write. One policy for an item
+that cannot judge (`not_judged`: one outcome with a named reason, a skip that says why, a failure
+under --slm-strict or in CI), for updating (a newer schema is never overwritten, a partial run never
+replaces a fuller baseline unless asked), and for records that cannot be trusted (one line naming
+the file and the field).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, NoReturn, Protocol, Sequence, TypeVar
 
 import pytest
 
+from ..provenance import Change, changes, described
 from ..store.baselines import BaselineError, BaselineKey, BaselineStore
 
 Measured = TypeVar("Measured")
 REFRESH = "If the change is intended, refresh the baseline with --update-baselines."
-BUSY = "machine busy"
+
+NOT_JUDGED = "not judged"
+# Why an item compared nothing: the same names in the terminal, the report files and the history.
+NO_BASELINE = "no baseline"
+BUSY = "busy"
+UNLIKE_CONDITIONS = "unlike conditions"
+TOO_NOISY = "too noisy"
+CANNOT_DETECT = "cannot detect"
+UNDER_XDIST = "under xdist"
+REASONS = (NO_BASELINE, BUSY, UNLIKE_CONDITIONS, TOO_NOISY, CANNOT_DETECT, UNDER_XDIST)
+_PREFIX = re.compile(rf"{NOT_JUDGED} \(({'|'.join(map(re.escape, REASONS))})\): ")
+STRICT_SUFFIX = " [fails: --slm-strict, or CI]"
 
 
 def fail(message: str) -> NoReturn:
@@ -29,17 +43,28 @@ def fail(message: str) -> NoReturn:
     raise pytest.fail.Exception(message, pytrace=False) from None
 
 
-def busy(message: str) -> NoReturn:
-    """The item ends neither passed nor failed: the machine was busy (a skip the summary counts as
-    "busy", see `is_busy`); nothing is written."""
+def not_judged(reason: str, message: str, strict: bool) -> NoReturn:
+    """The item compared nothing, for `reason` (one of REASONS): a skip that says why, or, where the
+    user asked for strictness (--slm-strict, CI), a failure saying the same. Nothing is written."""
     __tracebackhide__ = True
-    raise pytest.skip.Exception(f"{BUSY}: {message}") from None
+    assert reason in REASONS, reason
+    said = f"{NOT_JUDGED} ({reason}): {message}"
+    if strict:
+        fail(said + STRICT_SUFFIX)
+    raise pytest.skip.Exception(said) from None
 
 
-def is_busy(report: pytest.TestReport) -> bool:
-    """Whether `report` is an item `busy` ended: by its message, which survives xdist's transfer."""
+def unjudged(report: pytest.TestReport) -> tuple[str, str] | None:
+    """(reason, message) of an item `not_judged` ended, skipped or failed under strictness; read from
+    the report's text, which survives xdist's transfer."""
+    if not (report.skipped or report.failed):
+        return None
     longrepr = report.longrepr
-    return bool(report.skipped and isinstance(longrepr, tuple) and str(longrepr[2]).startswith(f"Skipped: {BUSY}:"))
+    text = str(longrepr[2]).removeprefix("Skipped: ") if isinstance(longrepr, tuple) else report.longreprtext
+    found = _PREFIX.search(text)
+    if found is None or (report.skipped and found.start() != 0):
+        return None
+    return found.group(1), text[found.end() :].strip().removesuffix(STRICT_SUFFIX)
 
 
 class RecordError(Exception):
@@ -52,8 +77,7 @@ class Verdict:
 
     rows: Sequence[Any]
     failure: str | None = None
-    busy: str | None = None  # the machine was too busy to judge (or to write) what was measured: why
-    not_judged: str | None = None  # what was measured under other conditions than its baseline: the item skips
+    not_judged: tuple[str, str] | None = None  # (reason, message): what was measured cannot be judged
 
 
 class ItemCheck(Protocol[Measured]):
@@ -105,8 +129,9 @@ class Check:
 @dataclass(frozen=True)
 class Policy:
     update: bool
-    strict: bool
+    strict: bool  # an item that cannot judge fails (--slm-strict, or the CI variable)
     update_partial: bool  # a partial run may replace a fuller baseline
+    first_run: bool = False  # a missing baseline is not judged even when strict (--slm-first-run)
 
 
 @dataclass
@@ -119,6 +144,7 @@ class CheckContext:
     provenance: Callable[[], dict[str, Any]]
     add_rows: Callable[[Sequence[Any]], None]
     add_write: Callable[[Path, bool], None]
+    add_changes: Callable[[Sequence[Change]], None] = lambda found: None
     shown: Callable[[Path], str] = str
 
 
@@ -149,12 +175,10 @@ def prepare(check: ItemCheck[Measured], context: CheckContext) -> Prepared[Measu
         fail(f"{check.item}: {exc}")
     if baseline is None:
         reason = (
-            f"no {check.kind} baseline for {check.baseline_of} ({context.shown(path)});"
+            f"{check.item}: no {check.kind} baseline for {check.baseline_of} ({context.shown(path)});"
             f" create it with: pytest '{context.nodeid}' --update-baselines"
         )
-        if policy.strict:
-            fail(reason)
-        pytest.skip(reason)
+        not_judged(NO_BASELINE, reason, policy.strict and not policy.first_run)
     try:
         validate(check, baseline)
     except RecordError as exc:
@@ -173,15 +197,25 @@ def conclude(prepared: Prepared[Measured], measured: Measured) -> None:
     except RecordError as exc:
         fail(f"{check.item}: the measurement cannot be trusted: {exc}; nothing was compared or written")
     verdict = check.judge(measured, prepared.baseline)
-    context.add_rows(verdict.rows)
-    if verdict.busy:
-        busy(verdict.busy)
+    changed = changes(prepared.baseline.get("provenance"), record["provenance"]) if prepared.baseline else []
+    context.add_changes(changed)
+    refused = _refused(prepared, record) if verdict.failure is None and verdict.not_judged is None else None
+    context.add_rows([_not_written(row) for row in verdict.rows] if refused else verdict.rows)
     if verdict.failure:
-        fail(verdict.failure)
+        fail(f"{verdict.failure}\n{since_baseline(changed)}")
     if verdict.not_judged:
-        pytest.skip(verdict.not_judged)
+        not_judged(*verdict.not_judged, context.policy.strict)
+    if refused:
+        fail(f"{check.item}: not written: {refused}; pass --slm-update-partial to replace it anyway")
     if context.policy.update and check.key is not None:
         _write(prepared, record)
+
+
+def since_baseline(changed: Sequence[Change]) -> str:
+    """What a failure is explained by: the software that changed, or the news that none did."""
+    if changed:
+        return f"changed since the baseline: {described(list(changed))}"
+    return "nothing recorded changed since the baseline (runtime, its build, pytest-slm, lm-eval, model file, OS)"
 
 
 def run(check: ItemCheck[Measured], context: CheckContext) -> None:
@@ -190,13 +224,22 @@ def run(check: ItemCheck[Measured], context: CheckContext) -> None:
     conclude(prepared, check.measure())
 
 
+def _refused(prepared: Prepared[Any], record: Mapping[str, Any]) -> str | None:
+    """Why an update must not replace the stored baseline: it measured less (a partial run)."""
+    if prepared.stored is None or prepared.context.policy.update_partial:
+        return None
+    return prepared.check.replaces_less(record, prepared.stored)
+
+
+def _not_written(row: Any) -> Any:
+    return replace(row, verdict="not written") if getattr(row, "verdict", None) == "updated" else row
+
+
 def _write(prepared: Prepared[Any], record: dict[str, Any]) -> None:
     __tracebackhide__ = True
     check, context = prepared.check, prepared.context
     assert check.key is not None
     if prepared.stored is not None and not context.policy.update_partial:
-        if reason := check.replaces_less(record, prepared.stored):
-            fail(f"{check.item}: not written: {reason}; pass --slm-update-partial to replace it anyway")
         record = dict(check.kept(record, prepared.stored))
     try:
         changed = context.store.write(check.key, record)

@@ -8,7 +8,6 @@ workers have already sent their rows and outcomes to it, so one process writes.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -59,9 +58,10 @@ def item_threads(config: pytest.Config, threads: int) -> int:
     one process, while each xdist worker divided the cores among the workers."""
     if config.getoption("slm_threads") or config.getini("slm_threads"):
         return threads
+    from ..options import default_threads
+
     workers = getattr(config.option, "numprocesses", None)
-    workers = workers if isinstance(workers, int) and workers > 0 else 1
-    return max(1, (os.cpu_count() or 1) // workers)
+    return default_threads(workers if isinstance(workers, int) and workers > 0 else 1)
 
 
 def settings(config: Any) -> dict[str, Any]:
