@@ -1,6 +1,7 @@
-"""The GitHub workflows: linted clean (actionlint, zizmor), pinned, least-privileged, naming only
-options, devices and commands that exist, and with self-hosted runners out of reach of untrusted
-events (the guard is evaluated here on the event payloads GitHub would send)."""
+"""The GitHub workflows and Dependabot's configuration: valid against their schemas, linted clean
+(actionlint, zizmor), pinned, least-privileged, naming only options, devices and commands that
+exist, strict where they compare, and with self-hosted runners out of reach of untrusted events
+(the guard is evaluated here on the event payloads GitHub would send)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pytest_slm.options import DEVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 RUN_SUITE = ROOT / ".github" / "scripts" / "run_suite.py"
 SUITE = "./.github/workflows/device-suite.yml"
 MACHINES = {
@@ -85,6 +87,50 @@ def test_actionlint_passes_every_workflow():
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
+@pytest.mark.parametrize(
+    ("schema", "files"),
+    [
+        pytest.param("vendor.dependabot", [DEPENDABOT], id="dependabot"),
+        pytest.param("vendor.github-workflows", sorted(WORKFLOWS.glob("*.yml")), id="workflows"),
+    ],
+)
+def test_the_files_match_the_schemas_github_reads_them_by(schema, files):
+    """Offline: check-jsonschema ships these schemas (SchemaStore's) inside its package."""
+    checked = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", schema, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_schema_check_is_really_looking(tmp_path):
+    """Its control: an ecosystem Dependabot does not know is an error."""
+    bad = tmp_path / "dependabot.yml"
+    bad.write_text(DEPENDABOT.read_text(encoding="utf-8").replace("package-ecosystem: uv", "package-ecosystem: uvx"))
+    checked = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode != 0 and "package-ecosystem" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_dependabot_proposes_the_runtimes_through_the_lock_and_the_actions():
+    updates = {update["package-ecosystem"]: update for update in yaml.safe_load(DEPENDABOT.read_text(encoding="utf-8"))["updates"]}
+    assert set(updates) == {"uv", "github-actions"}
+    lock = updates["uv"]
+    assert lock["directory"] == "/" and (ROOT / "requirements.in").is_file() and (ROOT / "requirements.txt").is_file()
+    assert {entry["dependency-name"] for entry in lock["allow"]} == {"llama-cpp-python", "mlx-lm", "lm-eval"}
+    # Dependabot recompiles with the options it reads in the lock's header: one lock for every platform
+    header = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()[1]
+    assert "--universal" in header.split() and "--python-version" in header.split()
+    assert updates["github-actions"]["directory"] == "/"
+    assert all(update["schedule"]["interval"] == "weekly" for update in updates.values())
+
+
 def test_zizmor_finds_nothing_at_its_default_level():
     """Offline: the audits that ask GitHub (impostor commits, known-vulnerable versions) need a token."""
     audited = subprocess.run(
@@ -141,7 +187,8 @@ def test_permissions_are_empty_by_default_and_granted_per_job():
             assert job["environment"] == "refresh-baselines"  # required reviewers gate the write token
         elif (name, job_name) == ("regression.yml", "history"):
             assert granted == {"contents": "write"}  # the history release; no pull request can start it
-            assert set(triggers(load(name))) == {"push", "schedule", "workflow_dispatch"}
+            assert "pull_request_target" not in triggers(load(name))
+            assert history_runs_for(github("pull_request", ref="refs/pull/7/merge", head=HOME)) is False
         else:
             assert granted == {"contents": "read"} and not writes, (name, job_name)
 
@@ -244,16 +291,33 @@ def evaluate(expression: str, context: dict) -> object:
 HOME = "owner/pytest-slm"
 
 
-def github(event_name, ref="refs/heads/main", repository=HOME, fork=False, trusted=HOME):
+FORK = "someone/pytest-slm"
+DELETED = object()  # a pull request whose head repository was deleted: GitHub sends `"repo": null`
+
+
+def github(event_name, ref="refs/heads/main", repository=HOME, fork=False, trusted=HOME, head=None, head_fork=None):
+    """The context GitHub evaluates a job's `if:` in, for an event on `repository`; `head` makes it a
+    pull request's payload, from a branch of that repository (its `pull_request.head.repo`)."""
+    event = {"repository": {"full_name": repository, "fork": fork, "default_branch": "main"}}
+    if head is DELETED:
+        event["pull_request"] = {"head": {"repo": None}, "base": {"repo": {"full_name": repository}}}
+    elif head is not None:
+        fork_head = head != repository if head_fork is None else head_fork
+        event["pull_request"] = {
+            "head": {"ref": "a-branch", "repo": {"full_name": head, "fork": fork_head}},
+            "base": {"ref": "main", "repo": {"full_name": repository, "fork": fork}},
+        }
     return {
-        "github": {
-            "event_name": event_name,
-            "ref": ref,
-            "repository": repository,
-            "event": {"repository": {"full_name": repository, "fork": fork, "default_branch": "main"}},
-        },
+        "github": {"event_name": event_name, "ref": ref, "repository": repository, "event": event},
         "vars": {} if trusted is None else {"SLM_TRUSTED_REPOSITORY": trusted},
     }
+
+
+def history_runs_for(context: dict) -> object:
+    """regression.yml's history job's `if:` for this event, the suite having run (`always()` is true)."""
+    condition = load("regression.yml")["jobs"]["history"]["if"]
+    assert condition.startswith("always() && ")
+    return evaluate(condition.removeprefix("always() && "), {**context, "needs": {"regress": {"result": "success"}}})
 
 
 def guard():
@@ -267,6 +331,10 @@ def guard():
         pytest.param(github("push"), id="push-to-main"),
         pytest.param(github("schedule"), id="nightly"),
         pytest.param(github("workflow_dispatch"), id="dispatch-on-main"),
+        pytest.param(github("pull_request", ref="refs/pull/7/merge", head=HOME), id="pull-request-from-a-branch-here"),
+        pytest.param(
+            github("pull_request", ref="refs/pull/8/merge", head=HOME), id="dependabot-upgrade"
+        ),  # Dependabot pushes its branch (dependabot/uv/...) to this repository
     ],
 )
 def test_the_guard_lets_the_projects_own_triggers_through(context):
@@ -276,9 +344,24 @@ def test_the_guard_lets_the_projects_own_triggers_through(context):
 @pytest.mark.parametrize(
     "context",
     [
-        pytest.param(github("pull_request", ref="refs/pull/7/merge"), id="pull-request"),
-        pytest.param(github("pull_request", ref="refs/heads/main"), id="pull-request-claiming-main"),
+        pytest.param(github("pull_request", ref="refs/pull/7/merge", head=FORK), id="fork-pull-request"),
+        pytest.param(github("pull_request", ref="refs/heads/main", head=FORK), id="fork-pull-request-claiming-main"),
+        pytest.param(
+            github("pull_request", ref="refs/pull/7/merge", head=HOME, head_fork=True),
+            id="fork-pull-request-claiming-this-repository",
+        ),
+        pytest.param(github("pull_request", ref="refs/pull/7/merge", head=DELETED), id="pull-request-from-a-deleted-fork"),
+        pytest.param(github("pull_request", ref="refs/pull/7/merge"), id="pull-request-without-a-head"),
+        pytest.param(
+            github("pull_request", ref="refs/pull/7/merge", head=HOME, trusted=None), id="pull-request-variable-unset"
+        ),
+        pytest.param(
+            github("pull_request", ref="refs/pull/7/merge", repository=FORK, fork=True, trusted=None, head=FORK),
+            id="pull-request-inside-a-fork",
+        ),
         pytest.param(github("pull_request_target"), id="pull-request-target"),
+        pytest.param(github("pull_request_target", head=FORK), id="fork-pull-request-target"),
+        pytest.param(github("pull_request_target", head=HOME), id="pull-request-target-from-a-branch-here"),
         pytest.param(github("issue_comment"), id="comment"),
         pytest.param(github("workflow_run"), id="workflow-run"),
         pytest.param(github("push", ref="refs/heads/feature"), id="push-to-a-branch"),
@@ -307,7 +390,7 @@ def test_every_job_that_can_reach_a_self_hosted_runner_carries_the_guard():
             assert job.get("if") == guard(), f"{name}: {job_name} runs on self-hosted without the guard"
             guarded.append((name, job_name))
         if job.get("uses") == SUITE:  # callers reach it only through the guarded reusable workflow
-            assert set(triggers(load(name))) <= {"push", "schedule", "workflow_dispatch"}, name
+            assert set(triggers(load(name))) <= {"push", "pull_request", "schedule", "workflow_dispatch"}, name
     assert guarded == [("device-suite.yml", "suite")]
     assert load("regression.yml")[True]["push"]["branches"] == ["main"]  # the guard's ref is this branch
 
@@ -412,9 +495,46 @@ def test_good_dispatch_inputs_reach_pytest_as_separate_arguments():
     ]  # fmt: skip
     nightly = {name: "" for name in ("SLM_QUANTS", "SLM_TASKS", "SLM_UPDATE")}
     assert build_argv({**nightly, "SLM_MODELS": "smollm2-135m", "SLM_DEVICES": "llamacpp-cpu"})[4:] == [
-        "--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-report=slm-report", "--junitxml=slm-report/junit.xml",
-        "--slm-history=slm-history/history.sqlite",
+        "--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-strict", "--slm-report=slm-report",
+        "--junitxml=slm-report/junit.xml", "--slm-history=slm-history/history.sqlite",
     ]  # fmt: skip
+
+
+def test_a_comparing_run_is_strict_and_a_refresh_is_not():
+    """Push, nightly and pull request pass --slm-strict (an item that could not judge fails the job);
+    a refresh passes no --slm-strict and runs without CI, which would make the plugin strict itself."""
+    script = runpy.run_path(str(RUN_SUITE))
+    build_argv, child_environment = script["build_argv"], script["child_environment"]
+    _, step = suite_step()
+    assert set(step["env"]) == {"SLM_MODELS", "SLM_QUANTS", "SLM_TASKS", "SLM_DEVICES", "SLM_UPDATE"}
+    declared = load("device-suite.yml")[True]["workflow_call"]["inputs"]
+    assert declared["update-baselines"]["default"] == ""  # regression.yml passes no inputs: it compares
+    assert "with" not in load("regression.yml")["jobs"]["regress"]
+    comparing = {"SLM_MODELS": "smollm2-135m", "SLM_DEVICES": "llamacpp-cpu", "SLM_UPDATE": "", "CI": "true"}
+    assert "--slm-strict" in build_argv(comparing) and "--update-baselines" not in build_argv(comparing)
+    assert child_environment(comparing) == comparing
+    refresh = {**step_environment(DEFAULTS, LINUX), "CI": "true", "GITHUB_STEP_SUMMARY": "/summary"}
+    assert "--slm-strict" not in build_argv(refresh) and "--update-baselines" in build_argv(refresh)
+    assert child_environment(refresh) == {key: value for key, value in refresh.items() if key != "CI"}
+
+
+def test_a_refresh_really_runs_pytest_without_ci(tmp_path):
+    """main() hands pytest the refresh's environment: a stand-in interpreter prints what it got."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "CI=${CI-unset} $*"\n')
+    fake.chmod(0o755)
+    code = (
+        f"import runpy, sys; sys.executable = {str(fake)!r}; sys.argv = [{str(RUN_SUITE)!r}];"
+        f" runpy.run_path({str(RUN_SUITE)!r}, run_name='__main__')"
+    )
+    common = {"PATH": "/usr/bin:/bin", "CI": "true", "SLM_MODELS": "smollm2-135m", "SLM_DEVICES": "llamacpp-cpu"}
+    for update, expected in (("", "CI=true"), ("refreshed-baselines", "CI=unset")):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**common, "SLM_UPDATE": update}, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(expected + " -m pytest suites"), done.stdout
+        assert ("--slm-strict" in done.stdout.split()) == (update == ""), done.stdout
 
 
 def test_a_shot_count_out_of_the_plugins_range_is_refused_by_the_plugins_own_rule():
@@ -460,17 +580,25 @@ def test_every_plugin_option_used_exists_in_the_real_parser(tmp_path):
     assert used <= real, f"not options of the plugin: {sorted(used - real)}"
 
 
-def test_regression_and_refresh_run_the_device_suite_and_no_pull_request_does():
+def test_regression_runs_the_device_suite_on_pull_requests_too_and_refresh_only_by_hand():
+    """A pull request (the guard admits only those from this repository's branches) gets the verdict
+    before it merges; the nightly run stays; no pull request ever refreshes baselines or merges history."""
     regression, refresh = load("regression.yml"), load("refresh-baselines.yml")
-    assert set(triggers(regression)) == {"push", "schedule", "workflow_dispatch"}
+    assert set(triggers(regression)) == {"push", "pull_request", "schedule", "workflow_dispatch"}
     assert triggers(regression)["push"]["branches"] == ["main"]
+    assert [entry["cron"] for entry in triggers(regression)["schedule"]] == ["17 3 * * *"]
+    assert set(triggers(refresh)) == {"workflow_dispatch"}
     assert set(triggers(refresh)["workflow_dispatch"]["inputs"]) == {"models", "quants", "tasks"}
     assert [job.get("uses") for job in regression["jobs"].values()] == [SUITE, None]  # the suite, then the history merge
     assert refresh["jobs"]["measure"]["uses"] == SUITE
     for path in WORKFLOWS.glob("*.yml"):
         workflow = load(path.name)
         if any(job.get("uses") == SUITE for job in workflow["jobs"].values()):
-            assert not {"pull_request", "pull_request_target"} & set(triggers(workflow)), path.name
+            assert not {"pull_request_target", "workflow_run", "issue_comment"} & set(triggers(workflow)), path.name
+    assert history_runs_for(github("pull_request", ref="refs/pull/7/merge", head=HOME)) is False
+    assert history_runs_for(github("schedule")) is True and history_runs_for(github("push")) is True
+    # a pull request's newer push cancels its older run; the nightly and pushes are never cancelled
+    assert regression["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
 
 
 def test_refresh_uploads_the_directory_it_writes_and_merges_with_the_real_cli():
@@ -511,7 +639,8 @@ def test_each_runners_history_is_uploaded_and_one_job_merges_them_into_the_relea
     [upload] = [s for s in suite_step()[0]["steps"] if s.get("with", {}).get("name") == "slm-history-${{ matrix.machine }}"]
     assert upload["if"] == "always()" and upload["with"]["path"] == f"{Path(history).parent}/"
     job = load("regression.yml")["jobs"]["history"]
-    assert job["needs"] == "regress" and job["if"] == "always() && needs.regress.result != 'skipped'"
+    assert job["needs"] == "regress"
+    assert job["if"] == "always() && github.event_name != 'pull_request' && needs.regress.result != 'skipped'"
     assert job["concurrency"] == {"group": "slm-history", "cancel-in-progress": False}
     [download] = [s for s in job["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
     assert download["with"] == {"pattern": "slm-history-*", "path": "${{ runner.temp }}/runners"}
@@ -579,7 +708,10 @@ def test_apple_silicon_runs_on_a_hosted_vm_the_readmes_way():
     assert words[:2] == ["make", "regress"] and not any(
         "--slm-devices" in w for w in words
     )  # the plugin picks what exists
-    assert "-rs" in shlex.split(words[2].removeprefix("ARGS="))  # every skipped device prints its reason
+    args = shlex.split(words[2].removeprefix("ARGS="))
+    assert "-rs" in args  # every skipped device prints its reason
+    # GitHub sets CI (the plugin turns strict); this VM has no baselines of its own, so they go unjudged
+    assert "--slm-first-run" in args and "--slm-report=slm-report" in args
     assert any(
         step.get("uses", "").startswith("actions/upload-artifact@") and step.get("if") == "always()"
         for step in job["steps"]

@@ -9,6 +9,11 @@ environment, as the workflow step's `env:` puts them)
     SLM_DEVICES  backend-device pairs, comma-separated (the machine's own, from the job matrix)
     SLM_UPDATE   a directory name to write refreshed baselines into (empty: compare, do not update)
 
+A comparing run is strict (--slm-strict): an item that could not judge (no baseline, a busy
+machine, too noisy) fails the job instead of skipping, so a pull request cannot pass on items
+that compared nothing. A refresh writes baselines and is not strict: it runs without the CI
+variable, which would otherwise make the plugin strict by itself.
+
 Every value is checked against the plugin's own vocabularies (the registry, the backends' devices
 and quants, the task grammar) before anything runs; a bad one is one line on stderr and exit status
 4, pytest's own status for a usage error. Good values reach pytest as separate arguments through
@@ -86,8 +91,15 @@ def build_argv(env: Mapping[str, str]) -> list[str]:
             argv.append(f"--slm-{option}={','.join(values)}")
     if update:
         argv += ["--update-baselines", f"--slm-baselines={update}"]
+    else:
+        argv.append("--slm-strict")
     # the run's history in a store of its own, uploaded for regression.yml's history job to merge
     return argv + ["--slm-report=slm-report", "--junitxml=slm-report/junit.xml", f"--slm-history={HISTORY}"]
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """pytest's environment: this one, less CI for a refresh (the plugin turns strict where CI is set)."""
+    return {key: value for key, value in env.items() if not (key == "CI" and env.get("SLM_UPDATE"))}
 
 
 def main() -> int:
@@ -98,7 +110,7 @@ def main() -> int:
         return USAGE_ERROR
     os.chdir(ROOT)
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, *argv])
+    os.execve(sys.executable, [sys.executable, *argv], child_environment(os.environ))
     return 0  # not reached
 
 
