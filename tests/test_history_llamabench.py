@@ -43,8 +43,10 @@ def test_pp_and_tg_rows_become_prefill_and_decode_series_and_pp_tg_is_said(capsy
     assert (commit, started, finished) == ("3f4a9c1", "2026-11-20T10:00:00+00:00", "2026-11-20T10:00:21+00:00")
     assert json.loads(versions) == {"llama.cpp": "b7100 3f4a9c1"}
     [(data,)] = query(path, "SELECT data FROM fingerprints")
-    # pytest-slm's own fingerprint fields: the same machine's runs sit beside these
-    assert json.loads(data) == {"cpu": "Example CPU @ 2.40GHz", "threads": 2, "accelerator": "none", "os": "Linux x86_64", "runtime": "llama.cpp CPU"}
+    # pytest-slm's own fingerprint fields, the hardware only: the same machine's runs sit beside these
+    assert json.loads(data) == {"cpu": "Example CPU @ 2.40GHz", "threads": 2, "accelerator": "none", "os": "Linux x86_64"}
+    [(provenance,)] = query(path, "SELECT provenance FROM runs")  # the build is what a step is explained by
+    assert json.loads(provenance) == {"llama.cpp": "b7100 3f4a9c1", "runtime_build:llama-bench": "llama.cpp CPU"}
     assert len(query(path, "SELECT * FROM rows")) == 4  # every row kept as llama-bench printed it, pp+tg included
 
 

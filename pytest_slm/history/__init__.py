@@ -29,10 +29,11 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
     is written for a run that measured nothing (collection only, or every item skipped)."""
     path = slm.config.history_path
     results = slm.results()
-    if path is None or not any(rows for section, rows in results.items() if section != "baseline_writes"):
+    if path is None or not any(rows for section, rows in results.items() if section not in record.NOT_ROWS):
         return None
     clock = time.perf_counter()
-    from ..runtime import fingerprint
+    from ..provenance import system
+    from ..runtime import fingerprint, runtime_build
 
     threads = item_threads(config, slm.config.threads)
     run = record.build(
@@ -43,6 +44,8 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
         settings=settings(slm.config),
         exitstatus=exitstatus,
         fingerprint_of=lambda device: fingerprint(device, threads),
+        runtime_of=runtime_build,
+        system=system(),
     )
     try:
         store.append(path, run)

@@ -5,7 +5,8 @@ the selected items fail, found by `git bisect run` in a temporary worktree, so t
 At each commit the step first looks in the history store (`--slm-history` among the pytest args,
 else the repository's .pytest-slm/history.sqlite) for a run it can reuse: one made at that commit
 from a clean work tree, with the same runtime versions as here, that has a figure for every item
-the pytest args select (collected, not run) and whose timings carry this machine's fingerprint.
+the pytest args select (collected, not run) and whose timings carry this machine's fingerprint
+and were measured with this machine's runtime build (where the run recorded one).
 Its verdicts decide: a FAIL among the selected items is bad, none is good; the step says so.
 Otherwise it runs `python -m pytest <args>` there, appending to that store: exit status 0 is good,
 1 (tests failed) is bad, anything else (a usage error, no tests collected) makes git skip the
@@ -177,8 +178,10 @@ def _selected(pytest_args: list[str]) -> list[str] | None:
 
 
 def _same_machine(run: RunRecord, chosen: Sequence[Measure]) -> bool:
-    """Every timing or memory figure's fingerprint is this machine's now, at the threads it ran with."""
-    from ..runtime import fingerprint
+    """Every timing or memory figure's fingerprint is this machine's now, at the threads it ran with,
+    and its device's runtime build (the fingerprint no longer holds it) is the one here now."""
+    from ..runtime import fingerprint, runtime_build
+    from .store import RUNTIME_BUILD
 
     devices = {row.get("item"): row.get("device") for _, row in run.rows}
     for m in chosen:
@@ -187,6 +190,8 @@ def _same_machine(run: RunRecord, chosen: Sequence[Measure]) -> bool:
         data, device = run.fingerprints.get(m.fingerprint), devices.get(m.item)
         try:
             if data is None or device is None or fingerprint(device, int(data["threads"])).slug != m.fingerprint:
+                return False
+            if run.provenance.get(RUNTIME_BUILD + device, runtime_build(device)) != runtime_build(device):
                 return False
         except KeyError:  # a device of a backend not registered here
             return False

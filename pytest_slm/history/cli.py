@@ -9,7 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import llamabench, store, trends
+from . import changes, llamabench, store, trends
 from .bisect import BisectError, bisect
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
 from .compare import compare_runs, resolve
@@ -25,7 +25,8 @@ def add_commands(commands: Any) -> None:
             "Every series in the store, oldest run first, with the step changes found: figures by"
             " binary segmentation (a step is at least --min-step and at least --k standard errors of"
             " the two sides' medians, the noise measured between runs and within each run); accuracy"
-            " by the items' paired test (McNemar, two-sided) between consecutive runs."
+            " by the items' paired test (McNemar, two-sided) between consecutive runs. A series runs across"
+            " runtime upgrades on one machine; a step says what changed at the run where it lands."
         ),
     )
     shown.add_argument("--store", type=Path, default=DEFAULT_PATH, help=f"the store (default {DEFAULT_PATH})")
@@ -39,7 +40,11 @@ def add_commands(commands: Any) -> None:
     compare = commands.add_parser(
         "compare",
         help="two stored runs, item by item, with the items' own verdict logic",
-        description="A and B: a run id or its prefix, a git commit (its latest run), or a date YYYY-MM-DD (the latest run by then).",
+        description=(
+            "A and B: a run id or its prefix, a git commit (its latest run), or a date YYYY-MM-DD (the latest"
+            " run by then). Says first what changed between them besides the code (runtime and package"
+            " versions, runtime builds, OS release, GPU driver)."
+        ),
     )
     compare.add_argument("before", metavar="A")
     compare.add_argument("after", metavar="B")
@@ -117,6 +122,7 @@ def _compare(args: argparse.Namespace) -> int:
     found = compare_runs(before, after)
     print(f"A = run {before.run_id[:12]} ({before.started}, commit {(before.git_commit or '-')[:10]})")
     print(f"B = run {after.run_id[:12]} ({after.started}, commit {(after.git_commit or '-')[:10]})")
+    print(changes.line(before.provenance, after.provenance))
     table = [(c.item, c.metric, f"{c.before:.4g}", f"{c.after:.4g}", c.change, c.verdict) for c in found]
     print(tabulate(table, headers=("item", "metric", "A", "B", "change", "verdict")))
     failed = sum(c.verdict == "FAIL" for c in found)

@@ -1,7 +1,9 @@
 """Two stored runs compared item by item with the items' own judges: accuracy sample by sample
 (`compare_outcomes`, one-sided McNemar, the run's alpha and minimum drop), timings with
 `compare_timings` (median change against max(tolerance, k x combined spread)), memory against
-its tolerance. The thresholds are those the later run was judged with, as stored with it."""
+its tolerance. The thresholds are those the later run was judged with, as stored with it. Runs on
+the same hardware are compared whatever runtime they ran: a new release is judged against the old
+one's figures, and what changed between the runs is said first (`changes.line`)."""
 
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def compare_runs(before: RunRecord, after: RunRecord) -> list[Comparison]:
         if base is None:
             continue
         if base.fingerprint != m.fingerprint:
-            found.append(Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: other hardware or runtime"))
+            found.append(Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: other hardware"))
         elif m.section == "items":
             found.append(_accuracy(m, base, before.outcomes.get(m.item, {}), after.outcomes.get(m.item, {}), settings))
         elif m.section == "runtime":

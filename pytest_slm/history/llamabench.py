@@ -16,9 +16,10 @@ What a row becomes:
 - The item is the model file's name + `-llama-bench`, with the settings that change a figure when
   they differ from llama-bench's defaults (KV types, batch sizes, flash attention, GPU layers);
   every column of the row is kept in `rows` as it was.
-- The fingerprint is pytest-slm's (CPU, threads, accelerator, OS) with `llama.cpp <backends>` as the
-  runtime, so a series runs across llama.cpp builds on one machine; the build's commit is the run's
-  commit, so `history` says at which build a step came and `compare` takes a build's commit. The OS
+- The fingerprint is pytest-slm's (CPU, threads, accelerator, OS), so a series runs across llama.cpp
+  builds on one machine; the build (`llama.cpp: b7100 3f4a9c1`) and its backends (`llama.cpp CPU`,
+  as the device `llama-bench`'s runtime build) are the run's provenance, so a step says which build
+  it came with; the build's commit is the run's commit, so `compare` takes a build's commit. The OS
   is not in llama-bench's output: it is given on import (default: this machine's).
 
 A run is one llama-bench invocation: the rows of one build on one machine, in file order; a test
@@ -39,7 +40,7 @@ from typing import Any
 
 from ..runtime import Fingerprint
 from .record import versions
-from .store import HistoryError, Measure, RunRecord
+from .store import RUNTIME_BUILD, HistoryError, Measure, RunRecord
 
 TABLES = ("llama_bench", "test")  # the table's name now, and before
 NEEDED = (
@@ -99,7 +100,6 @@ def _entry(path: Path, row: dict[str, Any], os_name: str) -> Entry:
         threads=int(row["n_threads"]),
         accelerator=row["gpu_info"] or "none",
         os=os_name,
-        runtime=f"llama.cpp {_backends(row)}",
     )
     return row, _measure(path, row, found.slug), found
 
@@ -179,6 +179,7 @@ def _run(entries: Sequence[Entry]) -> RunRecord:
     first = rows[0]
     times = sorted(str(row["test_time"]).replace("Z", "+00:00") for row in rows)  # as pytest-slm's runs write it
     digest = hashlib.sha256(repr([sorted(row.items()) for row in rows]).encode()).hexdigest()[:32]
+    build = f"b{first['build_number']} {first['build_commit']}"
     return RunRecord(
         run_id=digest,
         started=times[0],
@@ -188,11 +189,12 @@ def _run(entries: Sequence[Entry]) -> RunRecord:
         git_branch=None,
         git_dirty=None,
         pytest_slm=versions().get("pytest-slm", "unknown"),
-        versions={"llama.cpp": f"b{first['build_number']} {first['build_commit']}"},
+        versions={"llama.cpp": build},
         settings={},
         exitstatus=None,
         measures=[measure for _, measure, _ in entries if measure],
         rows=[("llama-bench", row) for row in rows],
         outcomes={},
         fingerprints={found.slug: asdict(found) for _, measure, found in entries if measure},
+        provenance={"llama.cpp": build, f"{RUNTIME_BUILD}llama-bench": f"llama.cpp {_backends(first)}"},
     )

@@ -1,6 +1,7 @@
 """A finished run as a `RunRecord`: the summary's rows flattened into one figure per (item,
-metric), with the git state of the project under test, the versions that ran, and the hardware
-fingerprint of the figures that belong to a machine (timings, memory)."""
+metric), with the git state of the project under test, the hardware fingerprint of the figures
+that belong to a machine (timings, memory), and the run's provenance: the versions that ran, the
+OS release and GPU driver, and the runtime build of each device measured."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .store import Measure, RunRecord
+from .store import RUNTIME_BUILD, Measure, RunRecord
 
 RUNTIMES = ("llama-cpp-python", "mlx", "lm-eval", "pytest")
 MACHINE_SECTIONS = ("runtime", "memory")  # figures that mean something only on their own hardware
+NOT_ROWS = ("baseline_writes", "changed")  # what session.results() gives besides the summary's rows
 
 
 def now() -> str:
@@ -51,6 +53,15 @@ def versions() -> dict[str, str]:
     return found
 
 
+def provenance_of(
+    found_versions: Mapping[str, str], system: Mapping[str, str], builds: Mapping[str, str]
+) -> dict[str, str]:
+    """One flat mapping, keyed as baseline records' provenance is (`llama_cpp_python`, `pytest_slm`,
+    `os_release`...), each device's runtime build under `runtime_build:<device>`."""
+    found = {name.replace("-", "_"): version for name, version in found_versions.items()}
+    return found | dict(system) | {RUNTIME_BUILD + device: build for device, build in builds.items()}
+
+
 def measures_of(section: str, row: Mapping[str, Any], slug: str) -> list[Measure]:
     """The figures of one summary row that a trend is drawn through."""
     item, verdict = row["item"], row["verdict"]
@@ -79,14 +90,17 @@ def build(
     settings: Mapping[str, Any],
     exitstatus: int | None,
     fingerprint_of: Callable[[str], Any],
+    runtime_of: Callable[[str], str] | None = None,
+    system: Mapping[str, str] | None = None,
 ) -> RunRecord:
-    """`fingerprint_of(device)` gives the machine's `Fingerprint` for a device's timings."""
+    """`fingerprint_of(device)` gives the machine's `Fingerprint` for a device's timings,
+    `runtime_of(device)` the runtime's build there, `system` the OS release and GPU driver."""
     commit, branch, dirty = git_state(root)
     measures: list[Measure] = []
     rows: list[tuple[str, Mapping[str, Any]]] = []
     fingerprints: dict[str, dict[str, Any]] = {}
     for section, section_rows in results.items():
-        if section == "baseline_writes":
+        if section in NOT_ROWS:
             continue
         for row in section_rows:
             slug = ""
@@ -97,6 +111,8 @@ def build(
             rows.append((section, row))
     accuracy_items = {row["item"] for row in results.get("items", ())}
     found_versions = versions()
+    devices = sorted({str(row["device"]) for _, row in rows if row.get("device")})
+    builds = {device: runtime_of(device) for device in devices} if runtime_of else {}
     return RunRecord(
         run_id=uuid.uuid4().hex,
         started=started,
@@ -105,12 +121,13 @@ def build(
         git_commit=commit,
         git_branch=branch,
         git_dirty=dirty,
-        pytest_slm=found_versions.pop("pytest-slm", "unknown"),
-        versions=found_versions,
+        pytest_slm=found_versions.get("pytest-slm", "unknown"),
+        versions={name: version for name, version in found_versions.items() if name != "pytest-slm"},
         settings=dict(settings),
         exitstatus=exitstatus,
         measures=measures,
         rows=rows,
         outcomes={item: dict(o) for item, o in outcomes.items() if item in accuracy_items},
         fingerprints=fingerprints,
+        provenance=provenance_of(found_versions, system or {}, builds),
     )

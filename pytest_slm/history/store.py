@@ -5,6 +5,11 @@ file of a newer schema is refused before anything touches it (it is opened read-
 WAL journal, and every write is one `BEGIN IMMEDIATE` transaction, so one writer at a time and
 readers never block; parallel pytest runs queue on the lock (`busy_timeout`) instead of failing.
 Runs are keyed by a random id, so merging stores recognises a run it already has.
+
+A machine-bound figure's `fingerprint` is the slug of the hardware it ran on (CPU, threads,
+accelerator, OS). Runs written before schema 2 hashed the runtime and its version in as well; they
+are read under the slug of their fingerprint without its `runtime` field, so a series runs across a
+runtime upgrade, and that runtime becomes part of what the run recorded (`provenances`).
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 
 # MIGRATIONS[v] takes a store of schema v to v + 1; a new version appends, never edits.
@@ -44,7 +49,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             unit TEXT NOT NULL,
             spread REAL,               -- relative robust sd of the repeats (timings)
             verdict TEXT NOT NULL,
-            fingerprint TEXT NOT NULL, -- hardware+runtime slug for machine-bound figures, else ''
+            fingerprint TEXT NOT NULL, -- hardware slug for machine-bound figures, else '' (before schema 2: hardware+runtime)
             PRIMARY KEY (run_id, section, item, metric)
         )""",
         """CREATE TABLE rows (
@@ -63,6 +68,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE TABLE fingerprints (slug TEXT PRIMARY KEY, data TEXT NOT NULL)",
         "CREATE INDEX measures_series ON measures (section, item, metric, fingerprint)",
+    ),
+    (
+        # JSON: what the run's figures depend on besides the hardware (versions, OS release, GPU
+        # driver, each device's runtime build); NULL for a run stored before, derived when read
+        "ALTER TABLE runs ADD COLUMN provenance TEXT",
     ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -103,6 +113,12 @@ class RunRecord:
     rows: Sequence[tuple[str, Mapping[str, Any]]]
     outcomes: Mapping[str, Mapping[str, int]]  # item -> sample id -> 0/1
     fingerprints: Mapping[str, Mapping[str, Any]]  # slug -> fingerprint fields
+    # what the figures depend on besides the hardware, flat: {"llama_cpp_python": "0.3.36",
+    # "os_release": "Linux 6.8.0", f"{RUNTIME_BUILD}llamacpp-cpu": "llama-cpp-python 0.3.36", ...}
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+
+RUNTIME_BUILD = "runtime_build:"  # + a device: the key of that device's runtime build in a provenance
 
 
 def version_problem(path: Path) -> str | None:
@@ -187,11 +203,13 @@ def append(path: Path, run: RunRecord) -> None:
 def _insert(db: sqlite3.Connection, run: RunRecord) -> bool:
     """False when the store already has this run (a merge seeing it again)."""
     inserted = db.execute(
-        "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT OR IGNORE INTO runs (run_id, started, finished, host, git_commit, git_branch, git_dirty, pytest_slm,"
+        " versions, settings, exitstatus, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             run.run_id, run.started, run.finished, run.host, run.git_commit, run.git_branch,
             None if run.git_dirty is None else int(run.git_dirty), run.pytest_slm,
             json.dumps(dict(run.versions), sort_keys=True), json.dumps(dict(run.settings), sort_keys=True), run.exitstatus,
+            json.dumps(dict(run.provenance), sort_keys=True),
         ),
     ).rowcount
     if not inserted:
@@ -221,18 +239,80 @@ def _insert(db: sqlite3.Connection, run: RunRecord) -> bool:
 def runs(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every run, oldest first (by start time, then id for a stable order)."""
     db.row_factory = sqlite3.Row
-    return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY started, run_id")]
+    found = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY started, run_id")]
+    db.row_factory = None
+    return found
 
 
-def measures(db: sqlite3.Connection, run_id: str) -> list[Measure]:
+def hardware_slugs(db: sqlite3.Connection) -> dict[str, str]:
+    """Each stored slug whose fingerprint still holds a `runtime` (written before schema 2) -> the
+    slug of the same hardware without it, as runs of this pytest-slm write it."""
+    from ..runtime import Fingerprint
+
+    found = {}
+    for slug, data in db.execute("SELECT slug, data FROM fingerprints"):
+        fields = json.loads(data)
+        if "runtime" in fields:
+            try:
+                found[slug] = Fingerprint(**{k: v for k, v in fields.items() if k != "runtime"}).slug
+            except TypeError:  # fields of no fingerprint this pytest-slm knows: kept apart
+                pass
+    return found
+
+
+def measures(db: sqlite3.Connection, run_id: str, slugs: Mapping[str, str] | None = None) -> list[Measure]:
+    """The run's figures, each machine-bound one under its hardware slug."""
+    slugs = hardware_slugs(db) if slugs is None else slugs
     return [
-        Measure(*r)
+        Measure(*r[:-1], slugs.get(r[-1], r[-1]))
         for r in db.execute(
             "SELECT section, item, metric, value, unit, spread, verdict, fingerprint FROM measures WHERE run_id = ?"
             " ORDER BY section, item, metric",
             (run_id,),
         )
     ]
+
+
+def provenances(db: sqlite3.Connection, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """Each run's provenance (of `run_ids`, else every run). A run stored before schema 2 has none
+    of its own; it is rebuilt from what that run did store: its versions and pytest-slm, and each
+    device's runtime as its fingerprints held it (the same text `runtime_build` gives now)."""
+    wanted = None if run_ids is None else set(run_ids)
+    found: dict[str, dict[str, str]] = {}
+    older: dict[str, tuple[str, str, str]] = {}
+    columns = {name for _, name, *_ in db.execute("PRAGMA table_info(runs)")}
+    stored_as = "provenance" if "provenance" in columns else "NULL"  # a schema-1 store read as it is
+    query = f"SELECT run_id, {stored_as}, versions, pytest_slm, host FROM runs"
+    for run_id, stored, versions, pytest_slm, host in db.execute(query):
+        if wanted is not None and run_id not in wanted:
+            continue
+        if stored is not None:
+            found[run_id] = json.loads(stored)
+        else:
+            older[run_id] = (versions, pytest_slm, host)
+    if not older:
+        return found
+    runtimes = {}
+    for slug, data in db.execute("SELECT slug, data FROM fingerprints"):
+        if "runtime" in (fields := json.loads(data)):
+            runtimes[slug] = fields["runtime"]
+    devices: dict[str, dict[str, str]] = {}
+    for run_id, data in db.execute("SELECT run_id, data FROM rows"):
+        if run_id in older:
+            row = json.loads(data)
+            if isinstance(row, dict) and row.get("device") and row.get("item"):
+                devices.setdefault(run_id, {})[row["item"]] = row["device"]
+    builds: dict[str, dict[str, str]] = {}
+    for run_id, item, slug in db.execute("SELECT run_id, item, fingerprint FROM measures WHERE fingerprint != ''"):
+        if run_id in older and slug in runtimes:
+            device = devices.get(run_id, {}).get(item) or item
+            builds.setdefault(run_id, {})[RUNTIME_BUILD + device] = runtimes[slug]
+    for run_id, (versions, pytest_slm, host) in older.items():
+        derived = {name.replace("-", "_"): version for name, version in json.loads(versions).items()}
+        if host != "llama-bench":  # an import's pytest-slm measured nothing
+            derived["pytest_slm"] = pytest_slm
+        found[run_id] = derived | builds.get(run_id, {})
+    return found
 
 
 def outcomes(db: sqlite3.Connection, run_id: str, item: str) -> dict[str, int]:
@@ -249,14 +329,20 @@ def read_run(db: sqlite3.Connection, run_id: str) -> RunRecord:
     found: dict[str, dict[str, int]] = {}
     for item, sample, correct in db.execute("SELECT item, sample, correct FROM outcomes WHERE run_id = ?", (run_id,)):
         found.setdefault(item, {})[sample] = correct
-    slugs = {m.fingerprint for m in measures(db, run_id)} - {""}
-    fingerprints = {s: json.loads(d) for s, d in db.execute("SELECT slug, data FROM fingerprints") if s in slugs}
+    hardware = hardware_slugs(db)
+    figures = measures(db, run_id, hardware)
+    slugs = {m.fingerprint for m in figures} - {""}
+    fingerprints = {}
+    for slug, data in db.execute("SELECT slug, data FROM fingerprints"):
+        if hardware.get(slug, slug) in slugs:
+            fingerprints[hardware.get(slug, slug)] = {k: v for k, v in json.loads(data).items() if k != "runtime"}
     return RunRecord(
         run_id=meta["run_id"], started=meta["started"], finished=meta["finished"], host=meta["host"],
         git_commit=meta["git_commit"], git_branch=meta["git_branch"],
         git_dirty=None if meta["git_dirty"] is None else bool(meta["git_dirty"]), pytest_slm=meta["pytest_slm"],
         versions=json.loads(meta["versions"]), settings=json.loads(meta["settings"]), exitstatus=meta["exitstatus"],
-        measures=measures(db, run_id), rows=rows, outcomes=found, fingerprints=fingerprints,
+        measures=figures, rows=rows, outcomes=found, fingerprints=fingerprints,
+        provenance=provenances(db, [run_id])[run_id],
     )
 
 

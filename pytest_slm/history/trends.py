@@ -1,4 +1,6 @@
-"""The store's series (item x metric on one fingerprint), each with its step changes found."""
+"""The store's series (item x metric on one hardware fingerprint), each with its step changes
+found. A series runs across runtime upgrades on the same machine: each run says what changed
+since the series' previous run (`changed`), so a step can say what changed where it lands."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection
 
-from . import store
+from . import changes, store
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP, AccuracyStep, Step, accuracy_steps, find_steps
 
 
@@ -18,15 +20,24 @@ class Series:
     metric: str
     unit: str
     fingerprint: str
-    runs: list[dict[str, Any]] = field(default_factory=list)  # run_id, started, git_commit, value, spread
+    # run_id, started, git_commit, value, spread, and changed: what changed since the series'
+    # previous run besides the code ("llama-cpp-python 0.3.36 → 0.3.40"; [] for the first run)
+    runs: list[dict[str, Any]] = field(default_factory=list)
     steps: list[Step | AccuracyStep] = field(default_factory=list)
 
     @property
     def values(self) -> list[float]:
         return [r["value"] for r in self.runs]
 
+    def changed_at(self, step: Step | AccuracyStep) -> list[str]:
+        """What changed at the run where `step` lands ([] where nothing recorded did)."""
+        return list(self.runs[step.index]["changed"])
+
 
 def load(db: sqlite3.Connection, item_filter: str | None = None) -> list[Series]:
+    """Every series, runs oldest first; a figure stored under a slug that hashed the runtime in
+    (before schema 2) joins its hardware's series."""
+    hardware = store.hardware_slugs(db)
     found: dict[tuple[str, str, str, str], Series] = {}
     query = (
         "SELECT m.section, m.item, m.metric, m.unit, m.fingerprint, m.run_id, r.started, r.git_commit, m.value, m.spread"
@@ -35,8 +46,13 @@ def load(db: sqlite3.Connection, item_filter: str | None = None) -> list[Series]
     for section, item, metric, unit, slug, run_id, started, commit, value, spread in db.execute(query):
         if item_filter and item_filter not in f"{item} {metric}":
             continue
+        slug = hardware.get(slug, slug)
         series = found.setdefault((section, item, metric, slug), Series(section, item, metric, unit, slug))
         series.runs.append({"run_id": run_id, "started": started, "git_commit": commit, "value": value, "spread": spread})
+    provenances = store.provenances(db) if found else {}
+    for series in found.values():
+        for before, run in zip([None, *series.runs], series.runs):
+            run["changed"] = changes.between(provenances[before["run_id"]], provenances[run["run_id"]]) if before else []
     return sorted(found.values(), key=lambda s: (s.section, s.item, s.metric, s.fingerprint))
 
 
@@ -87,6 +103,8 @@ def describe(one: Series, recent: int) -> list[str]:
                 f"  STEP at {at}: {step.before:.4g} -> {step.after:.4g} ({100 * step.change:+.1f}%,"
                 f" {step.score:.1f} x its noise {100 * step.noise:.2f}%)"
             )
+        if changed := one.changed_at(step):
+            lines.append(f"    changed at run {step.index + 1}: {'; '.join(changed)}")
     if not one.steps:
         lines.append("  no step")
     return lines
