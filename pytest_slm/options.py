@@ -65,7 +65,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     ),
     "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
     "noise-ceiling": (
-        "largest latency limit a metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy (default 0.2)",
+        "largest noise limit (k x combined spread) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy (default 0.2)",
         "string",
         "0.2",
     ),

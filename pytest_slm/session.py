@@ -176,10 +176,12 @@ class SlmSession:
         baselines are stored for it, the runtime lost a model the team ships: every item fails."""
         __tracebackhide__ = True
         stored = self.config.baselines_dir / case.model / case.device / case.variant
-        said = f"{case.model_id}: {runtime_build(case.device)} cannot load it: {reason}"
         if any(stored.rglob("*.json")):
-            fail(f"{said}; baselines are stored for it ({self._shown(stored)}): the runtime no longer runs a model it ran")
-        pytest.skip(said)
+            fail(
+                f"{case.model_id}: {reason}; baselines are stored for it ({self._shown(stored)}):"
+                f" {runtime_build(case.device)} no longer runs a model that was measured"
+            )
+        pytest.skip(f"{case.model_id}: {reason}")
 
     def _load(self, case: Case) -> SlmModel | BaseException:
         try:

@@ -130,6 +130,7 @@ class Slowdown:
 
     change: float
     limit: float  # the change that counts as a regression: max(tolerance, k x combined spread)
+    noise: float = 0.0  # k x combined spread: what the noise alone would let through
 
     @property
     def regressed(self) -> bool:
@@ -139,7 +140,7 @@ class Slowdown:
 def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: float) -> Slowdown:
     """Slower beyond both a practical tolerance and the noise both measurements showed."""
     combined = hypot(baseline.relative, current.relative)
-    return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, k * combined))
+    return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, k * combined), noise=k * combined)
 
 
 RELATIVE_CONFIDENCE = 0.95

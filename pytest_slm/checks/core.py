@@ -202,7 +202,7 @@ def conclude(prepared: Prepared[Measured], measured: Measured) -> None:
     refused = _refused(prepared, record) if verdict.failure is None and verdict.not_judged is None else None
     context.add_rows([_not_written(row) for row in verdict.rows] if refused else verdict.rows)
     if verdict.failure:
-        fail(f"{verdict.failure}\n{since_baseline(changed)}")
+        fail(f"{verdict.failure}\n{since_baseline(changed)}" if prepared.baseline else verdict.failure)
     if verdict.not_judged:
         not_judged(*verdict.not_judged, context.policy.strict)
     if refused:

@@ -1,0 +1,65 @@
+"""A runtime upgrade as a user meets it: baselines written under one llama-cpp-python, the suite run
+under another (the installed build reporting another version: benchmarks/reported_version.py; a
+real second release is compiled by benchmarks/two_releases.py). Every runtime item compares with the
+old release's baselines, and a real slowdown fails naming the version change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from projects import WHOLE, shipped_project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """The shipped runtime and load-time suites, one thread (steady on two shared cores), short
+    measurements and a 25% tolerance: what matters here is that the items compare across releases,
+    and that a 50% slowdown fails; the calibration is benchmarks/latency_calibration.py's."""
+    project = shipped_project(
+        pytester,
+        ("test_runtime.py",),
+        """
+        slm_devices = ["llamacpp-cpu"]
+        slm_threads = "1"
+        slm_eval_text = "eval.txt"
+        slm_prefill_lengths = ["128"]
+        slm_decode_tokens = "48"
+        slm_repeats = "3"
+        slm_latency_tolerance = ["0.25"]
+        slm_noise_ceiling = "0.4"
+        slm_history = "off"
+        """,
+        eval_chars=WHOLE,
+    )
+    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_load_time.py")
+    return project
+
+
+def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypatch):
+    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=4)
+    [decode] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("decode.json")]
+    installed = decode["provenance"]["llama_cpp_python"]
+    assert decode["provenance"]["runtime_build"] == f"llama-cpp-python {installed}" and "runtime" not in decode["fingerprint"]
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
+    monkeypatch.setenv("PYTEST_SLM_REPORTED_VERSION", "99.0.0")
+    upgraded = project.runpytest_subprocess("-p", "reported_version", "--slm-strict", "--slm-report=report")
+    upgraded.assert_outcomes(passed=4)  # strict: an item that compared nothing would fail
+    changed = json.loads((project.path / "report" / "results.json").read_text())["changed"]
+    assert f"llama-cpp-python {installed} → 99.0.0 (4 items)" in changed
+
+    monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "0.5")  # every llama_decode 50% slower as well
+    slowed = project.runpytest_subprocess("-k", "decode", "-p", "reported_version", "-p", "slowed_runtime")
+    slowed.assert_outcomes(failed=1, deselected=3)
+    slowed.stdout.fnmatch_lines(
+        [
+            "*smollm2-135m-llamacpp-cpu-native: slower than this machine's baseline (*1 threads*), in every quiet round:",
+            "*decode: * tok/s now vs * baseline; slower by +*%, +*% (rounds), limit *",
+            f"*changed since the baseline: llama-cpp-python {installed} → 99.0.0; runtime build llama-cpp-python {installed} → llama-cpp-python 99.0.0",
+        ]
+    )
