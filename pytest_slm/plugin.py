@@ -15,11 +15,13 @@ from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec
 from .model import SlmModel
 from .options import add_options, read_config
+from .report.outcomes import Outcomes, colour, rollup
 from .session import SlmSession
 
 SESSION = pytest.StashKey[SlmSession]()
 REPORT_LINE = pytest.StashKey[str]()  # what became of --slm-report, for the summary
 HISTORY_LINE = pytest.StashKey[str]()  # what became of --slm-history
+OUTCOMES = pytest.StashKey[Outcomes]()  # each item's outcome, on the controller
 CASE_FIXTURE = "slm_case"
 PARITY_FIXTURE = "slm_parity_case"
 FIDELITY_FIXTURE = "slm_fidelity"
@@ -47,6 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = SlmSession.start(slm_config, partial(_progress, config))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "slm-xdist")
+    if not hasattr(config, "workerinput"):  # xdist forwards its workers' reports to the controller
+        config.stash[OUTCOMES] = Outcomes()
+        config.pluginmanager.register(OutcomeHooks(config.stash[OUTCOMES]), "slm-outcomes")
 
 
 def _progress(config: pytest.Config, line: str) -> None:
@@ -171,7 +176,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
     if slm.config.report_dir is not None:
         try:
-            written = report.write_report(slm.config.report_dir, slm.results(), slm.config.history_path)
+            outcomes = session.config.stash[OUTCOMES].items()
+            written = report.write_report(slm.config.report_dir, slm.results(), outcomes, slm.config.history_path)
             session.config.stash[REPORT_LINE] = f"pytest-slm report: {', '.join(map(str, written))}"
         except report.ReportError as exc:  # the run's outcome stays visible: say why, and fail it
             session.exitstatus = session.exitstatus or pytest.ExitCode.TESTS_FAILED
@@ -187,16 +193,20 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The roll-up of every item's outcome (green only when all were judged), what changed, why
+    each item not judged was not, then the tables: brief, within 120 columns; full under -v."""
     slm = config.stash[SESSION]
     if hasattr(config, "workerinput"):
         return
-    for item_report in terminalreporter.stats.get(NOT_JUDGED, ()):
-        reason, message = unjudged(item_report) or ("", "")
-        terminalreporter.write_line(f"NOT JUDGED ({reason}) {item_report.nodeid}: {message}")
-    results = slm.results()
-    if any(results.values()):
-        terminalreporter.section("pytest-slm summary")
-    for table in report.all_tables(results):
+    outcomes, results = config.stash[OUTCOMES].items(), slm.results()
+    if not (outcomes or any(results.values())):
+        return
+    terminalreporter.section("pytest-slm summary")
+    terminalreporter.write_line(rollup(outcomes), bold=True, **{colour(outcomes): True})
+    for line in report.lead(outcomes, results["changed"]):
+        terminalreporter.write_line(line)
+    full = config.getoption("verbose") > 0
+    for table in report.all_tables(results, full=full, width=None if full else report.TERMINAL_WIDTH):
         terminalreporter.write_line(table)
         terminalreporter.write_line("")
     for line in report.baseline_writes(slm.writes) if slm.writes else ():
@@ -206,6 +216,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for key in (REPORT_LINE, HISTORY_LINE):
         if line := config.stash.get(key, None):
             terminalreporter.write_line(line)
+
+
+class OutcomeHooks:
+    """Registered on the controller only, where every item's reports arrive, its workers' included."""
+
+    def __init__(self, outcomes: Outcomes) -> None:
+        self.outcomes = outcomes
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.outcomes.add(report)
 
 
 class XdistHooks:

@@ -1,17 +1,21 @@
 """The HTML report: its plots hold the bars the data calls for, it survives missing sections and a
 missing matplotlib, and a real browser draws it."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from html import unescape
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 
 from pytest_slm import report
 from pytest_slm.report import html, tables
+from pytest_slm.report.outcomes import Outcome
 
 MODEL = "smollm2-135m"
 MIB = 2**20
@@ -246,13 +250,32 @@ def test_the_page_needs_nothing_from_outside(charts):
     assert not re.search(r"<script|<link|<img|<iframe|src=|@import|href=\"(?!#)|url\((?!#)", page)
 
 
-def test_verdicts_are_counted_per_item_and_coloured():
-    page = html.render(RESULTS)
-    # 12 accuracy items (2 FAIL, 4 updated), 6 latency items (updated: their ttft has no baseline),
-    # 3 memory, 2 fidelity (1 FAIL), 1 parity
-    assert '24 items: <span class="verdict-pass">11 pass</span>, <span class="verdict-fail">3 FAIL</span>' in page
-    assert '<span class="verdict-updated">10 updated</span>' in page
+OUTCOMES = [
+    Outcome(f"suites/test_accuracy.py::test_task_accuracy[{_item('llamacpp-cpu', 'q2_k', 'slm_facts')}]", "fail",
+            message="acc regressed: 0.460 now vs 0.610 baseline (-15.0 points, n=200)"),
+    Outcome(f"suites/test_accuracy.py::test_task_accuracy[{_item('llamacpp-cpu', 'native', 'slm_facts')}]", "pass"),
+    Outcome(f"suites/test_runtime.py::test_decode_speed[{MODEL}-llamacpp-cpu-native]", "not judged", "busy",
+            "others used 30% of our CPUs"),
+]
+
+
+def test_the_page_leads_with_the_runs_outcomes_what_changed_and_what_failed_and_colours_verdicts():
+    page = html.render({**RESULTS, "changed": ["llama-cpp-python 0.3.36 → 0.3.40 (12 items)"]}, OUTCOMES)
+    assert (
+        '<p class="counts">3 items: <span class="verdict-pass">1 pass</span>, <span class="verdict-fail">1 fail</span>,'
+        ' <span class="verdict-changed">1 not judged (1 busy)</span></p>'
+    ) in page
+    order = [page.index(mark) for mark in ('class="counts"', 'id="changed"', 'id="failed"', 'id="not-judged"', "<figure", "<h2>Accuracy</h2>")]
+    assert order == sorted(order)
+    assert "<li>llama-cpp-python 0.3.36 → 0.3.40 (12 items)</li>" in page
+    assert "q2_k-slm_facts]</code>: acc regressed: 0.460 now vs 0.610 baseline (-15.0 points, n=200)</li>" in page
     assert page.count('<td class="verdict-fail">FAIL</td>') == 3
+
+
+def test_nothing_failed_or_changed_leaves_those_sections_out():
+    page = html.render(RESULTS, OUTCOMES[1:2])
+    assert '<p class="counts">1 item: <span class="verdict-pass">1 pass</span>, <span class="verdict-fail">0 fail</span></p>' in page
+    assert 'id="changed"' not in page and 'id="failed"' not in page and 'id="not-judged"' not in page
 
 
 @pytest.mark.parametrize("missing", sorted(TABLES))
@@ -288,7 +311,50 @@ def test_without_matplotlib_the_page_has_its_tables_and_says_why_it_has_no_plots
     assert all(f"<h2>{title}</h2>" in page for title in TABLES.values())
 
 
+SVG = "{http://www.w3.org/2000/svg}"
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)  # Debian, Ubuntu, GitHub
+
+
+def _depth_rows():
+    """The fidelity rows again at two depths, so that the KL divergence is also plotted against depth."""
+    return [dict(row, depth=depth, mean_kld=row["mean_kld"] * (1 + depth / 4096), p99_kld=row["p99_kld"] * (1 + depth / 2048))
+            for row in RESULTS["fidelity"] for depth in (512, 2048)]
+
+
+def _within_a_decade():
+    """q8_0's rows at its depths on another runtime, mean and p99 within a decade: minor ticks get labels."""
+    return [dict(row, device="mlx-cpu", p99_kld=3 * row["mean_kld"])
+            for row in RESULTS["fidelity"] + _depth_rows() if row["quant"] == "q8_0"]
+
+
+def test_log_scale_tick_labels_are_plain_text(charts):
+    rows = RESULTS["fidelity"] + _depth_rows()
+    panels = charts.kld(rows) + charts.kld_depth(rows) + charts.kld_depth(_within_a_decade())
+    labels = [_tick_labels(charts.svg(panel)) for panel in panels]
+    assert labels[0] == ["10⁻³", "10⁻²", "10⁻¹", "10⁰", "10¹", "10⁻³", "10⁻²", "10⁻¹"]  # KLD across, share of positions up
+    assert labels[1] == ["0", "500", "1000", "1500", "2000", "10⁻³", "10⁻²", "10⁻¹", "10⁰"]
+    assert "2×10⁻³" in labels[2]  # where a decade or two is shown, matplotlib labels some minor ticks too
+    assert not [label for panel in labels for label in panel if "$" in label or "mathdefault" in label]
+
+
+def _tick_labels(svg):
+    """The text of each tick label of an SVG panel, x axis then y axis, minor ticks' among them."""
+    root = ElementTree.fromstring(svg)
+    ticks = [g for g in root.iter(f"{SVG}g") if re.fullmatch(r"[xy]tick_\d+", g.get("id", ""))]
+    return [text.text for tick in ticks for text in tick.iter(f"{SVG}text")]
+
+
+def _chromium(tmp_path, page, *arguments):
+    """Headless chromium on `page` with `arguments`; its profile, caches and temporary files stay in tmp_path."""
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_path),
+           "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,2400", *arguments, page.as_uri(),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a browser to render the page: apt-get install -y chromium")
@@ -296,16 +362,7 @@ def test_a_headless_browser_draws_every_plot(tmp_path, charts):
     image = pytest.importorskip("PIL.Image", reason="reads the screenshot: pip install pillow")
     page, screenshot = tmp_path / "report.html", tmp_path / "report.png"
     page.write_text(html.render(RESULTS), encoding="utf-8")
-    home = tmp_path / "home"  # chromium's profile, caches and temporary files stay in tmp_path
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_path),
-           "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
-    command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,2400",
-        f"--screenshot={screenshot}", page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    result = _chromium(tmp_path, page, f"--screenshot={screenshot}")
     assert screenshot.exists(), f"chromium exited {result.returncode} without a screenshot:\n{result.stderr[-3000:]}"
 
     with image.open(screenshot) as png:
@@ -327,3 +384,42 @@ def test_a_headless_browser_draws_every_plot(tmp_path, charts):
 def _pixels_of(pixels, colour):
     rgb = np.array([int(colour[index:index + 2], 16) for index in (1, 3, 5)])
     return int((np.abs(pixels.astype(int) - rgb) <= 2).all(axis=-1).sum())
+
+
+# Run in the page once it is laid out: what a reader sees, the text of the page and of each plot, and
+# each plot's tick labels that overlap another of the same axis (their boxes as the browser drew them).
+PROBE = """
+<script>
+const seen = {text: document.body.innerText, svgText: [], overlaps: [], labels: 0};
+document.querySelectorAll("svg").forEach((svg, panel) => {
+  svg.querySelectorAll("text").forEach(text => seen.svgText.push(text.textContent));
+  for (const axis of ["xtick", "ytick"]) {
+    const boxes = [...svg.querySelectorAll(`g[id^="${axis}_"] text`)]
+      .map(text => [text.textContent, text.getBoundingClientRect()]).filter(([, box]) => box.width > 0);
+    seen.labels += boxes.length;
+    boxes.forEach(([a, p], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+      const apart = p.right <= q.left + 0.5 || q.right <= p.left + 0.5 || p.bottom <= q.top + 0.5 || q.bottom <= p.top + 0.5;
+      if (!apart) seen.overlaps.push([panel, axis, a, b]);
+    }));
+  }
+});
+const out = document.createElement("pre");
+out.id = "probe";
+out.textContent = JSON.stringify(seen);
+document.body.appendChild(out);
+</script>
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a browser to render the page: apt-get install -y chromium")
+def test_a_reader_sees_no_tex_source_and_no_tick_labels_on_top_of_each_other(tmp_path, charts):
+    page = tmp_path / "report.html"
+    rendered = html.render({**RESULTS, "fidelity": RESULTS["fidelity"] + _depth_rows() + _within_a_decade()}, OUTCOMES)
+    page.write_text(rendered.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    result = _chromium(tmp_path, page, "--dump-dom")
+    found = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout, re.DOTALL)
+    assert found, f"chromium exited {result.returncode} without the page's DOM:\n{result.stderr[-3000:]}"
+    seen = json.loads(unescape(found.group(1)))
+    assert "10⁻³" in seen["svgText"] and seen["labels"] > 50
+    assert not [text for text in [seen["text"], *seen["svgText"]] if "$" in text or "mathdefault" in text]
+    assert seen["overlaps"] == []

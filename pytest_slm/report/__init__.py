@@ -1,6 +1,7 @@
-"""What a run reports: one table for the whole run, whichever process measured each row, in the
-terminal and, with --slm-report, as files CI keeps (results.json, summary.md, report.html, the step
-summary). What each table shows is in tables.py, the page in html.py, its plots in charts.py."""
+"""What a run reports: one roll-up of every item's outcome, then one table for the whole run,
+whichever process measured each row, in the terminal and, with --slm-report, as files CI keeps
+(results.json, summary.md, report.html, the step summary). What each table shows is in tables.py,
+how outcomes are counted in outcomes.py, the page in html.py, its plots in charts.py."""
 
 from __future__ import annotations
 
@@ -15,11 +16,38 @@ from tabulate import tabulate
 
 from ..store.atomic import directory_problem, write_text_atomic
 from . import html, tables
+from .outcomes import NOT_JUDGED, Outcome, as_json, rollup, unjudged_lines
+
+TERMINAL_WIDTH = 120  # what the brief tables fit, item ids shortened where they must be
+ITEM_MIN = 24  # the shortest an item id is cut to
 
 
-def table(section: str, rows: Sequence[dict[str, Any]], tablefmt: str = "simple") -> str:
-    headers, body = tables.SECTIONS[section][1](rows)
-    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+def table(
+    section: str, rows: Sequence[dict[str, Any]], tablefmt: str = "simple", full: bool = False, width: int | None = None
+) -> str:
+    """The section's table, brief (what its verdicts are read from) or full; no line wider than
+    `width` where shortening item ids (its first column) down to ITEM_MIN gets there."""
+    headers, body = tables.SECTIONS[section][1](rows, full)
+    text = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    excess = max(map(len, text.splitlines())) - width if width else 0
+    if excess > 0 and body:
+        keep = max(ITEM_MIN, max(len(row[0]) for row in body) - excess)
+        body = [(shorten(row[0], keep), *row[1:]) for row in body]
+        text = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    return text
+
+
+def shorten(item: str, width: int) -> str:
+    """An item id within `width`: its first word (the model's name begins there) and as many of its
+    last (quant, KV type, task, depth: what tells rows apart) as fit, whole, around an ellipsis."""
+    if len(item) <= width:
+        return item
+    head, *tail = item.split("-")
+    while tail and len("-".join([head, "…", *tail])) > width:
+        tail.pop(0)
+    if tail:
+        return "-".join([head, "…", *tail])
+    return f"{item[: (width - 1) // 3]}…{item[len(item) - (width - 1 - (width - 1) // 3) :]}"
 
 
 IDENTITY = frozenset({"item", "model", "device", "quant", "task", "metric", "unit"})
@@ -53,9 +81,19 @@ def model_loads(loads: Sequence[dict[str, str]]) -> str:
     return "model loads: " + "; ".join(f"{process}: {', '.join(models)}" for process, models in sorted(by_process.items()))
 
 
-def all_tables(results: dict[str, list[dict[str, Any]]], tablefmt: str = "simple") -> list[str]:
+def all_tables(
+    results: dict[str, Any], tablefmt: str = "simple", full: bool = False, width: int | None = None
+) -> list[str]:
     """The run's tables, in order, for the sections that have rows."""
-    return [table(section, results[section], tablefmt) for section in tables.SECTIONS if results.get(section)]
+    return [
+        table(section, results[section], tablefmt, full, width) for section in tables.SECTIONS if results.get(section)
+    ]
+
+
+def lead(outcomes: Sequence[Outcome], changed: Sequence[str]) -> list[str]:
+    """What follows the roll-up: what changed in the software since the baselines, then each item
+    that compared nothing, with why."""
+    return ([f"changed since the baselines: {'; '.join(changed)}"] if changed else []) + unjudged_lines(outcomes)
 
 
 FILES = ("results.json", "summary.md", "report.html")
@@ -112,19 +150,22 @@ def _append_problem(path: Path) -> str | None:
     return None
 
 
-def write_report(directory: Path, results: dict[str, list[dict[str, Any]]], history: Path | None = None) -> list[Path]:
+def write_report(
+    directory: Path, results: dict[str, Any], outcomes: Sequence[Outcome], history: Path | None = None
+) -> list[Path]:
     """results.json for machines; summary.md and report.html (tables and plots, and the trends in
-    the `history` store) for people; the summary also goes to GitHub's job page when
-    $GITHUB_STEP_SUMMARY names a file. A write that fails raises ReportError, naming the file;
-    files written before it stay."""
+    the `history` store) for people; each opens with the same outcomes as the terminal's roll-up.
+    The summary also goes to GitHub's job page when $GITHUB_STEP_SUMMARY names a file. A write that
+    fails raises ReportError, naming the file; files written before it stay."""
     ordered = {
-        name: rows if name == "baseline_writes" else sorted(rows, key=lambda r: (r["item"], r.get("metric", "")))
+        name: sorted(rows, key=lambda r: (r["item"], r.get("metric", ""))) if name in tables.SECTIONS else rows
         for name, rows in results.items()
     }
-    summary = "## pytest-slm summary\n\n" + "".join(f"{text}\n\n" for text in all_tables(ordered, tablefmt="github"))
-    if writes := ordered.get("baseline_writes"):
-        summary += "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"
-    texts = (json.dumps(ordered, indent=2, sort_keys=True) + "\n", summary, html.render(ordered, history))
+    texts = (
+        json.dumps({**ordered, "outcomes": as_json(outcomes)}, indent=2, sort_keys=True) + "\n",
+        summary := markdown(ordered, outcomes),
+        html.render(ordered, outcomes, history),
+    )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -142,3 +183,21 @@ def write_report(directory: Path, results: dict[str, list[dict[str, Any]]], hist
         except OSError as exc:
             raise ReportError(f"$GITHUB_STEP_SUMMARY {step_summary}: cannot append: {exc.strerror or exc}") from exc
     return paths
+
+
+def markdown(results: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
+    """summary.md: the roll-up, what changed, the items not judged and why, the brief tables, the baselines written."""
+    text = f"## pytest-slm summary\n\n**{rollup(outcomes)}**\n\n"
+    if changed := results.get("changed"):
+        text += f"changed since the baselines: {'; '.join(changed)}\n\n"
+    if unjudged := [outcome for outcome in outcomes if outcome.reason]:
+        text += "Not judged:\n\n" + "".join(f"- {_unjudged(outcome)}\n" for outcome in unjudged) + "\n"
+    text += "".join(f"{table}\n\n" for table in all_tables(results, tablefmt="github"))
+    if writes := results.get("baseline_writes"):
+        text += "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"
+    return text
+
+
+def _unjudged(outcome: Outcome) -> str:
+    strict = "" if outcome.outcome == NOT_JUDGED else ", failed: strict"
+    return f"`{outcome.nodeid}` ({outcome.reason}{strict}): {outcome.message}"

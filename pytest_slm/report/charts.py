@@ -8,12 +8,15 @@ page does it only when it is drawn."""
 from __future__ import annotations
 
 import io
+import math
 from typing import Any, Iterable, Sequence
 
 import matplotlib
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation
 
 from ..options import QUANTS
 from ..runtime import metric_depth
@@ -167,6 +170,7 @@ def kld(rows: Rows) -> list[Figure]:
             axes.plot(*zip(*points), marker="o", markersize=3, color=colour, label=quant)
             axes.axvline(row["mean_kld"], color=colour, linestyle=":", linewidth=1)
         axes.set(xscale="log", yscale="log", xlabel="KL divergence, nats (dotted: mean)", ylabel="share of positions above")
+        _plain_log_labels(axes.xaxis, axes.yaxis)
         axes.grid(True, axis="x", which="major")
         _legend(figure, axes, f"{model} · {device}")
         panels.append(figure)
@@ -194,9 +198,34 @@ def kld_depth(rows: Rows) -> list[Figure]:
             axes.plot(depths, [row["p99_kld"] for row in points], marker="o", markersize=3, color=colour, linestyle="--")
         axes.set(yscale="log", xlabel="depth: tokens of the depth text in the KV cache before the windows",
                  ylabel="KL divergence, nats (solid: mean; dashed: p99)")
+        _plain_log_labels(axes.yaxis)
         _legend(figure, axes, f"{model} · {device}")
         panels.append(figure)
     return panels
+
+
+class PlainLogFormatter(LogFormatterSciNotation):
+    """matplotlib's log-scale labels (which ticks get one included) as plain text, 10⁻³ or 2×10⁻³:
+    its own are TeX source (`$\\mathdefault{10^{-3}}$`), printed as such, long enough to overlap,
+    where math text is off so that names from the data stay text."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if not super().__call__(x, pos) or x <= 0:
+            return ""
+        exponent = math.floor(math.log10(x) + 1e-9)
+        coefficient = round(x / 10**exponent)
+        power = f"10{str(exponent).translate(SUPERSCRIPTS)}"
+        return power if coefficient == 1 else f"{coefficient}×{power}"
+
+
+SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _plain_log_labels(*axes: Axis) -> None:
+    """Log axes' tick labels as PlainLogFormatter writes them, major and minor alike."""
+    for axis in axes:
+        axis.set_major_formatter(PlainLogFormatter())
+        axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def ladder_order(quants: Iterable[str]) -> list[str]:
@@ -270,7 +299,7 @@ def _memory_panel(title: str, rows: Rows) -> Figure:
     axes.bar_label(kv_bars, [_percent(kv["share"]) for _, kv in bars], padding=2, fontsize=8)
     axes.set_xticks(xs, [_context(kv["context"]) for _, kv in bars])
     axes.set_xticks(range(len(quants)), quants, minor=True)  # each quant's name under its contexts
-    axes.tick_params(axis="x", which="minor", length=0, pad=16)
+    axes.tick_params(axis="x", which="minor", length=0, pad=19)  # under the contexts' labels' boxes, not into them
     axes.xaxis.remove_overlapping_locs = False  # a quant's middle context sits where its name goes
     axes.margins(y=0.12)  # room above the tallest bar for its share
     axes.set(xlabel="context length (tokens), per quantization", ylabel="memory (MiB)")

@@ -1,21 +1,28 @@
-"""The run as one HTML page CI can keep: the plots of the SLM survey (Lu et al. 2024), drawn by
-charts.py as inline SVG, then the tables. Nothing is fetched and nothing runs, so the page opens
-offline, from an artifact, in any browser."""
+"""The run as one HTML page CI can keep: first what the reader came for (every item's outcome,
+what changed since the baselines, what failed, what was not judged and why), then the plots of the
+SLM survey (Lu et al. 2024), drawn by charts.py as inline SVG, the trends that moved, and the full
+tables. Nothing is fetched and nothing runs, so the page opens offline, from an artifact, in any
+browser."""
 
 from __future__ import annotations
 
-from collections import Counter
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import tables
+from .outcomes import ERROR, FAIL, NOT_JUDGED, PASS, Outcome, parts
+
+if TYPE_CHECKING:
+    from ..history.trends import Series
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1140px; margin: 24px auto; padding: 0 16px; }
 h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 28px 0 8px; }
+.counts { font-size: 15px; }
 .counts span { padding: 1px 6px; border-radius: 3px; }
+.lead li { margin: 2px 0; }
 figure { margin: 24px 0; }
 figcaption { font-size: 17px; font-weight: 600; margin-bottom: 8px; }
 .panels { display: flex; flex-wrap: wrap; gap: 16px; }
@@ -30,21 +37,52 @@ th:first-child, td:first-child { text-align: left; }
 .verdict-updated, .verdict-changed { background: #fff1cc; color: #7a5a00; }
 """
 VERDICT_CLASSES = {"pass": "verdict-pass", "FAIL": "verdict-fail", "updated": "verdict-updated", "changed": "verdict-changed"}
-VERDICT_SEVERITY = ("FAIL", "changed", "updated", "pass")  # worst first
+OUTCOME_CLASSES = {PASS: "verdict-pass", FAIL: "verdict-fail", ERROR: "verdict-fail", NOT_JUDGED: "verdict-changed"}
 
 
-def render(results: dict[str, Any], history: Path | None = None) -> str:
-    """The page for the dict results.json holds; a section without rows is left out, not drawn empty.
-    With a history store, the trend of each of the run's series across the stored runs too."""
-    sections = [_table(title, *cells(results[name])) for name, (title, cells) in tables.SECTIONS.items() if results.get(name)]
+def render(results: dict[str, Any], outcomes: Sequence[Outcome] = (), history: Path | None = None) -> str:
+    """The page for the dict results.json holds, and the run's outcomes; a section without rows is
+    left out, not drawn empty. With a history store, the trend of each of the run's series across
+    the stored runs too."""
+    sections = [
+        _table(title, *cells(results[name])) for name, (title, cells) in tables.SECTIONS.items() if results.get(name)
+    ]
     writes = _baseline_writes(results.get("baseline_writes") or [])
     trends = _trends(results, history) if history is not None else ""
-    parts = ("<h1>pytest-slm report</h1>", _counts(results), *_figures(results), trends, *sections, writes)
-    body = "\n".join(part for part in parts if part)
+    blocks = ("<h1>pytest-slm report</h1>", *_lead(results, outcomes), *_figures(results), trends, *sections, writes)
+    body = "\n".join(block for block in blocks if block)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>pytest-slm report</title>\n'
         f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
+
+
+def _lead(results: dict[str, Any], outcomes: Sequence[Outcome]) -> list[str]:
+    """The roll-up line the terminal prints, coloured; then what changed in the software since the
+    baselines, the items that failed, and those not judged, each with its one line."""
+    counted = ", ".join(
+        f'<span class="{OUTCOME_CLASSES.get(name, "")}">{escape(text)}</span>' for name, text in parts(outcomes)
+    )
+    total = len(outcomes)
+    lead = [f'<p class="counts">{total} item{"" if total == 1 else "s"}: {counted}</p>']
+    if changed := results.get("changed"):
+        lead.append(_list("changed", "Changed since the baselines", [escape(change) for change in changed]))
+    if failed := [outcome for outcome in outcomes if outcome.outcome in (FAIL, ERROR)]:
+        lead.append(_list("failed", "Failed", [_outcome(outcome) for outcome in failed]))
+    if unjudged := [outcome for outcome in outcomes if outcome.outcome == NOT_JUDGED]:
+        lead.append(_list("not-judged", "Not judged", [_outcome(outcome) for outcome in unjudged]))
+    return lead
+
+
+def _list(section_id: str, title: str, items: Sequence[str]) -> str:
+    lines = "".join(f"<li>{item}</li>\n" for item in items)
+    return f'<section id="{section_id}" class="lead">\n<h2>{title}</h2>\n<ul>\n{lines}</ul>\n</section>'
+
+
+def _outcome(outcome: Outcome) -> str:
+    """An item's line: its node id, why it was not judged (a strict failure's too), its message."""
+    reason = f" ({escape(outcome.reason)})" if outcome.reason else ""
+    return f"<code>{escape(outcome.nodeid)}</code>{reason}: {escape(outcome.message)}"
 
 
 def _figures(results: dict[str, Any]) -> list[str]:
@@ -61,14 +99,16 @@ def _figures(results: dict[str, Any]) -> list[str]:
 
 
 def _trends(results: dict[str, Any], history: Path) -> str:
-    """A panel per series of this run's items that the store has two runs or more of, with its
-    steps marked; one line instead when the store cannot be read (the run has said why already)."""
+    """For the series of this run's items that the store has two runs or more of: a panel, its
+    steps marked, for each that moved (a step, or a verdict this run other than pass); a row of one
+    table for each steady one. One line instead when the store cannot be read (the run has said why)."""
     from ..history import trends
+    from ..history.record import measures_of
     from ..history.store import HistoryError
 
-    items = {row["item"] for section in tables.SECTIONS for row in results.get(section) or []}
+    rows = [(section, row) for section in tables.SECTIONS for row in results.get(section) or []]
     try:
-        series = trends.of_items(history, items)
+        series = trends.of_items(history, {row["item"] for _, row in rows})
     except HistoryError as exc:
         return f'<p class="no-charts">trend plots: {escape(str(exc))}</p>'
     if not series:
@@ -77,37 +117,39 @@ def _trends(results: dict[str, Any], history: Path) -> str:
         from . import trend_charts  # imports matplotlib; without it _figures has said so
     except ImportError:
         return ""
+    verdicts = {(m.section, m.item, m.metric): m.verdict for section, row in rows for m in measures_of(section, row, "")}
+    moved = [bool(one.steps) or verdicts.get((one.section, one.item, one.metric), "pass") != "pass" for one in series]
+    drawn = [one for one, moving in zip(series, moved) if moving]
     panels = "".join(
-        f'<div class="trend" data-series="{escape(" ".join((one.section, one.item, one.metric, one.fingerprint)).strip())}">'
-        f"{panel}</div>\n"
-        for one, panel in trend_charts.panels(series)
+        f'<div class="trend" data-series="{_series_name(one)}">{panel}</div>\n' for one, panel in trend_charts.panels(drawn)
     )
     return (
         '<figure id="trends">\n<figcaption>Trends across the stored runs, steps marked</figcaption>\n'
         f"<p>{len(series)} series of this run's items in <code>{escape(str(history))}</code>, each an item × metric"
-        " on one machine; the steps are those <code>python -m pytest_slm history</code> finds.</p>\n"
-        f'<div class="panels">\n{panels}</div>\n</figure>'
+        f" on one machine: {len(drawn)} moved (a step, or a verdict other than pass) and are drawn,"
+        f" {len(series) - len(drawn)} steady. The steps are those <code>python -m pytest_slm history</code> finds.</p>\n"
+        + (f'<div class="panels">\n{panels}</div>\n' if panels else "")
+        + _steady([one for one, moving in zip(series, moved) if not moving])
+        + "</figure>"
     )
 
 
-def _counts(results: dict[str, Any]) -> str:
-    """One verdict per combination and kind of item, the worst of its rows: a latency item fails
-    when any of its metrics does."""
-    worst: dict[tuple[str, str], str] = {}
-    for section in tables.SECTIONS:
-        for row in results.get(section) or []:
-            key = (section, row["item"])
-            worst[key] = min(worst.get(key, row["verdict"]), row["verdict"], key=_severity)
-    verdicts = Counter(worst.values())
-    shown = {"pass": verdicts.pop("pass", 0), **dict(sorted(verdicts.items(), key=lambda kv: _severity(kv[0])))}
-    parts = [
-        f'<span class="{VERDICT_CLASSES.get(verdict, "")}">{count} {escape(verdict)}</span>' for verdict, count in shown.items()
-    ]
-    return f'<p class="counts">{len(worst)} items: {", ".join(parts)}</p>'
+def _series_name(one: Series) -> str:
+    return escape(" ".join((one.section, one.item, one.metric, one.fingerprint)).strip())
 
 
-def _severity(verdict: str) -> int:
-    return VERDICT_SEVERITY.index(verdict) if verdict in VERDICT_SEVERITY else len(VERDICT_SEVERITY)
+def _steady(series: Sequence[Series]) -> str:
+    """A row per series that did not move: its runs, its range and its latest value."""
+    if not series:
+        return ""
+    rows = "".join(
+        f'<tr data-series="{_series_name(one)}"><td>{escape(one.item)}</td><td>{escape(one.metric)}</td>'
+        f"<td>{escape(one.fingerprint) or '-'}</td><td>{len(one.runs)}</td>"
+        f"<td>{min(one.values):.4g} – {max(one.values):.4g}</td><td>{one.values[-1]:.4g} {escape(one.unit)}</td></tr>\n"
+        for one in series
+    )
+    head = "".join(f"<th>{name}</th>" for name in ("steady series", "metric", "machine", "runs", "range", "latest"))
+    return f'<table class="steady">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n'
 
 
 # Tables
