@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from . import history, report
-from .checks.core import NOT_JUDGED, unjudged
+from .checks.core import unjudged
 from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec
 from .model import SlmModel
@@ -19,6 +19,7 @@ from .report.outcomes import Outcomes, colour, rollup
 from .session import SlmSession
 
 SESSION = pytest.StashKey[SlmSession]()
+UNJUDGED_CATEGORY = "unjudged"  # pytest's closing line: one word, as tools parse it ("15 passed, 8 unjudged")
 REPORT_LINE = pytest.StashKey[str]()  # what became of --slm-report, for the summary
 HISTORY_LINE = pytest.StashKey[str]()  # what became of --slm-history
 OUTCOMES = pytest.StashKey[Outcomes]()  # each item's outcome, on the controller
@@ -186,9 +187,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     """An item that compared nothing is neither passed nor skipped for want of a device: counted as
-    "not judged" in pytest's own closing line (as xfailed is), shown as N / NOT JUDGED."""
+    "unjudged" in pytest's own closing line (as xfailed is), shown as N / NOT JUDGED."""
     if report.skipped and unjudged(report):
-        return NOT_JUDGED, "N", "NOT JUDGED"
+        return UNJUDGED_CATEGORY, "N", "NOT JUDGED"
     return None
 
 
