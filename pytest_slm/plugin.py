@@ -200,21 +200,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if hasattr(config, "workerinput"):
         return
     outcomes, results = config.stash[OUTCOMES].items(), slm.results()
-    if not (outcomes or any(results.values())):
-        return
-    terminalreporter.section("pytest-slm summary")
-    terminalreporter.write_line(rollup(outcomes), bold=True, **{colour(outcomes): True})
-    for line in report.lead(outcomes, results["changed"]):
-        terminalreporter.write_line(line)
-    full = config.getoption("verbose") > 0
-    for table in report.all_tables(results, full=full, width=None if full else report.TERMINAL_WIDTH):
-        terminalreporter.write_line(table)
-        terminalreporter.write_line("")
-    for line in report.baseline_writes(slm.writes) if slm.writes else ():
-        terminalreporter.write_line(line)
-    if slm.loads:
-        terminalreporter.write_line(report.model_loads(slm.loads))
-    for key in (REPORT_LINE, HISTORY_LINE):
+    if outcomes or any(results.values()):
+        terminalreporter.section("pytest-slm summary")
+        terminalreporter.write_line(rollup(outcomes), bold=True, **{colour(outcomes): True})
+        for line in report.lead(outcomes, results["changed"]):
+            terminalreporter.write_line(line)
+        full = config.getoption("verbose") > 0
+        for table in report.all_tables(results, full=full, width=None if full else report.TERMINAL_WIDTH):
+            terminalreporter.write_line(table)
+            terminalreporter.write_line("")
+        for line in report.baseline_writes(slm.writes) if slm.writes else ():
+            terminalreporter.write_line(line)
+        if slm.loads:
+            terminalreporter.write_line(report.model_loads(slm.loads))
+    for key in (REPORT_LINE, HISTORY_LINE):  # a report or history that failed is said whatever ran
         if line := config.stash.get(key, None):
             terminalreporter.write_line(line)
 

@@ -55,7 +55,8 @@ def fnmatch_line(line: str, pattern: str) -> bool:
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """A user project with the shipped tasks, registry and accuracy suite, on llama.cpp's CPU."""
+    """A user project with the shipped tasks, registry and accuracy suite, on llama.cpp's CPU; its 10
+    samples are judged as long as a drop can fail them at all (--slm-detect-drop=off)."""
     (pytester.path / "baselines").mkdir()
     (pytester.path / "cache").mkdir()
     return shipped_project(
@@ -67,6 +68,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_limit = "10"
         slm_threads = "2"
         slm_cache = "cache"
+        slm_detect_drop = "off"
         """,
         tasks=True,
     )
@@ -311,6 +313,9 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         f"slm_tasks = {json.dumps(tasks)}\n"
         'slm_limit = "10"\nslm_threads = "2"\nslm_cache = "cache"\nslm_eval_text = "eval.txt"\nslm_eval_window = "128"\n'
         'slm_prefill_lengths = ["32"]\nslm_decode_prompt = "16"\nslm_decode_tokens = "8"\nslm_repeats = "2"\n'
+        # what is judged here is trust in a record, not timing or power: no busy gate, no noise ceiling,
+        # and 10 samples judged as long as a drop can fail them at all
+        'slm_busy = "off"\nslm_noise_ceiling = "10"\nslm_detect_drop = "off"\n'
     )
     update = _pytest(root, "--update-baselines")
     assert update.returncode == 0, update.stdout + update.stderr

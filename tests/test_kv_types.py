@@ -69,7 +69,7 @@ def test_a_q8_0_cache_gets_its_own_items_and_baselines_and_passes_against_them(p
     assert "test_task_accuracy[smollm2-135m-llamacpp-cpu-native-kv-q8_0-slm_facts:0]" in {name for name, _ in properties}
 
     again = project.runpytest_subprocess(*options)
-    again.assert_outcomes(passed=3, deselected=7)
+    assert again.parseoutcomes() == {"passed": 2, "unjudged": 1, "deselected": 7}  # 4 samples cannot fail accuracy
     again.stdout.fnmatch_lines(["*memory item*", "smollm2-135m-llamacpp-cpu-native-kv-q8_0*12240 B *pass"])
 
 

@@ -63,7 +63,9 @@ def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_wha
     assert memory["kv_bytes_per_token"] == 18 * 1 * (256 + 256) * 2  # layers x KV heads x (key + value) x F16
 
     again = project.runpytest_subprocess(*options)
-    again.assert_outcomes(passed=5, skipped=2)
+    # 4 samples cannot fail the accuracy item (McNemar's p is at least 1/16): not judged, and said so
+    assert again.parseoutcomes() == {"passed": 4, "skipped": 2, "unjudged": 1}
+    again.stdout.fnmatch_lines(["NOT JUDGED (cannot detect) *gemma-3-270m-llamacpp-cpu-native-slm_facts:0: cannot detect a *"])
     # the KV cache by the per-layer rule: 15 sliding layers stop at 1024 cells, 3 global ones grow
     again.stdout.fnmatch_lines(["gemma-3-270m-llamacpp-cpu-native*18432 B*9.0 MiB*21.0 MiB*39.0 MiB*pass"])
 
