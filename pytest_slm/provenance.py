@@ -33,7 +33,8 @@ class Change:
     now: Any
 
     def __str__(self) -> str:
-        return f"{SHOWN_NAMES.get(self.name, self.name)} {_shown(self.name, self.before)} → {_shown(self.name, self.now)}"
+        name = SHOWN_NAMES.get(self.name, self.name)
+        return f"{name} {_shown(self.name, self.before)} → {_shown(self.name, self.now)}"
 
 
 def changes(before: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[Change]:

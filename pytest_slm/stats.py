@@ -79,7 +79,9 @@ def fewest_failing_flips(n: int, alpha: float, min_drop_points: float) -> int:
     return flips
 
 
-def detectable_drop(n: int, correct: int, alpha: float, min_drop_points: float, power: float = DETECTION_POWER) -> float | None:
+def detectable_drop(
+    n: int, correct: int, alpha: float, min_drop_points: float, power: float = DETECTION_POWER
+) -> float | None:
     """The smallest accuracy drop, in points, the paired test catches with `power`, for a baseline of
     `correct` right answers out of n: each right answer turns wrong with the same chance, none the
     other way (the most favourable case: churn in both directions needs more). None when no drop can
@@ -140,7 +142,8 @@ class Slowdown:
 def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: float) -> Slowdown:
     """Slower beyond both a practical tolerance and the noise both measurements showed."""
     combined = hypot(baseline.relative, current.relative)
-    return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, k * combined), noise=k * combined)
+    noise = k * combined
+    return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, noise), noise=noise)
 
 
 RELATIVE_CONFIDENCE = 0.95

@@ -31,7 +31,7 @@ class AccuracyRow:
     regressed: int | None = None
     improved: int | None = None
     p_value: float | None = None
-    detects_points: float | None = None  # the smallest drop the paired test catches with power 0.8 (stats.detectable_drop)
+    detects_points: float | None = None  # the smallest drop caught with power 0.8 (stats.detectable_drop)
     reference_accuracy: float | None = None  # the relative gate's: the reference on the same samples
     ratio: float | None = None
     ratio_low: float | None = None

@@ -4,6 +4,7 @@ against the baseline of this machine's hardware fingerprint."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from math import hypot
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..backends.base import MemoryProfile
@@ -84,7 +85,7 @@ class LatencySettings:
     tolerances: dict[str, float]  # by metric family ("prefill", "decode", "ttft"); "*" for the rest
     k: float
     busy: float | None = None  # others' share of our CPUs above which a round is not judged (--slm-busy); None: off
-    ceiling: float = 0.2  # the largest limit a metric is judged with (--slm-noise-ceiling)
+    ceiling: float = 0.2  # the largest noise limit (k x combined spread) a metric is judged with (--slm-noise-ceiling)
 
     def tolerance(self, metric: str) -> float:
         return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
@@ -187,15 +188,17 @@ class LatencyCheck(MachineCheck):
         rows = self._rows([Round(run, {}, None)], None)
         if busy := run.busy(self.settings.busy):
             rows = [replace(row, verdict="busy", note=busy) for row in rows]
-            return Verdict(rows, not_judged=(BUSY, f"{self.item}: not written: {busy} while measuring, above --slm-busy={self.settings.busy:g}"))
+            said = f"{self.item}: not written: {busy} while measuring, above --slm-busy={self.settings.busy:g}"
+            return Verdict(rows, not_judged=(BUSY, said))
         noisy = {}
-        for timing in run.timings:
-            noise = compare_timings(timing.spread, timing.spread, self.settings.tolerance(timing.metric), self.settings.k).noise
+        for timing in run.timings:  # the noise limit a later run as steady as this one would be judged with
+            noise = self.settings.k * hypot(timing.spread.relative, timing.spread.relative)
             if noise > self.settings.ceiling:
                 noisy[timing.metric] = f"spread {100 * timing.spread.relative:.1f}% gives a noise limit of {100 * noise:.0f}%"
         if not noisy:
             return Verdict(rows)
-        rows = [replace(row, verdict="not written", note=noisy[row.metric]) if row.metric in noisy else row for row in rows]
+        rows = [replace(row, verdict="not written", note=noisy[row.metric]) if row.metric in noisy else row
+                for row in rows]
         said = "; ".join(f"{metric}: {why}" for metric, why in noisy.items())
         return Verdict(
             rows,

@@ -25,7 +25,8 @@ def legacy_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             record = loads(path.read_text(encoding="utf-8"), path)
         except (OSError, UnicodeDecodeError, BaselineError):
             continue  # the item reading it says what is wrong with it
-        if isinstance(record, dict) and isinstance(fingerprint := record.get("fingerprint"), dict) and LEGACY_FIELD in fingerprint:
+        fingerprint = record.get("fingerprint") if isinstance(record, dict) else None
+        if isinstance(fingerprint, dict) and LEGACY_FIELD in fingerprint:
             yield path, record
 
 
@@ -53,7 +54,7 @@ def migrate_tree(root: Path) -> list[tuple[Path, Path]]:
         for old, new, _ in plan:
             if new in targets or (new.exists() and new not in {o for o, _, _ in plan}):
                 other = targets.get(new, new)
-                raise BaselineError(f"{old} and {other} are both {new} once the runtime leaves the key: keep one, then migrate")
+                raise BaselineError(f"{old} and {other} both become {new} without the runtime in the key: keep one, then migrate")
             targets[new] = old
         for old, new, record in plan:
             write_text_atomic(new, dumps(record))
