@@ -35,6 +35,7 @@ NOTES = [
     "shipped-tasks",
     "verdict-trust",
     "mlx-checkpoints",
+    "upgrade-loop",
     "fidelity-statistics",
     "kv-cache-types",
 ]
