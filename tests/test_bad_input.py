@@ -159,6 +159,11 @@ def _dangling_task_yaml(path: Path) -> list[str]:
     return []
 
 
+def _dangling_task_dir(path: Path) -> list[str]:
+    (path / "linked-tasks").symlink_to(path / "gone")
+    return ["--slm-task-paths=linked-tasks"]
+
+
 def _non_utf8_task_yaml(path: Path) -> list[str]:
     (path / "suites" / "tasks" / "latin1.yaml").write_bytes("task: caf\xe9\n".encode("latin-1"))
     return []
@@ -194,6 +199,10 @@ START_UP = [
     pytest.param(_gguf_copies("smollm2-135m.gguf"), "ERROR: model file '*smollm2-135m.gguf' would be named 'smollm2-135m', the name of a registered model*", id="gguf-stem-is-a-registry-name"),
     pytest.param(_non_utf8_model, "ERROR: model name 'model-\\udcff' (from *) is not a safe name*", id="gguf-name-not-utf8"),
     pytest.param(_dangling_task_yaml, "ERROR: task file *gone.yaml is a dangling symlink (in --slm-task-paths *)", id="task-yaml-dangling-symlink"),
+    pytest.param(_dangling_task_dir, "ERROR: --slm-task-paths: *linked-tasks: a link to nowhere", id="task-dir-dangling-symlink"),
+    pytest.param(_args("--slm-task-paths=no-such-dir"), "ERROR: --slm-task-paths: *no-such-dir: no such directory", id="task-dir-missing"),
+    pytest.param(_args("--slm-noise-ceiling=nan"), "ERROR: --slm-noise-ceiling must be a finite number, got 'nan'", id="noise-ceiling-nan"),
+    pytest.param(_args("--slm-detect-drop=120"), "ERROR: --slm-detect-drop must be at most 100.0, got '120'", id="detect-drop-over-100"),
     pytest.param(_non_utf8_task_yaml, "ERROR: cannot read task file *latin1.yaml: 'utf-8' codec can't decode*", id="task-yaml-not-utf8"),
     pytest.param(_eval_text(b" \n\n"), "ERROR: the evaluation text *eval.txt (--slm-eval-text) is empty", id="eval-text-empty"),
     pytest.param(_eval_text(b"caf\xe9"), "ERROR: cannot read the evaluation text *eval.txt (--slm-eval-text): 'utf-8' codec*", id="eval-text-not-utf8"),

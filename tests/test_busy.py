@@ -90,3 +90,16 @@ def test_busy_passes_stay_passes_and_a_busy_update_writes_nothing():
     update = busy_check([]).judge(run(1.0, 0.9), None)
     assert update.not_judged and update.not_judged[0] == "busy"
     assert update.not_judged[1].startswith("m-llamacpp-cpu-native: not written: other processes 90%")
+
+
+def test_a_noise_limit_above_the_ceiling_is_too_noisy_and_an_update_refuses_so_noisy_a_baseline():
+    noisy = LatencyRun((Timing("decode", (1.0, 1.3, 0.8, 1.25, 0.9), 100),), 1.0)  # spread ~26%: noise limit ~100%
+    verdict = busy_check([noisy]).judge(noisy, BASELINE)
+    assert verdict.failure is None and verdict.not_judged and verdict.not_judged[0] == "too noisy"
+    assert [row.verdict for row in verdict.rows] == ["too noisy"] and "> ceiling 20%" in verdict.rows[0].note
+    refused = busy_check([]).judge(noisy, None)
+    assert refused.failure and refused.failure.startswith("m-llamacpp-cpu-native: not written: too noisy to detect a 25% slowdown")
+    assert "Fix: more --slm-repeats, --slm-threads=1, or a quieter machine." in refused.failure
+    assert [row.verdict for row in refused.rows] == ["not written"]
+    steady = LatencyRun((Timing("decode", (1.0, 1.01, 0.99, 1.0, 1.0), 100),), 1.0)
+    assert busy_check([]).judge(steady, None).failure is None

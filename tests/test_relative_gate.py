@@ -226,3 +226,15 @@ pytest_slm.session.evaluate = counted
 def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line("task runs: " + ", ".join(runs))
 """
+
+
+def test_three_correct_in_the_baseline_cannot_fail_and_is_not_judged_saying_so():
+    outcomes = {f"{i:05d}": int(i < 3) for i in range(20)}
+    result = AccuracyResult(TaskSpec("slm_facts"), "acc", outcomes, FINGERPRINT, "t", 1.0)
+    check = AccuracyCheck(Case("m", "llamacpp-cpu", "native", TaskSpec("slm_facts")), AccuracySettings(0.05, 1.0, False), lambda: result)
+    baseline = {"n": 20, "metric": "acc", "accuracy": 0.15, "outcomes": outcomes, "task_fingerprint": FINGERPRINT, "tokens_sha256": "t"}
+    verdict = check.judge(result, baseline)
+    assert verdict.failure is None and verdict.not_judged is not None
+    assert verdict.not_judged[0] == "cannot detect"
+    assert "cannot detect a drop at α=0.05 with 3 correct in the baseline" in verdict.not_judged[1]
+    assert [row.verdict for row in verdict.rows] == ["not judged"] and verdict.rows[0].detects_points is None

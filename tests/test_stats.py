@@ -71,3 +71,13 @@ def test_a_slowdown_must_exceed_both_the_tolerance_and_the_noise():
     result = compare_timings(base, noisy, tolerance=0.10, k=3)
     assert result.change == pytest.approx(0.2) and result.limit == pytest.approx(3 * 1.4826 * 0.1 / 1.2)
     assert not result.regressed
+
+
+def test_an_item_states_the_drop_it_detects_and_whether_it_can_fail_at_all():
+    from pytest_slm.stats import detectable_drop, fewest_failing_flips
+
+    assert fewest_failing_flips(200, 0.05, 1.0) == 5  # 2^-4 = 0.0625 is not under 0.05; 2^-5 is
+    assert fewest_failing_flips(200, 0.05, 4.0) == 8  # and the drop must reach 4 points of 200
+    assert detectable_drop(100, 4, 0.05, 1.0) is None  # 4 right answers: even all 4 flipping is p = 1/16
+    assert 3.0 < detectable_drop(180, 90, 0.05, 1.0) < 4.5
+    assert detectable_drop(40, 20, 0.05, 1.0) > detectable_drop(180, 90, 0.05, 1.0)  # fewer samples, blunter
