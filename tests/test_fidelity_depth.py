@@ -182,14 +182,14 @@ def test_a_kv_cache_at_depth_is_recorded_and_judged_per_depth(project):
     item = "smollm2-135m-llamacpp-cpu-native-kv-q8_0"
     path = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "native-kv-q8_0" / "fidelity.json"
     options = ("-p", "no:cacheprovider")
-    written = project.runpytest_subprocess(*options, "--slm-depths=0,128", "--update-baselines")
+    written = project.runpytest_subprocess(*options, "--slm-depths=0,128", "--update-baselines", "-v")  # -v: positions
     written.assert_outcomes(passed=1)
     written.stdout.fnmatch_lines([f"{item} *updated", f"{item} @d128 *124 *updated"])  # 4 windows of 32 after 128 tokens
     first = json.loads(path.read_text())
     assert list(first["depths"]) == ["128"] and first["depths"]["128"]["tokens"] == 4 * 31
     assert 0 < first["depths"]["128"]["mean_kld"] and first["depths"]["128"]["top1_agreement"] < 1  # the cache moves them
 
-    again = project.runpytest_subprocess(*options, "--slm-depths=0,128")
+    again = project.runpytest_subprocess(*options, "--slm-depths=0,128", "-v")
     again.assert_outcomes(passed=1)
     again.stdout.fnmatch_lines([f"{item} *pass", f"{item} @d128 *124 *pass"])
 

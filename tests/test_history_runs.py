@@ -38,6 +38,8 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         slm_decode_prompt = "32"
         slm_decode_tokens = "32"
         slm_repeats = "5"
+        slm_noise_ceiling = "10"
+        slm_detect_drop = "25"
         """,
         tasks=True,
         eval_chars=1500,

@@ -73,7 +73,7 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
     by_path = (f"--slm-models={checkpoint}", "--slm-devices=mlx-cpu", "--slm-quants=native,mlx-q8,mlx-q4", "--slm-cache=cache")
     before = tree(checkpoint)
 
-    short = ("--slm-prefill-lengths=32", "--slm-decode-prompt=16", "--slm-decode-tokens=8", "--slm-repeats=2")
+    short = ("--slm-prefill-lengths=32", "--slm-decode-prompt=16", "--slm-decode-tokens=8", "--slm-repeats=2", "--slm-noise-ceiling=10")
     written = pytester.runpytest_subprocess(
         *by_path, *cheap, *short, "--update-baselines", "-k", "not (test_runtime and mlx-q)", "-p", "no:cacheprovider"
     )
@@ -93,7 +93,7 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
         assert json.loads((made / "config.json").read_text())["quantization"] == {"group_size": 64, "bits": bits, "mode": "affine"}
 
     again = pytester.runpytest_subprocess(*by_path, *cheap, "-m", "not slm_runtime", "-p", "no:cacheprovider")
-    again.assert_outcomes(passed=5, skipped=1, deselected=9)
+    assert again.parseoutcomes() == {"passed": 2, "unjudged": 3, "skipped": 1, "deselected": 9}  # 4 samples cannot fail
     assert "making" not in again.stdout.str()
 
     (pytester.path / "twins.toml").write_text(f'[models.smollm2-135m-mlx]\ngguf = "{GGUF_SOURCE}"\nmlx = "{checkpoint}"\n')

@@ -40,6 +40,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_decode_tokens = "16"
         slm_repeats = "1"
         slm_latency_tolerance = ["1.0"]
+        slm_noise_ceiling = "10"
         slm_history = "off"
         """,
         registry=False,
@@ -51,7 +52,7 @@ def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_wha
     cache = tmp_path / "cache"
     gguf = project.path / "gemma-3-270m.gguf"
     gguf.hardlink_to(resolve_source(GEMMA, ROOT, cache))  # assembled from its PyPI chunk packages; named by this path
-    options = (f"--slm-models={gguf}", f"--slm-cache={cache}", "-rs", "-p", "no:cacheprovider")
+    options = (f"--slm-models={gguf}", f"--slm-cache={cache}", "-rs", "-v", "-p", "no:cacheprovider")  # -v: the full tables
 
     written = project.runpytest_subprocess(*options, "--update-baselines")
     # accuracy, fidelity (against the f32 reference), prefill, decode, memory; the user-style tests skip

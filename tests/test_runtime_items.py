@@ -56,7 +56,7 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
     memory = next(r for p, r in files.items() if p.endswith("memory.json"))
     assert memory["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # layers x KV heads x head size, K and V in F16
 
-    unchanged = project.runpytest_subprocess("--junitxml=junit.xml")
+    unchanged = project.runpytest_subprocess("--junitxml=junit.xml", "-v")  # -v: the full tables
     unchanged.assert_outcomes(passed=3)
     properties = {
         (case.get("name"), p.get("name")): p.get("value")
@@ -114,7 +114,7 @@ def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
     assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@128", "ttft@128@d256"]
     assert decode["metrics"]["decode@d256"]["tokens"] == 16 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
 
-    again = project.runpytest_subprocess(*depths)
+    again = project.runpytest_subprocess(*depths, "-v")
     again.assert_outcomes(passed=3)
     again.stdout.fnmatch_lines(
         [
