@@ -24,10 +24,10 @@ from .checks.runtime import LatencyRow, MemoryRow
 from .fidelity import Fidelity, Reference, compare, depth_windows, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel
-from .runtime import runtime_build
 from .options import DEVICES, SlmConfig
 from .provenance import Change, system, version
 from .registry import ModelEntry, RegistryError, select_models, shown
+from .runtime import runtime_build
 from .stats import PairedComparison, compare_outcomes
 from .store.atomic import sweep_stale_temporaries
 from .store.baselines import BaselineStore, writable_dir_problem
