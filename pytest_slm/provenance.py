@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 NOT_COMPARED = frozenset({"date"})  # differs on every refresh and explains nothing
 DIGESTS = ("model_sha256",)  # shown shortened
@@ -49,8 +49,19 @@ def changes(before: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[Ch
     ]
 
 
-def described(found: list[Change]) -> str:
+def described(found: Sequence[Change]) -> str:
     return "; ".join(map(str, found))
+
+
+def counted(per_item: Mapping[str, Sequence[Sequence[str]]]) -> list[str]:
+    """What changed for a run as a whole, from each item's changes since its baseline ([name, before,
+    now]): each change once, with how many items saw it ("llama-cpp-python 0.3.36 → 0.3.40 (12 items)")."""
+    seen: dict[str, int] = {}
+    for found in per_item.values():
+        for name, before, now in found:
+            shown = str(Change(name, before, now))
+            seen[shown] = seen.get(shown, 0) + 1
+    return [f"{shown} ({count} item{'s' if count > 1 else ''})" for shown, count in seen.items()]
 
 
 def _shown(name: str, value: Any) -> str:

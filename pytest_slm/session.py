@@ -25,7 +25,7 @@ from .fidelity import Fidelity, Reference, compare, depth_windows, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .model import SlmModel
 from .options import DEVICES, SlmConfig
-from .provenance import Change, system, version
+from .provenance import Change, counted, system, version
 from .registry import ModelEntry, RegistryError, select_models, shown
 from .runtime import runtime_build
 from .stats import PairedComparison, compare_outcomes
@@ -96,7 +96,7 @@ class SlmSession:
         sections: dict[str, list[dict[str, Any]]] = {section: [] for section in ROW_TYPES}
         for row in self.rows:
             sections[row.SECTION].append(asdict(row))
-        return {**sections, "baseline_writes": self.writes, "changed": run_changes(self.changes)}
+        return {**sections, "baseline_writes": self.writes, "changed": counted(self.changes)}
 
     # -- the matrix ---------------------------------------------------------------------------
 
@@ -423,14 +423,3 @@ def eval_text_problem(path: Path, named: tuple[str, str] = EVAL_TEXT) -> str | N
     if not text.strip():
         return f"the {what} {shown(path)} ({option}) is empty"
     return None
-
-
-def run_changes(changes: dict[str, list[list[str]]]) -> list[str]:
-    """What changed for the run as a whole, since the baselines its items compared with: each change
-    once, with how many items saw it ("llama-cpp-python 0.3.36 → 0.3.40 (12 items)")."""
-    counted: dict[str, int] = {}
-    for found in changes.values():
-        for name, before, now in found:
-            shown = str(Change(name, before, now))
-            counted[shown] = counted.get(shown, 0) + 1
-    return [f"{shown} ({count} item{'s' if count > 1 else ''})" for shown, count in counted.items()]

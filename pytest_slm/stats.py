@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb, hypot
+from math import comb, exp, hypot, lgamma, log, log1p
 from statistics import median
 from typing import Mapping, Sequence
 
@@ -97,8 +97,17 @@ def detectable_drop(
 
 
 def _binomial_tail(trials: int, chance: float, at_least: int) -> float:
-    """P(X >= at_least) for X ~ Binomial(trials, chance)."""
-    below = sum(comb(trials, k) * chance**k * (1 - chance) ** (trials - k) for k in range(at_least))
+    """P(X >= at_least) for X ~ Binomial(trials, chance), in log space: comb(trials, k) of a task of
+    tens of thousands of samples is past what a float holds."""
+    if chance <= 0.0:
+        return 0.0 if at_least > 0 else 1.0
+    if chance >= 1.0:
+        return 1.0 if at_least <= trials else 0.0
+    log_p, log_q = log(chance), log1p(-chance)
+    below = sum(
+        exp(lgamma(trials + 1) - lgamma(k + 1) - lgamma(trials - k + 1) + k * log_p + (trials - k) * log_q)
+        for k in range(min(at_least, trials + 1))
+    )
     return max(0.0, 1.0 - below)
 
 

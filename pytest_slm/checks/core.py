@@ -214,7 +214,7 @@ def conclude(prepared: Prepared[Measured], measured: Measured) -> None:
 def since_baseline(changed: Sequence[Change]) -> str:
     """What a failure is explained by: the software that changed, or the news that none did."""
     if changed:
-        return f"changed since the baseline: {described(list(changed))}"
+        return f"changed since the baseline: {described(changed)}"
     return "nothing recorded changed since the baseline (runtime, its build, pytest-slm, lm-eval, model file, OS)"
 
 
