@@ -49,13 +49,17 @@ def main() -> None:
         rates = []
         for drop in DROPS:
             failed = sum(
-                compare_outcomes(outcomes, rerun(outcomes, args.churn, drop, rng)).is_regression(args.alpha, args.min_drop)
+                compare_outcomes(outcomes, rerun(outcomes, args.churn, drop, rng)).is_regression(
+                    args.alpha, args.min_drop
+                )
                 for _ in range(args.trials)
             )
             rates.append(f"{100 * failed / args.trials:.1f}%")
         rows.append((str(path.relative_to(ROOT / "baselines")), len(outcomes), *rates))
     headers = ("baseline", "n", "false positives (no drop)", *(f"detected: -{d} pt" for d in DROPS[1:]))
-    print(f"{args.trials} simulated reruns per cell, churn {args.churn:.0%}, alpha {args.alpha}, min drop {args.min_drop} pt")
+    print(
+        f"{args.trials} simulated reruns per cell, churn {args.churn:.0%}, alpha {args.alpha}, min drop {args.min_drop} pt"
+    )
     print(tabulate(rows, headers=headers, disable_numparse=True))
 
 

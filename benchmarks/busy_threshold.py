@@ -23,11 +23,11 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_slm import busy  # noqa: E402
-from pytest_slm.backends import backend  # noqa: E402
-from pytest_slm.backends.base import LoadRequest  # noqa: E402
-from pytest_slm.registry import select_models  # noqa: E402
-from pytest_slm.runtime import measure_decode  # noqa: E402
+from pytest_slm import busy
+from pytest_slm.backends import backend
+from pytest_slm.backends.base import LoadRequest
+from pytest_slm.registry import select_models
+from pytest_slm.runtime import measure_decode
 
 
 def main() -> None:
@@ -37,11 +37,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     args = parser.parse_args()
     entry = select_models(ROOT / "suites" / "models.toml", ["smollm2-135m"])["smollm2-135m"]
-    model = backend("llamacpp").load(LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", args.threads))
+    model = backend("llamacpp").load(
+        LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", args.threads)
+    )
     tokens = model.tokenize((ROOT / "suites" / "eval" / "text.txt").read_text())
     seen: dict[str, list[tuple[float, float, float]]] = {"quiet": [], "1 competitor": []}
     for _ in range(args.rounds):
-        for case in seen:
+        for case, samples in seen.items():
             competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if case != "quiet" else None
             try:
                 idle = busy.sample()
@@ -52,11 +54,17 @@ def main() -> None:
                     competitor.kill()
                     competitor.wait()
             assert idle and during.result
-            seen[case].append((idle.share, during.result.share, decode.shown(decode.spread.median)))
+            samples.append((idle.share, during.result.share, decode.shown(decode.spread.median)))
     model.close()
     rows = [
-        (case, *(f"{100 * median(v[i] for v in values):.0f}% ({100 * min(v[i] for v in values):.0f}-{100 * max(v[i] for v in values):.0f})" for i in (0, 1)),
-         f"{median(v[2] for v in values):.1f}")
+        (
+            case,
+            *(
+                f"{100 * median(v[i] for v in values):.0f}% ({100 * min(v[i] for v in values):.0f}-{100 * max(v[i] for v in values):.0f})"
+                for i in (0, 1)
+            ),
+            f"{median(v[2] for v in values):.1f}",
+        )
         for case, values in seen.items()
     ]
     print(tabulate(rows, headers=["case", "share asleep: median (min-max)", "share decoding", "decode tok/s"]))

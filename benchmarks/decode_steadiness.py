@@ -37,10 +37,15 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_slm.history.changepoint import find_steps  # noqa: E402
-from pytest_slm.stats import MAD_TO_SIGMA  # noqa: E402
+from pytest_slm.history.changepoint import find_steps
+from pytest_slm.stats import MAD_TO_SIGMA
 
-SCHEMES = {"5x32": (2, 5, 32), "1t-5x32": (1, 5, 32), "1t-9x32": (1, 9, 32), "1t-5x64": (1, 5, 64)}  # threads, repeats, tokens
+SCHEMES = {
+    "5x32": (2, 5, 32),
+    "1t-5x32": (1, 5, 32),
+    "1t-9x32": (1, 9, 32),
+    "1t-5x64": (1, 5, 64),
+}  # threads, repeats, tokens
 
 
 def one_run() -> dict[str, dict[str, float]]:
@@ -71,11 +76,19 @@ def summary(runs: list[dict[str, dict[str, float]]]) -> list[tuple[str, ...]]:
         between = MAD_TO_SIGMA * median(abs(v / middle - 1) for v in values)
         fours = [runs[i : i + 4] for i in range(len(runs) - 3)]
         shown = sum(
-            [s.index for s in find_steps([r[name]["tok_s"] / (1.25 if i >= 2 else 1) for i, r in enumerate(four)],
-                                         [r[name]["spread"] for r in four])] == [2]
+            [
+                s.index
+                for s in find_steps(
+                    [r[name]["tok_s"] / (1.25 if i >= 2 else 1) for i, r in enumerate(four)],
+                    [r[name]["spread"] for r in four],
+                )
+            ]
+            == [2]
             for four in fours
         )
-        rows.append((name, f"{middle:.1f}", f"{100 * between:.1f}%", f"{100 * median(spreads):.1f}%", f"{shown}/{len(fours)}"))
+        rows.append(
+            (name, f"{middle:.1f}", f"{100 * between:.1f}%", f"{100 * median(spreads):.1f}%", f"{shown}/{len(fours)}")
+        )
     return rows
 
 

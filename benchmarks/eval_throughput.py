@@ -26,9 +26,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from tabulate import tabulate
@@ -95,13 +96,23 @@ class MlxRecording(SlmLM):
         return self.results
 
 
-def evaluate(lm: Any, task: str, limit: int, catalog: TaskCatalog, **kwargs: Any) -> tuple[float, dict[int, Any], float]:
+def evaluate(
+    lm: Any, task: str, limit: int, catalog: TaskCatalog, **kwargs: Any
+) -> tuple[float, dict[int, Any], float]:
     """Wall time, per-sample records by doc id, accuracy."""
     from lm_eval import simple_evaluate
 
     started = time.perf_counter()
-    out = simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=catalog.manager(False),
-                          log_samples=True, bootstrap_iters=0, verbosity="ERROR", **kwargs)
+    out = simple_evaluate(
+        model=lm,
+        tasks=[task],
+        limit=limit,
+        task_manager=catalog.manager(False),
+        log_samples=True,
+        bootstrap_iters=0,
+        verbosity="ERROR",
+        **kwargs,
+    )
     seconds = time.perf_counter() - started
     samples = {s["doc_id"]: s for s in out["samples"][task]}
     return seconds, samples, float(np.mean([s["acc"] for s in samples.values()]))
@@ -166,21 +177,31 @@ def mlx_columns(gguf: Path, args: argparse.Namespace, catalog: TaskCatalog) -> t
     n = len(together.requests)
     tokens = sum(len(g.context) + sum(max(len(c) - 1, 0) for c in g.continuations) for g in together.groups)
     rows = [
-        ("(m) pytest-slm MLX, questions side by side", together_s, n / together_s, tokens / together_s, f"{together_acc:.3f}"),
+        (
+            "(m) pytest-slm MLX, questions side by side",
+            together_s,
+            n / together_s,
+            tokens / together_s,
+            f"{together_acc:.3f}",
+        ),
         ("(mo) pytest-slm MLX, one question at a time", alone_s, n / alone_s, tokens / alone_s, f"{alone_acc:.3f}"),
         ("(mc) floor: bare MLX forward, full batches", floor_s, n / floor_s, tokens / floor_s, "-"),
     ]
     differences = np.abs([a[0] - b[0] for a, b in zip(together.results, alone.results)])
     same = np.mean([chosen(together_samples[d]) == chosen(alone_samples[d]) for d in together_samples])
-    line = (f"(m) is {alone_s / together_s:.2f}x faster than (mo) and takes {together_s / floor_s:.2f}x the floor (mc)'s time; "
-            f"{together.score_seconds:.2f} s of (m) were inside the backend's score(), {together_s - together.score_seconds:.2f} s "
-            f"outside it (lm-eval, Python)\n(m) vs (mo): same choice on {same:.1%} of questions; |log-likelihood difference| "
-            f"max {differences.max():.2e}, median {np.median(differences):.2e} nats")
+    line = (
+        f"(m) is {alone_s / together_s:.2f}x faster than (mo) and takes {together_s / floor_s:.2f}x the floor (mc)'s time; "
+        f"{together.score_seconds:.2f} s of (m) were inside the backend's score(), {together_s - together.score_seconds:.2f} s "
+        f"outside it (lm-eval, Python)\n(m) vs (mo): same choice on {same:.1%} of questions; |log-likelihood difference| "
+        f"max {differences.max():.2e}, median {np.median(differences):.2e} nats"
+    )
     backend.close()
     return rows, line
 
 
-def plain_reference(gguf: Path, threads: int, model: SlmModel, requests: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+def plain_reference(
+    gguf: Path, threads: int, model: SlmModel, requests: list[tuple[str, str]]
+) -> list[tuple[float, bool]]:
     import llama_cpp
 
     llm = llama_cpp.Llama(str(gguf), n_ctx=2048, n_threads=threads, n_batch=512, logits_all=True, verbose=False)
@@ -204,9 +225,23 @@ def llama_cpp_server(gguf: Path, threads: int) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-         "--n_threads", str(threads), "--n_ctx", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            str(threads),
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(120):
@@ -262,18 +297,29 @@ def main() -> None:
         mlx_rows, mlx_lines = mlx_columns(gguf, args, catalog)
         rows += mlx_rows
         mlx_s = mlx_rows[0][1]
-    print(f"{args.task}, {len(ours)} questions, {n_requests} requests, {bridge.decoded} tokens decoded by (b), {args.threads} threads")
-    print(tabulate([(r[0], f"{r[1]:.1f}", f"{r[2]:.1f}", r[3] if r[3] == "-" else f"{r[3]:.0f}", r[4]) for r in rows],
-                   headers=("path", "wall s", "requests/s", "tokens/s", "accuracy"), disable_numparse=True))
+    print(
+        f"{args.task}, {len(ours)} questions, {n_requests} requests, {bridge.decoded} tokens decoded by (b), {args.threads} threads"
+    )
+    print(
+        tabulate(
+            [(r[0], f"{r[1]:.1f}", f"{r[2]:.1f}", r[3] if r[3] == "-" else f"{r[3]:.0f}", r[4]) for r in rows],
+            headers=("path", "wall s", "requests/s", "tokens/s", "accuracy"),
+            disable_numparse=True,
+        )
+    )
     differences = np.abs([o[0] - r[0] for o, r in zip(bridge.results, reference)])
     by_doc = {}
     for request_index, (o, r) in enumerate(zip(bridge.results, reference)):
         by_doc.setdefault(bridge.requests[request_index][0], []).append((o[0], r[0]))
     decisions = np.mean([np.argmax([o for o, _ in v]) == np.argmax([r for _, r in v]) for v in by_doc.values()])
-    print(agreement + f"(b) takes {ours_s / floor_s:.2f}x the time of the floor (c); {bridge.decode_seconds:.2f} s of (b)"
-          f" were inside llama_decode, {ours_s - bridge.decode_seconds:.2f} s outside it (lm-eval, Python)")
-    print(f"(b) vs (r): same choice on {decisions:.1%} of questions; |log-likelihood difference| max {differences.max():.4f}, "
-          f"99th percentile {np.percentile(differences, 99):.4f}, median {np.median(differences):.5f} nats")
+    print(
+        agreement + f"(b) takes {ours_s / floor_s:.2f}x the time of the floor (c); {bridge.decode_seconds:.2f} s of (b)"
+        f" were inside llama_decode, {ours_s - bridge.decode_seconds:.2f} s outside it (lm-eval, Python)"
+    )
+    print(
+        f"(b) vs (r): same choice on {decisions:.1%} of questions; |log-likelihood difference| max {differences.max():.4f}, "
+        f"99th percentile {np.percentile(differences, 99):.4f}, median {np.median(differences):.5f} nats"
+    )
     if mlx_lines:
         print(mlx_lines + f"\n(m) takes {mlx_s / ours_s:.2f}x the time of llama.cpp's (b)")
 

@@ -12,6 +12,7 @@ another core count: llama.cpp splits its sums differently).
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,19 @@ from pytest_slm.reference_cache import TOP_K
 from pytest_slm.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
-STATISTICS = ("mean_kld", "median_kld", "p90_kld", "p95_kld", "p99_kld", "p999_kld", "max_kld",
-              "delta_p_mean", "delta_p_rms", "top1_agreement", "ppl_ratio")
+STATISTICS = (
+    "mean_kld",
+    "median_kld",
+    "p90_kld",
+    "p95_kld",
+    "p99_kld",
+    "p999_kld",
+    "max_kld",
+    "delta_p_mean",
+    "delta_p_rms",
+    "top1_agreement",
+    "ppl_ratio",
+)
 
 
 def main() -> None:
@@ -51,20 +63,42 @@ def main() -> None:
     del full
     runs: dict[str, list[Fidelity]] = {}
     for quant in args.quants:
-        runs[quant] = [compare(zip(reference, logits(quant, threads)[1], chunks))
-                       for threads in (args.threads, args.threads, 1)]
+        runs[quant] = [
+            compare(zip(reference, logits(quant, threads)[1], chunks)) for threads in (args.threads, args.threads, 1)
+        ]
 
     print(f"{sum(len(c) - 1 for c in chunks)} positions, windows of {args.window}, reference f32 top-{TOP_K}")
     print("\nfigures (first run):")
-    print(tabulate([(q, *(f"{getattr(r[0], s):.4g}" for s in STATISTICS)) for q, r in runs.items()],
-                   headers=("quant", *STATISTICS), disable_numparse=True))
+    print(
+        tabulate(
+            [(q, *(f"{getattr(r[0], s):.4g}" for s in STATISTICS)) for q, r in runs.items()],
+            headers=("quant", *STATISTICS),
+            disable_numparse=True,
+        )
+    )
     print(f"\nlargest relative change between runs of the same build (same threads | {args.threads} vs 1 thread):")
-    print(tabulate([(q, *(f"{_change(r[0], r[1], s):.1e} | {_change(r[0], r[2], s):.1e}" for s in STATISTICS))
-                    for q, r in runs.items()], headers=("quant", *STATISTICS), disable_numparse=True))
+    print(
+        tabulate(
+            [
+                (q, *(f"{_change(r[0], r[1], s):.1e} | {_change(r[0], r[2], s):.1e}" for s in STATISTICS))
+                for q, r in runs.items()
+            ],
+            headers=("quant", *STATISTICS),
+            disable_numparse=True,
+        )
+    )
     ladder = sorted(runs, key=lambda q: runs[q][0].mean_kld)
     print("\nrelative change between adjacent rungs (ordered by mean KLD):")
-    print(tabulate([(f"{a} -> {b}", *(f"{_change(runs[a][0], runs[b][0], s):+.1%}" for s in STATISTICS))
-                    for a, b in zip(ladder, ladder[1:])], headers=("rungs", *STATISTICS), disable_numparse=True))
+    print(
+        tabulate(
+            [
+                (f"{a} -> {b}", *(f"{_change(runs[a][0], runs[b][0], s):+.1%}" for s in STATISTICS))
+                for a, b in itertools.pairwise(ladder)
+            ],
+            headers=("rungs", *STATISTICS),
+            disable_numparse=True,
+        )
+    )
 
 
 def _change(before: Fidelity, after: Fidelity, statistic: str) -> float:

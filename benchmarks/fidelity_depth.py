@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tabulate import tabulate
@@ -73,8 +74,12 @@ def main() -> None:
     text = (ROOT / "suites" / "eval" / "depth.txt").read_text(encoding="utf-8")
     started, load_before = time.perf_counter(), os.getloadavg()[0]
 
-    def run(quant: str, kv: str = "f16", kind: type = llamacpp.LlamaCppModel) -> tuple[list[int], list[list[np.ndarray]]]:
-        request = LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=default_cache_dir(), kv_type=kv)
+    def run(
+        quant: str, kv: str = "f16", kind: type = llamacpp.LlamaCppModel
+    ) -> tuple[list[int], list[list[np.ndarray]]]:
+        request = LoadRequest(
+            args.model, gguf, None, "cpu", quant, args.threads, cache_dir=default_cache_dir(), kv_type=kv
+        )
         model = llamacpp.load(request) if kind is llamacpp.LlamaCppModel else kind(request, gguf)
         try:
             tokens = model.tokenize(text)
@@ -84,7 +89,14 @@ def main() -> None:
 
     table = []
     for reference, candidates in (
-        (("native", "f16", llamacpp.LlamaCppModel), [("native", "f16", FlashAttentionF16), ("native", "q8_0", llamacpp.LlamaCppModel), ("native", "q4_0", llamacpp.LlamaCppModel)]),
+        (
+            ("native", "f16", llamacpp.LlamaCppModel),
+            [
+                ("native", "f16", FlashAttentionF16),
+                ("native", "q8_0", llamacpp.LlamaCppModel),
+                ("native", "q4_0", llamacpp.LlamaCppModel),
+            ],
+        ),
         (("f32", "f16", llamacpp.LlamaCppModel), [("q8_0", "f16", llamacpp.LlamaCppModel)]),
     ):
         tokens, reference_rows = run(*reference)
@@ -92,14 +104,39 @@ def main() -> None:
         for quant, kv, kind in candidates:
             candidate_tokens, rows = run(quant, kv, kind)
             assert candidate_tokens == tokens
-            what = f"{quant} weights, {kv} cache" + (", flash attention" if kind is FlashAttentionF16 or kv != "f16" else "")
+            what = f"{quant} weights, {kv} cache" + (
+                ", flash attention" if kind is FlashAttentionF16 or kv != "f16" else ""
+            )
             for (layout, depth, _, chunks), ref, cand in zip(settings, reference_rows, rows):
                 f = compare(zip(ref, cand, chunks))
-                table.append([what, f"{reference[0]}, f16", layout, depth, f.tokens, f"{f.mean_kld:.2e} ± {f.kld_stderr:.1e}",
-                              f"{f.p99_kld:.2e}", f"{f.top1_agreement:.4f}", f"{f.ppl_ratio:.4f}"])
-    print(f"{args.model} on llama.cpp CPU ({args.threads} threads), depth text {len(tokens)} tokens, windows of {args.window};"
-          f" {time.perf_counter() - started:.0f} s, load average {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-    headers = ("candidate", "reference", "layout", "depth", "positions", "mean KLD ± se", "p99 KLD", "top-1 agree", "ppl ratio")
+                table.append(
+                    [
+                        what,
+                        f"{reference[0]}, f16",
+                        layout,
+                        depth,
+                        f.tokens,
+                        f"{f.mean_kld:.2e} ± {f.kld_stderr:.1e}",
+                        f"{f.p99_kld:.2e}",
+                        f"{f.top1_agreement:.4f}",
+                        f"{f.ppl_ratio:.4f}",
+                    ]
+                )
+    print(
+        f"{args.model} on llama.cpp CPU ({args.threads} threads), depth text {len(tokens)} tokens, windows of {args.window};"
+        f" {time.perf_counter() - started:.0f} s, load average {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+    )
+    headers = (
+        "candidate",
+        "reference",
+        "layout",
+        "depth",
+        "positions",
+        "mean KLD ± se",
+        "p99 KLD",
+        "top-1 agree",
+        "ppl ratio",
+    )
     print(tabulate(sorted(table, key=lambda r: (r[0], r[2], r[3])), headers=headers, disable_numparse=True))
 
 

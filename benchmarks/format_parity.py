@@ -47,7 +47,9 @@ def main() -> None:
     }
     table = []
     for quant in LLAMA_QUANTS:
-        chunks, reference = logits(llamacpp, LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=cache))
+        chunks, reference = logits(
+            llamacpp, LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=cache)
+        )
         row = [quant]
         for mlx_quant in MLX_QUANTS:
             mlx_chunks, rows = candidates[mlx_quant]
@@ -55,8 +57,10 @@ def main() -> None:
             f = compare(zip(reference, rows, chunks))
             row.append(f"{f.mean_kld:.4f} / {f.top1_agreement:.4f}")
         table.append(row)
-    print(f"{args.model}: llama.cpp GGUF (rows) vs MLX checkpoint {args.checkpoint.name} (columns), CPU, "
-          f"{len(chunks)} windows of {args.window} tokens; mean KLD (nats) / top-1 agreement")
+    print(
+        f"{args.model}: llama.cpp GGUF (rows) vs MLX checkpoint {args.checkpoint.name} (columns), CPU, "
+        f"{len(chunks)} windows of {args.window} tokens; mean KLD (nats) / top-1 agreement"
+    )
     print(tabulate(table, headers=("llama.cpp", *MLX_QUANTS), disable_numparse=True))
 
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from eval_throughput import llama_cpp_server
 from tabulate import tabulate
@@ -99,15 +100,26 @@ def rows_per_call(backend: llamacpp.LlamaCppModel, rows: int) -> Iterator[None]:
         backend._free_rows()
 
 
-def evaluate(lm: Any, shots: int, limit: int, catalog: TaskCatalog, **kwargs: Any) -> tuple[float, float, dict[int, Any]]:
+def evaluate(
+    lm: Any, shots: int, limit: int, catalog: TaskCatalog, **kwargs: Any
+) -> tuple[float, float, dict[int, Any]]:
     """Wall time, exact match, per-sample records by doc id."""
     from lm_eval import simple_evaluate
 
     if isinstance(lm, Recording):
         empty_caches(lm.model.backend)
     started = time.perf_counter()
-    out = simple_evaluate(model=lm, tasks=["slm_arith"], num_fewshot=shots, limit=limit, log_samples=True,
-                          task_manager=catalog.manager(False), bootstrap_iters=0, verbosity="ERROR", **kwargs)
+    out = simple_evaluate(
+        model=lm,
+        tasks=["slm_arith"],
+        num_fewshot=shots,
+        limit=limit,
+        log_samples=True,
+        task_manager=catalog.manager(False),
+        bootstrap_iters=0,
+        verbosity="ERROR",
+        **kwargs,
+    )
     seconds = time.perf_counter() - started
     samples = {s["doc_id"]: s for s in out["samples"]["slm_arith"]}
     return seconds, float(out["results"]["slm_arith"][METRIC]), samples
@@ -135,8 +147,14 @@ def mlx_floor_seconds(backend: Any, calls: Calls) -> float:
     tokenizer = SimpleNamespace(eos_token_ids=sorted(backend.eos_ids), decode=lambda tokens: "")
     started = time.perf_counter()
     for prompts, _, produced in calls:
-        batch_generate(backend._model, tokenizer, prompts, max_tokens=[max(1, len(p)) for p in produced],
-                       completion_batch_size=mlx.GENERATE_ROWS, prefill_batch_size=mlx.GENERATE_ROWS)
+        batch_generate(
+            backend._model,
+            tokenizer,
+            prompts,
+            max_tokens=[max(1, len(p)) for p in produced],
+            completion_batch_size=mlx.GENERATE_ROWS,
+            prefill_batch_size=mlx.GENERATE_ROWS,
+        )
     return time.perf_counter() - started
 
 
@@ -150,8 +168,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=180)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shots", type=int, nargs="+", default=[0, 5])
-    parser.add_argument("--rows", type=int, nargs="+", default=[llamacpp.MAX_PARALLEL_SEQUENCES],
-                        help="rows per llama_decode call for (b) and (c), each measured")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[llamacpp.MAX_PARALLEL_SEQUENCES],
+        help="rows per llama_decode call for (b) and (c), each measured",
+    )
     parser.add_argument("--skip-server", action="store_true", help="leave out (a), the slowest by far")
     parser.add_argument("--skip-mlx", action="store_true", help="leave out the MLX rows (m), (mc)")
     args = parser.parse_args()
@@ -182,39 +205,72 @@ def main() -> None:
                 floor_s = floor_seconds(backend, batched.calls)
             same = sum(a == b for (_, _, x), (_, _, y) in zip(batched.calls, one_by_one.calls) for a, b in zip(x, y))
             table += [
-                row(f"{shots}-shot (b) pytest-slm llama.cpp, {rows} rows side by side", batched_s, tokens, batched_acc,
-                    f"{batched.generate_seconds:.1f} ({batched.decode_seconds:.1f})"),
+                row(
+                    f"{shots}-shot (b) pytest-slm llama.cpp, {rows} rows side by side",
+                    batched_s,
+                    tokens,
+                    batched_acc,
+                    f"{batched.generate_seconds:.1f} ({batched.decode_seconds:.1f})",
+                ),
                 row(f"{shots}-shot (c) floor: bare llama.cpp, {rows} rows", floor_s, tokens, None, "-"),
             ]
-            lines.append(f"  {rows} rows: (b) is {one_s / batched_s:.2f}x faster than (o), takes {batched_s / floor_s:.2f}x "
-                         f"the floor (c)'s time; (b) and (o) generate the same tokens for {same}/{total} questions")
-        table.append(row(f"{shots}-shot (o) pytest-slm llama.cpp, row after row", one_s, tokens, one_acc,
-                         f"{one_by_one.generate_seconds:.1f} ({one_by_one.decode_seconds:.1f})"))
+            lines.append(
+                f"  {rows} rows: (b) is {one_s / batched_s:.2f}x faster than (o), takes {batched_s / floor_s:.2f}x "
+                f"the floor (c)'s time; (b) and (o) generate the same tokens for {same}/{total} questions"
+            )
+        table.append(
+            row(
+                f"{shots}-shot (o) pytest-slm llama.cpp, row after row",
+                one_s,
+                tokens,
+                one_acc,
+                f"{one_by_one.generate_seconds:.1f} ({one_by_one.decode_seconds:.1f})",
+            )
+        )
         if mlx_model is not None:
             ours = Recording(mlx_model)
             mlx_s, mlx_acc, mlx_samples = evaluate(ours, shots, args.limit, catalog)
             mlx_floor_s = mlx_floor_seconds(mlx_model.backend, ours.calls)
             mlx_tokens = sum(len(t) for _, _, p in ours.calls for t in p)
             table += [
-                row(f"{shots}-shot (m) pytest-slm MLX, rows side by side", mlx_s, mlx_tokens, mlx_acc,
-                    f"{ours.generate_seconds:.1f}"),
+                row(
+                    f"{shots}-shot (m) pytest-slm MLX, rows side by side",
+                    mlx_s,
+                    mlx_tokens,
+                    mlx_acc,
+                    f"{ours.generate_seconds:.1f}",
+                ),
                 row(f"{shots}-shot (mc) floor: mlx-lm batch_generate", mlx_floor_s, mlx_tokens, None, "-"),
             ]
             same = sum(mlx_samples[d]["filtered_resps"] == one_samples[d]["filtered_resps"] for d in one_samples)
-            lines.append(f"  MLX: (m) takes {mlx_s / mlx_floor_s:.2f}x the floor (mc)'s time, {mlx_s / one_s:.2f}x (o)'s; "
-                         f"the same answer as llama.cpp's (o) on {same}/{total} questions")
+            lines.append(
+                f"  MLX: (m) takes {mlx_s / mlx_floor_s:.2f}x the floor (mc)'s time, {mlx_s / one_s:.2f}x (o)'s; "
+                f"the same answer as llama.cpp's (o) on {same}/{total} questions"
+            )
         if not args.skip_server:
             with llama_cpp_server(gguf, args.threads) as url:
                 peer_s, peer_acc, peer = evaluate("gguf", shots, args.limit, catalog, model_args=f"base_url={url}")
             table.append(row(f"{shots}-shot (a) lm-eval gguf + llama_cpp.server", peer_s, tokens, peer_acc, "-"))
-            lines.append(f"  (a) takes {peer_s / batched_s:.1f}x the time of (b) at {args.rows[-1]} rows; answers that differ:")
-            lines += [f"    doc {d}: (a) {peer[d]['resps'][0][0]!r} -> {peer[d][METRIC.split(',')[0]]}, (b) "
-                      f"{samples[d]['resps'][0][0]!r} -> {samples[d][METRIC.split(',')[0]]}"
-                      for d in sorted(samples) if peer[d]["filtered_resps"] != samples[d]["filtered_resps"]]
+            lines.append(
+                f"  (a) takes {peer_s / batched_s:.1f}x the time of (b) at {args.rows[-1]} rows; answers that differ:"
+            )
+            lines += [
+                f"    doc {d}: (a) {peer[d]['resps'][0][0]!r} -> {peer[d][METRIC.split(',')[0]]}, (b) "
+                f"{samples[d]['resps'][0][0]!r} -> {samples[d][METRIC.split(',')[0]]}"
+                for d in sorted(samples)
+                if peer[d]["filtered_resps"] != samples[d]["filtered_resps"]
+            ]
         print("\n".join(lines), flush=True)
-    print(f"{args.model}, slm_arith, {args.limit} questions; tokens/s counts the tokens (o) generated, (m)'s own for MLX")
-    print(tabulate(table, headers=("path", "wall s", "tokens/s", "exact match", "s in generate() (in llama_decode)"),
-                   disable_numparse=True))
+    print(
+        f"{args.model}, slm_arith, {args.limit} questions; tokens/s counts the tokens (o) generated, (m)'s own for MLX"
+    )
+    print(
+        tabulate(
+            table,
+            headers=("path", "wall s", "tokens/s", "exact match", "s in generate() (in llama_decode)"),
+            disable_numparse=True,
+        )
+    )
 
 
 if __name__ == "__main__":

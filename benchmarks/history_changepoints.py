@@ -32,7 +32,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_slm.history.changepoint import DEFAULT_MIN_STEP, find_steps  # noqa: E402
+from pytest_slm.history.changepoint import DEFAULT_MIN_STEP, find_steps
 
 
 def one_run(threads: int, new_tokens: int) -> dict[str, float]:
@@ -56,16 +56,23 @@ def collect(runs: int, threads: int, new_tokens: int) -> list[dict[str, float]]:
     for index in range(runs):
         command = [sys.executable, __file__, "--one", "--threads", str(threads), "--tokens", str(new_tokens)]
         measured.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
-        print(f"run {index + 1} (load {os.getloadavg()[0]:.1f}): {measured[-1]['tok_s']:.2f} tok/s +-{100 * measured[-1]['spread']:.1f}%", file=sys.stderr)
+        print(
+            f"run {index + 1} (load {os.getloadavg()[0]:.1f}): {measured[-1]['tok_s']:.2f} tok/s +-{100 * measured[-1]['spread']:.1f}%",
+            file=sys.stderr,
+        )
     return measured
 
 
-def rates(runs: list[dict[str, float]], length: int, draws: int, k: float, min_step: float, seed: int, step: float) -> dict[str, float]:
+def rates(
+    runs: list[dict[str, float]], length: int, draws: int, k: float, min_step: float, seed: int, step: float
+) -> dict[str, float]:
     rng = random.Random(seed)
     half = length // 2
 
     def stepped(series: list[dict[str, float]]) -> tuple[list[float], list[float]]:
-        return [r["tok_s"] / (1 + step if i >= half else 1.0) for i, r in enumerate(series)], [r["spread"] for r in series]
+        return [r["tok_s"] / (1 + step if i >= half else 1.0) for i, r in enumerate(series)], [
+            r["spread"] for r in series
+        ]
 
     def outcome(series: list[dict[str, float]]) -> tuple[bool, bool]:
         flat = find_steps([r["tok_s"] for r in series], [r["spread"] for r in series], k=k, min_step=min_step)
@@ -94,7 +101,9 @@ def main() -> None:
     parser.add_argument("--ks", default="3,4,5,6")
     parser.add_argument("--min-step", type=float, default=DEFAULT_MIN_STEP)
     parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--step", type=float, default=0.05, help="the injected slowdown: 0.05 = every run after the middle 5%% slower")
+    parser.add_argument(
+        "--step", type=float, default=0.05, help="the injected slowdown: 0.05 = every run after the middle 5%% slower"
+    )
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a run's own process
     args = parser.parse_args()
@@ -116,11 +125,26 @@ def main() -> None:
         for k in map(float, args.ks.split(",")):
             r = rates(runs, length, args.draws, k, args.min_step, args.seed, args.step)
             table.append(
-                (length, k, f"{100 * r['false (shuffled)']:.1f}%", f"{100 * r['detected (shuffled)']:.1f}%",
-                 f"{100 * r['false (windows)']:.1f}%", f"{100 * r['detected (windows)']:.1f}%", r["windows"])
+                (
+                    length,
+                    k,
+                    f"{100 * r['false (shuffled)']:.1f}%",
+                    f"{100 * r['detected (shuffled)']:.1f}%",
+                    f"{100 * r['false (windows)']:.1f}%",
+                    f"{100 * r['detected (windows)']:.1f}%",
+                    r["windows"],
+                )
             )
     shown = f"{100 * args.step:g}%"
-    headers = ("runs/series", "k", "false steps", f"{shown} detected", "false (windows)", f"{shown} detected (windows)", "windows")
+    headers = (
+        "runs/series",
+        "k",
+        "false steps",
+        f"{shown} detected",
+        "false (windows)",
+        f"{shown} detected (windows)",
+        "windows",
+    )
     print(tabulate(table, headers=headers))
 
 

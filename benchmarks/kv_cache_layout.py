@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_slm.backends.base import LoadRequest, default_cache_dir  # noqa: E402
-from pytest_slm.backends.llamacpp import backend  # noqa: E402
-from pytest_slm.registry import load_registries  # noqa: E402
+from pytest_slm.backends.base import LoadRequest, default_cache_dir
+from pytest_slm.backends.llamacpp import backend
+from pytest_slm.registry import load_registries
 
 UBATCH = 512
 KV_SIZE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB")
@@ -57,7 +57,12 @@ def stored_bytes(lib, model, tokens: list[int]) -> int:
         for start in range(0, len(tokens), UBATCH):
             chunk = tokens[start : start + UBATCH]
             for i, token in enumerate(chunk):
-                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, start + i, 1, i == len(chunk) - 1
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = (
+                    token,
+                    start + i,
+                    1,
+                    i == len(chunk) - 1,
+                )
                 batch.seq_id[i][0] = 0
             batch.n_tokens = len(chunk)
             if lib.llama_decode(ctx, batch) != 0:
@@ -84,15 +89,21 @@ def main() -> None:
         layout = model.predicted_kv_layout()
         profile = model.memory_profile(tokens[:64])
         print(f"{name}: {layout.describe()}")
-        print(f"  per token: expected {profile.kv_bytes_per_token} B, llama.cpp stores {profile.kv_bytes_per_token_stored:.0f} B")
+        print(
+            f"  per token: expected {profile.kv_bytes_per_token} B, llama.cpp stores {profile.kv_bytes_per_token_stored:.0f} B"
+        )
         for context in map(int, args.contexts.split(",")):
             allocated = allocated_kv_bytes(lib, model._model, context)
-            print(f"  at {context}: rule {layout.at(context) / 2**20:.2f} MiB, llama.cpp allocates {allocated / 2**20:.2f} MiB")
+            print(
+                f"  at {context}: rule {layout.at(context) / 2**20:.2f} MiB, llama.cpp allocates {allocated / 2**20:.2f} MiB"
+            )
         past = (tokens * (args.past_window // len(tokens) + 1))[: args.past_window]
         window = min(len(past), layout.window or len(past))
         kept = layout.global_bytes * len(past) + layout.window_bytes * window
         stored = stored_bytes(lib, model._model, past)
-        print(f"  after {len(past)} tokens: stored {stored} B; global layers x {len(past)} + sliding x {window} = {kept} B")
+        print(
+            f"  after {len(past)} tokens: stored {stored} B; global layers x {len(past)} + sliding x {window} = {kept} B"
+        )
         model.close()
 
 

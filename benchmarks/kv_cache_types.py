@@ -39,18 +39,43 @@ def main() -> None:
         return chunks, rows, profile
 
     chunks, reference, profile = run(LlamaCppModel, "f16")
-    table = [["f16", "off", profile.kv_bytes_per_token, f"{profile.kv_bytes_per_token_stored:.0f}", "reference", "", "", ""]]
-    for kind, kv, attention in ((FlashAttentionF16, "f16", "on"), (LlamaCppModel, "q8_0", "on"), (LlamaCppModel, "q4_0", "on")):
+    table = [
+        ["f16", "off", profile.kv_bytes_per_token, f"{profile.kv_bytes_per_token_stored:.0f}", "reference", "", "", ""]
+    ]
+    for kind, kv, attention in (
+        (FlashAttentionF16, "f16", "on"),
+        (LlamaCppModel, "q8_0", "on"),
+        (LlamaCppModel, "q4_0", "on"),
+    ):
         kv_chunks, rows, profile = run(kind, kv)
         assert kv_chunks == chunks
         f = compare(zip(reference, rows, chunks))
         table.append(
-            [kv, attention, profile.kv_bytes_per_token, f"{profile.kv_bytes_per_token_stored:.0f}",
-             f"{f.mean_kld:.2e} ± {f.kld_stderr:.1e}", f"{f.p99_kld:.2e}", f"{f.top1_agreement:.4f}", f"{f.ppl_ratio:.4f}"]
+            [
+                kv,
+                attention,
+                profile.kv_bytes_per_token,
+                f"{profile.kv_bytes_per_token_stored:.0f}",
+                f"{f.mean_kld:.2e} ± {f.kld_stderr:.1e}",
+                f"{f.p99_kld:.2e}",
+                f"{f.top1_agreement:.4f}",
+                f"{f.ppl_ratio:.4f}",
+            ]
         )
-    print(f"{args.model} native on llama.cpp CPU, {len(chunks)} windows of {args.window} tokens, against the f16 cache"
-          f" without flash attention; stored bytes per token after {PROBE_TOKENS} tokens")
-    headers = ("KV type", "flash attn", "KV B/token expected", "stored", "mean KLD ± se", "p99 KLD", "top-1 agree", "ppl ratio")
+    print(
+        f"{args.model} native on llama.cpp CPU, {len(chunks)} windows of {args.window} tokens, against the f16 cache"
+        f" without flash attention; stored bytes per token after {PROBE_TOKENS} tokens"
+    )
+    headers = (
+        "KV type",
+        "flash attn",
+        "KV B/token expected",
+        "stored",
+        "mean KLD ± se",
+        "p99 KLD",
+        "top-1 agree",
+        "ppl ratio",
+    )
     print(tabulate(table, headers=headers, disable_numparse=True))
 
 

@@ -140,8 +140,11 @@ def calibrate_threads(args: argparse.Namespace) -> None:
                     busy[item] += results[item]["outcome"] == f"{NOT_JUDGED}: {BUSY}"
                     confirmations[item] += any(k.endswith(".rounds") and v != "1" for k, v in results[item].items())
                 loads += [float(v) for item in ITEMS for k, v in results[item].items() if k.endswith(".load")]
-                print(f"slowdown {slowdown:.0%} run {index + 1}/{runs}: "
-                      + ", ".join(f"{item} {results[item]['outcome']}" for item in ITEMS), flush=True)
+                print(
+                    f"slowdown {slowdown:.0%} run {index + 1}/{runs}: "
+                    + ", ".join(f"{item} {results[item]['outcome']}" for item in ITEMS),
+                    flush=True,
+                )
             table.append(
                 [
                     "none (unchanged build)" if slowdown == 0 else f"{slowdown:.0%} slower llama_decode",
@@ -152,7 +155,15 @@ def calibrate_threads(args: argparse.Namespace) -> None:
                     f"{min(loads):.2f}-{max(loads):.2f}",
                 ]
             )
-    headers = ["injected", "runs", "prefill item failed", "decode item failed", "busy p/d", "confirmation rounds p/d", "load"]
+    headers = [
+        "injected",
+        "runs",
+        "prefill item failed",
+        "decode item failed",
+        "busy p/d",
+        "confirmation rounds p/d",
+        "load",
+    ]
     print(tabulate(table, headers=headers))
 
 
@@ -166,7 +177,9 @@ def at_defaults(args: argparse.Namespace, model: str) -> dict[str, Any]:
     """The false-failure cycles, then the detection runs, of one model at the plugin's defaults."""
     DATA.mkdir(parents=True, exist_ok=True)
     path = Path(args.out or DATA / f"latency_defaults_{model}.json")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
     data: dict[str, Any] = {
         "model": model,
         "command": " ".join([".venv/bin/python", "benchmarks/latency_calibration.py", *sys.argv[1:]]),
@@ -191,29 +204,41 @@ def at_defaults(args: argparse.Namespace, model: str) -> dict[str, Any]:
             rerun = run_recorded(directory, 0.0, f"--slm-models={model}")
             data["cycles"].append({"update": update, "rerun": rerun})
             save()
-            print(f"{model} cycle {index + 1}/{args.cycles}: "
-                  + ", ".join(f"{item} {update['items'][item]['outcome']} -> {rerun['items'][item]['outcome']}" for item in ITEMS)
-                  + f" (load {update['load_before']:.1f}-{rerun['load_after']:.1f})", flush=True)
+            print(
+                f"{model} cycle {index + 1}/{args.cycles}: "
+                + ", ".join(
+                    f"{item} {update['items'][item]['outcome']} -> {rerun['items'][item]['outcome']}" for item in ITEMS
+                )
+                + f" (load {update['load_before']:.1f}-{rerun['load_after']:.1f})",
+                flush=True,
+            )
         if args.slowed_runs:
             for _ in range(args.baseline_tries):  # a detection run needs a baseline; a busy or noisy write is retried
                 update = fresh_update(directory, model)
                 data["detection"]["baseline"].append(update)
                 save()
-                print(f"{model} detection baseline: " + ", ".join(f"{i} {update['items'][i]['outcome']}" for i in ITEMS), flush=True)
+                print(
+                    f"{model} detection baseline: " + ", ".join(f"{i} {update['items'][i]['outcome']}" for i in ITEMS),
+                    flush=True,
+                )
                 if all(update["items"][item]["outcome"] == "passed" for item in ITEMS):
                     break
             for index in range(args.slowed_runs):
                 slowed = run_recorded(directory, args.slowdown, f"--slm-models={model}")
                 data["detection"]["runs"].append(slowed)
                 save()
-                print(f"{model} {args.slowdown:.0%} slower, run {index + 1}/{args.slowed_runs}: "
-                      + ", ".join(f"{item} {slowed['items'][item]['outcome']}" for item in ITEMS)
-                      + f" (load {slowed['load_before']:.1f}-{slowed['load_after']:.1f})", flush=True)
+                print(
+                    f"{model} {args.slowdown:.0%} slower, run {index + 1}/{args.slowed_runs}: "
+                    + ", ".join(f"{item} {slowed['items'][item]['outcome']}" for item in ITEMS)
+                    + f" (load {slowed['load_before']:.1f}-{slowed['load_after']:.1f})",
+                    flush=True,
+                )
     return data
 
 
 def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
     """The false-failure and detection tables of one model's raw results (tablefmt "github": Markdown)."""
+
     def counts(runs: list[dict[str, Any]], item: str) -> Counter[str]:
         return Counter(run["items"][item]["outcome"] for run in runs)
 
@@ -232,13 +257,34 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
     for item in ITEMS:
         written, judged = counts(updates, item), counts(reruns, item)
         unjudged = {k.removeprefix(f"{NOT_JUDGED}: "): v for k, v in judged.items() if k.startswith(NOT_JUDGED)}
-        rows.append([
-            item, len(reruns), written["passed"], written["refused"], written[f"{NOT_JUDGED}: {BUSY}"],
-            judged["passed"], judged["failed"], ", ".join(f"{k} {v}" for k, v in sorted(unjudged.items())) or "0",
-            others(updates + reruns, item), loads(updates), loads(reruns),
-        ])
-    headers = ["item", "cycles", "written", "refused (too noisy)", "busy (not written)", "rerun passed",
-               "rerun FAILED (false)", "rerun not judged", "others when busy", "load, updates", "load, reruns"]
+        rows.append(
+            [
+                item,
+                len(reruns),
+                written["passed"],
+                written["refused"],
+                written[f"{NOT_JUDGED}: {BUSY}"],
+                judged["passed"],
+                judged["failed"],
+                ", ".join(f"{k} {v}" for k, v in sorted(unjudged.items())) or "0",
+                others(updates + reruns, item),
+                loads(updates),
+                loads(reruns),
+            ]
+        )
+    headers = [
+        "item",
+        "cycles",
+        "written",
+        "refused (too noisy)",
+        "busy (not written)",
+        "rerun passed",
+        "rerun FAILED (false)",
+        "rerun not judged",
+        "others when busy",
+        "load, updates",
+        "load, reruns",
+    ]
     out = f"{data['model']}: unchanged build\n" + tabulate(rows, headers=headers, tablefmt=tablefmt)
     slowed = data["detection"]["runs"]
     if slowed:
@@ -246,10 +292,21 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
         for item in ITEMS:
             seen = counts(slowed, item)
             unjudged = {k.removeprefix(f"{NOT_JUDGED}: "): v for k, v in seen.items() if k.startswith(NOT_JUDGED)}
-            rows.append([item, len(slowed), seen["failed"], seen["passed"],
-                         ", ".join(f"{k} {v}" for k, v in sorted(unjudged.items())) or "0", others(slowed, item), loads(slowed)])
+            rows.append(
+                [
+                    item,
+                    len(slowed),
+                    seen["failed"],
+                    seen["passed"],
+                    ", ".join(f"{k} {v}" for k, v in sorted(unjudged.items())) or "0",
+                    others(slowed, item),
+                    loads(slowed),
+                ]
+            )
         headers = ["item", "runs", "caught (failed)", "missed (passed)", "not judged", "others when busy", "load"]
-        out += f"\n\n{data['model']}: every llama_decode {data['slowdown']:.0%} slower\n" + tabulate(rows, headers=headers, tablefmt=tablefmt)
+        out += f"\n\n{data['model']}: every llama_decode {data['slowdown']:.0%} slower\n" + tabulate(
+            rows, headers=headers, tablefmt=tablefmt
+        )
     return out
 
 
@@ -259,13 +316,26 @@ def main() -> None:
     parser.add_argument("--slowdown-runs", type=int, default=10, help="runs at each injected slowdown")
     parser.add_argument("--slowdowns", default="0.10,0.25,0.50")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--at-defaults", action="store_true", help="the false-failure cycles and detection runs at the plugin's defaults")
-    parser.add_argument("--models", default="smollm2-135m,gemma3-270m", help="with --at-defaults: registry names, one after another")
+    parser.add_argument(
+        "--at-defaults",
+        action="store_true",
+        help="the false-failure cycles and detection runs at the plugin's defaults",
+    )
+    parser.add_argument(
+        "--models", default="smollm2-135m,gemma3-270m", help="with --at-defaults: registry names, one after another"
+    )
     parser.add_argument("--cycles", type=int, default=20, help="with --at-defaults: update-then-rerun cycles per model")
-    parser.add_argument("--slowed-runs", type=int, default=10, help="with --at-defaults: runs with every llama_decode --slowdown slower")
+    parser.add_argument(
+        "--slowed-runs", type=int, default=10, help="with --at-defaults: runs with every llama_decode --slowdown slower"
+    )
     parser.add_argument("--slowdown", type=float, default=0.25)
-    parser.add_argument("--baseline-tries", type=int, default=3, help="with --at-defaults: updates tried for the detection baseline")
-    parser.add_argument("--out", help="with --at-defaults and one model: the JSON file (default benchmarks/data/latency_defaults_<model>.json)")
+    parser.add_argument(
+        "--baseline-tries", type=int, default=3, help="with --at-defaults: updates tried for the detection baseline"
+    )
+    parser.add_argument(
+        "--out",
+        help="with --at-defaults and one model: the JSON file (default benchmarks/data/latency_defaults_<model>.json)",
+    )
     parser.add_argument("--table", nargs="*", help="print the tables of these saved JSON files, in Markdown, and stop")
     args = parser.parse_args()
 

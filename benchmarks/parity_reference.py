@@ -27,15 +27,33 @@ def main() -> None:
     gguf, text = model_and_text(args.model)
     logits, seconds = {}, {}
     with tempfile.TemporaryDirectory() as cache:
-        for name, backend, quant in [("llama.cpp f32", llamacpp, "f32"), ("llama.cpp native", llamacpp, "native"), ("MLX native", mlx, "native")]:
+        for name, backend, quant in [
+            ("llama.cpp f32", llamacpp, "f32"),
+            ("llama.cpp native", llamacpp, "native"),
+            ("MLX native", mlx, "native"),
+        ]:
             model = backend.load(LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=Path(cache)))
             chunks, logits[name], seconds[name] = window_logits(model, text, args.window)
             model.close()
     rows = []
-    for reference, candidate in [("llama.cpp f32", "MLX native"), ("llama.cpp f32", "llama.cpp native"), ("llama.cpp native", "MLX native")]:
+    for reference, candidate in [
+        ("llama.cpp f32", "MLX native"),
+        ("llama.cpp f32", "llama.cpp native"),
+        ("llama.cpp native", "MLX native"),
+    ]:
         f = compare(zip(logits[reference], logits[candidate], chunks))
-        rows.append((f"{reference} vs {candidate}", f.tokens, f"{f.top1_agreement:.4f}", f"{f.mean_kld:.2e}", f"{f.p99_kld:.2e}"))
-    print(tabulate(rows, headers=("comparison", "positions", "top-1 agree", "mean KLD", "p99 KLD"), disable_numparse=True))
+        rows.append(
+            (
+                f"{reference} vs {candidate}",
+                f.tokens,
+                f"{f.top1_agreement:.4f}",
+                f"{f.mean_kld:.2e}",
+                f"{f.p99_kld:.2e}",
+            )
+        )
+    print(
+        tabulate(rows, headers=("comparison", "positions", "top-1 agree", "mean KLD", "p99 KLD"), disable_numparse=True)
+    )
     print("seconds for the text: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 
 

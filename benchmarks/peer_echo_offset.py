@@ -22,7 +22,9 @@ PROMPT = "Question: What sound does a cow make?\nAnswer: moo"
 def main() -> None:
     gguf = load_registry(ROOT / "suites" / "models.toml")["smollm2-135m"].gguf_path()
     llm = llama_cpp.Llama(str(gguf), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
-    reported = llm.create_completion(PROMPT, max_tokens=1, echo=True, logprobs=1, temperature=0)["choices"][0]["logprobs"]
+    reported = llm.create_completion(PROMPT, max_tokens=1, echo=True, logprobs=1, temperature=0)["choices"][0][
+        "logprobs"
+    ]
     tokens = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
     llm.reset()
     llm.eval(tokens)
@@ -31,7 +33,9 @@ def main() -> None:
     rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
     print(f"{'token':>10}  {'reported':>9}  {'row i-1 (right)':>15}  {'row i (wrong)':>13}")
     for i, token in enumerate(tokens[1:], start=1):
-        print(f"{reported['tokens'][i]!r:>10}  {reported['token_logprobs'][i]:9.3f}  {rows[i - 1][token]:15.3f}  {rows[i][token]:13.3f}")
+        print(
+            f"{reported['tokens'][i]!r:>10}  {reported['token_logprobs'][i]:9.3f}  {rows[i - 1][token]:15.3f}  {rows[i][token]:13.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def main() -> None:
         return gguf_path if quant == "native" else derived_gguf(gguf_path, quant, default_cache_dir())
 
     def run(quant: str):
-        model = llamacpp.load(LoadRequest(args.model, gguf_path, None, "cpu", quant, args.threads, cache_dir=default_cache_dir()))
+        model = llamacpp.load(
+            LoadRequest(args.model, gguf_path, None, "cpu", quant, args.threads, cache_dir=default_cache_dir())
+        )
         chunks, logits, seconds = window_logits(model, text, args.window)
         n_params = model._lib.llama_model_n_params(model._model)
         size = model._lib.llama_model_size(model._model)
@@ -51,11 +53,39 @@ def main() -> None:
     for quant in ["native", *LLAMA_FTYPES]:
         _, logits, seconds, bits, size = measured.get(quant) or run(quant)
         f = compare(zip(reference, logits, chunks))
-        rows.append((quant, f"{size / 2**20:.0f}", f"{bits:.2f}", f"{f.mean_kld:.2e}", f"{f.p99_kld:.2e}",
-                     f"{f.top1_agreement:.4f}", f"{f.perplexity:.2f}", f"{f.tokens / seconds:.0f}", tensor_types(path(quant))))
-    print(f"{args.model} on llama.cpp CPU, {args.threads} threads, {len(chunks)} windows of {args.window} tokens, against f32")
-    print(tabulate(rows, headers=("quant", "MiB", "bits/weight", "mean KLD", "p99 KLD", "top-1", "perplexity", "tokens/s", "2-D tensor types"),
-                   disable_numparse=True))
+        rows.append(
+            (
+                quant,
+                f"{size / 2**20:.0f}",
+                f"{bits:.2f}",
+                f"{f.mean_kld:.2e}",
+                f"{f.p99_kld:.2e}",
+                f"{f.top1_agreement:.4f}",
+                f"{f.perplexity:.2f}",
+                f"{f.tokens / seconds:.0f}",
+                tensor_types(path(quant)),
+            )
+        )
+    print(
+        f"{args.model} on llama.cpp CPU, {args.threads} threads, {len(chunks)} windows of {args.window} tokens, against f32"
+    )
+    print(
+        tabulate(
+            rows,
+            headers=(
+                "quant",
+                "MiB",
+                "bits/weight",
+                "mean KLD",
+                "p99 KLD",
+                "top-1",
+                "perplexity",
+                "tokens/s",
+                "2-D tensor types",
+            ),
+            disable_numparse=True,
+        )
+    )
 
 
 if __name__ == "__main__":

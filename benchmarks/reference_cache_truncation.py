@@ -34,7 +34,9 @@ def main() -> None:
     text = (ROOT / "suites" / "eval" / "text.txt").read_text(encoding="utf-8")
 
     def logits(quant: str) -> tuple[list[list[int]], list[np.ndarray]]:
-        model = llamacpp.load(LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=default_cache_dir()))
+        model = llamacpp.load(
+            LoadRequest(args.model, gguf, None, "cpu", quant, args.threads, cache_dir=default_cache_dir())
+        )
         try:
             chunks = windows(model.tokenize(text), args.window)
             return chunks, [model.logits(chunk) for chunk in chunks]
@@ -52,19 +54,41 @@ def main() -> None:
         for k in args.k:
             cut = compare(zip(kept[k], candidate, chunks))
             bound = np.concatenate([positions(r, c, t).kld for r, c, t in zip(kept[k], candidate, chunks)])
-            rows.append((
-                quant, k, f"{full.mean_kld:.5f}", f"{cut.mean_kld:.5f}",
-                f"{(cut.mean_kld - full.mean_kld) / full.mean_kld:+.3%}",
-                f"{(cut.p99_kld - full.p99_kld) / full.p99_kld:+.3%}",
-                f"{(cut.max_kld - full.max_kld) / full.max_kld:+.3%}",
-                f"{(exact - bound).max():.2e}",
-                f"{cut.top1_agreement - full.top1_agreement:+.4f}",
-                f"{cut.delta_p_mean - full.delta_p_mean:+.1e}",
-                f"{cut.reference_perplexity - full.reference_perplexity:+.1e}",
-            ))
+            rows.append(
+                (
+                    quant,
+                    k,
+                    f"{full.mean_kld:.5f}",
+                    f"{cut.mean_kld:.5f}",
+                    f"{(cut.mean_kld - full.mean_kld) / full.mean_kld:+.3%}",
+                    f"{(cut.p99_kld - full.p99_kld) / full.p99_kld:+.3%}",
+                    f"{(cut.max_kld - full.max_kld) / full.max_kld:+.3%}",
+                    f"{(exact - bound).max():.2e}",
+                    f"{cut.top1_agreement - full.top1_agreement:+.4f}",
+                    f"{cut.delta_p_mean - full.delta_p_mean:+.1e}",
+                    f"{cut.reference_perplexity - full.reference_perplexity:+.1e}",
+                )
+            )
     print(f"{sum(len(c) - 1 for c in chunks)} positions in windows of {args.window}; reference f32 on llama.cpp CPU")
-    print(tabulate(rows, headers=("quant", "k", "mean KLD full", "mean KLD top-k", "mean", "p99", "max",
-                                  "worst position (nats)", "top-1", "Δp mean", "ref. ppl"), disable_numparse=True))
+    print(
+        tabulate(
+            rows,
+            headers=(
+                "quant",
+                "k",
+                "mean KLD full",
+                "mean KLD top-k",
+                "mean",
+                "p99",
+                "max",
+                "worst position (nats)",
+                "top-1",
+                "Δp mean",
+                "ref. ppl",
+            ),
+            disable_numparse=True,
+        )
+    )
     sizes = [(k, f"{_npz_bytes(parts) / 1e6:.2f} MB") for k, parts in kept.items()]
     print(f"\nfull float32 logits: {full_bytes / 1e6:.1f} MB")
     print(tabulate(sizes, headers=("k", "cached file (compressed npz)"), disable_numparse=True))
@@ -72,7 +96,11 @@ def main() -> None:
 
 def _npz_bytes(parts: list) -> int:
     buffer = io.BytesIO()
-    arrays = {f"{name}_{i}": getattr(part, name) for i, part in enumerate(parts) for name in ("indices", "log_probs", "rest", "target")}
+    arrays = {
+        f"{name}_{i}": getattr(part, name)
+        for i, part in enumerate(parts)
+        for name in ("indices", "log_probs", "rest", "target")
+    }
     np.savez_compressed(buffer, **arrays)
     return len(buffer.getvalue())
 

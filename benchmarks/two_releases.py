@@ -58,8 +58,13 @@ def wheel(version: str, directory: Path) -> Path:
     if platform.system() == "Linux" and platform.machine() == "x86_64":
         env.setdefault("CMAKE_ARGS", PORTABLE)
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", f"{PACKAGE}=={version}", "-w", str(directory)],
-                   env=env, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", f"{PACKAGE}=={version}", "-w", str(directory)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     [built] = directory.glob(f"llama_cpp_python-{version}-*.whl")
     print(f"{built.name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     return built
@@ -67,11 +72,16 @@ def wheel(version: str, directory: Path) -> Path:
 
 def install(built: Path, target: Path) -> str:
     """Install into `target` alone; the release Python then sees first on that PYTHONPATH."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(built)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(built)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     probe = "import llama_cpp; from importlib import metadata; print(metadata.version('llama-cpp-python'), llama_cpp.__file__)"
-    shown = subprocess.run([sys.executable, "-c", probe], env=env_for(target), check=True, capture_output=True,
-                           text=True)
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], env=env_for(target), check=True, capture_output=True, text=True
+    )
     version, module = shown.stdout.split()
     if not Path(module).is_relative_to(target):
         sys.exit(f"{target}: Python imported llama_cpp from {module}")
@@ -91,10 +101,7 @@ def make_project(directory: Path, tasks: list[str]) -> None:
         shutil.copy(SUITES / name, directory / name)
     shutil.copy(SUITES / "eval" / "text.txt", directory / "eval.txt")
     (directory / "pyproject.toml").write_text(
-        "[tool.pytest.ini_options]\n"
-        f"slm_tasks = {json.dumps(tasks)}\n"
-        'slm_eval_text = "eval.txt"\n'
-        'slm_history = "off"\n'
+        f'[tool.pytest.ini_options]\nslm_tasks = {json.dumps(tasks)}\nslm_eval_text = "eval.txt"\nslm_history = "off"\n'
     )
 
 
@@ -108,8 +115,11 @@ class Quiet:
     def wait(self) -> dict[str, float | bool]:
         started = time.monotonic()
         while (load := os.getloadavg()[0]) >= self.below and time.monotonic() - started < self.left:
-            print(f"load {load:.2f} >= {self.below}: waiting ({time.monotonic() - started:.0f} s)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"load {load:.2f} >= {self.below}: waiting ({time.monotonic() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(20)
         waited = time.monotonic() - started
         self.left = max(0.0, self.left - waited)
@@ -120,12 +130,27 @@ def run_suite(project: Path, target: Path, name: str, *extra: str) -> dict[str, 
     """One pytest run of the project under the release in `target`: its command, outcomes per item
     (with a skip's reason), results.json, the load before and after."""
     report, junit = project / f"report-{name}", project / f"junit-{name}.xml"
-    command = ["python", "-m", "pytest", ".", "--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu",
-               "--slm-threads=1", f"--slm-report={report.name}", *extra]
+    command = [
+        "python",
+        "-m",
+        "pytest",
+        ".",
+        "--slm-models=smollm2-135m",
+        "--slm-devices=llamacpp-cpu",
+        "--slm-threads=1",
+        f"--slm-report={report.name}",
+        *extra,
+    ]
     load_before = os.getloadavg()[0]
     started = time.monotonic()
-    done = subprocess.run([sys.executable, *command[1:], "-p", "no:cacheprovider", "-q", f"--junitxml={junit}"],
-                          cwd=project, env=env_for(target), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, *command[1:], "-p", "no:cacheprovider", "-q", f"--junitxml={junit}"],
+        cwd=project,
+        env=env_for(target),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.monotonic() - started
     (project / f"pytest-{name}.log").write_text(done.stdout + done.stderr)
     if not junit.exists():
@@ -138,8 +163,15 @@ def run_suite(project: Path, target: Path, name: str, *extra: str) -> dict[str, 
         item = f"{case.get('classname', '').rpartition('.')[2]}::{case.get('name')}"
         outcomes[item] = {"outcome": outcome, "reason": reason[:400]}
     results = json.loads((report / "results.json").read_text())
-    return {"command": " ".join(command), "exit": done.returncode, "seconds": round(seconds), "outcomes": outcomes,
-            "results": results, "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    return {
+        "command": " ".join(command),
+        "exit": done.returncode,
+        "seconds": round(seconds),
+        "outcomes": outcomes,
+        "results": results,
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def baseline_versions(project: Path) -> dict[str, list[str]]:
@@ -159,25 +191,39 @@ def figures(results: dict[str, Any], stored_memory: dict[str, Any]) -> dict[str,
     for row in results.get("runtime", []):
         test = row["item"].split("[")[0].rpartition("::")[2]
         found[f"{test}: {row['metric']} ({row['unit']})"] = {
-            "value": row["median"], "baseline": row["baseline"], "change": _pct(row["change_pct"], "slower"),
-            "limit": _pct(row["limit_pct"]), "verdict": row["verdict"]}
+            "value": row["median"],
+            "baseline": row["baseline"],
+            "change": _pct(row["change_pct"], "slower"),
+            "limit": _pct(row["limit_pct"]),
+            "verdict": row["verdict"],
+        }
     for row in results.get("memory", []):
         for key, label in (("kv_bytes_per_token", "KV cache (bytes/token)"), ("weights_bytes", "weights (bytes)")):
             before = stored_memory.get(key)
             found[f"test_memory: {label}"] = {
-                "value": row[key], "baseline": before, "change": "-" if not before else f"{row[key] / before - 1:+.1%}",
-                "limit": "+1% growth", "verdict": row["verdict"]}
+                "value": row[key],
+                "baseline": before,
+                "change": "-" if not before else f"{row[key] / before - 1:+.1%}",
+                "limit": "+1% growth",
+                "verdict": row["verdict"],
+            }
     for row in results.get("items", []):
         found[f"test_task_accuracy: {row['task']}"] = {
-            "value": row["accuracy"], "baseline": row["baseline"], "change": _signed(row["delta_points"], " pt"),
+            "value": row["accuracy"],
+            "baseline": row["baseline"],
+            "change": _signed(row["delta_points"], " pt"),
             "limit": "drop of 1 pt at p<0.05" + ("" if row["p_value"] is None else f" (p={row['p_value']:.3g})"),
-            "verdict": row["verdict"]}
+            "verdict": row["verdict"],
+        }
     for row in results.get("fidelity", []):
         before = row.get("baseline_mean_kld")
         found[f"test_fidelity: {row['quant']} mean KLD vs f32 (nats)"] = {
-            "value": row["mean_kld"], "baseline": before,
+            "value": row["mean_kld"],
+            "baseline": before,
             "change": "-" if not before else f"{row['mean_kld'] / before - 1:+.1%}",
-            "limit": "+10% (and p99 +10%)", "verdict": row["verdict"]}
+            "limit": "+10% (and p99 +10%)",
+            "verdict": row["verdict"],
+        }
     return found
 
 
@@ -223,23 +269,42 @@ def leg(
     waited_after = quiet.wait()
     compared = run_suite(project, targets[after], "compared", *selected)
     results = compared["results"]
-    unjudged = sorted(i for i, o in compared["outcomes"].items() if o["outcome"] != "passed" and NO_BASELINE in o["reason"])
+    unjudged = sorted(
+        i for i, o in compared["outcomes"].items() if o["outcome"] != "passed" and NO_BASELINE in o["reason"]
+    )
     memory = stored_memory(project)
     then, now = figures(baseline["results"], memory), figures(results, memory)
     rows = [{"figure": key, before: then.get(key, {}).get("value"), after: f["value"], **f} for key, f in now.items()]
     for run in (baseline, compared):
         run.pop("results")
-    return {"before": before, "after": after, "quiet": [waited, waited_after], "baseline_run": baseline,
-            "compared_run": compared, "baseline_versions": sorted(written), "changed": results.get("changed", []),
-            "not_judged": unjudged, "rows": rows}
+    return {
+        "before": before,
+        "after": after,
+        "quiet": [waited, waited_after],
+        "baseline_run": baseline,
+        "compared_run": compared,
+        "baseline_versions": sorted(written),
+        "changed": results.get("changed", []),
+        "not_judged": unjudged,
+        "rows": rows,
+    }
 
 
 def table(found: dict[str, Any]) -> str:
     before, after = found["before"], found["after"]
-    headers = ["figure", f"under {before} (baseline run)", f"under {after}", "baseline compared with", "change", "limit",
-               "verdict"]
-    rows = [(r["figure"], _shown(r[before]), _shown(r[after]), _shown(r["baseline"]), r["change"], r["limit"],
-             r["verdict"]) for r in found["rows"]]
+    headers = [
+        "figure",
+        f"under {before} (baseline run)",
+        f"under {after}",
+        "baseline compared with",
+        "change",
+        "limit",
+        "verdict",
+    ]
+    rows = [
+        (r["figure"], _shown(r[before]), _shown(r[after]), _shown(r["baseline"]), r["change"], r["limit"], r["verdict"])
+        for r in found["rows"]
+    ]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -247,17 +312,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--earlier", default="0.3.35", help="the earlier release (default 0.3.35)")
     parser.add_argument("--pinned", default=pinned_version(), help="the later release (default: requirements.txt's)")
-    parser.add_argument("--reverse", action="store_true",
-                        help="also write baselines under the pinned release and compare the earlier one")
-    parser.add_argument("--tasks", default="slm_facts,slm_cloze,slm_arith:0,slm_arith:5",
-                        help="the accuracy tasks (default: the repository's)")
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="also write baselines under the pinned release and compare the earlier one",
+    )
+    parser.add_argument(
+        "--tasks",
+        default="slm_facts,slm_cloze,slm_arith:0,slm_arith:5",
+        help="the accuracy tasks (default: the repository's)",
+    )
     parser.add_argument("--marker", default="", help="only the items of this pytest -m expression: slm_runtime")
-    parser.add_argument("--quiet-load", type=float, default=1.5,
-                        help="1-minute load average to wait for before each timed run")
+    parser.add_argument(
+        "--quiet-load", type=float, default=1.5, help="1-minute load average to wait for before each timed run"
+    )
     parser.add_argument("--max-wait", type=float, default=1200, help="seconds to wait for it at most, over all runs")
     parser.add_argument("--wheels", type=Path, default=Path(tempfile.gettempdir()) / "pytest-slm-wheels")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pytest-slm-two-releases",
-                        help="the installed releases; the projects with baselines, reports, logs (emptied first)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "pytest-slm-two-releases",
+        help="the installed releases; the projects with baselines, reports, logs (emptied first)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "data" / "two_releases.json")
     args = parser.parse_args()
 
@@ -278,8 +354,10 @@ def main() -> None:
         legs.append(found)
         args.output.write_text(json.dumps({"machine": machine, "legs": legs}, indent=1, sort_keys=True) + "\n")
         show(found)
-    print(f"\nsaved {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output};"
-          f" projects, reports and logs in {args.workdir}")
+    print(
+        f"\nsaved {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output};"
+        f" projects, reports and logs in {args.workdir}"
+    )
 
 
 def cpu_name() -> str:
@@ -297,13 +375,17 @@ def show(found: dict[str, Any]) -> None:
     for name, key, quiet in zip(("baseline run", "comparing run"), ("baseline_run", "compared_run"), found["quiet"]):
         run = found[key]
         state = f"{'quiet' if quiet['quiet'] else 'NOT quiet'} after {quiet['waited_s']} s"
-        print(f"- {name}: `{run['command']}` (exit {run['exit']}, {run['seconds']} s); 1-minute load"
-              f" {run['load_before']} before ({state}), {run['load_after']} after")
+        print(
+            f"- {name}: `{run['command']}` (exit {run['exit']}, {run['seconds']} s); 1-minute load"
+            f" {run['load_before']} before ({state}), {run['load_after']} after"
+        )
     print(f"- baselines' provenance llama_cpp_python: {', '.join(found['baseline_versions'])}")
     print(f"- changed: {'; '.join(found['changed']) or 'nothing'}")
     outcomes = [o["outcome"] for o in found["compared_run"]["outcomes"].values()]
-    print(f"- comparing run: {', '.join(f'{outcomes.count(o)} {o}' for o in sorted(set(outcomes)))}; "
-          f"not judged for want of a baseline: {', '.join(found['not_judged']) or 'none'}")
+    print(
+        f"- comparing run: {', '.join(f'{outcomes.count(o)} {o}' for o in sorted(set(outcomes)))}; "
+        f"not judged for want of a baseline: {', '.join(found['not_judged']) or 'none'}"
+    )
     for name, key in (("baseline run", "baseline_run"), ("comparing run", "compared_run")):
         for item, outcome in found[key]["outcomes"].items():
             if outcome["outcome"] != "passed":

@@ -50,7 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
             " provenance; figures unchanged. Two records landing on one key are an error, and nothing moves."
         ),
     )
-    migrate.add_argument("root", nargs="?", default=Path("baselines"), type=Path, metavar="DIR", help="the baselines tree (default: baselines)")
+    migrate.add_argument(
+        "root",
+        nargs="?",
+        default=Path("baselines"),
+        type=Path,
+        metavar="DIR",
+        help="the baselines tree (default: baselines)",
+    )
     add_history_commands(commands)
     add_export_command(commands)
     return parser

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .runtime import load_average
 
@@ -52,7 +53,13 @@ class Competition:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"others": round(self.others, 4), "steal": round(self.steal, 4), "seconds": round(self.seconds, 2), "cpus": self.cpus, "load": self.load}
+        return {
+            "others": round(self.others, 4),
+            "steal": round(self.steal, 4),
+            "seconds": round(self.seconds, 2),
+            "cpus": self.cpus,
+            "load": self.load,
+        }
 
 
 def our_cpus() -> set[int]:
@@ -85,7 +92,9 @@ def cpu_times(proc: Path = PROC) -> CpuTimes | None:
 def competition(before: CpuTimes, after: CpuTimes, load: float | None) -> Competition:
     total = max(after.total - before.total, 1)
     others = max(0, (after.busy - before.busy) - (after.own - before.own))
-    return Competition(others / total, (after.steal - before.steal) / total, after.at - before.at, len(our_cpus()), load)
+    return Competition(
+        others / total, (after.steal - before.steal) / total, after.at - before.at, len(our_cpus()), load
+    )
 
 
 def sample(seconds: float = SAMPLE_SECONDS, reader: Callable[[], CpuTimes | None] = cpu_times) -> Competition | None:
@@ -112,7 +121,7 @@ class During:
 
     result: Competition | None = None
 
-    def __enter__(self) -> During:
+    def __enter__(self) -> During:  # noqa: PYI034 (typing.Self needs Python 3.11)
         self._before = cpu_times()
         return self
 
@@ -126,7 +135,11 @@ def machine_state(proc: Path = PROC, thermal: Path = THERMAL) -> dict[str, Any]:
     machine reports them; a throttled CPU shows here beside the timing it slowed."""
     state: dict[str, Any] = {}
     try:
-        mhz = [float(line.split(":")[1]) for line in (proc / "cpuinfo").read_text().splitlines() if line.startswith("cpu MHz")]
+        mhz = [
+            float(line.split(":")[1])
+            for line in (proc / "cpuinfo").read_text().splitlines()
+            if line.startswith("cpu MHz")
+        ]
         if mhz:
             state["cpu_mhz"] = [round(m) for m in mhz]
     except (OSError, ValueError, IndexError):

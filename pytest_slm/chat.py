@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 # Texts llama.cpp treats as the end of a turn (its vocab loader's list, the same as
 # backends/mlx/vocab.py's EOG_TEXTS): a template that writes one ends a turn with it.
@@ -26,13 +27,17 @@ class ChatError(Exception):
 def check_messages(messages: Any) -> list[dict[str, Any]]:
     """A conversation is a list of {"role": str, "content": str, ...} mappings, at least one."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise ChatError(f"a conversation is a non-empty list of {{'role': ..., 'content': ...}} messages, got {messages!r:.80}")
+        raise ChatError(
+            f"a conversation is a non-empty list of {{'role': ..., 'content': ...}} messages, got {messages!r:.80}"
+        )
     checked = []
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise ChatError(f"message {index} needs a 'role' string, got {message!r:.80}")
         if not isinstance(message.get("content"), str):
-            raise ChatError(f"message {index} ({message['role']}) needs a 'content' string, got {message.get('content')!r:.80}")
+            raise ChatError(
+                f"message {index} ({message['role']}) needs a 'content' string, got {message.get('content')!r:.80}"
+            )
         checked.append(dict(message))
     return checked
 
@@ -65,7 +70,7 @@ def _compiled(template: str) -> Any:
     class GenerationTags(jinja2.ext.Extension):
         """transformers' `{% generation %}` marks the assistant's part; the text passes through."""
 
-        tags = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 (jinja2.ext.Extension's own attribute)
 
         def parse(self, parser: Any) -> Any:
             parser.stream.skip(1)
@@ -74,7 +79,13 @@ def _compiled(template: str) -> Any:
     def raise_exception(message: str) -> None:
         raise jinja2.TemplateError(message)
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
+    def tojson(
+        value: Any,
+        ensure_ascii: bool = False,
+        indent: int | None = None,
+        separators: Any = None,
+        sort_keys: bool = False,
+    ) -> str:
         return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     environment = ImmutableSandboxedEnvironment(

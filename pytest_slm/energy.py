@@ -115,7 +115,7 @@ class Metered:
         self.meter = meter
         self.reading: EnergyReading | str = meter if isinstance(meter, str) else "not measured"
 
-    def __enter__(self) -> Metered:
+    def __enter__(self) -> Metered:  # noqa: PYI034 (typing.Self needs Python 3.11)
         if not isinstance(self.meter, str):
             self._started, self._before = time.perf_counter(), self.meter.read()
         return self

@@ -3,7 +3,8 @@ builds its item's check and hands it to the one core check (`checks.core`)."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -62,15 +63,21 @@ class Accuracy:
         if self._prepared is None:
             config = self._session.config
             settings = AccuracySettings(
-                config.alpha, config.min_drop_points, config.allow_task_change, config.relative_gate, config.detect_drop_points
+                config.alpha,
+                config.min_drop_points,
+                config.allow_task_change,
+                config.relative_gate,
+                config.detect_drop_points,
             )
             check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.model(self._case)))
             reference = self._session.reference_of(self._case)
             if config.relative_gate is not None and reference.model_id != self._case.model_id:  # f32 has no gate
-                run = lambda: measured(self._case.id, lambda: self._session.reference_accuracy(self._case))  # noqa: E731
+                run = lambda: measured(self._case.id, lambda: self._session.reference_accuracy(self._case))
                 check.reference = reference.model_id, run
-            provenance = lambda: self._session.model(self._case).provenance  # noqa: E731
-            self._prepared = core.prepare(check, self._session.check_context(self._item, provenance, self._case, lm_eval=True))
+            provenance = lambda: self._session.model(self._case).provenance
+            self._prepared = core.prepare(
+                check, self._session.check_context(self._item, provenance, self._case, lm_eval=True)
+            )
         return self._prepared
 
     def evaluate(self, model: SlmModel) -> AccuracyResult:
@@ -127,7 +134,9 @@ class Runtime:
         self._latency(
             model,
             "prefill",
-            lambda: measure_prefill(model.backend, tokens, config.prefill_lengths, config.repeats, config.depths, config.cooldown),
+            lambda: measure_prefill(
+                model.backend, tokens, config.prefill_lengths, config.repeats, config.depths, config.cooldown
+            ),
         )
 
     def decode(self, model: SlmModel) -> None:
@@ -159,7 +168,7 @@ class Runtime:
         mapped_before = set(mapped_model_files())
         try:
             request = session.load_request(case)
-            load = lambda: backend(case.backend).load(request)  # noqa: E731
+            load = lambda: backend(case.backend).load(request)
             first = SlmModel(case, load())  # the prompt's tokens, and what the record says loaded
         except Unsupported as exc:
             session.unsupported(case, exc)
@@ -186,23 +195,31 @@ class Runtime:
 
         def use() -> MemoryUse:
             tokens = self._tokens(model)
-            generate = lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1)  # noqa: E731
+            generate = lambda: measure_decode(model.backend, tokens, config.decode_prompt, config.decode_tokens, 1)
             contexts = sorted(set(config.kv_contexts).union(config.depths) - {0})
             return measure_memory(model.backend, tokens, contexts, generate)
 
-        check = MemoryCheck(model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use))
+        check = MemoryCheck(
+            model.case, self._fingerprint(model), config.memory_tolerance, lambda: measured(model.case.id, use)
+        )
         core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
 
     def _tokens(self, model: SlmModel) -> list[int]:
         return model.tokenize(self._session.eval_text)
 
-    def _latency(self, model: SlmModel, name: str, measure: Callable[[], list[Timing]], notes: dict[str, str] | None = None) -> None:
+    def _latency(
+        self, model: SlmModel, name: str, measure: Callable[[], list[Timing]], notes: dict[str, str] | None = None
+    ) -> None:
         __tracebackhide__ = True
         session = self._session
         self._alone(name)
 
         cooldown = session.config.cooldown if name != "load" else 0  # the load item does not rest
-        meter = f"not read with --slm-cooldown={cooldown:g}: the rests would count" if cooldown else meter_for(model.case.device)
+        meter = (
+            f"not read with --slm-cooldown={cooldown:g}: the rests would count"
+            if cooldown
+            else meter_for(model.case.device)
+        )
 
         def timed() -> LatencyRun:
             self._wait_until_quiet(model.case.id)
@@ -257,7 +274,11 @@ class Parity:
     def check(self, fidelity: Fidelity) -> None:
         __tracebackhide__ = True
         session, config = self._session, self._session.config
-        top1, kld = (config.formats_top1, config.formats_kld) if self._case.kind == FORMATS else (config.parity_top1, config.parity_kld)
+        top1, kld = (
+            (config.formats_top1, config.formats_kld)
+            if self._case.kind == FORMATS
+            else (config.parity_top1, config.parity_kld)
+        )
         settings = ParitySettings(top1, kld, config.alpha, config.min_drop_points)
         check = ParityCheck(self._case, settings, self.measure, lambda: session.runtime_outcomes(self._case))
         core.conclude(core.prepare(check, session.check_context(self._item, dict)), fidelity)  # nothing stored

@@ -14,15 +14,21 @@ item reports the measured figure and says why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 # llama.cpp's hard-coded patterns (src/llama-model.cpp, load_hparams): every n-th layer attends
 # globally, the others slide. Another architecture with a window but no
 # `<arch>.attention.sliding_window_pattern` key is not predicted.
 SWA_PATTERNS = {"gemma2": 2, "gemma3": 6}
 ATTENTION_KEYS = (
-    "head_count", "head_count_kv", "key_length", "value_length", "sliding_window", "sliding_window_pattern", "kv_lora_rank"
+    "head_count",
+    "head_count_kv",
+    "key_length",
+    "value_length",
+    "sliding_window",
+    "sliding_window_pattern",
+    "kv_lora_rank",
 )
 
 
@@ -66,9 +72,7 @@ def metadata_keys(arch: str) -> list[str]:
     return ["general.architecture", *(f"{arch}.{name}" for name in names)]
 
 
-def predict(
-    metadata: Mapping[str, str], value_bytes: float | None, window_cells: Callable[[int], int]
-) -> KvLayout:
+def predict(metadata: Mapping[str, str], value_bytes: float | None, window_cells: Callable[[int], int]) -> KvLayout:
     """The layout `metadata` (GGUF keys, values as llama.cpp prints them: "[1, 2]" for an array)
     predicts, for a cache of `value_bytes` per value (None: a type without a fixed size);
     `window_cells(window)` is the runtime's rule for how many cells a sliding layer keeps.

@@ -14,8 +14,8 @@ import ctypes
 import mmap
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .backends.base import LoadedModel
 from .runtime import Timing, prompt_tokens
@@ -107,5 +107,9 @@ def measure_load(
         model = load()
         warm.append(time.perf_counter() - started)
         model.close()
-    timings = [Timing("load.cold", tuple(cold), 0), Timing("load.warm", tuple(warm), 0), Timing(f"ttft.cold@{prompt_length}", tuple(first_token), 0)]
+    timings = [
+        Timing("load.cold", tuple(cold), 0),
+        Timing("load.warm", tuple(warm), 0),
+        Timing(f"ttft.cold@{prompt_length}", tuple(first_token), 0),
+    ]
     return timings, "; ".join(sorted(filter(None, notes)))

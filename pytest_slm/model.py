@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,6 @@ class SlmModel:
         )
         return [_cut(text(tokens), stop) for tokens in produced]
 
-
     # -- chat: the model's own template -------------------------------------------------------
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
@@ -112,7 +112,9 @@ class SlmModel:
         __tracebackhide__ = True
         template = getattr(self.backend, "chat_template", None)
         if not template:
-            pytest.skip(f"{self.case.model_id} has no chat template (GGUF tokenizer.chat_template / tokenizer_config.json)")
+            pytest.skip(
+                f"{self.case.model_id} has no chat template (GGUF tokenizer.chat_template / tokenizer_config.json)"
+            )
         bos_text = getattr(self.backend, "bos_text", "")
         try:
             text = chat.render(template, messages, bos_text, getattr(self.backend, "eos_text", ""))
@@ -122,7 +124,9 @@ class SlmModel:
             text = text[len(bos_text) :]  # generation puts the BOS token first itself: not twice
         return text
 
-    def chat(self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 64, stop: Sequence[str] | None = None) -> str:
+    def chat(
+        self, messages: Sequence[Mapping[str, Any]], max_tokens: int = 64, stop: Sequence[str] | None = None
+    ) -> str:
         """The model's greedy reply to a conversation ([{"role": "user", "content": ...}, ...]),
         rendered with its own chat template; it ends at the model's end-of-turn unless `stop` says
         otherwise."""
@@ -130,7 +134,10 @@ class SlmModel:
         return self.chat_many([messages], max_tokens, stop)[0]
 
     def chat_many(
-        self, conversations: Sequence[Sequence[Mapping[str, Any]]], max_tokens: int = 64, stop: Sequence[str] | None = None
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        max_tokens: int = 64,
+        stop: Sequence[str] | None = None,
     ) -> list[str]:
         """Replies to several conversations; the backend may batch them like `generate_many`."""
         __tracebackhide__ = True
@@ -142,7 +149,9 @@ class SlmModel:
     def end_of_turn(self) -> tuple[str, ...]:
         """The stop strings a reply ends at: the EOS text and the end-of-turn texts the template
         writes (their tokens already end generation; a text spelled out in pieces ends it here)."""
-        return chat.end_of_turn_texts(getattr(self.backend, "chat_template", None) or "", getattr(self.backend, "eos_text", ""))
+        return chat.end_of_turn_texts(
+            getattr(self.backend, "chat_template", None) or "", getattr(self.backend, "eos_text", "")
+        )
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:

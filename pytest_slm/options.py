@@ -35,35 +35,107 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "models": ("comma-separated model names from the registry, or paths to .gguf files", "args", None),
     "devices": ("comma-separated backend-device pairs (default: every pair available here)", "args", None),
     "quants": ("comma-separated quantizations (default: native)", "args", "native"),
-    "kv-types": ("comma-separated KV cache types of keys and values: f16 (default), q8_0, q4_0 (llama.cpp; flash attention on where quantized)", "args", DEFAULT_KV_TYPE),
+    "kv-types": (
+        "comma-separated KV cache types of keys and values: f16 (default), q8_0, q4_0 (llama.cpp; flash attention on where quantized)",
+        "args",
+        DEFAULT_KV_TYPE,
+    ),
     "tasks": ("comma-separated lm-eval tasks, each with an optional few-shot count: slm_arith:5", "args", None),
     "limit": ("samples per task (default: all)", "string", None),
-    "threads": ("CPU threads per worker (default: half the cores / xdist workers, at least 1: what times steadily on a shared machine)", "string", None),
+    "threads": (
+        "CPU threads per worker (default: half the cores / xdist workers, at least 1: what times steadily on a shared machine)",
+        "string",
+        None,
+    ),
     "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
-    "registry": ("models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)", "string", None),
-    "task-paths": ("directories of lm-eval task YAMLs, added to the built-in tasks (default: suites/tasks under the rootdir, if there)", "args", None),
-    "cache": ("directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)", "string", None),
-    "history": ("SQLite file every run's rows are appended to, or 'off' (default: .pytest-slm/history.sqlite under the rootdir)", "string", ".pytest-slm/history.sqlite"),
-    "report": ("directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)", "string", None),
-    "eval-text": ("text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)", "string", None),
-    "depth-text": ("long text fidelity items compare on after each nonzero --slm-depths of it in the KV cache (default: suites/eval/depth.txt under the rootdir if there, else the built-in one)", "string", None),
-    "eval-window": ("tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text (default 256)", "string", "256"),
-    "parity-top1": ("smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)", "string", "0.99"),
-    "parity-kld": ("largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)", "string", "0.01"),
-    "formats-top1": ("smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX (default 0.5)", "string", "0.5"),
-    "formats-kld": ("largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint (default 1.0)", "string", "1.0"),
+    "registry": (
+        "models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)",
+        "string",
+        None,
+    ),
+    "task-paths": (
+        "directories of lm-eval task YAMLs, added to the built-in tasks (default: suites/tasks under the rootdir, if there)",
+        "args",
+        None,
+    ),
+    "cache": (
+        "directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)",
+        "string",
+        None,
+    ),
+    "history": (
+        "SQLite file every run's rows are appended to, or 'off' (default: .pytest-slm/history.sqlite under the rootdir)",
+        "string",
+        ".pytest-slm/history.sqlite",
+    ),
+    "report": (
+        "directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)",
+        "string",
+        None,
+    ),
+    "eval-text": (
+        "text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)",
+        "string",
+        None,
+    ),
+    "depth-text": (
+        "long text fidelity items compare on after each nonzero --slm-depths of it in the KV cache (default: suites/eval/depth.txt under the rootdir if there, else the built-in one)",
+        "string",
+        None,
+    ),
+    "eval-window": (
+        "tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text (default 256)",
+        "string",
+        "256",
+    ),
+    "parity-top1": (
+        "smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)",
+        "string",
+        "0.99",
+    ),
+    "parity-kld": (
+        "largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)",
+        "string",
+        "0.01",
+    ),
+    "formats-top1": (
+        "smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX (default 0.5)",
+        "string",
+        "0.5",
+    ),
+    "formats-kld": (
+        "largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint (default 1.0)",
+        "string",
+        "1.0",
+    ),
     "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
-    "decode-prompt": ("prompt tokens before test_decode_speed generates; its time to first token (default 128)", "string", "128"),
+    "decode-prompt": (
+        "prompt tokens before test_decode_speed generates; its time to first token (default 128)",
+        "string",
+        "128",
+    ),
     "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
-    "depths": ("context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at (default 0)", "args", "0"),
+    "depths": (
+        "context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at (default 0)",
+        "args",
+        "0",
+    ),
     "repeats": ("timed runs per latency metric, after one warm-up (default 5)", "string", "5"),
-    "cooldown": ("seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read (default 0)", "string", "0"),
+    "cooldown": (
+        "seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read (default 0)",
+        "string",
+        "0",
+    ),
     "latency-tolerance": (
         "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
         "args",
         str(DEFAULT_LATENCY_TOLERANCE),
     ),
-    "latency-k": ("spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)", "string", "3"),
+    "latency-k": (
+        "spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)",
+        "string",
+        "3",
+    ),
     "noise-ceiling": (
         "largest noise limit (k x combined spread) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy (default 0.2)",
         "string",
@@ -74,12 +146,36 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         "string",
         "0.10",
     ),
-    "busy-wait": ("seconds a latency item waits for a busy machine to quieten before it ends 'busy' (default 30)", "string", "30"),
-    "kv-contexts": ("context lengths the memory items report the KV cache at (default 512,2048,8192)", "args", "512,2048,8192"),
-    "memory-tolerance": ("growth of weight or KV cache bytes that fails a memory item (default 0.01)", "string", "0.01"),
-    "fidelity-margin": ("relative change of mean KL divergence to the reference that fails a fidelity item (default 0.1)", "string", "0.1"),
-    "fidelity-tail": ("KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max; default p99=0.1)", "string", "p99=0.1"),
-    "kld-ceiling": ("largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1", "args", None),
+    "busy-wait": (
+        "seconds a latency item waits for a busy machine to quieten before it ends 'busy' (default 30)",
+        "string",
+        "30",
+    ),
+    "kv-contexts": (
+        "context lengths the memory items report the KV cache at (default 512,2048,8192)",
+        "args",
+        "512,2048,8192",
+    ),
+    "memory-tolerance": (
+        "growth of weight or KV cache bytes that fails a memory item (default 0.01)",
+        "string",
+        "0.01",
+    ),
+    "fidelity-margin": (
+        "relative change of mean KL divergence to the reference that fails a fidelity item (default 0.1)",
+        "string",
+        "0.1",
+    ),
+    "fidelity-tail": (
+        "KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max; default p99=0.1)",
+        "string",
+        "p99=0.1",
+    ),
+    "kld-ceiling": (
+        "largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1",
+        "args",
+        None,
+    ),
     "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
     "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
     "detect-drop": (
@@ -88,8 +184,10 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         "10",
     ),
     "relative-gate": (
-        "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
-        " fails when the 95%% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)",
+        (
+            "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
+            " fails when the 95%% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)"
+        ),
         "string",
         None,
     ),
@@ -234,7 +332,9 @@ def read_config(config: pytest.Config) -> SlmConfig:
 
         name, _, raw = str(value("fidelity-tail")).partition("=")
         if name not in KLD_PERCENTILES or not raw:
-            raise pytest.UsageError(f"--slm-fidelity-tail must be <percentile>=<margin> with a percentile of {', '.join(KLD_PERCENTILES)}, got {value('fidelity-tail')!r}")
+            raise pytest.UsageError(
+                f"--slm-fidelity-tail must be <percentile>=<margin> with a percentile of {', '.join(KLD_PERCENTILES)}, got {value('fidelity-tail')!r}"
+            )
         return name, parse("fidelity-tail", raw, float, 0.0)
 
     def tolerances() -> dict[str, float]:
@@ -334,7 +434,9 @@ def read_config(config: pytest.Config) -> SlmConfig:
         kld_ceilings=per_quant("kld-ceiling"),
         alpha=alpha,
         min_drop_points=number("min-drop", float, 0.0),
-        detect_drop_points=None if str(value("detect-drop")).lower() == "off" else number("detect-drop", float, 0.0, high=100.0),
+        detect_drop_points=None
+        if str(value("detect-drop")).lower() == "off"
+        else number("detect-drop", float, 0.0, high=100.0),
         noise_ceiling=number("noise-ceiling", float, 0.0),
         update=flag("update_baselines"),
         strict=flag("slm_strict") or bool(os.environ.get("CI")),

@@ -107,7 +107,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return -1
         if isinstance(case, Case):
             fixtures = getattr(item, "fixturenames", ())
-            return order[case.model_id] + (0.25 if FIDELITY_FIXTURE in fixtures else 0 if MODEL_FIXTURE in fixtures else -0.25)
+            return order[case.model_id] + (
+                0.25 if FIDELITY_FIXTURE in fixtures else 0 if MODEL_FIXTURE in fixtures else -0.25
+            )
         return order.get(case.sides[1].model_id, len(order)) + 0.5
 
     items.sort(key=rank)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 NOT_COMPARED = frozenset({"date"})  # differs on every refresh and explains nothing
 DIGESTS = ("model_sha256",)  # shown shortened

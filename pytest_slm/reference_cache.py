@@ -16,9 +16,9 @@ import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -57,7 +57,9 @@ def path_for(cache_dir: Path, model: str, key: str) -> Path:
 
 def keep(tokens: Sequence[int], windows: Sequence[Sequence[int]], logits: Sequence[np.ndarray]) -> KeptReference:
     """What a file keeps of the reference's logits."""
-    return KeptReference(list(tokens), logits[0].shape[1], [top_k(rows, window, TOP_K) for window, rows in zip(windows, logits)])
+    return KeptReference(
+        list(tokens), logits[0].shape[1], [top_k(rows, window, TOP_K) for window, rows in zip(windows, logits)]
+    )
 
 
 def load(path: Path) -> KeptReference | None:

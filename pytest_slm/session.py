@@ -6,17 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import pytest
 
 from . import reference_cache
 from .backends import backend, kv_types
-from .backends.base import CONTEXT_LENGTH, DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
 from .backends.artifacts import content_digest
+from .backends.base import CONTEXT_LENGTH, DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
 from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
 from .checks.fidelity import FidelityRow, ParityRow
@@ -47,10 +48,14 @@ class SlmSession:
     progress: Callable[[str], None] = lambda line: None  # shown live in the terminal
     rows: list[Any] = field(default_factory=list)  # the checks' typed rows, in the order measured
     writes: list[dict[str, Any]] = field(default_factory=list)  # {"path", "changed"}
-    changes: dict[str, list[list[str]]] = field(default_factory=dict)  # per item: [name, before, now] since its baseline
+    changes: dict[str, list[list[str]]] = field(
+        default_factory=dict
+    )  # per item: [name, before, now] since its baseline
     loads: list[dict[str, str]] = field(default_factory=list)  # {"process", "model"}: one per model load
     _loaded: dict[str, SlmModel | BaseException] = field(default_factory=dict)
-    _reference_logits: dict[tuple[str, int], tuple[list[int], list[Reference]]] = field(default_factory=dict)  # by (model, depth)
+    _reference_logits: dict[tuple[str, int], tuple[list[int], list[Reference]]] = field(
+        default_factory=dict
+    )  # by (model, depth)
     _outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # per accuracy item, for parity
     _accuracy_results: dict[str, AccuracyResult] = field(default_factory=dict)  # per accuracy case id
 
@@ -66,7 +71,11 @@ class SlmSession:
             raise pytest.UsageError(str(exc)) from None
         if config.eval_text.exists() and (problem := eval_text_problem(config.eval_text)):
             raise pytest.UsageError(problem)
-        if any(config.depths) and config.depth_text.exists() and (problem := eval_text_problem(config.depth_text, DEPTH_TEXT)):
+        if (
+            any(config.depths)
+            and config.depth_text.exists()
+            and (problem := eval_text_problem(config.depth_text, DEPTH_TEXT))
+        ):
             raise pytest.UsageError(problem)
         if config.update and (problem := writable_dir_problem(config.baselines_dir)):
             raise pytest.UsageError(f"--update-baselines: {problem}")
@@ -82,7 +91,13 @@ class SlmSession:
 
     def shared(self) -> dict[str, Any]:
         rows = [(row.SECTION, asdict(row)) for row in self.rows]
-        return {"rows": rows, "writes": self.writes, "loads": self.loads, "outcomes": self._outcomes, "changes": self.changes}
+        return {
+            "rows": rows,
+            "writes": self.writes,
+            "loads": self.loads,
+            "outcomes": self._outcomes,
+            "changes": self.changes,
+        }
 
     def absorb(self, shared: dict[str, Any]) -> None:
         self.rows += [ROW_TYPES[section](**fields) for section, fields in shared.get("rows", [])]
@@ -121,7 +136,9 @@ class SlmSession:
     def cases(self, with_tasks: bool) -> list[tuple[Case, str | None]]:
         """Every case, with a skip reason for those this machine cannot run."""
         config = self.config
-        cases = build_cases(self.models, self.devices(), config.quants, self.tasks() if with_tasks else None, config.kv_types)
+        cases = build_cases(
+            self.models, self.devices(), config.quants, self.tasks() if with_tasks else None, config.kv_types
+        )
         return [(case, self.skip_reason(case)) for case in cases]
 
     def parity_cases(self) -> list[tuple[ParityCase, str | None]]:
@@ -185,7 +202,9 @@ class SlmSession:
 
     def _load(self, case: Case) -> SlmModel | BaseException:
         try:
-            return SlmModel(replace(case, task=None), backend(case.backend).load(self.load_request(case)))  # shared by the model's items
+            return SlmModel(
+                replace(case, task=None), backend(case.backend).load(self.load_request(case))
+            )  # shared by the model's items
         except (BackendError, RegistryError) as exc:
             return exc
 
@@ -216,7 +235,11 @@ class SlmSession:
     # -- what checks need from the run --------------------------------------------------------
 
     def check_context(
-        self, item: pytest.Item, provenance: Callable[[], dict[str, str]], case: Case | None = None, lm_eval: bool = False
+        self,
+        item: pytest.Item,
+        provenance: Callable[[], dict[str, str]],
+        case: Case | None = None,
+        lm_eval: bool = False,
     ) -> CheckContext:
         """Rows go to the summary and to the item's own JUnit properties; writes to the summary; what
         changed since the item's baseline to the summary's first line."""
@@ -230,7 +253,13 @@ class SlmSession:
         def full_provenance() -> dict[str, str]:
             extra = {"lm_eval": version("lm-eval")} if lm_eval else {}
             extra |= self._case_provenance(case) if case is not None else {}
-            return {**provenance(), **extra, **system(), "pytest_slm": version("pytest-slm"), "date": dt.date.today().isoformat()}
+            return {
+                **provenance(),
+                **extra,
+                **system(),
+                "pytest_slm": version("pytest-slm"),
+                "date": dt.date.today().isoformat(),
+            }
 
         def add_changes(found: Sequence[Change]) -> None:
             self.changes[item.nodeid] = [[c.name, str(c.before), str(c.now)] for c in found]
@@ -350,7 +379,9 @@ class SlmSession:
                 self.progress(f"fidelity reference {shown}: cannot cache it in {self._shown(stored_at)}: {exc}")
             else:
                 seconds = time.perf_counter() - started
-                self.progress(f"fidelity reference {shown}: computed in {seconds:.1f} s, cached in {self._shown(stored_at)}")
+                self.progress(
+                    f"fidelity reference {shown}: computed in {seconds:.1f} s, cached in {self._shown(stored_at)}"
+                )
         if is_reference:
             self._reference_logits[case.model_id, depth] = measured
         return measured
@@ -362,7 +393,9 @@ class SlmSession:
         size = self.config.eval_window
         if not depth:
             if not (chunks := windows(tokens, size)):
-                fail(f"{item}: the evaluation text has {len(tokens)} tokens, fewer than one window of {size} (--slm-eval-window)")
+                fail(
+                    f"{item}: the evaluation text has {len(tokens)} tokens, fewer than one window of {size} (--slm-eval-window)"
+                )
             return chunks
         if not (chunks := depth_windows(tokens, depth, size, CONTEXT_LENGTH)):
             fail(
@@ -392,7 +425,9 @@ class SlmSession:
         """The case a fidelity item of `case` is measured against (see matrix.fidelity_reference)."""
         return fidelity_reference(case, self.models[case.model].mlx is not None)
 
-    def against_reference(self, item: str, candidate: Case, reference: Case, depths: Sequence[int] = (0,)) -> dict[int, Fidelity]:
+    def against_reference(
+        self, item: str, candidate: Case, reference: Case, depths: Sequence[int] = (0,)
+    ) -> dict[int, Fidelity]:
         """The figures at each depth. The candidate first, at every depth, since its items have just
         run and it is still loaded; then the reference, loaded only the first time."""
         if problem := self.skip_reason(reference):
@@ -401,7 +436,9 @@ class SlmSession:
         figures = {}
         for depth, (tokens, candidate_logits) in measured.items():
             reference_tokens, reference_logits = self._windows_logits(reference, depth)
-            self._reference_logits.setdefault((reference.model_id, depth), (reference_tokens, reference_logits))  # for every quant
+            self._reference_logits.setdefault(
+                (reference.model_id, depth), (reference_tokens, reference_logits)
+            )  # for every quant
             if reference_tokens != tokens:
                 fail(f"{item}: the two runtimes tokenize the {'depth' if depth else 'evaluation'} text differently")
             figures[depth] = compare(zip(reference_logits, candidate_logits, self._windows(item, tokens, depth)))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import comb, exp, hypot, lgamma, log, log1p
 from statistics import median
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -201,4 +201,6 @@ def relative_accuracy(reference: Mapping[str, int], current: Mapping[str, int]) 
     ratios = np.where((denominators == 0) & (numerators == 0), 1.0, numerators / np.maximum(denominators, 1))
     tail = (1 - RELATIVE_CONFIDENCE) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail], method="inverted_cdf")  # resampled ratios, not between two
-    return RelativeAccuracy(n, reference_right / n, current_right / n, current_right / reference_right, float(low), float(high))
+    return RelativeAccuracy(
+        n, reference_right / n, current_right / n, current_right / reference_right, float(low), float(high)
+    )

@@ -9,10 +9,11 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .matrix import TaskSpec
 
@@ -89,7 +90,9 @@ class TaskCatalog:
                 try:
                     text = yaml_file.read_text(encoding="utf-8")
                 except FileNotFoundError:
-                    raise TaskError(f"task file {yaml_file} is a dangling symlink (in --slm-task-paths {path})") from None
+                    raise TaskError(
+                        f"task file {yaml_file} is a dangling symlink (in --slm-task-paths {path})"
+                    ) from None
                 except (OSError, UnicodeDecodeError) as exc:
                     raise TaskError(f"cannot read task file {yaml_file}: {exc}") from None
                 names.update(TASK_LINE.findall(text))
@@ -177,7 +180,9 @@ def task_fingerprint(records: list[dict[str, Any]], config: dict[str, Any], metr
     Where the data lives (paths differ between checkouts) is left out: its content is in the requests."""
 
     def digest(value: object) -> str:
-        return hashlib.sha256(json.dumps(value, default=_stable, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(value, default=_stable, sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()
 
     def text_arguments(arguments: Any) -> list[Any]:
         return [[a for a in args if not isinstance(a, dict)] for args in _argument_tuples(arguments)]
@@ -189,7 +194,11 @@ def task_fingerprint(records: list[dict[str, Any]], config: dict[str, Any], metr
         "prompts": digest([[r["doc_id"], text_arguments(r["arguments"])] for r in records]),
         "targets": digest([[r["doc_id"], r["target"]] for r in records]),
         "generation": digest(
-            [config.get("output_type"), config.get("generation_kwargs"), [generation_arguments(r["arguments"]) for r in records]]
+            [
+                config.get("output_type"),
+                config.get("generation_kwargs"),
+                [generation_arguments(r["arguments"]) for r in records],
+            ]
         ),
         "filters": digest([config.get("filter_list"), sorted({r["filter"] for r in records})]),
         "metric": digest([metric, config.get("metric_list")]),
@@ -221,7 +230,9 @@ def _binary_metric(task: str, records: list[dict[str, Any]]) -> str:
     for metric in records[0]["metrics"]:
         if all(r.get(metric) in (0, 1, True, False) for r in records):
             return metric
-    raise TaskError(f"task {task!r} has no per-sample 0/1 metric (has {records[0]['metrics']}); accuracy items need one")
+    raise TaskError(
+        f"task {task!r} has no per-sample 0/1 metric (has {records[0]['metrics']}); accuracy items need one"
+    )
 
 
 def _response(record: dict[str, Any]) -> str:

@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-
 # Measured (docs/notes/kv-cache-types.md): with a q8_0 KV cache the embedded model's first token
 # flips and it answers in French, without Paris ("La femme de France, ..."; with q4_0 it rambles in
 # French too, but names Paris). Strict, like the quants below. Model, quant, KV cache type:
@@ -34,6 +33,8 @@ def test_lists_three_colours_as_bullets(slm_model, request):
     case = slm_model.case
     if case.quant in DROPS_THE_BULLET_FORMAT or (case.model, case.quant, case.kv) in KV_DROPS_THE_BULLET_FORMAT:
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"{case.variant} drops the bullet format"))
-    answer = slm_model.chat([{"role": "user", "content": "Name three colours as a list with '- ' bullets."}], max_tokens=40)
+    answer = slm_model.chat(
+        [{"role": "user", "content": "Name three colours as a list with '- ' bullets."}], max_tokens=40
+    )
     bullets = re.findall(r"^- (\w+)$", answer, flags=re.MULTILINE)
     assert len(bullets) == 3, answer

@@ -42,7 +42,9 @@ def latency_record(decode_seconds=1.3, **changes):
     }
 
 
-def make_run(started: str, decode: float = 100.0, accuracy: dict[str, int] | None = None, commit: str | None = "abc1234") -> RunRecord:
+def make_run(
+    started: str, decode: float = 100.0, accuracy: dict[str, int] | None = None, commit: str | None = "abc1234"
+) -> RunRecord:
     outcomes = accuracy if accuracy is not None else {f"{i:02d}": int(i % 2 == 0) for i in range(40)}
     item = "m-llamacpp-cpu-native-slm_facts:0"
     measures = [
@@ -50,8 +52,19 @@ def make_run(started: str, decode: float = 100.0, accuracy: dict[str, int] | Non
         Measure("runtime", "m-llamacpp-cpu-native", "decode", decode, "tok/s", 0.01, "pass", "linux-2t-x"),
     ]
     return RunRecord(
-        run_id=uuid.uuid4().hex, started=started, finished=started, host="h", git_commit=commit, git_branch="main",
-        git_dirty=False, pytest_slm="0", versions={"pytest": "9"}, settings={"alpha": 0.05, "min_drop_points": 1.0,
-        "latency_tolerances": {"*": 0.1}, "latency_k": 3.0}, exitstatus=0, measures=measures,
-        rows=[("items", {"item": item})], outcomes={item: outcomes}, fingerprints={"linux-2t-x": {"cpu": "c"}},
+        run_id=uuid.uuid4().hex,
+        started=started,
+        finished=started,
+        host="h",
+        git_commit=commit,
+        git_branch="main",
+        git_dirty=False,
+        pytest_slm="0",
+        versions={"pytest": "9"},
+        settings={"alpha": 0.05, "min_drop_points": 1.0, "latency_tolerances": {"*": 0.1}, "latency_k": 3.0},
+        exitstatus=0,
+        measures=measures,
+        rows=[("items", {"item": item})],
+        outcomes={item: outcomes},
+        fingerprints={"linux-2t-x": {"cpu": "c"}},
     )

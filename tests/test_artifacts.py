@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_slm.backends.base import BackendError
 from pytest_slm.backends import artifacts
+from pytest_slm.backends.base import BackendError
 from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
 from pytest_slm.registry import resolve_source
 
@@ -152,7 +152,9 @@ def test_workers_asking_at_once_share_one_build(gguf, tmp_path):
 
 
 def dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False
+    )
     return int(done.stdout)
 
 

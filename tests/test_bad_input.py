@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from projects import shipped_project
@@ -96,7 +96,11 @@ def _a_file(path: Path) -> Path:
             "*--update-baselines: baselines path *dangling is a symlink to *gone, which does not exist",
         ),
         (_a_file, "--slm-baselines=afile", "*--update-baselines: baselines path *afile is a file, not a directory"),
-        (_a_file, "--slm-baselines=afile/sub", "*--update-baselines: baselines path *afile is a file, not a directory (to hold *afile/sub)"),
+        (
+            _a_file,
+            "--slm-baselines=afile/sub",
+            "*--update-baselines: baselines path *afile is a file, not a directory (to hold *afile/sub)",
+        ),
     ],
 )
 def test_an_update_into_a_baselines_path_that_cannot_be_a_directory_is_a_usage_error(project, make, option, pattern):
@@ -187,54 +191,198 @@ def _args(*args: str):
 
 
 START_UP = [
-    pytest.param(_registry("models = 5\n"), "ERROR: models registry *: 'models' must be a table of [[]models.<name>[]] entries", id="registry-models-not-a-table"),
-    pytest.param(_registry("[models.m]\ngguf = 5\n"), "ERROR: models registry *: model 'm': gguf must be a non-empty string, got 5", id="registry-gguf-not-a-string"),
-    pytest.param(_registry("[models.m]\ngguf = 'x.gguf'\nquant = 'q4'\n"), "ERROR: models registry *: model 'm' has unknown key 'quant' (known: gguf, mlx)", id="registry-unknown-key"),
-    pytest.param(_registry("[models.'../x']\ngguf = 'x.gguf'\n"), "ERROR: model name '../x' (from registry *) is not a safe name: use 1-100 letters, *", id="registry-name-climbs-out"),
-    pytest.param(_registry("[models.'/abs/x']\ngguf = 'x.gguf'\n"), "ERROR: model name '/abs/x' (from registry *) is not a safe name*", id="registry-name-absolute"),
-    pytest.param(_registry("[models.'a b']\ngguf = 'x.gguf'\n"), "ERROR: model name 'a b' (from registry *) is not a safe name*", id="registry-name-with-space"),
+    pytest.param(
+        _registry("models = 5\n"),
+        "ERROR: models registry *: 'models' must be a table of [[]models.<name>[]] entries",
+        id="registry-models-not-a-table",
+    ),
+    pytest.param(
+        _registry("[models.m]\ngguf = 5\n"),
+        "ERROR: models registry *: model 'm': gguf must be a non-empty string, got 5",
+        id="registry-gguf-not-a-string",
+    ),
+    pytest.param(
+        _registry("[models.m]\ngguf = 'x.gguf'\nquant = 'q4'\n"),
+        "ERROR: models registry *: model 'm' has unknown key 'quant' (known: gguf, mlx)",
+        id="registry-unknown-key",
+    ),
+    pytest.param(
+        _registry("[models.'../x']\ngguf = 'x.gguf'\n"),
+        "ERROR: model name '../x' (from registry *) is not a safe name: use 1-100 letters, *",
+        id="registry-name-climbs-out",
+    ),
+    pytest.param(
+        _registry("[models.'/abs/x']\ngguf = 'x.gguf'\n"),
+        "ERROR: model name '/abs/x' (from registry *) is not a safe name*",
+        id="registry-name-absolute",
+    ),
+    pytest.param(
+        _registry("[models.'a b']\ngguf = 'x.gguf'\n"),
+        "ERROR: model name 'a b' (from registry *) is not a safe name*",
+        id="registry-name-with-space",
+    ),
     pytest.param(_registry("[models\n"), "ERROR: models registry * is not valid TOML*", id="registry-not-toml"),
-    pytest.param(_gguf_copies("...gguf"), "ERROR: model name '..' (from *...gguf') is not a safe name*", id="gguf-stem-dot-dot"),
-    pytest.param(_gguf_copies("a/tiny.gguf", "b/tiny.gguf"), "ERROR: two models would be named 'tiny': '*a/tiny.gguf' and '*b/tiny.gguf'; rename one file", id="gguf-stems-collide"),
-    pytest.param(_gguf_copies("smollm2-135m.gguf"), "ERROR: model file '*smollm2-135m.gguf' would be named 'smollm2-135m', the name of a registered model*", id="gguf-stem-is-a-registry-name"),
-    pytest.param(_non_utf8_model, "ERROR: model name 'model-\\udcff' (from *) is not a safe name*", id="gguf-name-not-utf8"),
-    pytest.param(_dangling_task_yaml, "ERROR: task file *gone.yaml is a dangling symlink (in --slm-task-paths *)", id="task-yaml-dangling-symlink"),
-    pytest.param(_dangling_task_dir, "ERROR: --slm-task-paths: *linked-tasks: a link to nowhere", id="task-dir-dangling-symlink"),
-    pytest.param(_args("--slm-task-paths=no-such-dir"), "ERROR: --slm-task-paths: *no-such-dir: no such directory", id="task-dir-missing"),
-    pytest.param(_args("--slm-noise-ceiling=nan"), "ERROR: --slm-noise-ceiling must be a finite number, got 'nan'", id="noise-ceiling-nan"),
-    pytest.param(_args("--slm-detect-drop=120"), "ERROR: --slm-detect-drop must be at most 100.0, got '120'", id="detect-drop-over-100"),
-    pytest.param(_non_utf8_task_yaml, "ERROR: cannot read task file *latin1.yaml: 'utf-8' codec can't decode*", id="task-yaml-not-utf8"),
-    pytest.param(_eval_text(b" \n\n"), "ERROR: the evaluation text *eval.txt (--slm-eval-text) is empty", id="eval-text-empty"),
-    pytest.param(_eval_text(b"caf\xe9"), "ERROR: cannot read the evaluation text *eval.txt (--slm-eval-text): 'utf-8' codec*", id="eval-text-not-utf8"),
+    pytest.param(
+        _gguf_copies("...gguf"), "ERROR: model name '..' (from *...gguf') is not a safe name*", id="gguf-stem-dot-dot"
+    ),
+    pytest.param(
+        _gguf_copies("a/tiny.gguf", "b/tiny.gguf"),
+        "ERROR: two models would be named 'tiny': '*a/tiny.gguf' and '*b/tiny.gguf'; rename one file",
+        id="gguf-stems-collide",
+    ),
+    pytest.param(
+        _gguf_copies("smollm2-135m.gguf"),
+        "ERROR: model file '*smollm2-135m.gguf' would be named 'smollm2-135m', the name of a registered model*",
+        id="gguf-stem-is-a-registry-name",
+    ),
+    pytest.param(
+        _non_utf8_model, "ERROR: model name 'model-\\udcff' (from *) is not a safe name*", id="gguf-name-not-utf8"
+    ),
+    pytest.param(
+        _dangling_task_yaml,
+        "ERROR: task file *gone.yaml is a dangling symlink (in --slm-task-paths *)",
+        id="task-yaml-dangling-symlink",
+    ),
+    pytest.param(
+        _dangling_task_dir, "ERROR: --slm-task-paths: *linked-tasks: a link to nowhere", id="task-dir-dangling-symlink"
+    ),
+    pytest.param(
+        _args("--slm-task-paths=no-such-dir"),
+        "ERROR: --slm-task-paths: *no-such-dir: no such directory",
+        id="task-dir-missing",
+    ),
+    pytest.param(
+        _args("--slm-noise-ceiling=nan"),
+        "ERROR: --slm-noise-ceiling must be a finite number, got 'nan'",
+        id="noise-ceiling-nan",
+    ),
+    pytest.param(
+        _args("--slm-detect-drop=120"),
+        "ERROR: --slm-detect-drop must be at most 100.0, got '120'",
+        id="detect-drop-over-100",
+    ),
+    pytest.param(
+        _non_utf8_task_yaml,
+        "ERROR: cannot read task file *latin1.yaml: 'utf-8' codec can't decode*",
+        id="task-yaml-not-utf8",
+    ),
+    pytest.param(
+        _eval_text(b" \n\n"), "ERROR: the evaluation text *eval.txt (--slm-eval-text) is empty", id="eval-text-empty"
+    ),
+    pytest.param(
+        _eval_text(b"caf\xe9"),
+        "ERROR: cannot read the evaluation text *eval.txt (--slm-eval-text): 'utf-8' codec*",
+        id="eval-text-not-utf8",
+    ),
     pytest.param(_depth_text, "ERROR: the depth text *depth.txt (--slm-depth-text) is empty", id="depth-text-empty"),
-    pytest.param(_args("--slm-min-drop=nan"), "ERROR: --slm-min-drop must be a finite number, got 'nan'", id="option-nan"),
-    pytest.param(_args("--slm-latency-k=inf"), "ERROR: --slm-latency-k must be a finite number, got 'inf'", id="option-inf"),
-    pytest.param(_args("--slm-parity-top1=1.5"), "ERROR: --slm-parity-top1 must be at most 1.0, got '1.5'", id="option-share-over-one"),
+    pytest.param(
+        _args("--slm-min-drop=nan"), "ERROR: --slm-min-drop must be a finite number, got 'nan'", id="option-nan"
+    ),
+    pytest.param(
+        _args("--slm-latency-k=inf"), "ERROR: --slm-latency-k must be a finite number, got 'inf'", id="option-inf"
+    ),
+    pytest.param(
+        _args("--slm-parity-top1=1.5"),
+        "ERROR: --slm-parity-top1 must be at most 1.0, got '1.5'",
+        id="option-share-over-one",
+    ),
     pytest.param(_args("--slm-alpha=1"), "ERROR: --slm-alpha must be between 0 and 1, got 1.0", id="option-alpha-one"),
-    pytest.param(_args("--slm-relative-gate=0"), "ERROR: --slm-relative-gate must be above 0, got 0", id="option-relative-gate-zero"),
-    pytest.param(_args("--slm-relative-gate=1.5"), "ERROR: --slm-relative-gate must be at most 1.0, got '1.5'", id="option-relative-gate-over-one"),
-    pytest.param(_args("--slm-busy=2"), "ERROR: --slm-busy must be at most 1.0, got '2'", id="option-busy-share-over-one"),
+    pytest.param(
+        _args("--slm-relative-gate=0"),
+        "ERROR: --slm-relative-gate must be above 0, got 0",
+        id="option-relative-gate-zero",
+    ),
+    pytest.param(
+        _args("--slm-relative-gate=1.5"),
+        "ERROR: --slm-relative-gate must be at most 1.0, got '1.5'",
+        id="option-relative-gate-over-one",
+    ),
+    pytest.param(
+        _args("--slm-busy=2"), "ERROR: --slm-busy must be at most 1.0, got '2'", id="option-busy-share-over-one"
+    ),
     pytest.param(_args("--slm-threads=0"), "ERROR: --slm-threads must be at least 1, got '0'", id="option-no-threads"),
-    pytest.param(_args("--slm-eval-window=1"), "ERROR: --slm-eval-window must be at least 2, got '1'", id="option-window-of-one"),
-    pytest.param(_args("--slm-tasks=slm_facts:101"), "ERROR: --slm-tasks: few-shot count must be a whole number 0-100*", id="option-too-many-shots"),
+    pytest.param(
+        _args("--slm-eval-window=1"), "ERROR: --slm-eval-window must be at least 2, got '1'", id="option-window-of-one"
+    ),
+    pytest.param(
+        _args("--slm-tasks=slm_facts:101"),
+        "ERROR: --slm-tasks: few-shot count must be a whole number 0-100*",
+        id="option-too-many-shots",
+    ),
     pytest.param(_args("--slm-devices=,"), "ERROR: --slm-devices is empty", id="option-empty-list"),
-    pytest.param(_args("--slm-models=gpt-5"), "ERROR: unknown model 'gpt-5'; known models: gemma-3-1b-it, gemma3-270m, llama-3.2-1b-instruct, llama-3.2-3b-instruct, qwen3-0.6b, smollm2-135m (or give a path to a .gguf file)", id="unknown-model"),
-    pytest.param(_args("--slm-devices=llamacpp-tpu"), "ERROR: unknown device 'llamacpp-tpu'; known devices: llamacpp-cpu, llamacpp-cuda, *", id="unknown-device"),
+    pytest.param(
+        _args("--slm-models=gpt-5"),
+        "ERROR: unknown model 'gpt-5'; known models: gemma-3-1b-it, gemma3-270m, llama-3.2-1b-instruct, llama-3.2-3b-instruct, qwen3-0.6b, smollm2-135m (or give a path to a .gguf file)",
+        id="unknown-model",
+    ),
+    pytest.param(
+        _args("--slm-devices=llamacpp-tpu"),
+        "ERROR: unknown device 'llamacpp-tpu'; known devices: llamacpp-cpu, llamacpp-cuda, *",
+        id="unknown-device",
+    ),
     pytest.param(_args("--slm-quants=q9_k"), "ERROR: unknown quant 'q9_k'; known quants: native*", id="unknown-quant"),
-    pytest.param(_args("--slm-kv-types=f16,q5_1"), "ERROR: unknown KV cache type 'q5_1'; known KV cache types: f16, q8_0, q4_0", id="unknown-kv-type"),
-    pytest.param(_args("--slm-tasks=slm_nope"), "ERROR: unknown task 'slm_nope'; shipped tasks: slm_arith, slm_cloze, slm_facts *", id="unknown-task"),
-    pytest.param(_args("--slm-tasks=slm_facts:x"), "ERROR: --slm-tasks: few-shot count must be a whole number*", id="shots-not-a-number"),
+    pytest.param(
+        _args("--slm-kv-types=f16,q5_1"),
+        "ERROR: unknown KV cache type 'q5_1'; known KV cache types: f16, q8_0, q4_0",
+        id="unknown-kv-type",
+    ),
+    pytest.param(
+        _args("--slm-tasks=slm_nope"),
+        "ERROR: unknown task 'slm_nope'; shipped tasks: slm_arith, slm_cloze, slm_facts *",
+        id="unknown-task",
+    ),
+    pytest.param(
+        _args("--slm-tasks=slm_facts:x"),
+        "ERROR: --slm-tasks: few-shot count must be a whole number*",
+        id="shots-not-a-number",
+    ),
     pytest.param(_args("--slm-limit=0"), "ERROR: --slm-limit must be at least 1*", id="limit-zero"),
-    pytest.param(_not_a_model, "ERROR: *README.md is not a GGUF file (it does not start with the GGUF magic)", id="model-file-not-gguf"),
-    pytest.param(_args("--slm-kld-ceiling=q9_9=0.1"), "ERROR: unknown quant 'q9_9' in --slm-kld-ceiling; known quants: native, f32*", id="unknown-quant-in-ceiling"),
-    pytest.param(_args("--slm-fidelity-tail=p98=0.1"), "ERROR: --slm-fidelity-tail must be <percentile>=<margin> with a percentile of median, p90, p95, p99, p999, max, got 'p98=0.1'", id="unknown-fidelity-tail"),
-    pytest.param(_args("--slm-fidelity-tail=p99=x"), "ERROR: --slm-fidelity-tail must be a number, got 'x'", id="fidelity-tail-margin-not-a-number"),
-    pytest.param(_args("--slm-latency-tolerance=speed=0.1"), "ERROR: unknown latency metric 'speed' in *; known: prefill, decode, ttft", id="unknown-latency-metric"),
-    pytest.param(_args("--slm-prefill-lengths=128,x"), "ERROR: --slm-prefill-lengths must be a whole number, got 'x'", id="length-not-a-number"),
-    pytest.param(_args("--slm-cooldown=-1"), "ERROR: --slm-cooldown must be at least 0.0, got '-1'", id="cooldown-negative"),
-    pytest.param(_args("--slm-depths=0,-512"), "ERROR: --slm-depths must be at least 0, got '-512'", id="depth-negative"),
-    pytest.param(_args("--slm-depths=0,4000"), "ERROR: --slm-depths: depth 4000 + the longest prompt or prompt + decoded tokens needs 4512 tokens of context, models are loaded with 4096", id="depth-past-the-context"),
-    pytest.param(_args("--slm-report=pyproject.toml"), "ERROR: --slm-report: *pyproject.toml is a file, not a directory*", id="report-is-a-file"),
+    pytest.param(
+        _not_a_model,
+        "ERROR: *README.md is not a GGUF file (it does not start with the GGUF magic)",
+        id="model-file-not-gguf",
+    ),
+    pytest.param(
+        _args("--slm-kld-ceiling=q9_9=0.1"),
+        "ERROR: unknown quant 'q9_9' in --slm-kld-ceiling; known quants: native, f32*",
+        id="unknown-quant-in-ceiling",
+    ),
+    pytest.param(
+        _args("--slm-fidelity-tail=p98=0.1"),
+        "ERROR: --slm-fidelity-tail must be <percentile>=<margin> with a percentile of median, p90, p95, p99, p999, max, got 'p98=0.1'",
+        id="unknown-fidelity-tail",
+    ),
+    pytest.param(
+        _args("--slm-fidelity-tail=p99=x"),
+        "ERROR: --slm-fidelity-tail must be a number, got 'x'",
+        id="fidelity-tail-margin-not-a-number",
+    ),
+    pytest.param(
+        _args("--slm-latency-tolerance=speed=0.1"),
+        "ERROR: unknown latency metric 'speed' in *; known: prefill, decode, ttft",
+        id="unknown-latency-metric",
+    ),
+    pytest.param(
+        _args("--slm-prefill-lengths=128,x"),
+        "ERROR: --slm-prefill-lengths must be a whole number, got 'x'",
+        id="length-not-a-number",
+    ),
+    pytest.param(
+        _args("--slm-cooldown=-1"), "ERROR: --slm-cooldown must be at least 0.0, got '-1'", id="cooldown-negative"
+    ),
+    pytest.param(
+        _args("--slm-depths=0,-512"), "ERROR: --slm-depths must be at least 0, got '-512'", id="depth-negative"
+    ),
+    pytest.param(
+        _args("--slm-depths=0,4000"),
+        "ERROR: --slm-depths: depth 4000 + the longest prompt or prompt + decoded tokens needs 4512 tokens of context, models are loaded with 4096",
+        id="depth-past-the-context",
+    ),
+    pytest.param(
+        _args("--slm-report=pyproject.toml"),
+        "ERROR: --slm-report: *pyproject.toml is a file, not a directory*",
+        id="report-is-a-file",
+    ),
 ]
 
 
@@ -265,45 +413,125 @@ def _set(**fields):
 
 
 TAMPERED_ACCURACY = [  # (shots, how the baseline is broken, the item's failure line)
-    (0, _set(outcomes={}), "*slm_facts:0: baseline *: field 'outcomes' is {}: it has not n = 10 samples. If the change*"),
-    (1, _set(model="another-model"), "*slm_facts:1: baseline *: field 'model' is 'another-model': the record is of another item (this one is 'smollm2-135m')*"),
+    (
+        0,
+        _set(outcomes={}),
+        "*slm_facts:0: baseline *: field 'outcomes' is {}: it has not n = 10 samples. If the change*",
+    ),
+    (
+        1,
+        _set(model="another-model"),
+        "*slm_facts:1: baseline *: field 'model' is 'another-model': the record is of another item (this one is 'smollm2-135m')*",
+    ),
     (2, _set(shots=3), "*slm_facts:2: baseline *: field 'shots' is 3: the record is of another item (this one is 2)*"),
     (3, _set(accuracy=0.95), "*slm_facts:3: baseline *: field 'accuracy' is 0.95: not the mean of the outcomes*"),
-    (4, lambda r: {**r, "outcomes": {**r["outcomes"], "00000": 2}}, "*slm_facts:4: baseline *: field 'outcomes' must hold 0 or 1 per sample*"),
-    (5, lambda r: _outcomes(r, {f"x{k}": v for k, v in r["outcomes"].items()}), "*slm_facts:5: the baseline's sample ids are not this run's*"),
-    (6, _set(task_fingerprint={"prompts": "p"}), "*slm_facts:6: baseline *: field 'task_fingerprint' is {'prompts': 'p'}: needs exactly prompts, targets, *"),
-    (7, _set(schema_version=99), "*slm_facts:7: baseline * was written by a newer pytest-slm (schema 99; this one reads 3): upgrade pytest-slm"),
-    (8, lambda r: _outcomes(r, {**r["outcomes"], "00010": 1, "00011": 0}), "*slm_facts:8: limit differs: the baseline has 12 samples, this run 10 (--slm-limit)*"),
+    (
+        4,
+        lambda r: {**r, "outcomes": {**r["outcomes"], "00000": 2}},
+        "*slm_facts:4: baseline *: field 'outcomes' must hold 0 or 1 per sample*",
+    ),
+    (
+        5,
+        lambda r: _outcomes(r, {f"x{k}": v for k, v in r["outcomes"].items()}),
+        "*slm_facts:5: the baseline's sample ids are not this run's*",
+    ),
+    (
+        6,
+        _set(task_fingerprint={"prompts": "p"}),
+        "*slm_facts:6: baseline *: field 'task_fingerprint' is {'prompts': 'p'}: needs exactly prompts, targets, *",
+    ),
+    (
+        7,
+        _set(schema_version=99),
+        "*slm_facts:7: baseline * was written by a newer pytest-slm (schema 99; this one reads 3): upgrade pytest-slm",
+    ),
+    (
+        8,
+        lambda r: _outcomes(r, {**r["outcomes"], "00010": 1, "00011": 0}),
+        "*slm_facts:8: limit differs: the baseline has 12 samples, this run 10 (--slm-limit)*",
+    ),
     (9, _set(metric=""), "*slm_facts:9: baseline *: field 'metric' is '': empty*"),
     (10, _set(kind="latency"), "*slm_facts:10: baseline *: field 'kind' is 'latency', this item stores 'accuracy'*"),
     (11, _set(provenance=None), "*slm_facts:11: baseline *: field 'provenance' is missing or not a dict*"),
 ]
 TAMPERED_TEXT = [  # (shots, the baseline's text from its valid text, the failure line)
-    (12, lambda text: text.replace('"accuracy": ', '"accuracy": NaN, "x": ', 1), "*slm_facts:12: baseline * holds NaN, which is not a number a verdict can use*"),
-    (13, lambda text: text.replace('"00001": ', '"00001": 1, "00001": ', 1), "*slm_facts:13: baseline * has the key '00001' more than once in one object*"),
+    (
+        12,
+        lambda text: text.replace('"accuracy": ', '"accuracy": NaN, "x": ', 1),
+        "*slm_facts:12: baseline * holds NaN, which is not a number a verdict can use*",
+    ),
+    (
+        13,
+        lambda text: text.replace('"00001": ', '"00001": 1, "00001": ', 1),
+        "*slm_facts:13: baseline * has the key '00001' more than once in one object*",
+    ),
     (14, lambda text: "[" + text + "]", "*slm_facts:14: baseline * is not a JSON object*"),
     (15, lambda text: text[: len(text) // 2], "*slm_facts:15: baseline * is not valid JSON (line *"),
 ]
 CHANGED_TASKS = [  # (a copy of a shipped task, how its YAML changes, the failure line)
-    ("slm_arith", "slm_arith_filter", lambda y: y.replace('fallback: "[invalid]"', 'fallback: "[none]"'), "*slm_arith_filter:0: the task changed since the baseline (changed: filters): *--slm-allow-task-change*"),
-    ("slm_facts", "slm_facts_metric", lambda y: y.replace("- metric: acc\n", "- metric: acc_norm\n").replace("- metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n  - metric: acc_norm", "- metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n  - metric: acc"), "*slm_facts_metric:0: the task changed since the baseline (changed: metric): outcomes would be compared blindly*"),
-    ("slm_facts", "slm_facts_version", lambda y: y.replace("version: 1.0", "version: 2.0"), "*slm_facts_version:0: the task changed since the baseline (changed: version)*"),
-    ("slm_facts", "slm_facts_latin1", lambda y: y.replace("slm_data: slm_facts", "slm_data: slm_latin1"), "*slm_facts_latin1:0: lm-eval could not load task 'slm_facts_latin1': UnicodeDecodeError: 'utf-8' codec can't decode*"),
-    ("slm_arith", "slm_arith_generation", lambda y: y.replace("max_gen_toks: 16", "max_gen_toks: 12"), "*slm_arith_generation:0: the task changed since the baseline (changed: generation)*"),
+    (
+        "slm_arith",
+        "slm_arith_filter",
+        lambda y: y.replace('fallback: "[invalid]"', 'fallback: "[none]"'),
+        "*slm_arith_filter:0: the task changed since the baseline (changed: filters): *--slm-allow-task-change*",
+    ),
+    (
+        "slm_facts",
+        "slm_facts_metric",
+        lambda y: y.replace("- metric: acc\n", "- metric: acc_norm\n").replace(
+            "- metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n  - metric: acc_norm",
+            "- metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n  - metric: acc",
+        ),
+        "*slm_facts_metric:0: the task changed since the baseline (changed: metric): outcomes would be compared blindly*",
+    ),
+    (
+        "slm_facts",
+        "slm_facts_version",
+        lambda y: y.replace("version: 1.0", "version: 2.0"),
+        "*slm_facts_version:0: the task changed since the baseline (changed: version)*",
+    ),
+    (
+        "slm_facts",
+        "slm_facts_latin1",
+        lambda y: y.replace("slm_data: slm_facts", "slm_data: slm_latin1"),
+        "*slm_facts_latin1:0: lm-eval could not load task 'slm_facts_latin1': UnicodeDecodeError: 'utf-8' codec can't decode*",
+    ),
+    (
+        "slm_arith",
+        "slm_arith_generation",
+        lambda y: y.replace("max_gen_toks: 16", "max_gen_toks: 12"),
+        "*slm_arith_generation:0: the task changed since the baseline (changed: generation)*",
+    ),
 ]
 TAMPERED_RUNTIME = [  # (file under the fingerprint's directory, how it is broken, the failure line)
-    ("memory.json", _set(weights_bytes=0), "*-native: baseline *runtime/*/memory.json: field 'weights_bytes' is 0: a model has weights*"),
-    ("decode.json", lambda r: {**r, "metrics": {**r["metrics"], "decode": {"tokens": r["metrics"]["decode"]["tokens"]}}}, "*-native: baseline *runtime/*/decode.json: field 'seconds' is missing or not a list*"),
-    ("prefill.json", lambda r: {**r, "fingerprint": {**r["fingerprint"], "cpu": "Another CPU"}}, "*-native: baseline *runtime/*/prefill.json: field 'fingerprint' is {*'Another CPU'*}: the record is of another item*"),
+    (
+        "memory.json",
+        _set(weights_bytes=0),
+        "*-native: baseline *runtime/*/memory.json: field 'weights_bytes' is 0: a model has weights*",
+    ),
+    (
+        "decode.json",
+        lambda r: {**r, "metrics": {**r["metrics"], "decode": {"tokens": r["metrics"]["decode"]["tokens"]}}},
+        "*-native: baseline *runtime/*/decode.json: field 'seconds' is missing or not a list*",
+    ),
+    (
+        "prefill.json",
+        lambda r: {**r, "fingerprint": {**r["fingerprint"], "cpu": "Another CPU"}},
+        "*-native: baseline *runtime/*/prefill.json: field 'fingerprint' is {*'Another CPU'*}: the record is of another item*",
+    ),
 ]
-TAMPERED_FIDELITY = (lambda text: text.replace('"mean_kld": ', '"mean_kld": NaN, "was": ', 1), "*-native: baseline *fidelity.json holds NaN, which is not a number a verdict can use")
+TAMPERED_FIDELITY = (
+    lambda text: text.replace('"mean_kld": ', '"mean_kld": NaN, "was": ', 1),
+    "*-native: baseline *fidelity.json holds NaN, which is not a number a verdict can use",
+)
+
 
 def _pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """A pytest run of its own, not strict even under CI (the CI variable would make it so; this
     module-scoped set-up runs before the function-scoped fixture that clears it)."""
     env = {name: value for name, value in os.environ.items() if name != "CI"}
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +568,9 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for shots, tamper, _ in TAMPERED_TEXT:
         path = baselines / FACTS_AT.format(shots=shots)
         path.write_text(tamper(path.read_text()))
-    (root / "suites" / "tasks" / "data" / "slm_latin1.test.jsonl").write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
+    (root / "suites" / "tasks" / "data" / "slm_latin1.test.jsonl").write_bytes(
+        '{"question": "caf\xe9"}\n'.encode("latin-1")
+    )
     for _, name, change, _ in CHANGED_TASKS:
         yaml = root / "suites" / "tasks" / f"{name}.yaml"
         changed = change(yaml.read_text())
@@ -359,7 +589,10 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 ITEM_CASES = (
-    [pytest.param(pattern, id=f"accuracy-{pattern.split(':')[0].strip('*')}:{shots}") for shots, _, pattern in TAMPERED_ACCURACY + TAMPERED_TEXT]
+    [
+        pytest.param(pattern, id=f"accuracy-{pattern.split(':')[0].strip('*')}:{shots}")
+        for shots, _, pattern in TAMPERED_ACCURACY + TAMPERED_TEXT
+    ]
     + [pytest.param(pattern, id=f"task-changed-{name}") for _, name, _, pattern in CHANGED_TASKS]
     + [pytest.param(pattern, id=f"runtime-{name}") for name, _, pattern in TAMPERED_RUNTIME]
     + [pytest.param(TAMPERED_FIDELITY[1], id="fidelity-nan")]
@@ -383,7 +616,7 @@ def test_every_tampered_item_fails_and_nothing_else_does(tampered_run):
 
 # -- kill -9 in the middle of a write: the next run finds the files as they were ------------------
 
-STALL_THE_WRITE = '''
+STALL_THE_WRITE = """
 import os, time
 from pytest_slm.store import atomic
 
@@ -397,7 +630,7 @@ def stalled_fsync(descriptor):
 
 
 atomic.os.fsync = stalled_fsync
-'''
+"""
 
 
 def _kill_when(process: subprocess.Popen, appeared: Callable[[], bool], timeout: float = 300) -> None:
@@ -413,7 +646,10 @@ def _kill_when(process: subprocess.Popen, appeared: Callable[[], bool], timeout:
 def _popen(cwd: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -421,7 +657,9 @@ def test_kill_9_during_a_baseline_write_leaves_the_baseline_as_it_was(project):
     project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=1)
     path = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "native" / "slm_facts-0shot.json"
     record = json.loads(path.read_text())
-    path.write_text(json.dumps({**record, "provenance": {"note": "an older refresh"}}))  # valid, but not what a refresh writes
+    path.write_text(
+        json.dumps({**record, "provenance": {"note": "an older refresh"}})
+    )  # valid, but not what a refresh writes
     roots = (project.path / "baselines", project.path / "cache")
     before = tree_hashes(*roots)
 
@@ -458,8 +696,14 @@ def test_a_prompt_past_the_context_fails_the_item_in_one_line(project):
     shutil.copy(ROOT / "suites" / "eval" / "text.txt", project.path / "suites" / "eval" / "text.txt")
     roots = (project.path / "baselines", project.path / "cache")
     before = tree_hashes(*roots)
-    result = project.runpytest_subprocess("test_runtime.py", "-k", "prefill", "--update-baselines", "--slm-prefill-lengths=4100")
-    assert_one_line_error(result, pytest.ExitCode.TESTS_FAILED, "smollm2-135m-llamacpp-cpu-native: llama_decode failed with status 1 (context of 4096 tokens full?)")
+    result = project.runpytest_subprocess(
+        "test_runtime.py", "-k", "prefill", "--update-baselines", "--slm-prefill-lengths=4100"
+    )
+    assert_one_line_error(
+        result,
+        pytest.ExitCode.TESTS_FAILED,
+        "smollm2-135m-llamacpp-cpu-native: llama_decode failed with status 1 (context of 4096 tokens full?)",
+    )
     assert tree_hashes(*roots) == before
 
 

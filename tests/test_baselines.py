@@ -228,7 +228,9 @@ def test_a_written_file_follows_the_umask(tmp_path):
 
 
 def dead_pid():
-    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    process = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False
+    )
     return int(process.stdout)
 
 

@@ -30,7 +30,9 @@ def test_competition_is_others_time_and_steal_on_our_cpus(tmp_path):
     seen = competition(before, after, 2.5)
     ticks = 100 * cpus  # (50 user + 10 steal + 40 idle) per CPU
     assert seen.others == (50 * cpus - 30 * cpus) / ticks and seen.steal == 10 * cpus / ticks
-    assert seen.share == seen.others + seen.steal and seen.describe().startswith(f"other processes 20% + steal 10% of {cpus} CPU(s)")
+    assert seen.share == seen.others + seen.steal and seen.describe().startswith(
+        f"other processes 20% + steal 10% of {cpus} CPU(s)"
+    )
 
 
 def test_unreadable_proc_leaves_the_gate_open(tmp_path):
@@ -43,7 +45,10 @@ def test_clocks_and_temperatures_where_reported(tmp_path):
     zone.mkdir(parents=True)
     (zone / "type").write_text("x86_pkg_temp\n")
     (zone / "temp").write_text("61000\n")
-    assert machine_state(tmp_path, tmp_path / "thermal") == {"cpu_mhz": [2596, 1200], "thermal_c": {"x86_pkg_temp": 61.0}}
+    assert machine_state(tmp_path, tmp_path / "thermal") == {
+        "cpu_mhz": [2596, 1200],
+        "thermal_c": {"x86_pkg_temp": 61.0},
+    }
     assert machine_state(tmp_path / "none", tmp_path / "none") == {}
 
 
@@ -72,7 +77,9 @@ def test_slower_in_a_quiet_round_fails_whatever_a_busy_round_saw():
     """The first round quiet and slower, the confirmation busy: a third round is timed; quiet and
     slower again, it fails. Busy first, then slower in a quiet round: fails too."""
     quiet_then_busy = busy_check([run(2.0, 0.4), run(2.0, 0.05)]).judge(run(2.0, 0.05), BASELINE)
-    assert quiet_then_busy.failure and "+100.0% (busy)" in quiet_then_busy.failure and quiet_then_busy.rows[0].rounds == 3
+    assert (
+        quiet_then_busy.failure and "+100.0% (busy)" in quiet_then_busy.failure and quiet_then_busy.rows[0].rounds == 3
+    )
     busy_then_quiet = busy_check([run(2.0, 0.05)]).judge(run(2.0, 0.4), BASELINE)
     assert busy_then_quiet.failure and busy_then_quiet.rows[0].verdict == "FAIL" and busy_then_quiet.rows[0].rounds == 2
     still_busy = busy_check([run(2.0, 0.4), run(1.9, 0.5)]).judge(run(2.0, 0.05), BASELINE)  # one quiet round, slower
@@ -98,7 +105,9 @@ def test_a_noise_limit_above_the_ceiling_is_too_noisy_and_an_update_refuses_so_n
     assert verdict.failure is None and verdict.not_judged and verdict.not_judged[0] == "too noisy"
     assert [row.verdict for row in verdict.rows] == ["too noisy"] and "> ceiling 20%" in verdict.rows[0].note
     refused = busy_check([]).judge(noisy, None)
-    assert refused.failure and refused.failure.startswith("m-llamacpp-cpu-native: not written: too noisy to detect a 25% slowdown")
+    assert refused.failure and refused.failure.startswith(
+        "m-llamacpp-cpu-native: not written: too noisy to detect a 25% slowdown"
+    )
     assert "Fix: more --slm-repeats, --slm-threads=1, or a quieter machine." in refused.failure
     assert [row.verdict for row in refused.rows] == ["not written"]
     steady = LatencyRun((Timing("decode", (1.0, 1.01, 0.99, 1.0, 1.0), 100),), 1.0)

@@ -73,8 +73,10 @@ def test_chat_renders_the_models_own_template_identically_on_both_runtimes(pytes
     result.assert_outcomes(passed=2, failed=4, skipped=6)
     result.stdout.fnmatch_lines_random(
         [
-            "smollm2-135m-llamacpp-cpu-native: a conversation is a non-empty list of {'role': ..., 'content': ...} messages,"
-            " got 'What is 2+2?'",
+            (
+                "smollm2-135m-llamacpp-cpu-native: a conversation is a non-empty list of {'role': ..., 'content': ...} messages,"
+                " got 'What is 2+2?'"
+            ),
             "smollm2-135m-mlx-cpu-native: message 0 (user) needs a 'content' string, got None",
             "SKIPPED * smollm2-plain-llamacpp-cpu-native has no chat template (GGUF tokenizer.chat_template*",
             "SKIPPED * smollm2-plain-mlx-cpu-native has no chat template (GGUF tokenizer.chat_template*",
@@ -107,13 +109,20 @@ def test_render_matches_the_reference_renderers_on_features_templates_use():
 
 def test_a_template_that_raises_is_one_line():
     template = "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
-    with pytest.raises(chat.ChatError, match=r"^the chat template refused the conversation: Conversation roles must alternate"):
+    with pytest.raises(
+        chat.ChatError, match=r"^the chat template refused the conversation: Conversation roles must alternate"
+    ):
         chat.render(template, [{"role": "user", "content": "hi"}], "", "")
 
 
 def test_the_sandbox_refuses_what_a_template_should_not_reach():
     with pytest.raises(chat.ChatError, match="refused"):
-        chat.render("{{ messages.__class__.__mro__ }}{{ ''.__class__.__subclasses__() }}", [{"role": "u", "content": ""}], "", "")
+        chat.render(
+            "{{ messages.__class__.__mro__ }}{{ ''.__class__.__subclasses__() }}",
+            [{"role": "u", "content": ""}],
+            "",
+            "",
+        )
 
 
 def test_end_of_turn_texts_follow_the_template():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_slm import runtime
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
 from pytest_slm.matrix import Case
-from pytest_slm import runtime
 from pytest_slm.runtime import Fingerprint, Timing, at_depth, depth_metric, metric_depth
 
 FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64")
@@ -15,7 +15,12 @@ FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64")
 
 @pytest.mark.parametrize(
     ("metric", "depth", "name"),
-    [("prefill@128", 0, "prefill@128"), ("prefill@128", 2048, "prefill@128@d2048"), ("decode", 512, "decode@d512"), ("ttft@128", 512, "ttft@128@d512")],
+    [
+        ("prefill@128", 0, "prefill@128"),
+        ("prefill@128", 2048, "prefill@128@d2048"),
+        ("decode", 512, "decode@d512"),
+        ("ttft@128", 512, "ttft@128@d512"),
+    ],
 )
 def test_a_metric_at_a_depth_is_named_as_llama_bench_rows_are_and_read_back(metric, depth, name):
     assert depth_metric(metric, depth) == name
@@ -31,7 +36,9 @@ def test_the_prompt_continues_the_text_after_the_context():
 def check(*metrics: str, seconds: float = 1.0) -> tuple[LatencyCheck, LatencyRun]:
     """A decode check whose run measured `metrics`, each `seconds` per repeat."""
     run = LatencyRun(tuple(Timing(m, (seconds,) * 3, 0 if m.startswith("ttft") else 8) for m in metrics), 0.5)
-    latency = LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", FINGERPRINT, LatencySettings({"*": 0.1}, 3.0), lambda: run)
+    latency = LatencyCheck(
+        Case("m", "llamacpp-cpu", "native"), "decode", FINGERPRINT, LatencySettings({"*": 0.1}, 3.0), lambda: run
+    )
     return latency, run
 
 
@@ -54,23 +61,56 @@ def test_an_update_keeps_the_baselines_figures_at_the_depths_it_did_not_measure(
     assert sorted(kept["metrics"]) == ["decode", "decode@d512", "ttft@128", "ttft@128@d512"]
     deeper, deeper_run = check("decode@d512", "ttft@128@d512", seconds=2.0)
     again = deeper.kept(deeper.record(deeper_run), kept)  # the depth it measured is replaced
-    assert {m: t["seconds"][0] for m, t in again["metrics"].items()} == {"decode": 1.0, "ttft@128": 1.0, "decode@d512": 2.0, "ttft@128@d512": 2.0}
+    assert {m: t["seconds"][0] for m, t in again["metrics"].items()} == {
+        "decode": 1.0,
+        "ttft@128": 1.0,
+        "decode@d512": 2.0,
+        "ttft@128@d512": 2.0,
+    }
 
 
 def test_the_runtime_table_lists_a_metrics_depths_in_order():
     from pytest_slm.report.tables import runtime
 
     metrics = ["prefill@128@d2048", "decode@d2048", "prefill@128", "decode@d512", "decode", "prefill@128@d512"]
-    cells = {"median": 1.0, "unit": "tok/s", "spread": 0.01, "baseline": None, "change_pct": None, "limit_pct": None, "rounds": 1, "load": None, "verdict": "pass"}
+    cells = {
+        "median": 1.0,
+        "unit": "tok/s",
+        "spread": 0.01,
+        "baseline": None,
+        "change_pct": None,
+        "limit_pct": None,
+        "rounds": 1,
+        "load": None,
+        "verdict": "pass",
+    }
     _, body = runtime([{"item": "m", "metric": metric, **cells} for metric in metrics])
-    assert [line[1] for line in body] == ["decode", "decode@d512", "decode@d2048", "prefill@128", "prefill@128@d512", "prefill@128@d2048"]
+    assert [line[1] for line in body] == [
+        "decode",
+        "decode@d512",
+        "decode@d2048",
+        "prefill@128",
+        "prefill@128@d512",
+        "prefill@128@d2048",
+    ]
 
 
 def test_report_html_plots_speed_against_depth_only_where_there_are_depths():
     from pytest_slm.report import charts
 
     def rows(*metrics: str) -> list[dict]:
-        return [{"model": "m", "device": "llamacpp-cpu", "quant": "native", "metric": m, "unit": "tok/s", "median": 10.0, "spread": 0.01} for m in metrics]
+        return [
+            {
+                "model": "m",
+                "device": "llamacpp-cpu",
+                "quant": "native",
+                "metric": m,
+                "unit": "tok/s",
+                "median": 10.0,
+                "spread": 0.01,
+            }
+            for m in metrics
+        ]
 
     deep = rows("prefill@128", "prefill@128@d512", "decode", "decode@d512", "decode@d2048")
     [panel] = charts.depth(deep)

@@ -107,6 +107,7 @@ def test_the_site_builds_without_a_warning(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "site" / "operators" / "index.html").exists()
@@ -125,6 +126,7 @@ def test_a_broken_link_fails_the_strict_build(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert built.returncode != 0 and "nowhere.md" in built.stderr, built.stderr
 
@@ -143,7 +145,9 @@ def test_every_shell_block_is_run_here_or_says_why_not():
             assert marker is None and commands == THE_TWO_COMMANDS
         elif marker is not None:
             assert NOT_RUN.fullmatch(marker), f"{page} block {number}: say why it is not run: {marker!r}"
-    written = sum(len(re.findall(r"^<!-- docs-test: not run", p.read_text(encoding="utf-8"), re.M)) for p in pages())
+    written = sum(
+        len(re.findall(r"^<!-- docs-test: not run", p.read_text(encoding="utf-8"), re.MULTILINE)) for p in pages()
+    )
     attached = sum(marker is not None and marker.startswith("<!-- docs-test: not run") for *_, marker in blocks)
     assert written == attached, "a `docs-test: not run` marker is not on the line just before a shell block"
 
@@ -195,6 +199,7 @@ def test_the_guides_first_project_collects_the_items_it_promises(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert collected.returncode == 0, collected.stdout + collected.stderr
     ids = [line for line in collected.stdout.splitlines() if "::" in line]
@@ -208,6 +213,8 @@ def test_the_site_home_shows_the_same_run_as_the_readme():
     """One run's output, on both front pages: the copies cannot drift apart."""
 
     def tour(text: str) -> str:
-        return re.search(r"^```\n\$ \.venv/bin/python -m pytest suites.*?^```$", text, re.MULTILINE | re.DOTALL).group(0)
+        return re.search(r"^```\n\$ \.venv/bin/python -m pytest suites.*?^```$", text, re.MULTILINE | re.DOTALL).group(
+            0
+        )
 
     assert tour(README.read_text(encoding="utf-8")) == tour((DOCS / "index.md").read_text(encoding="utf-8"))

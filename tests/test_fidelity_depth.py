@@ -31,7 +31,9 @@ CASE, F16 = Case("m", "llamacpp-cpu", "native", kv="q8_0"), Case("m", "llamacpp-
 def figures(scale: float = 1.0, n: int = 101):
     """A Fidelity whose KL divergences are `scale` times an even spread."""
     kld = np.linspace(0, 1, n) * scale
-    return summarize([Positions(kld, np.arange(n) % 7 > 0, np.linspace(-0.1, 0.3, n), np.full(n, 2.0), np.full(n, 2.1))])
+    return summarize(
+        [Positions(kld, np.arange(n) % 7 > 0, np.linspace(-0.1, 0.3, n), np.full(n, 2.0), np.full(n, 2.1))]
+    )
 
 
 def check(nodeid: str = "test_fidelity.py::test_fidelity[m-llamacpp-cpu-native-kv-q8_0]") -> FidelityCheck:
@@ -70,7 +72,10 @@ def test_a_record_without_depths_is_as_before_and_one_with_them_holds_each_under
         ({"0512": "figures"}, "field 'depths' has the key '0512'"),
         ({"512": [1, 2]}, "field 'depths.512' is not an object"),
         ({"512": "nan"}, "at depth 512: field 'mean_kld' is not a finite number"),
-        ({"512": "decreasing"}, "at depth 512: the KL divergence percentiles median, p90, p95, p99, p999, max decrease"),
+        (
+            {"512": "decreasing"},
+            "at depth 512: the KL divergence percentiles median, p90, p95, p99, p999, max decrease",
+        ),
         ({"512": "empty"}, "at depth 512: field 'tokens' is 0: no position was compared"),
     ],
 )
@@ -82,7 +87,10 @@ def test_a_record_with_a_broken_depth_is_refused_naming_the_depth(depths, messag
         "decreasing": {**good, "p99_kld": 10.0},
         "empty": {**good, "tokens": 0},
     }
-    record = {**stored({0: figures()}), "depths": {key: broken.get(value, value) if isinstance(value, str) else value for key, value in depths.items()}}
+    record = {
+        **stored({0: figures()}),
+        "depths": {key: broken.get(value, value) if isinstance(value, str) else value for key, value in depths.items()},
+    }
     with pytest.raises(RecordError, match=re.escape(message)):
         validate_fidelity(record)
     relative = Path("m/llamacpp-cpu/native-kv-q8_0/fidelity.json")
@@ -98,7 +106,9 @@ def test_each_depth_is_judged_against_the_baselines_same_depth():
 
     worse = check().judge({0: figures(), 512: figures(3.0)}, baseline)
     assert [row.verdict for row in worse.rows] == ["pass", "FAIL"]
-    assert worse.failure is not None and worse.failure.startswith("m-llamacpp-cpu-native-kv-q8_0: at depth 512: mean KL divergence")
+    assert worse.failure is not None and worse.failure.startswith(
+        "m-llamacpp-cpu-native-kv-q8_0: at depth 512: mean KL divergence"
+    )
     assert "worse than the baseline's 1 by 50%" in worse.failure and "--update-baselines" in worse.failure
 
     shallow = check().judge({0: figures()}, baseline)  # a run judges the depths it measured
@@ -108,18 +118,26 @@ def test_each_depth_is_judged_against_the_baselines_same_depth():
 def test_a_depth_the_baseline_lacks_fails_with_the_command_that_adds_it():
     verdict = check().judge({0: figures(), 2048: figures(2.0)}, stored({0: figures()}))
     assert [row.verdict for row in verdict.rows] == ["pass", "FAIL"]
-    assert verdict.failure is not None and (
-        "at depth 2048: the baseline has no figures at this depth; add them with:"
-        " pytest 'test_fidelity.py::test_fidelity[m-llamacpp-cpu-native-kv-q8_0]' --slm-depths=2048 --update-baselines"
-    ) in verdict.failure
+    assert (
+        verdict.failure is not None
+        and (
+            "at depth 2048: the baseline has no figures at this depth; add them with:"
+            " pytest 'test_fidelity.py::test_fidelity[m-llamacpp-cpu-native-kv-q8_0]' --slm-depths=2048 --update-baselines"
+        )
+        in verdict.failure
+    )
 
 
 def test_an_update_keeps_the_baselines_other_depths_and_replaces_those_it_measured():
     before = stored({0: figures(), 512: figures(2.0), 2048: figures(3.0)})
     after = check().kept(stored({0: figures(1.1), 512: figures(2.5)}), before)
-    assert {depth: figures_at["mean_kld"] for depth, figures_at in after["depths"].items()} == pytest.approx({"512": 1.25, "2048": 1.5})
+    assert {depth: figures_at["mean_kld"] for depth, figures_at in after["depths"].items()} == pytest.approx(
+        {"512": 1.25, "2048": 1.5}
+    )
     assert list(after["depths"]) == ["512", "2048"] and after["mean_kld"] == pytest.approx(0.55)
-    assert check().kept(stored({0: figures()}), stored({0: figures(2.0)})) == stored({0: figures()})  # nothing at depth: as before
+    assert check().kept(stored({0: figures()}), stored({0: figures(2.0)})) == stored(
+        {0: figures()}
+    )  # nothing at depth: as before
 
 
 def test_the_table_shows_a_row_per_depth_after_its_items_depth_0():
@@ -141,7 +159,9 @@ def test_report_html_plots_kld_against_depth_only_where_there_are_depths():
 
 def test_the_reference_cache_key_holds_the_depth_and_is_unchanged_at_depth_0():
     base = ("digest:f32", "0.3.36", "a long text", 256)
-    assert reference_cache.cache_key(*base, 0) == reference_cache.cache_key(*base)  # caches kept before depths stay valid
+    assert reference_cache.cache_key(*base, 0) == reference_cache.cache_key(
+        *base
+    )  # caches kept before depths stay valid
     keys = {reference_cache.cache_key(*base, depth) for depth in (0, 512, 2048)}
     keys.add(reference_cache.cache_key("digest:f32", "0.3.36", "a long text!", 256, 512))  # another depth text
     assert len(keys) == 4
@@ -184,16 +204,23 @@ def test_a_kv_cache_at_depth_is_recorded_and_judged_per_depth(project):
     options = ("-p", "no:cacheprovider")
     written = project.runpytest_subprocess(*options, "--slm-depths=0,128", "--update-baselines", "-v")  # -v: positions
     written.assert_outcomes(passed=1)
-    written.stdout.fnmatch_lines([f"{item} *updated", f"{item} @d128 *124 *updated"])  # 4 windows of 32 after 128 tokens
+    written.stdout.fnmatch_lines(
+        [f"{item} *updated", f"{item} @d128 *124 *updated"]
+    )  # 4 windows of 32 after 128 tokens
     first = json.loads(path.read_text())
     assert list(first["depths"]) == ["128"] and first["depths"]["128"]["tokens"] == 4 * 31
-    assert 0 < first["depths"]["128"]["mean_kld"] and first["depths"]["128"]["top1_agreement"] < 1  # the cache moves them
+    assert (
+        0 < first["depths"]["128"]["mean_kld"] and first["depths"]["128"]["top1_agreement"] < 1
+    )  # the cache moves them
 
     again = project.runpytest_subprocess(*options, "--slm-depths=0,128", "-v")
     again.assert_outcomes(passed=1)
     again.stdout.fnmatch_lines([f"{item} *pass", f"{item} @d128 *124 *pass"])
 
-    damaged = {**first, "depths": {"128": {**first["depths"]["128"], "mean_kld": first["depths"]["128"]["mean_kld"] * 2}}}
+    damaged = {
+        **first,
+        "depths": {"128": {**first["depths"]["128"], "mean_kld": first["depths"]["128"]["mean_kld"] * 2}},
+    }
     path.write_text(json.dumps(damaged))
     judged = project.runpytest_subprocess(*options, "--slm-depths=0,64,128")
     judged.assert_outcomes(failed=1)

@@ -45,8 +45,12 @@ def fidelity_file(project: pytest.Pytester, quant: str) -> Path:
 def test_swapped_q8_0_and_q2_k_figures_are_caught_both_ways(project):
     written = project.runpytest_subprocess("--update-baselines")
     written.assert_outcomes(passed=2)
-    written.stdout.fnmatch_lines(["pytest-slm: making q8_0 of *.gguf with llama.cpp's quantizer (once: cached in *)",
-                                  "pytest-slm: made q8_0 of *.gguf in * s"])
+    written.stdout.fnmatch_lines(
+        [
+            "pytest-slm: making q8_0 of *.gguf with llama.cpp's quantizer (once: cached in *)",
+            "pytest-slm: made q8_0 of *.gguf in * s",
+        ]
+    )
     q8, q2 = (json.loads(fidelity_file(project, quant).read_text()) for quant in ("q8_0", "q2_k"))
     assert q8["reference"] == q2["reference"] == "smollm2-135m-llamacpp-cpu-f32"
     assert q8["mean_kld"] * 10 < q2["mean_kld"] and q8["top1_agreement"] > q2["top1_agreement"]
@@ -69,5 +73,7 @@ def test_swapped_q8_0_and_q2_k_figures_are_caught_both_ways(project):
 def test_a_ceiling_fails_even_when_updating_and_writes_nothing(project):
     result = project.runpytest_subprocess("--update-baselines", "--slm-kld-ceiling=q2_k=0.05", "-k", "q2_k")
     result.assert_outcomes(failed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*smollm2-135m-llamacpp-cpu-q2_k: mean KL divergence * nats is over the q2_k ceiling 0.05*"])
+    result.stdout.fnmatch_lines(
+        ["*smollm2-135m-llamacpp-cpu-q2_k: mean KL divergence * nats is over the q2_k ceiling 0.05*"]
+    )
     assert not fidelity_file(project, "q2_k").exists()

@@ -34,7 +34,9 @@ def test_identical_distributions_give_zero_divergence_and_ratio_one():
     tokens = list(range(33))
     fidelity = compare([(logits, logits, tokens)])
     assert fidelity.tokens == 32 and fidelity.max_kld == 0 and fidelity.top1_agreement == 1
-    assert fidelity.delta_p_rms == 0 and fidelity.ppl_ratio == 1 and fidelity.reference_perplexity == fidelity.perplexity
+    assert (
+        fidelity.delta_p_rms == 0 and fidelity.ppl_ratio == 1 and fidelity.reference_perplexity == fidelity.perplexity
+    )
 
 
 def test_summary_statistics_are_those_of_the_positions():
@@ -64,7 +66,9 @@ def test_top_k_is_exact_at_the_whole_vocabulary_and_a_lower_bound_below_it():
         np.testing.assert_array_equal(cut.same_top, full.same_top)
         np.testing.assert_allclose(cut.delta_p, full.delta_p, atol=1e-6)
     kept = top_k(reference, tokens, 8)
-    np.testing.assert_allclose(np.exp(kept.log_probs.astype(float)).sum(axis=1) + np.exp(kept.rest.astype(float)), 1, atol=1e-5)
+    np.testing.assert_allclose(
+        np.exp(kept.log_probs.astype(float)).sum(axis=1) + np.exp(kept.rest.astype(float)), 1, atol=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[np.ndarray]
     text = (ROOT / "suites" / "eval" / "text.txt").read_text()
     logits = {}
     for quant in ("native", "q8_0"):
-        model = load(LoadRequest("smollm2-135m", gguf, None, "cpu", quant, threads=2, cache_dir=tmp_path_factory.mktemp("q")))
+        model = load(
+            LoadRequest("smollm2-135m", gguf, None, "cpu", quant, threads=2, cache_dir=tmp_path_factory.mktemp("q"))
+        )
         try:
             chunks = windows(model.tokenize(text), 256)
             logits[quant] = [model.logits(chunk) for chunk in chunks]
@@ -136,8 +142,22 @@ def test_damage_at_half_a_percent_of_positions_fails_the_tail_gate_while_the_mea
     assert "mean KL divergence to the reference" not in caught
 
 
-RECORD = {**asdict(summarize([Positions(np.linspace(0, 1, 101), np.arange(101) % 7 > 0, np.linspace(-0.1, 0.3, 101),
-                                        np.full(101, 2.0), np.full(101, 2.1))])), "schema_version": SCHEMA_VERSION}
+RECORD = {
+    **asdict(
+        summarize(
+            [
+                Positions(
+                    np.linspace(0, 1, 101),
+                    np.arange(101) % 7 > 0,
+                    np.linspace(-0.1, 0.3, 101),
+                    np.full(101, 2.0),
+                    np.full(101, 2.1),
+                )
+            ]
+        )
+    ),
+    "schema_version": SCHEMA_VERSION,
+}
 
 
 @pytest.mark.parametrize(
@@ -166,12 +186,26 @@ def test_a_schema_2_record_holds_only_the_figures_it_had():
         validate_distributions({**old, "schema_version": 3})
 
 
-@pytest.mark.parametrize(("tail", "failure"), [("p99", None), ("p999", "the baseline (schema 2) has no p999 KL divergence to judge the tail by")])
+@pytest.mark.parametrize(
+    ("tail", "failure"),
+    [("p99", None), ("p999", "the baseline (schema 2) has no p999 KL divergence to judge the tail by")],
+)
 def test_a_schema_2_baseline_is_judged_on_the_tail_it_has_and_said_when_it_has_not(tail, failure):
-    fidelity = summarize([Positions(np.linspace(0, 1, 101), np.arange(101) % 7 > 0, np.linspace(-0.1, 0.3, 101),
-                                    np.full(101, 2.0), np.full(101, 2.1))])
+    fidelity = summarize(
+        [
+            Positions(
+                np.linspace(0, 1, 101),
+                np.arange(101) % 7 > 0,
+                np.linspace(-0.1, 0.3, 101),
+                np.full(101, 2.0),
+                np.full(101, 2.1),
+            )
+        ]
+    )
     old = {name: RECORD[name] for name in SCHEMA_2_FIELDS} | {"schema_version": 2}
     case, f32 = Case("smollm2-135m", "llamacpp-cpu", "q8_0"), Case("smollm2-135m", "llamacpp-cpu", "f32")
-    verdict = FidelityCheck(case, f32, FidelityGate(0.1, tail, 0.1, None), lambda: {0: fidelity}).judge({0: fidelity}, old)
+    verdict = FidelityCheck(case, f32, FidelityGate(0.1, tail, 0.1, None), lambda: {0: fidelity}).judge(
+        {0: fidelity}, old
+    )
     assert (verdict.failure is None) == (failure is None)
     assert failure is None or failure in verdict.failure and "--update-baselines" in verdict.failure

@@ -32,7 +32,9 @@ def history(tmp_path):
 def slm_history(tmp_path):
     """The same history, its test a pytest-slm item (it asks for `slm_case`, so it is collected as
     one case per combination; it loads no model)."""
-    return make_history(tmp_path, "def test_decode_speed(slm_case):", '[tool.pytest.ini_options]\nslm_devices = ["llamacpp-cpu"]\n')
+    return make_history(
+        tmp_path, "def test_decode_speed(slm_case):", '[tool.pytest.ini_options]\nslm_devices = ["llamacpp-cpu"]\n'
+    )
 
 
 def make_history(tmp_path, signature, config=""):
@@ -55,7 +57,9 @@ def make_history(tmp_path, signature, config=""):
 
 
 def bisect(repo, *args):
-    return subprocess.run([sys.executable, "-m", "pytest_slm", "bisect", *args], cwd=repo, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_slm", "bisect", *args], cwd=repo, capture_output=True, text=True, check=False
+    )
 
 
 def test_bisect_names_the_first_bad_commit_and_leaves_the_checkout_alone(history):
@@ -81,10 +85,21 @@ def stored_run(commit, verdict, machine):
     """What a run of the decode item at `commit` would have stored, on `machine`."""
     here = {name: version for name, version in versions().items() if name != "pytest-slm"}
     return RunRecord(
-        run_id=uuid.uuid4().hex, started=f"2026-01-01T00:00:0{commit[:1]}", finished="2026-01-01", host="h",
-        git_commit=commit, git_branch="main", git_dirty=False, pytest_slm="0", versions=here, settings={},
-        exitstatus=0, measures=[Measure("runtime", ITEM, "decode", 100.0, "tok/s", 0.01, verdict, machine.slug)],
-        rows=[("runtime", {"item": ITEM, "device": "llamacpp-cpu"})], outcomes={}, fingerprints={machine.slug: asdict(machine)},
+        run_id=uuid.uuid4().hex,
+        started=f"2026-01-01T00:00:0{commit[:1]}",
+        finished="2026-01-01",
+        host="h",
+        git_commit=commit,
+        git_branch="main",
+        git_dirty=False,
+        pytest_slm="0",
+        versions=here,
+        settings={},
+        exitstatus=0,
+        measures=[Measure("runtime", ITEM, "decode", 100.0, "tok/s", 0.01, verdict, machine.slug)],
+        rows=[("runtime", {"item": ITEM, "device": "llamacpp-cpu"})],
+        outcomes={},
+        fingerprints={machine.slug: asdict(machine)},
     )
 
 
@@ -99,7 +114,9 @@ def test_stored_runs_of_the_items_on_this_machine_are_reused_instead_of_running(
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines[-1] == f"first bad commit: {commits[2]} change 2"
-    assert lines[:-1] and all(line.startswith("pytest-slm bisect: reused run ") and "pytest not run" in line for line in lines[:-1])
+    assert lines[:-1] and all(
+        line.startswith("pytest-slm bisect: reused run ") and "pytest not run" in line for line in lines[:-1]
+    )
     assert f"at {commits[2][:10]} for 1 item(s): FAIL ({ITEM}); pytest not run" in done.stdout
 
 
@@ -109,6 +126,17 @@ def test_stored_runs_from_another_machine_are_not_reused(slm_history):
     other = Fingerprint(**{**asdict(fingerprint("llamacpp-cpu", 2)), "cpu": "Another CPU"})
     for index in range(1, 5):
         store.append(path, stored_run(commits[index], "FAIL" if index >= 2 else "pass", other))
-    done = bisect(repo, "--good", commits[0], "--bad", "main", "--", "-q", "-p", "no:cacheprovider", "--slm-history=elsewhere.sqlite")
+    done = bisect(
+        repo,
+        "--good",
+        commits[0],
+        "--bad",
+        "main",
+        "--",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--slm-history=elsewhere.sqlite",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == f"first bad commit: {commits[3]} change 3"  # pytest ran: the truth

@@ -33,7 +33,7 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         slm_tasks = ["slm_facts"]
         slm_limit = "40"
         slm_threads = "2"
-        slm_cache = "{tmp_path_factory.mktemp('cache')}"
+        slm_cache = "{tmp_path_factory.mktemp("cache")}"
         slm_eval_text = "eval.txt"
         slm_decode_prompt = "32"
         slm_decode_tokens = "32"
@@ -52,23 +52,33 @@ def query(path: Path, sql: str) -> list[tuple]:
 
 
 def history_cli(project: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_slm", *args], cwd=project.path, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_slm", *args], cwd=project.path, capture_output=True, text=True, check=False
+    )
 
 
 def test_four_xdist_workers_lose_no_row(project):
     """Four names for the embedded model: four groups, so four workers each measure and send rows."""
-    (project.path / "suites" / "models.toml").write_text("".join(f'[models.m{i}]\ngguf = "{MODEL}"\n' for i in range(4)))
-    result = project.runpytest_subprocess("test_accuracy.py", "-n", "4", "--slm-models=m0,m1,m2,m3", "--slm-limit=10", "--update-baselines")
+    (project.path / "suites" / "models.toml").write_text(
+        "".join(f'[models.m{i}]\ngguf = "{MODEL}"\n' for i in range(4))
+    )
+    result = project.runpytest_subprocess(
+        "test_accuracy.py", "-n", "4", "--slm-models=m0,m1,m2,m3", "--slm-limit=10", "--update-baselines"
+    )
     result.assert_outcomes(passed=4)
     path = project.path / ".pytest-slm" / "history.sqlite"
     [(run_id,)] = query(path, "SELECT run_id FROM runs")
     assert sorted(query(path, "SELECT item, metric, value >= 0 FROM measures")) == [
         (f"m{i}-llamacpp-cpu-native-slm_facts:0", "accuracy", 1) for i in range(4)
     ]
-    assert query(path, "SELECT item, count(*) FROM outcomes GROUP BY item") == [(f"m{i}-llamacpp-cpu-native-slm_facts:0", 10) for i in range(4)]
+    assert query(path, "SELECT item, count(*) FROM outcomes GROUP BY item") == [
+        (f"m{i}-llamacpp-cpu-native-slm_facts:0", 10) for i in range(4)
+    ]
     workers = {part.split(":")[0] for part in result.stdout.str().split("model loads: ")[1].splitlines()[0].split("; ")}
     assert len(workers) >= 2, workers  # rows really came from several workers
-    result.stdout.fnmatch_lines([f"pytest-slm history: run {run_id[:12]} (4 figures) appended to .pytest-slm/history.sqlite in *.** s"])
+    result.stdout.fnmatch_lines(
+        [f"pytest-slm history: run {run_id[:12]} (4 figures) appended to .pytest-slm/history.sqlite in *.** s"]
+    )
 
 
 def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):
@@ -79,14 +89,20 @@ def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     result = project.runpytest_subprocess("--slm-history=newer.sqlite")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --slm-history: history store */newer.sqlite has schema version {store.SCHEMA_VERSION + 1}, newer than*"])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: --slm-history: history store */newer.sqlite has schema version {store.SCHEMA_VERSION + 1}, newer than*"
+        ]
+    )
     assert "Traceback" not in result.stderr.str()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert not (project.path / "newer.sqlite-wal").exists()
 
 
 def test_off_writes_nothing(project):
-    result = project.runpytest_subprocess("test_accuracy.py", "--slm-limit=5", "--update-baselines", "--slm-history=off")
+    result = project.runpytest_subprocess(
+        "test_accuracy.py", "--slm-limit=5", "--update-baselines", "--slm-history=off"
+    )
     result.assert_outcomes(passed=1)
     assert not (project.path / ".pytest-slm").exists()
     assert "pytest-slm history" not in result.stdout.str()
@@ -115,8 +131,10 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     decode_item = "test_decode_speed[smollm2-135m-llamacpp-cpu-native]"
     item_verdict = junit_verdict(project, decode_item, "decode.verdict")
     task = project.path / "suites" / "tasks" / "slm_facts.yaml"
-    task.write_text(task.read_text().replace("doc_to_target: label", "doc_to_target: \"{{(label + 1) % 4}}\""))
-    edited = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--slm-allow-task-change", "--slm-report=report")
+    task.write_text(task.read_text().replace("doc_to_target: label", 'doc_to_target: "{{(label + 1) % 4}}"'))
+    edited = project.runpytest_subprocess(
+        *selection, "-p", "slowed_runtime", "--slm-allow-task-change", "--slm-report=report"
+    )
     assert "FAILED test_accuracy.py::test_task_accuracy" in edited.stdout.str()  # the item saw the change too
 
     path = project.path / ".pytest-slm" / "history.sqlite"
@@ -138,11 +156,17 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     [accuracy_step] = steps_of("smollm2-135m-llamacpp-cpu-native-slm_facts:0", "accuracy")
     assert f"STEP at run 4 ({runs[3][:12]}" in accuracy_step and "McNemar" in accuracy_step
     page = (project.path / "report" / "report.html").read_text()  # drawn after run 4 was appended
-    trend = page.split('<div class="trend" data-series="items smollm2-135m-llamacpp-cpu-native-slm_facts:0 accuracy">')[1]
+    trend = page.split('<div class="trend" data-series="items smollm2-135m-llamacpp-cpu-native-slm_facts:0 accuracy">')[
+        1
+    ]
     assert re.findall(r'id="(step-at-run-\d+)"', trend.split("</div>")[0]) == ["step-at-run-4"]
 
     compared = history_cli(project, "compare", runs[1], runs[2])
-    row = next(line for line in compared.stdout.splitlines() if line.startswith("smollm2-135m-llamacpp-cpu-native ") and " decode " in line)
+    row = next(
+        line
+        for line in compared.stdout.splitlines()
+        if line.startswith("smollm2-135m-llamacpp-cpu-native ") and " decode " in line
+    )
     assert row.split()[-1] == item_verdict, (compared.stdout, slowed.stdout.str())
     assert compared.returncode == (1 if item_verdict == "FAIL" else 0)
 
@@ -150,7 +174,10 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     # pair steady enough that the same pair 25% slower would be a step for the documented method
     # (a check blind to whether the slowdown took effect) makes the real step visible too. When
     # this machine's noise hid it, say so; measured rates: docs/history.md.
-    decode = query(path, "SELECT value, spread FROM measures JOIN runs USING (run_id) WHERE metric = 'decode' ORDER BY started, run_id")
+    decode = query(
+        path,
+        "SELECT value, spread FROM measures JOIN runs USING (run_id) WHERE metric = 'decode' ORDER BY started, run_id",
+    )
     unsteady = [
         f"runs {i + 1}-{i + 2}: {a:.4g} and {b:.4g} tok/s (spreads {100 * sa:.1f}%, {100 * sb:.1f}%)"
         for i, ((a, sa), (b, sb)) in ((0, decode[:2]), (2, decode[2:]))

@@ -119,9 +119,13 @@ def test_an_accuracy_step_is_the_paired_test_between_consecutive_runs():
 def test_compare_gives_the_items_verdicts():
     before = make_run("2026-01-01")
     lost = {f"{i:02d}": 0 for i in range(0, 20, 2)}  # 10 of the 20 right answers lost
-    after = make_run("2026-01-02", decode=75.0, accuracy={**before.outcomes["m-llamacpp-cpu-native-slm_facts:0"], **lost})
+    after = make_run(
+        "2026-01-02", decode=75.0, accuracy={**before.outcomes["m-llamacpp-cpu-native-slm_facts:0"], **lost}
+    )
     found = {c.metric: c for c in compare_runs(before, after)}
-    paired = compare_outcomes(before.outcomes["m-llamacpp-cpu-native-slm_facts:0"], after.outcomes["m-llamacpp-cpu-native-slm_facts:0"])
+    paired = compare_outcomes(
+        before.outcomes["m-llamacpp-cpu-native-slm_facts:0"], after.outcomes["m-llamacpp-cpu-native-slm_facts:0"]
+    )
     assert paired.is_regression(0.05, 1.0)
     assert found["accuracy"].verdict == "FAIL" and "flips 10/0" in found["accuracy"].change
     assert found["decode"].verdict == "FAIL" and found["decode"].change.startswith("33.3% slower")  # 100/75 - 1
@@ -131,7 +135,10 @@ def test_compare_gives_the_items_verdicts():
 
 def test_the_cli_names_runs_by_id_commit_or_date(tmp_path, capsys):
     path = tmp_path / "h.sqlite"
-    first, second = make_run("2026-01-01T10:00:00", commit="aaaa1111"), make_run("2026-01-02T10:00:00", decode=70.0, commit="bbbb2222")
+    first, second = (
+        make_run("2026-01-01T10:00:00", commit="aaaa1111"),
+        make_run("2026-01-02T10:00:00", decode=70.0, commit="bbbb2222"),
+    )
     store.append(path, first)
     store.append(path, second)
     assert main(["compare", first.run_id[:8], "bbbb2222", "--store", str(path)]) == 1

@@ -38,17 +38,33 @@ def run_on(index: int, llama: str, *, os_release: str = "Linux 6.8.0", old_style
     outcomes = {f"{i:02d}": int(i % 2 == 0) for i in range(40)}
     versions = {"llama-cpp-python": llama, "pytest": "9"}
     return RunRecord(
-        run_id=uuid.uuid4().hex, started=f"2026-03-0{index + 1}T02:00:00+00:00", finished=f"2026-03-0{index + 1}T02:03:00+00:00",
-        host="h", git_commit=f"{index}abc1234", git_branch="main", git_dirty=False, pytest_slm="0.1.0", versions=versions,
-        settings=SETTINGS, exitstatus=0,
+        run_id=uuid.uuid4().hex,
+        started=f"2026-03-0{index + 1}T02:00:00+00:00",
+        finished=f"2026-03-0{index + 1}T02:03:00+00:00",
+        host="h",
+        git_commit=f"{index}abc1234",
+        git_branch="main",
+        git_dirty=False,
+        pytest_slm="0.1.0",
+        versions=versions,
+        settings=SETTINGS,
+        exitstatus=0,
         measures=[
             Measure("items", f"{ITEM}-slm_facts:0", "accuracy", 0.5, "share", None, "pass"),
             Measure("runtime", ITEM, "decode", DECODE[index], "tok/s", 0.01, "pass", slug),
         ],
-        rows=[("items", {"item": f"{ITEM}-slm_facts:0", "device": "llamacpp-cpu"}), ("runtime", {"item": ITEM, "device": "llamacpp-cpu"})],
-        outcomes={f"{ITEM}-slm_facts:0": outcomes}, fingerprints={slug: fields},
-        provenance={} if old_style else record.provenance_of(
-            {"pytest-slm": "0.1.0", **versions}, {"os_release": os_release}, {"llamacpp-cpu": f"llama-cpp-python {llama}"}
+        rows=[
+            ("items", {"item": f"{ITEM}-slm_facts:0", "device": "llamacpp-cpu"}),
+            ("runtime", {"item": ITEM, "device": "llamacpp-cpu"}),
+        ],
+        outcomes={f"{ITEM}-slm_facts:0": outcomes},
+        fingerprints={slug: fields},
+        provenance={}
+        if old_style
+        else record.provenance_of(
+            {"pytest-slm": "0.1.0", **versions},
+            {"os_release": os_release},
+            {"llamacpp-cpu": f"llama-cpp-python {llama}"},
         ),
     )
 
@@ -62,16 +78,40 @@ def schema_1_store(path: Path, runs: list[RunRecord]) -> None:
         for run in runs:
             db.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run.run_id, run.started, run.finished, run.host, run.git_commit, run.git_branch, 0, run.pytest_slm,
-                 json.dumps(dict(run.versions)), json.dumps(dict(run.settings)), 0),
+                (
+                    run.run_id,
+                    run.started,
+                    run.finished,
+                    run.host,
+                    run.git_commit,
+                    run.git_branch,
+                    0,
+                    run.pytest_slm,
+                    json.dumps(dict(run.versions)),
+                    json.dumps(dict(run.settings)),
+                    0,
+                ),
             )
-            db.executemany("INSERT INTO measures VALUES (?,?,?,?,?,?,?,?,?)", [(run.run_id, *asdict(m).values()) for m in run.measures])
-            db.executemany("INSERT INTO rows VALUES (?,?,?,?)", [(run.run_id, seq, s, json.dumps(d)) for seq, (s, d) in enumerate(run.rows)])
+            db.executemany(
+                "INSERT INTO measures VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run.run_id, *asdict(m).values()) for m in run.measures],
+            )
+            db.executemany(
+                "INSERT INTO rows VALUES (?,?,?,?)",
+                [(run.run_id, seq, s, json.dumps(d)) for seq, (s, d) in enumerate(run.rows)],
+            )
             db.executemany(
                 "INSERT INTO outcomes VALUES (?,?,?,?)",
-                [(run.run_id, item, sample, v) for item, samples in run.outcomes.items() for sample, v in samples.items()],
+                [
+                    (run.run_id, item, sample, v)
+                    for item, samples in run.outcomes.items()
+                    for sample, v in samples.items()
+                ],
             )
-            db.executemany("INSERT OR IGNORE INTO fingerprints VALUES (?,?)", [(s, json.dumps(d)) for s, d in run.fingerprints.items()])
+            db.executemany(
+                "INSERT OR IGNORE INTO fingerprints VALUES (?,?)",
+                [(s, json.dumps(d)) for s, d in run.fingerprints.items()],
+            )
 
 
 def decode_series(path: Path) -> list[trends.Series]:
@@ -131,7 +171,10 @@ def test_runs_stored_with_the_runtime_in_their_fingerprint_join_the_hardware_ser
         second = store.read_run(db, old[1].run_id)
     assert second.measures[1].fingerprint == MACHINE.slug and second.fingerprints == {MACHINE.slug: asdict(MACHINE)}
     assert second.provenance == {
-        "llama_cpp_python": "0.3.36", "pytest": "9", "pytest_slm": "0.1.0", "runtime_build:llamacpp-cpu": "llama-cpp-python 0.3.36",
+        "llama_cpp_python": "0.3.36",
+        "pytest": "9",
+        "pytest_slm": "0.1.0",
+        "runtime_build:llamacpp-cpu": "llama-cpp-python 0.3.36",
     }
 
     # merged elsewhere, the old runs arrive under the hardware slug with their provenance
@@ -153,7 +196,9 @@ def test_compare_says_what_changed_between_the_runs_before_its_rows(tmp_path, ca
         store.append(path, run)
     assert main(["compare", before.run_id, after.run_id, "--store", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == "changed between the runs: llama-cpp-python 0.3.36 → 0.3.40; OS release Linux 6.1.0 → Linux 6.8.0"
+    assert (
+        lines[2] == "changed between the runs: llama-cpp-python 0.3.36 → 0.3.40; OS release Linux 6.1.0 → Linux 6.8.0"
+    )
     assert lines[3].split() == ["item", "metric", "A", "B", "change", "verdict"]
     assert {c.metric: c.verdict for c in compare_runs(before, after)} == {"accuracy": "pass", "decode": "pass"}
     assert main(["compare", after.run_id, same.run_id, "--store", str(path)]) == 0
@@ -161,9 +206,15 @@ def test_compare_says_what_changed_between_the_runs_before_its_rows(tmp_path, ca
 
 
 def test_a_runtime_build_is_named_where_its_version_does_not_say_it_and_a_device_not_measured_is_no_change():
-    before = {"mlx": "0.32.4", "runtime_build:mlx-cpu": "mlx 0.32.4 on OpenBLAS 0.3.30", "runtime_build:llamacpp-cpu": "llama-cpp-python 0.3.36"}
+    before = {
+        "mlx": "0.32.4",
+        "runtime_build:mlx-cpu": "mlx 0.32.4 on OpenBLAS 0.3.30",
+        "runtime_build:llamacpp-cpu": "llama-cpp-python 0.3.36",
+    }
     blas = {"mlx": "0.32.4", "runtime_build:mlx-cpu": "mlx 0.32.4 on OpenBLAS 0.3.34"}
-    assert changes.between(before, blas) == ["runtime build on mlx-cpu mlx 0.32.4 on OpenBLAS 0.3.30 → mlx 0.32.4 on OpenBLAS 0.3.34"]
+    assert changes.between(before, blas) == [
+        "runtime build on mlx-cpu mlx 0.32.4 on OpenBLAS 0.3.30 → mlx 0.32.4 on OpenBLAS 0.3.34"
+    ]
     upgraded = {"mlx": "0.33.0", "runtime_build:mlx-cpu": "mlx 0.33.0 on OpenBLAS 0.3.30"}
     assert changes.between(before, upgraded) == ["mlx 0.32.4 → 0.33.0"]
     assert changes.line(before, before) == "nothing recorded changed between the runs"
@@ -172,14 +223,35 @@ def test_a_runtime_build_is_named_where_its_version_does_not_say_it_and_a_device
 def test_a_run_records_its_provenance_and_its_hardware_slug(tmp_path):
     """What the plugin's append builds, from the summary's rows: session.results()'s `changed`
     (strings, not rows) is no section of figures."""
-    row = {"item": ITEM, "device": "llamacpp-cpu", "metric": "decode", "median": 80.0, "unit": "tok/s", "spread": 0.01, "verdict": "pass"}
-    results = {"runtime": [row], "items": [], "baseline_writes": [], "changed": ["llama-cpp-python 0.3.36 → 0.3.40 (1 item)"]}
+    row = {
+        "item": ITEM,
+        "device": "llamacpp-cpu",
+        "metric": "decode",
+        "median": 80.0,
+        "unit": "tok/s",
+        "spread": 0.01,
+        "verdict": "pass",
+    }
+    results = {
+        "runtime": [row],
+        "items": [],
+        "baseline_writes": [],
+        "changed": ["llama-cpp-python 0.3.36 → 0.3.40 (1 item)"],
+    }
     run = record.build(
-        results, {}, started=record.now(), root=tmp_path, settings=SETTINGS, exitstatus=0,
-        fingerprint_of=lambda device: MACHINE, runtime_of=lambda device: f"{device} runtime 1.0",
+        results,
+        {},
+        started=record.now(),
+        root=tmp_path,
+        settings=SETTINGS,
+        exitstatus=0,
+        fingerprint_of=lambda device: MACHINE,
+        runtime_of=lambda device: f"{device} runtime 1.0",
         system={"os_release": "Linux 6.8.0", "gpu_driver": "550.1"},
     )
-    assert [m.fingerprint for m in run.measures] == [MACHINE.slug] and run.fingerprints == {MACHINE.slug: asdict(MACHINE)}
+    assert [m.fingerprint for m in run.measures] == [MACHINE.slug] and run.fingerprints == {
+        MACHINE.slug: asdict(MACHINE)
+    }
     assert run.provenance["runtime_build:llamacpp-cpu"] == "llamacpp-cpu runtime 1.0"
     assert (run.provenance["os_release"], run.provenance["gpu_driver"]) == ("Linux 6.8.0", "550.1")
     assert run.provenance["pytest_slm"] == run.pytest_slm and "pytest-slm" not in run.versions

@@ -40,12 +40,22 @@ def _accuracy_rows():
         for quant in quants:
             for task, accuracy in TASKS.items():
                 verdict = "FAIL" if DROP[quant] > 0.1 else "updated" if device == "mlx-cpu" else "pass"
-                rows.append(dict(
-                    item=_item(device, quant, task), model=MODEL, device=device, quant=quant, task=task,
-                    accuracy=accuracy - DROP[quant], baseline=accuracy, delta_points=0.0 - 100 * DROP[quant],
-                    regressed=int(100 * DROP[quant]), improved=1, p_value=0.002 if DROP[quant] > 0.1 else 0.4,
-                    verdict=verdict,
-                ))
+                rows.append(
+                    {
+                        "item": _item(device, quant, task),
+                        "model": MODEL,
+                        "device": device,
+                        "quant": quant,
+                        "task": task,
+                        "accuracy": accuracy - DROP[quant],
+                        "baseline": accuracy,
+                        "delta_points": 0.0 - 100 * DROP[quant],
+                        "regressed": int(100 * DROP[quant]),
+                        "improved": 1,
+                        "p_value": 0.002 if DROP[quant] > 0.1 else 0.4,
+                        "verdict": verdict,
+                    }
+                )
     return rows
 
 
@@ -53,13 +63,41 @@ def _runtime_rows():
     rows = []
     for device, quants in QUANTS.items():
         for quant in quants:
-            base = dict(item=_item(device, quant, "latency"), model=MODEL, device=device, quant=quant)
+            base = {"item": _item(device, quant, "latency"), "model": MODEL, "device": device, "quant": quant}
             for metric, speed in SPEED.items():
                 median = speed * SPEEDUP[quant]
-                rows.append(dict(base, metric=metric, unit="tok/s", median=median, min=1.05 * median, spread=0.04,
-                                 baseline=median, change_pct=1.2, limit_pct=10.0, rounds=1, load=0.4, verdict="pass"))
-            rows.append(dict(base, metric="ttft@128", unit="s", median=0.15, min=0.14, spread=0.02, baseline=None,
-                             change_pct=None, limit_pct=None, rounds=1, load=0.4, verdict="updated"))
+                rows.append(
+                    dict(
+                        base,
+                        metric=metric,
+                        unit="tok/s",
+                        median=median,
+                        min=1.05 * median,
+                        spread=0.04,
+                        baseline=median,
+                        change_pct=1.2,
+                        limit_pct=10.0,
+                        rounds=1,
+                        load=0.4,
+                        verdict="pass",
+                    )
+                )
+            rows.append(
+                dict(
+                    base,
+                    metric="ttft@128",
+                    unit="s",
+                    median=0.15,
+                    min=0.14,
+                    spread=0.02,
+                    baseline=None,
+                    change_pct=None,
+                    limit_pct=None,
+                    rounds=1,
+                    load=0.4,
+                    verdict="updated",
+                )
+            )
     return rows
 
 
@@ -70,35 +108,77 @@ def _memory_rows():
         for context in (512, 2048, 8192):
             kv = KV_MIB_PER_TOKEN * context
             total = weights + kv
-            kv_cache.append(dict(context=context, kv_bytes=int(kv * MIB), total_bytes=int(total * MIB), share=kv / total))
-        rows.append(dict(item=_item("llamacpp-cpu", quant, "memory"), model=MODEL, device="llamacpp-cpu", quant=quant,
-                         weights_bytes=weights * MIB, kv_bytes_per_token=int(KV_MIB_PER_TOKEN * MIB),
-                         peak_rss_bytes=None if quant == "native" else (weights + 60) * MIB,  # None: not Linux
-                         kv_cache=kv_cache, verdict="pass"))
+            kv_cache.append(
+                {"context": context, "kv_bytes": int(kv * MIB), "total_bytes": int(total * MIB), "share": kv / total}
+            )
+        rows.append(
+            {
+                "item": _item("llamacpp-cpu", quant, "memory"),
+                "model": MODEL,
+                "device": "llamacpp-cpu",
+                "quant": quant,
+                "weights_bytes": weights * MIB,
+                "kv_bytes_per_token": int(KV_MIB_PER_TOKEN * MIB),
+                "peak_rss_bytes": None if quant == "native" else (weights + 60) * MIB,  # None: not Linux
+                "kv_cache": kv_cache,
+                "verdict": "pass",
+            }
+        )
     return rows
 
 
 def _statistics(kld, agreement):
     """A distribution row's figures around a mean KL divergence and a top-1 agreement."""
-    return dict(tokens=4096, mean_kld=kld, kld_stderr=kld / 30, median_kld=kld / 4, p90_kld=2 * kld, p95_kld=4 * kld,
-                p99_kld=12 * kld, p999_kld=30 * kld, max_kld=60 * kld, delta_p_mean=kld / 10, delta_p_rms=kld,
-                delta_p_median=0.0, delta_p_p99=5 * kld, delta_p_max=10 * kld, top1_agreement=agreement,
-                top1_low=agreement - 0.003, top1_high=agreement + 0.003, reference_perplexity=14.2, ppl_ratio=1 + 3 * kld,
-                ppl_ratio_stderr=kld / 10)
+    return {
+        "tokens": 4096,
+        "mean_kld": kld,
+        "kld_stderr": kld / 30,
+        "median_kld": kld / 4,
+        "p90_kld": 2 * kld,
+        "p95_kld": 4 * kld,
+        "p99_kld": 12 * kld,
+        "p999_kld": 30 * kld,
+        "max_kld": 60 * kld,
+        "delta_p_mean": kld / 10,
+        "delta_p_rms": kld,
+        "delta_p_median": 0.0,
+        "delta_p_p99": 5 * kld,
+        "delta_p_max": 10 * kld,
+        "top1_agreement": agreement,
+        "top1_low": agreement - 0.003,
+        "top1_high": agreement + 0.003,
+        "reference_perplexity": 14.2,
+        "ppl_ratio": 1 + 3 * kld,
+        "ppl_ratio_stderr": kld / 10,
+    }
 
 
 def _fidelity_rows():
     return [
-        dict(item=_item("llamacpp-cpu", quant, "fidelity"), model=MODEL, device="llamacpp-cpu", quant=quant,
-             **_statistics(kld, agreement), perplexity=14.2 + 40 * kld, verdict=verdict)
+        dict(
+            item=_item("llamacpp-cpu", quant, "fidelity"),
+            model=MODEL,
+            device="llamacpp-cpu",
+            quant=quant,
+            **_statistics(kld, agreement),
+            perplexity=14.2 + 40 * kld,
+            verdict=verdict,
+        )
         for quant, kld, agreement, verdict in (("q8_0", 0.0009, 0.991, "pass"), ("q2_k", 0.21, 0.78, "FAIL"))
     ]
 
 
 RESULTS = {
     "items": _accuracy_rows(),
-    "parity": [dict(item=f"{MODEL}-mlx-cpu-native-vs-llamacpp-cpu-f32", task_outcomes="4 tasks, 9 flips",
-                    **_statistics(0.0004, 0.997), perplexity=14.21, verdict="pass")],
+    "parity": [
+        dict(
+            item=f"{MODEL}-mlx-cpu-native-vs-llamacpp-cpu-f32",
+            task_outcomes="4 tasks, 9 flips",
+            **_statistics(0.0004, 0.997),
+            perplexity=14.21,
+            verdict="pass",
+        )
+    ],
     "fidelity": _fidelity_rows(),
     "runtime": _runtime_rows(),
     "memory": _memory_rows(),
@@ -180,7 +260,10 @@ def test_speed_plots_prefill_and_decode_with_whiskers_but_not_seconds(charts):
     assert sorted(drawn) == sorted(speeds) and len(drawn) == 18  # none for ttft: seconds
     np.testing.assert_allclose(
         [drawn[key] for key in speeds],
-        [(row["median"], row["median"] * (1 - row["spread"]), row["median"] * (1 + row["spread"])) for row in speeds.values()],
+        [
+            (row["median"], row["median"] * (1 - row["spread"]), row["median"] * (1 + row["spread"]))
+            for row in speeds.values()
+        ],
     )
 
 
@@ -190,8 +273,13 @@ def test_memory_stacks_kv_on_the_rest_per_context_with_its_share(charts):
     rest, kv = _containers(axes)
     assert (rest.get_label(), kv.get_label()) == ("non-KV (weights and the rest)", "KV cache")
     assert _ticks(axes) == ["512", "2k", "8k"] * 3 and _ticks(axes, minor=True) == ["native", "q8_0", "q4_k_m"]
-    expected = [kv for quant in ("native", "q8_0", "q4_k_m") for row in RESULTS["memory"] if row["quant"] == quant
-                for kv in row["kv_cache"]]
+    expected = [
+        kv
+        for quant in ("native", "q8_0", "q4_k_m")
+        for row in RESULTS["memory"]
+        if row["quant"] == quant
+        for kv in row["kv_cache"]
+    ]
     np.testing.assert_allclose(
         [(bar.get_height(), top.get_y(), top.get_height()) for bar, top in zip(rest, kv, strict=True)],
         [((c["total_bytes"] - c["kv_bytes"]) / MIB,) * 2 + (c["kv_bytes"] / MIB,) for c in expected],
@@ -214,7 +302,7 @@ def test_kld_plots_each_quants_tail_from_its_percentiles_to_its_max(charts):
 
 
 def test_the_fidelity_table_shows_llama_perplexitys_statistics():
-    headers, [q2_k, q8_0] = tables.fidelity(RESULTS["fidelity"])
+    headers, [_q2_k, q8_0] = tables.fidelity(RESULTS["fidelity"])
     assert headers[3:11] == ["mean KLD ± se", "median", "p90", "p95", "p99", "p99.9", "max", "Δp mean / RMS"]
     assert q8_0[2:4] == ("0.9910 [0.9880, 0.9940]", "9.00e-04 ± 3.0e-05") and q8_0[8] == "2.70e-02"
     judged = dict(RESULTS["fidelity"][0], baseline_mean_kld=1e-3, baseline_tail_kld=2e-2, judged_tail="p99")
@@ -226,7 +314,10 @@ def test_each_plot_is_an_inline_svg_per_panel(charts):
     page = html.render(RESULTS)
     figures = re.findall(r'<figure id="([^"]+)">(.*?)</figure>', page, re.DOTALL)
     assert [(figure_id, body.count("<svg")) for figure_id, body in figures] == [
-        ("accuracy-ladder", 2), ("speed", 4), ("memory", 1), ("kld", 1)
+        ("accuracy-ladder", 2),
+        ("speed", 4),
+        ("memory", 1),
+        ("kld", 1),
     ]
     assert "<?xml" not in page and "<!DOCTYPE svg" not in page  # an SVG file's prolog has no place in HTML
 
@@ -251,11 +342,18 @@ def test_the_page_needs_nothing_from_outside(charts):
 
 
 OUTCOMES = [
-    Outcome(f"suites/test_accuracy.py::test_task_accuracy[{_item('llamacpp-cpu', 'q2_k', 'slm_facts')}]", "fail",
-            message="acc regressed: 0.460 now vs 0.610 baseline (-15.0 points, n=200)"),
+    Outcome(
+        f"suites/test_accuracy.py::test_task_accuracy[{_item('llamacpp-cpu', 'q2_k', 'slm_facts')}]",
+        "fail",
+        message="acc regressed: 0.460 now vs 0.610 baseline (-15.0 points, n=200)",
+    ),
     Outcome(f"suites/test_accuracy.py::test_task_accuracy[{_item('llamacpp-cpu', 'native', 'slm_facts')}]", "pass"),
-    Outcome(f"suites/test_runtime.py::test_decode_speed[{MODEL}-llamacpp-cpu-native]", "not judged", "busy",
-            "others used 30% of our CPUs"),
+    Outcome(
+        f"suites/test_runtime.py::test_decode_speed[{MODEL}-llamacpp-cpu-native]",
+        "not judged",
+        "busy",
+        "others used 30% of our CPUs",
+    ),
 ]
 
 
@@ -265,7 +363,10 @@ def test_the_page_leads_with_the_runs_outcomes_what_changed_and_what_failed_and_
         '<p class="counts">3 items: <span class="verdict-pass">1 pass</span>, <span class="verdict-fail">1 fail</span>,'
         ' <span class="verdict-changed">1 not judged (1 busy)</span></p>'
     ) in page
-    order = [page.index(mark) for mark in ('class="counts"', 'id="changed"', 'id="failed"', 'id="not-judged"', "<figure", "<h2>Accuracy</h2>")]
+    order = [
+        page.index(mark)
+        for mark in ('class="counts"', 'id="changed"', 'id="failed"', 'id="not-judged"', "<figure", "<h2>Accuracy</h2>")
+    ]
     assert order == sorted(order)
     assert "<li>llama-cpp-python 0.3.36 → 0.3.40 (12 items)</li>" in page
     assert "q2_k-slm_facts]</code>: acc regressed: 0.460 now vs 0.610 baseline (-15.0 points, n=200)</li>" in page
@@ -274,7 +375,10 @@ def test_the_page_leads_with_the_runs_outcomes_what_changed_and_what_failed_and_
 
 def test_nothing_failed_or_changed_leaves_those_sections_out():
     page = html.render(RESULTS, OUTCOMES[1:2])
-    assert '<p class="counts">1 item: <span class="verdict-pass">1 pass</span>, <span class="verdict-fail">0 fail</span></p>' in page
+    assert (
+        '<p class="counts">1 item: <span class="verdict-pass">1 pass</span>, <span class="verdict-fail">0 fail</span></p>'
+        in page
+    )
     assert 'id="changed"' not in page and 'id="failed"' not in page and 'id="not-judged"' not in page
 
 
@@ -312,26 +416,45 @@ def test_without_matplotlib_the_page_has_its_tables_and_says_why_it_has_no_plots
 
 
 SVG = "{http://www.w3.org/2000/svg}"
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)  # Debian, Ubuntu, GitHub
+CHROMIUM = next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+)  # Debian, Ubuntu, GitHub
 
 
 def _depth_rows():
     """The fidelity rows again at two depths, so that the KL divergence is also plotted against depth."""
-    return [dict(row, depth=depth, mean_kld=row["mean_kld"] * (1 + depth / 4096), p99_kld=row["p99_kld"] * (1 + depth / 2048))
-            for row in RESULTS["fidelity"] for depth in (512, 2048)]
+    return [
+        dict(
+            row, depth=depth, mean_kld=row["mean_kld"] * (1 + depth / 4096), p99_kld=row["p99_kld"] * (1 + depth / 2048)
+        )
+        for row in RESULTS["fidelity"]
+        for depth in (512, 2048)
+    ]
 
 
 def _within_a_decade():
     """q8_0's rows at its depths on another runtime, mean and p99 within a decade: minor ticks get labels."""
-    return [dict(row, device="mlx-cpu", p99_kld=3 * row["mean_kld"])
-            for row in RESULTS["fidelity"] + _depth_rows() if row["quant"] == "q8_0"]
+    return [
+        dict(row, device="mlx-cpu", p99_kld=3 * row["mean_kld"])
+        for row in RESULTS["fidelity"] + _depth_rows()
+        if row["quant"] == "q8_0"
+    ]
 
 
 def test_log_scale_tick_labels_are_plain_text(charts):
     rows = RESULTS["fidelity"] + _depth_rows()
     panels = charts.kld(rows) + charts.kld_depth(rows) + charts.kld_depth(_within_a_decade())
     labels = [_tick_labels(charts.svg(panel)) for panel in panels]
-    assert labels[0] == ["10⁻³", "10⁻²", "10⁻¹", "10⁰", "10¹", "10⁻³", "10⁻²", "10⁻¹"]  # KLD across, share of positions up
+    assert labels[0] == [
+        "10⁻³",
+        "10⁻²",
+        "10⁻¹",
+        "10⁰",
+        "10¹",
+        "10⁻³",
+        "10⁻²",
+        "10⁻¹",
+    ]  # KLD across, share of positions up
     assert labels[1] == ["0", "500", "1000", "1500", "2000", "10⁻³", "10⁻²", "10⁻¹", "10⁰"]
     assert "2×10⁻³" in labels[2]  # where a decade or two is shown, matplotlib labels some minor ticks too
     assert not [label for panel in labels for label in panel if "$" in label or "mathdefault" in label]
@@ -347,14 +470,30 @@ def _tick_labels(svg):
 def _chromium(tmp_path, page, *arguments):
     """Headless chromium on `page` with `arguments`; its profile, caches and temporary files stay in tmp_path."""
     home = tmp_path / "home"
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_path),
-           "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "TMPDIR": str(tmp_path),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,2400", *arguments, page.as_uri(),
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1200,2400",
+        *arguments,
+        page.as_uri(),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a browser to render the page: apt-get install -y chromium")
@@ -382,7 +521,7 @@ def test_a_headless_browser_draws_every_plot(tmp_path, charts):
 
 
 def _pixels_of(pixels, colour):
-    rgb = np.array([int(colour[index:index + 2], 16) for index in (1, 3, 5)])
+    rgb = np.array([int(colour[index : index + 2], 16) for index in (1, 3, 5)])
     return int((np.abs(pixels.astype(int) - rgb) <= 2).all(axis=-1).sum())
 
 

@@ -67,7 +67,11 @@ def test_a_pattern_in_the_metadata_says_which_layers_slide(pattern):
 @pytest.mark.parametrize(
     ("fields", "value_bytes", "reason"),
     [
-        (metadata("mistralish", sliding_window=4096), F16, "mistralish has a sliding window but no known layer pattern"),
+        (
+            metadata("mistralish", sliding_window=4096),
+            F16,
+            "mistralish has a sliding window but no known layer pattern",
+        ),
         (metadata(head_count_kv=[1, 1, 0, 1, 1, 1]), F16, "llama has layers without attention (recurrent or hybrid)"),
         (metadata("deepseek2", kv_lora_rank=512), F16, "deepseek2 keeps a compressed (MLA) KV cache"),
         (metadata(), None, "the KV cache type has no fixed size per value"),
@@ -93,21 +97,29 @@ def judged(profile: MemoryProfile, baseline: dict | None):
 
 def test_a_layout_the_layers_predict_and_the_runtime_stores_is_the_items_figure():
     record, row, failure = judged(MemoryProfile(10, SWA.per_token, SWA.per_token + 24, SWA), None)
-    assert record["kv_bytes_per_token"] == row.kv_bytes_per_token == SWA.per_token and not row.kv_note and failure is None
+    assert (
+        record["kv_bytes_per_token"] == row.kv_bytes_per_token == SWA.per_token and not row.kv_note and failure is None
+    )
     assert row.kv_cache[0]["kv_bytes"] == SWA.at(8192)
 
 
 def test_an_unpredicted_layout_records_the_measured_figure_and_says_why():
     profile = MemoryProfile(10, 1000, 1000.4, unpredicted="the model has recurrent state")
     record, row, failure = judged(profile, {"weights_bytes": 10, "kv_bytes_per_token": 1000})
-    assert (record["kv_bytes_per_token"], row.kv_note, failure) == (1000, "measured: the model has recurrent state", None)
+    assert (record["kv_bytes_per_token"], row.kv_note, failure) == (
+        1000,
+        "measured: the model has recurrent state",
+        None,
+    )
 
 
 def test_an_estimate_the_runtime_contradicts_never_fails_an_update_and_fails_against_the_old_figure():
     profile = MemoryProfile(10, SWA.per_token, 2 * SWA.per_token, SWA)
     record, row, failure = judged(profile, None)  # --update-baselines
     assert record["kv_bytes_per_token"] == 2 * SWA.per_token and failure is None
-    assert row.kv_note.startswith(f"measured: the runtime stores {2 * SWA.per_token} KV cache bytes per token, the model's layers say")
+    assert row.kv_note.startswith(
+        f"measured: the runtime stores {2 * SWA.per_token} KV cache bytes per token, the model's layers say"
+    )
     assert judged(profile, {"weights_bytes": 10, "kv_bytes_per_token": 2 * SWA.per_token})[2] is None  # accepted
     failure = judged(profile, {"weights_bytes": 10, "kv_bytes_per_token": SWA.per_token})[2]
     assert "(6 layers: 1 global, 5 sliding (window 512, 1024 cells kept)); --update-baselines records" in failure
@@ -133,7 +145,10 @@ def test_the_expected_kv_bytes_per_token_are_what_llama_cpp_stores(model):
     assert not profile.unpredicted
     # the state of a cached token also holds its position and sequence (12 bytes per cache)
     assert 0 < profile.kv_bytes_per_token_stored - profile.kv_bytes_per_token <= 24
-    expected = {"embedded": "30 layers, all global", "gemma": "18 layers: 3 global, 15 sliding (window 512, 1024 cells kept)"}
+    expected = {
+        "embedded": "30 layers, all global",
+        "gemma": "18 layers: 3 global, 15 sliding (window 512, 1024 cells kept)",
+    }
     assert profile.kv_layout.describe() == expected[name]
 
 
@@ -147,4 +162,6 @@ def test_kv_at_context_is_what_llama_cpp_allocates_for_one_sequence(model, monke
     _, model = model
     layout = model.predicted_kv_layout()
     for context in (512, 2048, 8192):
-        assert allocated_kv_bytes(lib, model._model, context) == pytest.approx(layout.at(context), abs=0.005 * 2**20), context
+        assert allocated_kv_bytes(lib, model._model, context) == pytest.approx(layout.at(context), abs=0.005 * 2**20), (
+            context
+        )

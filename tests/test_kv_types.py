@@ -66,7 +66,9 @@ def test_a_q8_0_cache_gets_its_own_items_and_baselines_and_passes_against_them(p
     assert properties[memory_item, "kv_bytes_per_token"] == str(Q8_0_PER_TOKEN)
     assert properties[memory_item, "kv_note"] == ""  # what the runtime stores is what the layers and the type say
     assert properties[memory_item, "kv_bytes@2048"] == str(2048 * Q8_0_PER_TOKEN)
-    assert "test_task_accuracy[smollm2-135m-llamacpp-cpu-native-kv-q8_0-slm_facts:0]" in {name for name, _ in properties}
+    assert "test_task_accuracy[smollm2-135m-llamacpp-cpu-native-kv-q8_0-slm_facts:0]" in {
+        name for name, _ in properties
+    }
 
     again = project.runpytest_subprocess(*options)
     assert again.parseoutcomes() == {"passed": 2, "unjudged": 1, "deselected": 7}  # 4 samples cannot fail accuracy
@@ -77,5 +79,7 @@ def test_mlx_skips_a_quantized_kv_cache_naming_model_backend_and_why(project):
     result = project.runpytest_subprocess("--slm-devices=mlx-cpu", "--slm-kv-types=q4_0", "-k", "memory", "-rs")
     result.assert_outcomes(skipped=1, deselected=4)
     result.stdout.fnmatch_lines(
-        ["SKIPPED*smollm2-135m on mlx: no q4_0 KV cache (its KV types: f16; a runtime's own KV quantization, as mlx-lm's kv_bits, is not driven by --slm-kv-types)"]
+        [
+            "SKIPPED*smollm2-135m on mlx: no q4_0 KV cache (its KV types: f16; a runtime's own KV quantization, as mlx-lm's kv_bits, is not driven by --slm-kv-types)"
+        ]
     )

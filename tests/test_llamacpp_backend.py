@@ -58,7 +58,10 @@ def plain_reference(gguf, context, continuation):
 
 
 def test_scores_match_plain_reference(model, gguf):
-    groups = [ScoreGroup(model.tokenize(c), [model.tokenize(c + x)[len(model.tokenize(c)) :] for x in xs]) for c, xs in questions()]
+    groups = [
+        ScoreGroup(model.tokenize(c), [model.tokenize(c + x)[len(model.tokenize(c)) :] for x in xs])
+        for c, xs in questions()
+    ]
     scored = model.score(groups)
     worst = 0.0
     for group, results in zip(groups, scored):
@@ -71,7 +74,10 @@ def test_scores_match_plain_reference(model, gguf):
 
 def test_more_continuations_than_parallel_sequences(model):
     context = model.tokenize("Count with me: one, two,")
-    words = [model.tokenize(f" {w}") for w in "three four five six seven eight nine ten eleven twelve".split()] * 2
+    words = [
+        model.tokenize(f" {w}")
+        for w in ["three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    ] * 2
     together = model.score([ScoreGroup(context, words)])[0]
     alone = [model.score([ScoreGroup(context, [w])])[0][0] for w in words]
     assert np.allclose([lp for lp, _ in together], [lp for lp, _ in alone], atol=TOLERANCE_NATS)
@@ -93,7 +99,10 @@ def test_device_detection_per_platform():
         return sorted(s.name for s in statuses if s.available)
 
     assert available(detect_devices("CPU : AVX2 = 1 |", False, "linux")) == ["llamacpp-cpu"]
-    assert available(detect_devices("CUDA : ARCHS = 890 | CPU : AVX2 = 1", True, "linux")) == ["llamacpp-cpu", "llamacpp-cuda"]
+    assert available(detect_devices("CUDA : ARCHS = 890 | CPU : AVX2 = 1", True, "linux")) == [
+        "llamacpp-cpu",
+        "llamacpp-cuda",
+    ]
     assert available(detect_devices("Metal : EMBED_LIBRARY = 1 | CPU : NEON = 1", True, "darwin")) == [
         "llamacpp-cpu",
         "llamacpp-metal",
@@ -171,7 +180,9 @@ def test_timed_runs_at_a_depth_follow_the_context_evaluated_once(model, monkeypa
     before = model.score(group)
     decoded = []
     evaluate = model._decode
-    monkeypatch.setattr(model, "_decode", lambda entries, *rest: decoded.append(len(entries)) or evaluate(entries, *rest))
+    monkeypatch.setattr(
+        model, "_decode", lambda entries, *rest: decoded.append(len(entries)) or evaluate(entries, *rest)
+    )
     assert model.timed_prefill(prompt, context) > 0
     assert model._lib.llama_memory_seq_pos_max(model._memory, 0) == len(context) + len(prompt) - 1
     assert model.timed_decode(prompt, 4, context)[1] > 0

@@ -52,7 +52,9 @@ KEPT = "page cache kept: 98% of model.gguf still cached, mapped by a process"
 def load_check(confirmation: LatencyRun | None = None) -> LatencyCheck:
     machine = Fingerprint("cpu", 2, "none", "Linux")
     rounds = iter([confirmation] if confirmation else [])
-    return LatencyCheck(Case("m", "llamacpp-cpu", "native"), "load", machine, LatencySettings({"*": 0.1}, 3.0), rounds.__next__)
+    return LatencyCheck(
+        Case("m", "llamacpp-cpu", "native"), "load", machine, LatencySettings({"*": 0.1}, 3.0), rounds.__next__
+    )
 
 
 def load_run(cold: float, warm: float, note: str = "") -> LatencyRun:
@@ -62,7 +64,10 @@ def load_run(cold: float, warm: float, note: str = "") -> LatencyRun:
 
 def baseline(note: str = "") -> dict:
     record = load_check().record(load_run(1.0, 0.5, note))
-    return {**record, "metrics": {m: {"seconds": [t] * 5, "tokens": 0} for m, t in (("load.cold", 1.0), ("load.warm", 0.5))}}
+    return {
+        **record,
+        "metrics": {m: {"seconds": [t] * 5, "tokens": 0} for m, t in (("load.cold", 1.0), ("load.warm", 0.5))},
+    }
 
 
 def test_a_kept_cache_is_not_judged_against_an_evicted_baseline():

@@ -24,8 +24,18 @@ LOCK = ROOT / "requirements.txt"
 COMPILE = "uv pip compile requirements.in --universal --python-version 3.10 -o requirements.txt"
 EXTRAS = ("mlx", "test")
 PLATFORMS = {
-    "linux-x86_64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix"},
-    "macos-arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64", "os_name": "posix"},
+    "linux-x86_64": {
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+    },
+    "macos-arm64": {
+        "sys_platform": "darwin",
+        "platform_system": "Darwin",
+        "platform_machine": "arm64",
+        "os_name": "posix",
+    },
 }
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)(?:\s*;\s*(?P<marker>.+))?$")
@@ -65,7 +75,9 @@ def test_the_lock_is_compiled_with_the_documented_command_and_installs_the_proje
     lines = LOCK.read_text(encoding="utf-8").splitlines()
     assert lines[1].removeprefix("#").strip() == COMPILE  # what Dependabot and a person rerun
     assert [line for line in lines if line.startswith("-e ")] == ["-e ."]
-    inputs = [line for line in (ROOT / "requirements.in").read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    inputs = [
+        line for line in (ROOT / "requirements.in").read_text(encoding="utf-8").splitlines() if not line.startswith("#")
+    ]
     assert inputs == [f"-e .[{','.join(EXTRAS)}]"]
     docs = (ROOT / "docs" / "operators.md").read_text(encoding="utf-8")
     assert f"`{COMPILE}`" in docs
@@ -79,11 +91,15 @@ def test_every_declared_requirement_is_pinned_once_within_its_range(platform, py
     env = environment(platform, python)
     checked = 0
     for requirement in declared():
-        if not any(requirement.marker is None or requirement.marker.evaluate({**env, "extra": e}) for e in ("", *EXTRAS)):
+        if not any(
+            requirement.marker is None or requirement.marker.evaluate({**env, "extra": e}) for e in ("", *EXTRAS)
+        ):
             continue
         versions = pinned(canonicalize_name(requirement.name), env)
         assert len(versions) == 1, f"{requirement} on {platform} Python {python}: pinned {versions}"
-        assert requirement.specifier.contains(versions[0], prereleases=True), f"{requirement}: the lock has {versions[0]}"
+        assert requirement.specifier.contains(versions[0], prereleases=True), (
+            f"{requirement}: the lock has {versions[0]}"
+        )
         checked += 1
     assert checked >= 15
     # what the runtimes need without declaring it, and MLX's own build on each platform

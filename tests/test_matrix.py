@@ -6,7 +6,11 @@ from pytest_slm.registry import ModelEntry
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("slm_arith", TaskSpec("slm_arith", 0)), ("slm_arith:5", TaskSpec("slm_arith", 5)), (" arc_easy:0 ", TaskSpec("arc_easy", 0))],
+    [
+        ("slm_arith", TaskSpec("slm_arith", 0)),
+        ("slm_arith:5", TaskSpec("slm_arith", 5)),
+        (" arc_easy:0 ", TaskSpec("arc_easy", 0)),
+    ],
 )
 def test_task_spec_parse(text, expected):
     assert TaskSpec.parse(text) == expected
@@ -38,7 +42,9 @@ def test_cases_keep_one_load_together():
 
 
 def test_parity_pairs_llama_cpp_and_mlx_on_the_same_hardware_only():
-    cases = build_parity_cases({"m": ModelEntry("m", gguf="m.gguf")}, ["llamacpp-cpu", "llamacpp-cuda", "mlx-cpu", "mlx-gpu"])
+    cases = build_parity_cases(
+        {"m": ModelEntry("m", gguf="m.gguf")}, ["llamacpp-cpu", "llamacpp-cuda", "mlx-cpu", "mlx-gpu"]
+    )
     assert [c.id for c in cases] == ["m-mlx-cpu-native-vs-llamacpp-cpu-f32", "m-mlx-gpu-native-vs-llamacpp-cuda-f32"]
     assert cases[0].sides == (Case("m", "llamacpp-cpu", "f32"), Case("m", "mlx-cpu", "native"))
     assert build_parity_cases({"m": ModelEntry("m", gguf="m.gguf")}, ["llamacpp-cpu", "mlx-gpu"]) == []
@@ -47,7 +53,10 @@ def test_parity_pairs_llama_cpp_and_mlx_on_the_same_hardware_only():
 def test_a_model_with_both_formats_gets_same_weights_and_formats_parity():
     models = {"both": ModelEntry("both", gguf="b.gguf", mlx="b-mlx"), "mlx-only": ModelEntry("mlx-only", mlx="m-mlx")}
     cases = build_parity_cases(models, ["llamacpp-cpu", "mlx-cpu"])
-    assert [c.id for c in cases] == ["both-mlx-cpu-native-vs-llamacpp-cpu-f32", "both-mlx-cpu-native-vs-llamacpp-cpu-native"]
+    assert [c.id for c in cases] == [
+        "both-mlx-cpu-native-vs-llamacpp-cpu-f32",
+        "both-mlx-cpu-native-vs-llamacpp-cpu-native",
+    ]
     same, formats = cases
     assert same.sides == (Case("both", "llamacpp-cpu", "f32"), Case("both", "mlx-cpu", "native", source="gguf"))
     assert same.sides[1].model_id == "both-mlx-cpu-native-from-gguf"  # not the checkpoint's load
@@ -57,7 +66,9 @@ def test_a_model_with_both_formats_gets_same_weights_and_formats_parity():
 def test_mlx_quants_of_a_checkpoint_are_measured_against_the_checkpoint():
     assert fidelity_reference(Case("m", "mlx-gpu", "mlx-q4"), has_checkpoint=True) == Case("m", "mlx-cpu", "native")
     assert fidelity_reference(Case("m", "mlx-cpu", "mlx-q4"), has_checkpoint=False) == Case("m", "llamacpp-cpu", "f32")
-    assert fidelity_reference(Case("m", "llamacpp-cpu", "q8_0"), has_checkpoint=True) == Case("m", "llamacpp-cpu", "f32")
+    assert fidelity_reference(Case("m", "llamacpp-cpu", "q8_0"), has_checkpoint=True) == Case(
+        "m", "llamacpp-cpu", "f32"
+    )
 
 
 def test_a_kv_cache_type_shows_in_ids_and_baseline_paths_only_when_quantized():

@@ -152,7 +152,7 @@ def test_main_prints_a_short_report(tmp_path, capsys):
 
 def run_cli(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "pytest_slm", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "pytest_slm", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
 
 

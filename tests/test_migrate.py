@@ -36,7 +36,11 @@ def test_the_committed_runtime_baselines_are_the_legacy_ones_migrated_with_their
         migrated = after[new.relative_to(tmp_path / "baselines").as_posix()]
         fingerprint = {k: v for k, v in record["fingerprint"].items() if k != "runtime"}
         assert new.parent.name == Fingerprint(**fingerprint).slug  # the hardware's key, as the items compute it
-        assert migrated == {**record, "fingerprint": fingerprint, "provenance": {**record["provenance"], "runtime_build": record["fingerprint"]["runtime"]}}
+        assert migrated == {
+            **record,
+            "fingerprint": fingerprint,
+            "provenance": {**record["provenance"], "runtime_build": record["fingerprint"]["runtime"]},
+        }
         assert migrated == json.loads((committed / new.relative_to(tmp_path / "baselines")).read_text())
     assert not list(legacy_records(committed))
     assert migrate_tree(tmp_path / "baselines") == []  # a migrated tree has nothing left to move
@@ -50,7 +54,9 @@ def test_two_records_landing_on_one_key_move_nothing(tmp_path):
     shutil.copytree(source, twin)
     for path in twin.iterdir():
         record = json.loads(path.read_text())
-        path.write_text(json.dumps({**record, "fingerprint": {**record["fingerprint"], "runtime": "llama-cpp-python 0.3.35"}}))
+        path.write_text(
+            json.dumps({**record, "fingerprint": {**record["fingerprint"], "runtime": "llama-cpp-python 0.3.35"}})
+        )
     before = records(tmp_path / "baselines")
     with pytest.raises(BaselineError, match="both become .* without the runtime in the key"):
         migrate_tree(tmp_path / "baselines")
@@ -64,11 +70,21 @@ def test_a_legacy_tree_is_a_usage_error_naming_the_command_and_the_command_moves
     result = pytester.runpytest_inprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: */runtime/*.json: runtime baselines are keyed by the runtime's version (an older pytest-slm),"
-         " so an upgrade would find none: move them to keys of the hardware with: python -m pytest_slm migrate-baselines *baselines"]
+        [
+            (
+                "ERROR: */runtime/*.json: runtime baselines are keyed by the runtime's version (an older pytest-slm),"
+                " so an upgrade would find none: move them to keys of the hardware with: python -m pytest_slm migrate-baselines *baselines"
+            )
+        ]
     )
     assert records(pytester.path / "baselines") == before
 
-    done = subprocess.run([sys.executable, "-m", "pytest_slm", "migrate-baselines", "baselines"], cwd=pytester.path, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_slm", "migrate-baselines", "baselines"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "migrated 7 runtime baseline(s) under baselines"
     pytester.runpytest_inprocess().assert_outcomes(passed=1)

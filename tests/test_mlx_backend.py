@@ -137,7 +137,9 @@ def test_score_equals_a_full_forward_pass(mx, model, monkeypatch):
     """Questions side by side (contexts of unequal length left-padded, continuations of unequal length
     right-padded behind them) score what each gets from one plain forward pass."""
     groups = [
-        ScoreGroup(model.tokenize("The cat says"), [model.tokenize(x) for x in (" meow", " woof woof", " nothing at all")]),
+        ScoreGroup(
+            model.tokenize("The cat says"), [model.tokenize(x) for x in (" meow", " woof woof", " nothing at all")]
+        ),
         ScoreGroup(model.tokenize("Once upon a time, in a land far away, there lived"), [model.tokenize(" a king")]),
         ScoreGroup(model.tokenize("2 + 2 ="), [model.tokenize(x) for x in (" 4", " four, of course")]),
     ]
@@ -179,7 +181,7 @@ def test_questions_side_by_side_choose_what_one_at_a_time_chooses(model, task, m
     loglikelihoods, seen = slm.loglikelihoods, []
     monkeypatch.setattr(slm, "loglikelihoods", lambda pairs: seen.append((pairs, loglikelihoods(pairs))) or seen[-1][1])
     tasks.evaluate(slm, TaskSpec(task), QUESTIONS, tasks.TaskCatalog([]))
-    (pairs, together), = seen
+    ((pairs, together),) = seen
     monkeypatch.setattr(mlx_runtime, "SCORE_CELLS", 0)  # a batch of one question
     alone = loglikelihoods(pairs)
     assert max(abs(a[0] - b[0]) for a, b in zip(together, alone)) <= SIDE_BY_SIDE_NATS
@@ -295,7 +297,9 @@ def test_timed_runs_at_a_depth_copy_the_context_cache_evaluated_once(model, monk
     prompt = model.tokenize(" Then it ran home to sleep.")
     evaluated = []
     prefill = model._prefill
-    monkeypatch.setattr(model, "_prefill", lambda tokens, cache=None: evaluated.append(len(tokens)) or prefill(tokens, cache))
+    monkeypatch.setattr(
+        model, "_prefill", lambda tokens, cache=None: evaluated.append(len(tokens)) or prefill(tokens, cache)
+    )
     assert model.timed_prefill(prompt, context) > 0
     assert model.timed_decode(prompt, 4, context)[1] > 0
     assert evaluated == [len(context), len(prompt), len(prompt)]

@@ -35,7 +35,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("mlx_lm")
     directory = tmp_path_factory.mktemp("checkpoints") / "smollm2-135m-mlx"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_slm", "export-mlx", "smollm2-135m", str(directory)], capture_output=True, text=True
+        [sys.executable, "-m", "pytest_slm", "export-mlx", "smollm2-135m", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
@@ -69,18 +72,43 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
     for name in ("test_accuracy.py", "test_fidelity.py", "test_parity.py", "test_runtime.py"):
         pytester.path.joinpath(name).write_text((ROOT / "suites" / name).read_text())
     (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
-    cheap = ("--slm-tasks=slm_facts", "--slm-limit=4", "--slm-eval-text=eval.txt", "--slm-eval-window=64", "--slm-history=off")
-    by_path = (f"--slm-models={checkpoint}", "--slm-devices=mlx-cpu", "--slm-quants=native,mlx-q8,mlx-q4", "--slm-cache=cache")
+    cheap = (
+        "--slm-tasks=slm_facts",
+        "--slm-limit=4",
+        "--slm-eval-text=eval.txt",
+        "--slm-eval-window=64",
+        "--slm-history=off",
+    )
+    by_path = (
+        f"--slm-models={checkpoint}",
+        "--slm-devices=mlx-cpu",
+        "--slm-quants=native,mlx-q8,mlx-q4",
+        "--slm-cache=cache",
+    )
     before = tree(checkpoint)
 
-    short = ("--slm-prefill-lengths=32", "--slm-decode-prompt=16", "--slm-decode-tokens=8", "--slm-repeats=2", "--slm-noise-ceiling=10")
+    short = (
+        "--slm-prefill-lengths=32",
+        "--slm-decode-prompt=16",
+        "--slm-decode-tokens=8",
+        "--slm-repeats=2",
+        "--slm-noise-ceiling=10",
+    )
     written = pytester.runpytest_subprocess(
         *by_path, *cheap, *short, "--update-baselines", "-k", "not (test_runtime and mlx-q)", "-p", "no:cacheprovider"
     )
-    written.assert_outcomes(passed=8, skipped=1, deselected=6)  # accuracy x 3, fidelity x 2, runtime x 3; no parity twin
-    written.stdout.fnmatch_lines(["*making mlx-q8 of smollm2-135m-mlx with mlx-lm's quantizer*", "*made mlx-q4 of smollm2-135m-mlx in*"])
+    written.assert_outcomes(
+        passed=8, skipped=1, deselected=6
+    )  # accuracy x 3, fidelity x 2, runtime x 3; no parity twin
+    written.stdout.fnmatch_lines(
+        ["*making mlx-q8 of smollm2-135m-mlx with mlx-lm's quantizer*", "*made mlx-q4 of smollm2-135m-mlx in*"]
+    )
     baselines = pytester.path / "baselines" / "smollm2-135m-mlx" / "mlx-cpu"
-    assert sorted(p.name for p in baselines.glob("native/runtime/*/*.json")) == ["decode.json", "memory.json", "prefill.json"]
+    assert sorted(p.name for p in baselines.glob("native/runtime/*/*.json")) == [
+        "decode.json",
+        "memory.json",
+        "prefill.json",
+    ]
     assert sorted(str(p.relative_to(baselines)) for p in baselines.rglob("*.json") if "runtime" not in p.parts) == [
         "mlx-q4/fidelity.json", "mlx-q4/slm_facts-0shot.json", "mlx-q8/fidelity.json", "mlx-q8/slm_facts-0shot.json",
         "native/slm_facts-0shot.json",
@@ -90,13 +118,19 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
     assert fidelity["mlx-q8"]["mean_kld"] < fidelity["mlx-q4"]["mean_kld"]
     for quant, bits in (("mlx-q8", 8), ("mlx-q4", 4)):
         (made,) = (pytester.path / "cache").glob(f"smollm2-135m-mlx.{quant}.*.mlx")
-        assert json.loads((made / "config.json").read_text())["quantization"] == {"group_size": 64, "bits": bits, "mode": "affine"}
+        assert json.loads((made / "config.json").read_text())["quantization"] == {
+            "group_size": 64,
+            "bits": bits,
+            "mode": "affine",
+        }
 
     again = pytester.runpytest_subprocess(*by_path, *cheap, "-m", "not slm_runtime", "-p", "no:cacheprovider")
     assert again.parseoutcomes() == {"passed": 2, "unjudged": 3, "skipped": 1, "deselected": 9}  # 4 samples cannot fail
     assert "making" not in again.stdout.str()
 
-    (pytester.path / "twins.toml").write_text(f'[models.smollm2-135m-mlx]\ngguf = "{GGUF_SOURCE}"\nmlx = "{checkpoint}"\n')
+    (pytester.path / "twins.toml").write_text(
+        f'[models.smollm2-135m-mlx]\ngguf = "{GGUF_SOURCE}"\nmlx = "{checkpoint}"\n'
+    )
     twins = pytester.runpytest_subprocess(
         "--slm-registry=twins.toml", "--slm-models=smollm2-135m-mlx", "--slm-devices=mlx-cpu,llamacpp-cpu", *cheap,
         "test_parity.py", "-v", "-p", "no:cacheprovider",
@@ -133,11 +167,11 @@ def test_a_checkpoint_mlx_cannot_load_or_quantize_is_one_line_and_changes_nothin
     result.stdout.fnmatch_lines_random([
         "SKIPPED * unknown-arch-mlx-cpu-native: mlx-lm cannot build unknown-arch: Model type nosucharch not supported.",
         "SKIPPED * unknown-arch-mlx-cpu-mlx-q4: mlx-lm cannot make mlx-q4 of unknown-arch: Model type nosucharch not supported.",
-        "SKIPPED * prequantized-mlx-cpu-mlx-q4: prequantized is already quantized;"
-        " MLX makes mlx-q4 only from an unquantized checkpoint",
+        ("SKIPPED * prequantized-mlx-cpu-mlx-q4: prequantized is already quantized;"
+        " MLX makes mlx-q4 only from an unquantized checkpoint"),
         "ERROR test_app.py::test_loads?prequantized-mlx-cpu-native? - *",
-        "prequantized-mlx-cpu-native: mlx-lm could not load prequantized:"
-        " ModelArgs.__init__() missing 6 required positional arguments: *",
+        ("prequantized-mlx-cpu-native: mlx-lm could not load prequantized:"
+        " ModelArgs.__init__() missing 6 required positional arguments: *"),
     ])  # fmt: skip
     assert "Traceback" not in result.stdout.str()
     assert {name: tree(pytester.path / name) for name in before} == before
@@ -166,7 +200,9 @@ def test_a_directory_that_is_not_a_checkpoint_is_one_line(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("--slm-models=not-a-model")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: */not-a-model is a directory but not an MLX checkpoint (it needs config.json and *.safetensors weights)"]
+        [
+            "ERROR: */not-a-model is a directory but not an MLX checkpoint (it needs config.json and *.safetensors weights)"
+        ]
     )
 
 
@@ -178,6 +214,11 @@ def test_export_refuses_an_existing_directory_and_a_model_without_a_gguf(tmp_pat
         ("smollm2-135m", f"export-mlx: {occupied} already exists: give a new directory (nothing was written)"),
         ("nosuch", "export-mlx: unknown model 'nosuch'; known models: "),
     ):
-        done = subprocess.run([sys.executable, "-m", "pytest_slm", "export-mlx", model, str(occupied)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_slm", "export-mlx", model, str(occupied)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert done.returncode == 1 and done.stderr.startswith(expected) and len(done.stderr.splitlines()) == 1
     assert os.listdir(occupied) == ["keep.txt"] and (occupied / "keep.txt").read_text() == "mine"

@@ -104,7 +104,10 @@ def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(proj
             "NOT JUDGED (no baseline) *test_task_accuracy*: smollm2-135m-llamacpp-cpu-native-slm_facts:0: no accuracy baseline *",
         ]
     )
-    assert project.runpytest_subprocess("-k", "memory or accuracy", "--slm-strict").parseoutcomes() == {"failed": 2, "deselected": 2}
+    assert project.runpytest_subprocess("-k", "memory or accuracy", "--slm-strict").parseoutcomes() == {
+        "failed": 2,
+        "deselected": 2,
+    }
     assert project.runpytest_subprocess("-k", "memory", "--slm-strict", "--slm-first-run").parseoutcomes() == {
         "unjudged": 1,
         "deselected": 3,
@@ -123,4 +126,6 @@ def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(proj
     strict.assert_outcomes(failed=2, deselected=2)
     parallel = project.runpytest_subprocess("-k", "decode", "-n", "2")
     assert parallel.parseoutcomes() == {"unjudged": 1}
-    parallel.stdout.fnmatch_lines(["NOT JUDGED (under xdist) *test_decode_speed*: decode is measured alone: with 2 xdist workers*"])
+    parallel.stdout.fnmatch_lines(
+        ["NOT JUDGED (under xdist) *test_decode_speed*: decode is measured alone: with 2 xdist workers*"]
+    )

@@ -52,7 +52,14 @@ def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_wha
     cache = tmp_path / "cache"
     gguf = project.path / "gemma-3-270m.gguf"
     gguf.hardlink_to(resolve_source(GEMMA, ROOT, cache))  # assembled from its PyPI chunk packages; named by this path
-    options = (f"--slm-models={gguf}", f"--slm-cache={cache}", "-rs", "-v", "-p", "no:cacheprovider")  # -v: the full tables
+    options = (
+        f"--slm-models={gguf}",
+        f"--slm-cache={cache}",
+        "-rs",
+        "-v",
+        "-p",
+        "no:cacheprovider",
+    )  # -v: the full tables
 
     written = project.runpytest_subprocess(*options, "--update-baselines")
     # accuracy, fidelity (against the f32 reference), prefill, decode, memory; the user-style tests skip
@@ -66,7 +73,9 @@ def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_wha
     again = project.runpytest_subprocess(*options)
     # 4 samples cannot fail the accuracy item (McNemar's p is at least 1/16): not judged, and said so
     assert again.parseoutcomes() == {"passed": 4, "skipped": 2, "unjudged": 1}
-    again.stdout.fnmatch_lines(["NOT JUDGED (cannot detect) *gemma-3-270m-llamacpp-cpu-native-slm_facts:0: cannot detect a *"])
+    again.stdout.fnmatch_lines(
+        ["NOT JUDGED (cannot detect) *gemma-3-270m-llamacpp-cpu-native-slm_facts:0: cannot detect a *"]
+    )
     # the KV cache by the per-layer rule: 15 sliding layers stop at 1024 cells, 3 global ones grow
     again.stdout.fnmatch_lines(["gemma-3-270m-llamacpp-cpu-native*18432 B*9.0 MiB*21.0 MiB*39.0 MiB*pass"])
 
@@ -84,7 +93,9 @@ def test_an_architecture_llama_cpp_does_not_know_skips_unless_it_has_baselines(p
     result = pytester.runpytest_subprocess(f"--slm-models={renamed}", "--slm-devices=llamacpp-cpu", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        ["*renamed-llamacpp-cpu-native: llama.cpp (llama-cpp-python *) does not know the architecture 'llamz' of renamed.gguf"]
+        [
+            "*renamed-llamacpp-cpu-native: llama.cpp (llama-cpp-python *) does not know the architecture 'llamz' of renamed.gguf"
+        ]
     )
     (pytester.path / "baselines" / "renamed" / "llamacpp-cpu" / "native").mkdir(parents=True)
     (pytester.path / "baselines" / "renamed" / "llamacpp-cpu" / "native" / "slm_facts-0shot.json").write_text("{}")
@@ -93,8 +104,10 @@ def test_an_architecture_llama_cpp_does_not_know_skips_unless_it_has_baselines(p
     lost.assert_outcomes(errors=2)  # the model fixture fails: in setup, as any model that cannot load
     lost.stdout.fnmatch_lines(
         [
-            "*renamed-llamacpp-cpu-native: llama.cpp (llama-cpp-python *) does not know the architecture 'llamz' of renamed.gguf;"
-            " baselines are stored for it (baselines/renamed/llamacpp-cpu/native): llama-cpp-python * no longer runs a model that was measured",
+            (
+                "*renamed-llamacpp-cpu-native: llama.cpp (llama-cpp-python *) does not know the architecture 'llamz' of renamed.gguf;"
+                " baselines are stored for it (baselines/renamed/llamacpp-cpu/native): llama-cpp-python * no longer runs a model that was measured"
+            ),
         ]
     )
     assert lost.stdout.str().count("no longer runs a model that was measured") == 2  # each item, in one line

@@ -14,16 +14,35 @@ from pytest_slm.stats import compare_outcomes
 
 ITEM = "smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32"
 CLOSE = Fidelity(
-    tokens=1530, mean_kld=6e-7, kld_stderr=2e-8, median_kld=2e-7, p90_kld=1e-6, p95_kld=2e-6, p99_kld=3e-6,
-    p999_kld=1e-5, max_kld=2e-5, delta_p_mean=1e-5, delta_p_rms=1e-4, delta_p_median=0.0, delta_p_p99=3e-4,
-    delta_p_max=1e-3, top1_agreement=0.9993, top1_low=0.9963, top1_high=0.9999, reference_perplexity=34.2,
-    perplexity=34.2, ppl_ratio=1.0, ppl_ratio_stderr=1e-5,
+    tokens=1530,
+    mean_kld=6e-7,
+    kld_stderr=2e-8,
+    median_kld=2e-7,
+    p90_kld=1e-6,
+    p95_kld=2e-6,
+    p99_kld=3e-6,
+    p999_kld=1e-5,
+    max_kld=2e-5,
+    delta_p_mean=1e-5,
+    delta_p_rms=1e-4,
+    delta_p_median=0.0,
+    delta_p_p99=3e-4,
+    delta_p_max=1e-3,
+    top1_agreement=0.9993,
+    top1_low=0.9963,
+    top1_high=0.9999,
+    reference_perplexity=34.2,
+    perplexity=34.2,
+    ppl_ratio=1.0,
+    ppl_ratio_stderr=1e-5,
 )
 SETTINGS = ParitySettings(min_top1=0.99, max_mean_kld=0.01, alpha=0.05, min_drop_points=1.0)
 
 
 def judge_parity(item, fidelity, tasks, settings):
-    check = ParityCheck(ParityCase("smollm2-135m", "llamacpp-cpu", "mlx-cpu"), settings, lambda: fidelity, lambda: tasks)
+    check = ParityCheck(
+        ParityCase("smollm2-135m", "llamacpp-cpu", "mlx-cpu"), settings, lambda: fidelity, lambda: tasks
+    )
     assert check.item == item
     verdict = check.judge(fidelity, None)
     [row] = verdict.rows

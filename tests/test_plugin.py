@@ -90,7 +90,9 @@ def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
     result = project.runpytest_subprocess()
     assert result.parseoutcomes() == {"unjudged": 2}
     result.stdout.fnmatch_lines(
-        ["*no accuracy baseline for smollm2-135m-llamacpp-cpu-native-slm_facts:0 (baselines/*); create it with: pytest '*' --update-baselines"]
+        [
+            "*no accuracy baseline for smollm2-135m-llamacpp-cpu-native-slm_facts:0 (baselines/*); create it with: pytest '*' --update-baselines"
+        ]
     )
     strict = project.runpytest_subprocess("--slm-strict")
     strict.assert_outcomes(failed=2)  # read before any model run, as every kind's baseline is
@@ -99,7 +101,9 @@ def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
 
 def test_update_writes_exactly_the_items_that_ran(project):
     project.runpytest_subprocess("--update-baselines", "-k", "slm_arith").assert_outcomes(passed=1, deselected=1)
-    written = sorted(str(p.relative_to(project.path / "baselines")) for p in (project.path / "baselines").rglob("*.json"))
+    written = sorted(
+        str(p.relative_to(project.path / "baselines")) for p in (project.path / "baselines").rglob("*.json")
+    )
     assert written == [ARITH]
 
 
@@ -114,7 +118,9 @@ def test_changed_prompts_are_detected_not_compared(project):
 
 def test_user_tests_get_a_loaded_model_per_combination_and_absent_devices_skip(project):
     shutil.copy(ROOT / "suites" / "test_instruct_format.py", project.path / "test_instruct_format.py")
-    result = project.runpytest_subprocess("test_instruct_format.py", "--slm-devices=llamacpp-cpu,llamacpp-cuda", "-rs", "-m", "slm")
+    result = project.runpytest_subprocess(
+        "test_instruct_format.py", "--slm-devices=llamacpp-cpu,llamacpp-cuda", "-rs", "-m", "slm"
+    )
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*llamacpp-cuda unavailable: llama-cpp-python was built without CUDA*"])
 
@@ -126,7 +132,9 @@ def test_truncated_gguf_is_a_clear_failure(project):
     before = files(project.path)
     result = project.runpytest_subprocess(f"--slm-models={truncated}", "--update-baselines", "-k", "slm_facts")
     result.assert_outcomes(errors=1, deselected=1)
-    result.stdout.fnmatch_lines([f"*tiny-llamacpp-cpu-native: llama.cpp could not load {truncated} (truncated or corrupt GGUF?)"])
+    result.stdout.fnmatch_lines(
+        [f"*tiny-llamacpp-cpu-native: llama.cpp could not load {truncated} (truncated or corrupt GGUF?)"]
+    )
     assert files(project.path) == before
 
 
@@ -165,7 +173,9 @@ def test_parity_passes_on_the_real_import_and_fails_on_a_broken_one(project):
     broken = project.runpytest_subprocess(*args)
     broken.assert_outcomes(failed=1)
     broken.stdout.fnmatch_lines(
-        ["*-f32: the runtimes disagree on the same weights: top-1 agreement 0.* < 0.99; mean KL divergence * > 0.01 over 254 positions*"]
+        [
+            "*-f32: the runtimes disagree on the same weights: top-1 agreement 0.* < 0.99; mean KL divergence * > 0.01 over 254 positions*"
+        ]
     )
 
 
@@ -219,4 +229,6 @@ def test_an_empty_matrix_says_why_in_one_line(project):
     shutil.copy(ROOT / "suites" / "test_parity.py", project.path / "test_parity.py")
     result = project.runpytest_subprocess("test_parity.py", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*pytest-slm: parity needs a llama.cpp and an MLX device on the same hardware; selected: llamacpp-cpu"])
+    result.stdout.fnmatch_lines(
+        ["*pytest-slm: parity needs a llama.cpp and an MLX device on the same hardware; selected: llamacpp-cpu"]
+    )

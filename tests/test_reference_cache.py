@@ -90,12 +90,16 @@ def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):
     depths = ("--slm-depths=0,64", "--slm-eval-window=64")  # depth 64, then 4 windows of 64: 320 tokens a model
     first = project.runpytest_subprocess("--update-baselines", *depths)
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"])
+    first.stdout.fnmatch_lines(
+        [f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"]
+    )
     assert "smollm2-135m-llamacpp-cpu-f32" in first.stdout.str().split("model loads:")[-1]
 
     second = project.runpytest_subprocess(*depths)
     second.assert_outcomes(passed=1)  # the same figures from the kept distributions
-    second.stdout.fnmatch_lines([f"{reference}: reused from the cache *", f"{reference} at depth 64: reused from the cache *"])
+    second.stdout.fnmatch_lines(
+        [f"{reference}: reused from the cache *", f"{reference} at depth 64: reused from the cache *"]
+    )
     loads = second.stdout.str().split("model loads:")[-1]
     assert "smollm2-135m-llamacpp-cpu-q8_0" in loads and "f32" not in loads  # the reference was never loaded
 
@@ -104,4 +108,6 @@ def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):
     (project.path / "depth.txt").write_text(depth_text.replace("Marta", "Maret"), encoding="utf-8")
     changed = project.runpytest_subprocess("--update-baselines", *depths, "--slm-depth-text=depth.txt")
     changed.assert_outcomes(passed=1)
-    changed.stdout.fnmatch_lines([f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"])
+    changed.stdout.fnmatch_lines(
+        [f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"]
+    )

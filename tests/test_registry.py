@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from pytest_slm.registry import BUILTIN_REGISTRY, HUB_SOURCE, RegistryError, load_registry, resolve_source, selected_by_default
+from pytest_slm.registry import (
+    BUILTIN_REGISTRY,
+    HUB_SOURCE,
+    RegistryError,
+    load_registry,
+    resolve_source,
+    selected_by_default,
+)
 
 USER_TEST = """
 def test_answers(slm_model):
@@ -22,7 +29,9 @@ def test_the_built_in_registry_names_todays_slms_with_well_formed_sources():
     assert registry["smollm2-135m"].gguf_path().stat().st_size > 50_000_000  # the embedded model, installed
     for name, entry in registry.items():
         for key, source in (("gguf", entry.gguf), ("mlx", entry.mlx)):
-            assert source is None or source.startswith(("package:", "assemble:")) or HUB_SOURCE[key].fullmatch(source), (name, source)
+            assert (
+                source is None or source.startswith(("package:", "assemble:")) or HUB_SOURCE[key].fullmatch(source)
+            ), (name, source)
 
 
 def test_every_hub_model_says_where_its_names_were_checked():
@@ -59,8 +68,10 @@ def test_a_hub_model_selected_without_network_fails_in_one_line_naming_it_and_it
     result.assert_outcomes(errors=1)  # the model fixture cannot be had: an error at setup
     result.stdout.fnmatch_lines(
         [
-            "gemma-3-1b-it-llamacpp-cpu-native: cannot fetch"
-            " 'hf:tensorblock/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf' from the Hugging Face hub: *Error: *"
+            (
+                "gemma-3-1b-it-llamacpp-cpu-native: cannot fetch"
+                " 'hf:tensorblock/gemma-3-1b-it-GGUF/gemma-3-1b-it-Q4_K_M.gguf' from the Hugging Face hub: *Error: *"
+            )
         ]
     )
     assert "Traceback" not in result.stdout.str() and "huggingface_hub/" not in result.stdout.str()
@@ -80,5 +91,7 @@ def test_a_chunked_package_is_assembled_once_into_the_cache_and_checked_before_e
         handle.seek(1 << 20)
         handle.write(b"\0" * 16)
     assert file_sha256(load_registry(BUILTIN_REGISTRY)["gemma3-270m"].gguf_path(tmp_path)) == package.EXPECTED_SHA256
-    with pytest.raises(RegistryError, match=re.escape("package 'not_installed_x' is not installed (pip install not-installed-x)")):
+    with pytest.raises(
+        RegistryError, match=re.escape("package 'not_installed_x' is not installed (pip install not-installed-x)")
+    ):
         resolve_source("assemble:not_installed_x", tmp_path, tmp_path)

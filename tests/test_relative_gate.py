@@ -21,7 +21,13 @@ def outcomes(*values: int) -> dict[str, int]:
 def test_identical_outcomes_give_a_ratio_of_one_with_no_spread():
     same = outcomes(*[1, 0, 1, 1] * 10)
     relative = relative_accuracy(same, same)
-    assert (relative.n, relative.reference_accuracy, relative.ratio, relative.low, relative.high) == (40, 0.75, 1.0, 1.0, 1.0)
+    assert (relative.n, relative.reference_accuracy, relative.ratio, relative.low, relative.high) == (
+        40,
+        0.75,
+        1.0,
+        1.0,
+        1.0,
+    )
     assert not relative.confidently_below(1.0)  # a fraction of 1.0 holds where nothing changed
 
 
@@ -107,10 +113,18 @@ DROPPED = {k: v if int(k) % 5 else 0 for k, v in REFERENCE.items()}  # 0.8 of th
 
 def test_the_gate_fails_a_quant_confidently_below_the_fraction_and_passes_it_at_a_lower_one():
     failed = judged(run_of(REFERENCE), run_of(DROPPED), 0.99)
-    assert failed.failure is not None and failed.failure.startswith("m-llamacpp-cpu-q4_0-slm_facts:0: acc 0.600 is 0.800")
+    assert failed.failure is not None and failed.failure.startswith(
+        "m-llamacpp-cpu-q4_0-slm_facts:0: acc 0.600 is 0.800"
+    )
     assert "95% paired bootstrap interval [" in failed.failure and "below 0.99 (--slm-relative-gate)" in failed.failure
     (row,) = failed.rows
-    assert (row.verdict, row.gate_verdict, row.gate, row.reference_accuracy, row.ratio) == ("FAIL", "FAIL", 0.99, 0.75, 0.8)
+    assert (row.verdict, row.gate_verdict, row.gate, row.reference_accuracy, row.ratio) == (
+        "FAIL",
+        "FAIL",
+        0.99,
+        0.75,
+        0.8,
+    )
     assert row.ratio_low < 0.8 < row.ratio_high < 0.99
 
     passed = judged(run_of(REFERENCE), run_of(DROPPED), 0.5)
@@ -151,11 +165,27 @@ def test_a_reference_that_got_nothing_right_is_no_verdict_but_a_failure():
 
 
 def test_the_accuracy_table_shows_the_gate_only_when_it_is_on():
-    row = {"item": "m-q4_0-t:0", "accuracy": 0.6, "baseline": None, "delta_points": None, "regressed": None,
-           "improved": None, "p_value": None, "verdict": "FAIL"}
+    row = {
+        "item": "m-q4_0-t:0",
+        "accuracy": 0.6,
+        "baseline": None,
+        "delta_points": None,
+        "regressed": None,
+        "improved": None,
+        "p_value": None,
+        "verdict": "FAIL",
+    }
     headers, body = tables.accuracy([row])
     assert "ratio (95% CI)" not in headers
-    gated = {**row, "reference_accuracy": 0.75, "ratio": 0.8, "ratio_low": 0.72, "ratio_high": 0.877, "gate": 0.99, "gate_verdict": "FAIL"}
+    gated = {
+        **row,
+        "reference_accuracy": 0.75,
+        "ratio": 0.8,
+        "ratio_low": 0.72,
+        "ratio_high": 0.877,
+        "gate": 0.99,
+        "gate_verdict": "FAIL",
+    }
     headers, body = tables.accuracy([gated, {**row, "item": "m-f32-t:0", "verdict": "pass"}])  # f32: no gate
     assert headers[-4:] == ["reference", "ratio (95% CI)", "gate", "verdict"]
     assert body[1][-4:] == ("0.750", "0.800 [0.720, 0.877]", "0.99: FAIL", "FAIL")
@@ -189,9 +219,11 @@ def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(proje
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(
         [
-            "smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0: exact_match * is 0.* of the reference"
-            " smollm2-135m-llamacpp-cpu-f32's * on the same 40 samples (95% paired bootstrap interval [[]0.*, 0.*]):"
-            " below 1.0 (--slm-relative-gate)",
+            (
+                "smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0: exact_match * is 0.* of the reference"
+                " smollm2-135m-llamacpp-cpu-f32's * on the same 40 samples (95% paired bootstrap interval [[]0.*, 0.*]):"
+                " below 1.0 (--slm-relative-gate)"
+            ),
             "*item*accuracy*reference*ratio (95% CI)*gate*verdict*",
             "smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0 * 0.* [[]0.*, 0.*] * 1: FAIL * FAIL",
             "model loads: main: smollm2-135m-llamacpp-cpu-q4_0, smollm2-135m-llamacpp-cpu-f32",
@@ -200,7 +232,9 @@ def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(proje
     assert not baseline.exists()
 
     project.makeconftest(COUNT_EVALUATIONS)
-    passed = project.runpytest_subprocess("--update-baselines", "--slm-relative-gate=0.5", "--slm-quants=q4_0,f32", "-v")
+    passed = project.runpytest_subprocess(
+        "--update-baselines", "--slm-relative-gate=0.5", "--slm-quants=q4_0,f32", "-v"
+    )
     passed.assert_outcomes(passed=2)
     passed.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0 * 0.* [[]0.*, 0.*] * 0.5: pass * updated"])
     assert baseline.exists()
@@ -231,8 +265,17 @@ def pytest_terminal_summary(terminalreporter):
 def test_three_correct_in_the_baseline_cannot_fail_and_is_not_judged_saying_so():
     outcomes = {f"{i:05d}": int(i < 3) for i in range(20)}
     result = AccuracyResult(TaskSpec("slm_facts"), "acc", outcomes, FINGERPRINT, "t", 1.0)
-    check = AccuracyCheck(Case("m", "llamacpp-cpu", "native", TaskSpec("slm_facts")), AccuracySettings(0.05, 1.0, False), lambda: result)
-    baseline = {"n": 20, "metric": "acc", "accuracy": 0.15, "outcomes": outcomes, "task_fingerprint": FINGERPRINT, "tokens_sha256": "t"}
+    check = AccuracyCheck(
+        Case("m", "llamacpp-cpu", "native", TaskSpec("slm_facts")), AccuracySettings(0.05, 1.0, False), lambda: result
+    )
+    baseline = {
+        "n": 20,
+        "metric": "acc",
+        "accuracy": 0.15,
+        "outcomes": outcomes,
+        "task_fingerprint": FINGERPRINT,
+        "tokens_sha256": "t",
+    }
     verdict = check.judge(result, baseline)
     assert verdict.failure is None and verdict.not_judged is not None
     assert verdict.not_judged[0] == "cannot detect"

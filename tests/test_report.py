@@ -11,13 +11,39 @@ from pytest_slm import report
 from pytest_slm.report.outcomes import Outcome
 
 ROWS = [
-    dict(item="m-llamacpp-cpu-native-b:5", model="m", device="llamacpp-cpu", quant="native", task="b:5", accuracy=0.5, baseline=0.75, delta_points=-25.0, regressed=10,
-         improved=0, p_value=0.000977, verdict="FAIL"),
-    dict(item="m-llamacpp-cpu-native-a:0", model="m", device="llamacpp-cpu", quant="native", task="a:0", accuracy=0.6, baseline=None, delta_points=None, regressed=None,
-         improved=None, p_value=None, verdict="updated"),
+    {
+        "item": "m-llamacpp-cpu-native-b:5",
+        "model": "m",
+        "device": "llamacpp-cpu",
+        "quant": "native",
+        "task": "b:5",
+        "accuracy": 0.5,
+        "baseline": 0.75,
+        "delta_points": -25.0,
+        "regressed": 10,
+        "improved": 0,
+        "p_value": 0.000977,
+        "verdict": "FAIL",
+    },
+    {
+        "item": "m-llamacpp-cpu-native-a:0",
+        "model": "m",
+        "device": "llamacpp-cpu",
+        "quant": "native",
+        "task": "a:0",
+        "accuracy": 0.6,
+        "baseline": None,
+        "delta_points": None,
+        "regressed": None,
+        "improved": None,
+        "p_value": None,
+        "verdict": "updated",
+    },
 ]
-OUTCOMES = [Outcome("t.py::test[m-llamacpp-cpu-native-b:5]", "fail", message="acc regressed"),
-            Outcome("t.py::test[m-llamacpp-cpu-native-a:0]", "pass")]
+OUTCOMES = [
+    Outcome("t.py::test[m-llamacpp-cpu-native-b:5]", "fail", message="acc regressed"),
+    Outcome("t.py::test[m-llamacpp-cpu-native-a:0]", "pass"),
+]
 WRITES = [{"path": "baselines/m/a-0shot.json", "changed": True}, {"path": "baselines/m/b-5shot.json", "changed": False}]
 
 
@@ -25,7 +51,17 @@ def test_summary_table_sorts_items_and_dashes_what_was_not_compared():
     lines = report.table("items", ROWS).splitlines()
     assert lines[0].split() == ["item", "accuracy", "baseline", "delta", "flips", "-/+", "p", "detects", "verdict"]
     assert lines[2].split() == ["m-llamacpp-cpu-native-a:0", "0.600", "-", "-", "-", "-", "-", "updated"]
-    assert lines[3].split() == ["m-llamacpp-cpu-native-b:5", "0.500", "0.750", "-25.0", "pt", "10/0", "0.000977", "-", "FAIL"]
+    assert lines[3].split() == [
+        "m-llamacpp-cpu-native-b:5",
+        "0.500",
+        "0.750",
+        "-25.0",
+        "pt",
+        "10/0",
+        "0.000977",
+        "-",
+        "FAIL",
+    ]
 
 
 def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_path, monkeypatch):
@@ -48,18 +84,61 @@ def test_report_writes_json_markdown_and_appends_the_github_step_summary(tmp_pat
     assert {path.stat().st_mode & 0o777 for path in (results, summary, page)} == {0o666 & ~mask}  # as `open` makes them
 
 
-RUNTIME_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", metric="decode",
-                   unit="tok/s", median=80.0, min=82.0, spread=0.02, baseline=100.0, change_pct=25.0, limit_pct=10.0,
-                   rounds=2, load=1.5, verdict="FAIL", competition=0.05, joules_per_token=0.15, watts=12.0)
-MEMORY_ROW = dict(item="m-llamacpp-cpu-native", model="m", device="llamacpp-cpu", quant="native", weights_bytes=2**27,
-                  kv_bytes_per_token=1024, peak_rss_bytes=None, verdict="pass",
-                  kv_cache=[{"context": 512, "kv_bytes": 2**19, "total_bytes": 2**27 + 2**19, "share": 0.0039}])
+RUNTIME_ROW = {
+    "item": "m-llamacpp-cpu-native",
+    "model": "m",
+    "device": "llamacpp-cpu",
+    "quant": "native",
+    "metric": "decode",
+    "unit": "tok/s",
+    "median": 80.0,
+    "min": 82.0,
+    "spread": 0.02,
+    "baseline": 100.0,
+    "change_pct": 25.0,
+    "limit_pct": 10.0,
+    "rounds": 2,
+    "load": 1.5,
+    "verdict": "FAIL",
+    "competition": 0.05,
+    "joules_per_token": 0.15,
+    "watts": 12.0,
+}
+MEMORY_ROW = {
+    "item": "m-llamacpp-cpu-native",
+    "model": "m",
+    "device": "llamacpp-cpu",
+    "quant": "native",
+    "weights_bytes": 2**27,
+    "kv_bytes_per_token": 1024,
+    "peak_rss_bytes": None,
+    "verdict": "pass",
+    "kv_cache": [{"context": 512, "kv_bytes": 2**19, "total_bytes": 2**27 + 2**19, "share": 0.0039}],
+}
 
 
 def test_full_runtime_and_memory_tables_show_both_rounds_energy_and_the_kv_share():
     [runtime] = report.table("runtime", [RUNTIME_ROW], full=True).splitlines()[2:]
-    assert runtime.split() == ["m-llamacpp-cpu-native", "decode", "80", "tok/s", "±2.0%", "100", "25.0%", "slower",
-                               "10.0%", "(2", "rounds)", "1.50", "5%", "150", "mJ/tok,", "12", "W", "FAIL"]
+    assert runtime.split() == [
+        "m-llamacpp-cpu-native",
+        "decode",
+        "80",
+        "tok/s",
+        "±2.0%",
+        "100",
+        "25.0%",
+        "slower",
+        "10.0%",
+        "(2",
+        "rounds)",
+        "1.50",
+        "5%",
+        "150",
+        "mJ/tok,",
+        "12",
+        "W",
+        "FAIL",
+    ]
     unmetered = {**RUNTIME_ROW, "watts": None, "energy_note": "no RAPL: /sys/class/powercap absent"}
     [unmetered] = report.table("runtime", [unmetered], full=True).splitlines()[2:]
     assert unmetered.split()[-6:] == ["5%", "no", "RAPL:", "/sys/class/powercap", "absent", "FAIL"]
@@ -71,8 +150,19 @@ def test_brief_runtime_and_memory_tables_keep_what_the_verdict_is_read_from():
     noted = {**RUNTIME_ROW, "note": "others used 30% of our CPUs"}
     header, _, runtime = report.table("runtime", [noted]).splitlines()
     assert header.split() == ["runtime", "item", "metric", "median", "baseline", "change", "limit", "verdict"]
-    assert runtime.split() == ["m-llamacpp-cpu-native", "decode", "80", "tok/s", "100", "25.0%", "slower", "10.0%", "(2",
-                               "rounds)", "FAIL"]
+    assert runtime.split() == [
+        "m-llamacpp-cpu-native",
+        "decode",
+        "80",
+        "tok/s",
+        "100",
+        "25.0%",
+        "slower",
+        "10.0%",
+        "(2",
+        "rounds)",
+        "FAIL",
+    ]
     header, _, memory = report.table("memory", [MEMORY_ROW]).splitlines()
     assert header.split() == ["memory", "item", "weights", "KV/token", "verdict"]
     assert memory.split() == ["m-llamacpp-cpu-native", "128.0", "MiB", "1024", "B", "pass"]
@@ -102,7 +192,10 @@ def test_a_report_directory_to_be_made_and_a_step_summary_to_append_to_are_fine_
 
 def test_a_report_directory_that_is_a_file_or_under_one_is_named(tmp_path):
     (tmp_path / "taken").write_text("")
-    assert report.output_problem(tmp_path / "taken", None) == f"--slm-report: {tmp_path / 'taken'} is a file, not a directory"
+    assert (
+        report.output_problem(tmp_path / "taken", None)
+        == f"--slm-report: {tmp_path / 'taken'} is a file, not a directory"
+    )
     assert report.output_problem(tmp_path / "taken" / "out", None) == (
         f"--slm-report: {tmp_path / 'taken'} is a file, not a directory (to hold {tmp_path / 'taken' / 'out'})"
     )
@@ -117,7 +210,9 @@ def test_a_directory_even_root_cannot_write_in_is_found_by_writing_not_by_permis
     problem = report.output_problem(Path("/sys/pytest-slm-report"), None)
     assert problem is not None and problem.startswith("--slm-report: /sys is not writable: ")
     problem = report.output_problem(Path("/tmp"), "/sys/pytest-slm-summary.md")
-    assert problem is not None and problem.startswith("$GITHUB_STEP_SUMMARY /sys/pytest-slm-summary.md cannot be created: ")
+    assert problem is not None and problem.startswith(
+        "$GITHUB_STEP_SUMMARY /sys/pytest-slm-summary.md cannot be created: "
+    )
 
 
 def test_a_step_summary_that_is_a_directory_or_under_a_file_or_nowhere_is_named(tmp_path):
@@ -155,20 +250,59 @@ def _wide_results():
     from test_html_report import RESULTS
 
     long_item = "qwen2.5-coder-1.5b-instruct-llamacpp-cpu-q4_k_m-kv_q8_0"
-    gated = dict(RESULTS["items"][0], item=f"{long_item}-slm_arith:5", reference_accuracy=0.75, ratio=0.8,
-                 ratio_low=0.72, ratio_high=0.877, gate=0.99, gate_verdict="FAIL", p_value=3.05e-05, detects_points=15.9, verdict="not written")
+    gated = dict(
+        RESULTS["items"][0],
+        item=f"{long_item}-slm_arith:5",
+        reference_accuracy=0.75,
+        ratio=0.8,
+        ratio_low=0.72,
+        ratio_high=0.877,
+        gate=0.99,
+        gate_verdict="FAIL",
+        p_value=3.05e-05,
+        detects_points=15.9,
+        verdict="not written",
+    )
     fidelity = [
-        dict(row, item=f"{long_item}-fidelity" if n else row["item"], depth=depth, baseline_mean_kld=row["mean_kld"] / 1.3,
-             baseline_tail_kld=row["p99_kld"] / 2, judged_tail="p99")
-        for n, row in enumerate(RESULTS["fidelity"]) for depth in (0, 2048)
+        dict(
+            row,
+            item=f"{long_item}-fidelity" if n else row["item"],
+            depth=depth,
+            baseline_mean_kld=row["mean_kld"] / 1.3,
+            baseline_tail_kld=row["p99_kld"] / 2,
+            judged_tail="p99",
+        )
+        for n, row in enumerate(RESULTS["fidelity"])
+        for depth in (0, 2048)
     ]
-    runtime = dict(RESULTS["runtime"][0], item=long_item, metric="prefill@128@d2048", median=1234.5, baseline=1987.6,
-                   change_pct=-37.9, limit_pct=17.4, rounds=2, verdict="too noisy", competition=0.31, joules_per_token=0.15,
-                   watts=12.0, note="others used 31% of our CPUs; waited 30 s")
-    memory = dict(RESULTS["memory"][0], item=long_item, kv_note="the runtime's own figure: 2 layers share a cache",
-                  verdict="not written")
-    return {**RESULTS, "items": [*RESULTS["items"], gated], "fidelity": [*RESULTS["fidelity"], *fidelity],
-            "runtime": [*RESULTS["runtime"], runtime], "memory": [*RESULTS["memory"], memory]}
+    runtime = dict(
+        RESULTS["runtime"][0],
+        item=long_item,
+        metric="prefill@128@d2048",
+        median=1234.5,
+        baseline=1987.6,
+        change_pct=-37.9,
+        limit_pct=17.4,
+        rounds=2,
+        verdict="too noisy",
+        competition=0.31,
+        joules_per_token=0.15,
+        watts=12.0,
+        note="others used 31% of our CPUs; waited 30 s",
+    )
+    memory = dict(
+        RESULTS["memory"][0],
+        item=long_item,
+        kv_note="the runtime's own figure: 2 layers share a cache",
+        verdict="not written",
+    )
+    return {
+        **RESULTS,
+        "items": [*RESULTS["items"], gated],
+        "fidelity": [*RESULTS["fidelity"], *fidelity],
+        "runtime": [*RESULTS["runtime"], runtime],
+        "memory": [*RESULTS["memory"], memory],
+    }
 
 
 def test_the_terminals_tables_fit_120_columns_and_the_rest_is_under_verbose():
@@ -182,7 +316,16 @@ def test_the_terminals_tables_fit_120_columns_and_the_rest_is_under_verbose():
     assert max(len(line) for table in full for line in table.splitlines()) > 200  # the parity and fidelity tables
     for moved in ("p99.9", "Δp mean / RMS", "ppl ratio", "spread", "energy", "KV @8192", "peak RSS", "ratio (95% CI)"):
         assert not any(moved in table for table in brief) and any(moved in table for table in full), moved
-    for kept in ("flips -/+", "detects", "gate", "baseline mean / tail", "change", "limit", "top-1 agree", "task outcomes"):
+    for kept in (
+        "flips -/+",
+        "detects",
+        "gate",
+        "baseline mean / tail",
+        "change",
+        "limit",
+        "top-1 agree",
+        "task outcomes",
+    ):
         assert any(kept in table.splitlines()[0] for table in brief), kept
 
 

@@ -110,9 +110,13 @@ def _skip(message):
 def test_each_phase_gives_the_items_outcome_a_teardown_error_after_a_pass_included():
     outcomes = Outcomes()
     for found in (
-        _report("t.py::a", "passed", "setup"), _report("t.py::a", "passed"), _report("t.py::a", "passed", "teardown"),
-        _report("t.py::b", "passed"), _report("t.py::b", "failed", "teardown", "RuntimeError: cleanup"),
-        _report("t.py::c", "failed", longrepr="Failed: c: acc regressed\nflips: ..."), _report("t.py::c", "failed", "teardown", "x"),
+        _report("t.py::a", "passed", "setup"),
+        _report("t.py::a", "passed"),
+        _report("t.py::a", "passed", "teardown"),
+        _report("t.py::b", "passed"),
+        _report("t.py::b", "failed", "teardown", "RuntimeError: cleanup"),
+        _report("t.py::c", "failed", longrepr="Failed: c: acc regressed\nflips: ..."),
+        _report("t.py::c", "failed", "teardown", "x"),
         _report("t.py::d", "skipped", "setup", _skip("llamacpp-metal unavailable: no Metal")),
         _report("t.py::e", "skipped", longrepr=_skip("not judged (too noisy): e: decode's limit 25% > 20%")),
         _report("t.py::f", "failed", longrepr=f"not judged (unlike conditions): f: page cache kept{STRICT_SUFFIX}"),
@@ -137,7 +141,10 @@ def test_the_roll_up_counts_pass_and_fail_always_and_the_rest_when_there_are_som
     assert rollup([]) == "0 items: 0 pass, 0 fail"
     assert rollup([Outcome("a.py::t", "pass")]) == "1 item: 1 pass, 0 fail"
     many = [Outcome(f"suites/test_{n}.py::t", "not judged", "no baseline", "") for n in "abcd"]
-    assert rollup(many) == "4 items: 0 pass, 0 fail, 4 not judged (4 no baseline: create with pytest suites --update-baselines)"
+    assert (
+        rollup(many)
+        == "4 items: 0 pass, 0 fail, 4 not judged (4 no baseline: create with pytest suites --update-baselines)"
+    )
     later = [Outcome("a.py::t", "known failure"), Outcome("a.py::u", "fixed"), Outcome("a.py::v", "pass")]
     assert rollup(later) == "3 items: 1 pass, 0 fail, 1 known failure, 1 fixed"
 
@@ -145,7 +152,10 @@ def test_the_roll_up_counts_pass_and_fail_always_and_the_rest_when_there_are_som
 def test_green_only_where_every_item_was_judged():
     judged, unjudged = Outcome("a::t", "pass"), Outcome("a::u", "not judged", "busy")
     assert [colour([judged]), colour([judged, unjudged]), colour([]), colour([judged, Outcome("a::v", "error")])] == [
-        "green", "yellow", "yellow", "red"
+        "green",
+        "yellow",
+        "yellow",
+        "red",
     ]
 
 
@@ -153,7 +163,9 @@ OUTCOMES = [
     Outcome("suites/test_accuracy.py::test_task_accuracy[m-a:0]", "pass"),
     Outcome("suites/test_accuracy.py::test_task_accuracy[m-b:5]", "fail", message="m-b:5: acc regressed"),
     Outcome("suites/test_runtime.py::test_decode_speed[m]", "not judged", "unlike conditions", "m: page cache kept"),
-    Outcome("suites/test_accuracy.py::test_task_accuracy[m-c:0]", "not judged", "no baseline", "m-c:0: no accuracy baseline"),
+    Outcome(
+        "suites/test_accuracy.py::test_task_accuracy[m-c:0]", "not judged", "no baseline", "m-c:0: no accuracy baseline"
+    ),
     Outcome("suites/test_parity.py::test_backend_parity[m]", "skipped", message="mlx-cpu unavailable: not macOS"),
 ]
 
@@ -173,10 +185,18 @@ def test_results_json_summary_md_and_report_html_count_what_the_terminal_counts(
     assert data["outcomes"]["counts"] == {"pass": 1, "fail": 1, "not judged": 2, "skipped": 1}
     assert data["outcomes"]["reasons"] == {"not judged": {"no baseline": 1, "unlike conditions": 1}}
     assert data["outcomes"]["line"] == line and data["changed"] == changed
-    assert {"nodeid": OUTCOMES[2].nodeid, "outcome": "not judged", "reason": "unlike conditions", "message": "m: page cache kept"} in data["outcomes"]["items"]
+    assert {
+        "nodeid": OUTCOMES[2].nodeid,
+        "outcome": "not judged",
+        "reason": "unlike conditions",
+        "message": "m: page cache kept",
+    } in data["outcomes"]["items"]
 
     markdown = summary.read_text()
-    assert f"**{line}**" in markdown and "changed since the baselines: llama-cpp-python 0.3.36 → 0.3.40 (3 items)" in markdown
+    assert (
+        f"**{line}**" in markdown
+        and "changed since the baselines: llama-cpp-python 0.3.36 → 0.3.40 (3 items)" in markdown
+    )
     assert "- `suites/test_runtime.py::test_decode_speed[m]` (unlike conditions): m: page cache kept" in markdown
 
     html = page.read_text()
@@ -184,7 +204,14 @@ def test_results_json_summary_md_and_report_html_count_what_the_terminal_counts(
 
     shown = re.sub(r"<[^>]+>", "", re.search(r'<p class="counts">(.*?)</p>', html).group(1))
     assert shown == line
-    lead = html.index('<section id="changed"'), html.index('<section id="failed"'), html.index('<section id="not-judged"')
+    lead = (
+        html.index('<section id="changed"'),
+        html.index('<section id="failed"'),
+        html.index('<section id="not-judged"'),
+    )
     assert list(lead) == sorted(lead)
     assert "<li><code>suites/test_accuracy.py::test_task_accuracy[m-b:5]</code>: m-b:5: acc regressed</li>" in html
-    assert "<li><code>suites/test_runtime.py::test_decode_speed[m]</code> (unlike conditions): m: page cache kept</li>" in html
+    assert (
+        "<li><code>suites/test_runtime.py::test_decode_speed[m]</code> (unlike conditions): m: page cache kept</li>"
+        in html
+    )

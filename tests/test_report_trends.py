@@ -14,11 +14,41 @@ from pytest_slm.history import store
 
 ACCURACY_ITEM, RUNTIME_ITEM = "m-llamacpp-cpu-native-slm_facts:0", "m-llamacpp-cpu-native"
 RESULTS = {
-    "items": [dict(item=ACCURACY_ITEM, model="m", device="llamacpp-cpu", quant="native", task="slm_facts", accuracy=0.25,
-                   baseline=0.5, delta_points=-25.0, regressed=10, improved=0, p_value=0.002, verdict="FAIL")],
-    "runtime": [dict(item=RUNTIME_ITEM, model="m", device="llamacpp-cpu", quant="native", metric="decode", unit="tok/s",
-                     median=75.0, min=76.0, spread=0.01, baseline=100.0, change_pct=33.0, limit_pct=10.0, rounds=1,
-                     load=0.4, verdict="FAIL")],
+    "items": [
+        {
+            "item": ACCURACY_ITEM,
+            "model": "m",
+            "device": "llamacpp-cpu",
+            "quant": "native",
+            "task": "slm_facts",
+            "accuracy": 0.25,
+            "baseline": 0.5,
+            "delta_points": -25.0,
+            "regressed": 10,
+            "improved": 0,
+            "p_value": 0.002,
+            "verdict": "FAIL",
+        }
+    ],
+    "runtime": [
+        {
+            "item": RUNTIME_ITEM,
+            "model": "m",
+            "device": "llamacpp-cpu",
+            "quant": "native",
+            "metric": "decode",
+            "unit": "tok/s",
+            "median": 75.0,
+            "min": 76.0,
+            "spread": 0.01,
+            "baseline": 100.0,
+            "change_pct": 33.0,
+            "limit_pct": 10.0,
+            "rounds": 1,
+            "load": 0.4,
+            "verdict": "FAIL",
+        }
+    ],
 }
 
 
@@ -69,16 +99,28 @@ def test_a_steady_series_is_drawn_only_when_this_run_did_not_pass_it(tmp_path):
     report.write_report(tmp_path / "passed", passed, [], path)
     page = (tmp_path / "passed" / "report.html").read_text()
     assert '<div class="trend"' not in page and "<svg" not in page.split('id="trends"')[1].split("</figure>")[0]
-    assert "2 series of this run's items" in page and "0 moved (a step, or a verdict other than pass) and are drawn, 2 steady" in page
+    assert (
+        "2 series of this run's items" in page
+        and "0 moved (a step, or a verdict other than pass) and are drawn, 2 steady" in page
+    )
     [row] = re.findall(rf'<tr data-series="runtime {RUNTIME_ITEM} decode linux-2t-x">(.*?)</tr>', page)
-    assert re.findall(r"<td>([^<]*)</td>", row) == [RUNTIME_ITEM, "decode", "linux-2t-x", "4", "99 – 101", "100.5 tok/s"]
+    assert re.findall(r"<td>([^<]*)</td>", row) == [
+        RUNTIME_ITEM,
+        "decode",
+        "linux-2t-x",
+        "4",
+        "99 – 101",
+        "100.5 tok/s",
+    ]
 
 
 def test_a_series_that_stepped_is_drawn_though_this_run_passed_it(tmp_path, history):
     passed = {section: [dict(row, verdict="pass") for row in rows] for section, rows in RESULTS.items()}
     report.write_report(tmp_path / "report", passed, [], history)
     page = (tmp_path / "report" / "report.html").read_text()
-    assert re.findall(r'id="(step-at-run-\d+)"', panel(page, f"runtime {RUNTIME_ITEM} decode linux-2t-x")) == ["step-at-run-4"]
+    assert re.findall(r'id="(step-at-run-\d+)"', panel(page, f"runtime {RUNTIME_ITEM} decode linux-2t-x")) == [
+        "step-at-run-4"
+    ]
     assert 'class="steady"' not in page
 
 

@@ -16,6 +16,7 @@ from projects import WHOLE, shipped_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """The shipped runtime suite, with shorter measurements than the defaults to keep the test quick,
@@ -93,23 +94,37 @@ def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(pro
     other = project.runpytest_subprocess("-k", "memory", "--slm-threads=1")  # another fingerprint
     assert other.parseoutcomes() == {"unjudged": 1, "deselected": 2}
     other.stdout.fnmatch_lines(
-        ["*no memory baseline for smollm2-135m-llamacpp-cpu-native on this machine (*, 1 threads, *)"
-         " (*runtime/*-1t-*/memory.json); create it with: pytest '*' --update-baselines"]
+        [
+            (
+                "*no memory baseline for smollm2-135m-llamacpp-cpu-native on this machine (*, 1 threads, *)"
+                " (*runtime/*-1t-*/memory.json); create it with: pytest '*' --update-baselines"
+            )
+        ]
     )
     parallel = project.runpytest_subprocess("-n", "2")
     assert parallel.parseoutcomes() == {"unjudged": 3}
-    parallel.stdout.fnmatch_lines(["*is measured alone: with 2 xdist workers the timings would include each other*-n 0*"])
+    parallel.stdout.fnmatch_lines(
+        ["*is measured alone: with 2 xdist workers the timings would include each other*-n 0*"]
+    )
 
 
 def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
     """--slm-depths (llama-bench's -d): prefill and decode also timed with 256 tokens of the text
     already in the cache, each (metric, depth) a figure of its own in the baseline; the memory item
     shows the cache at that depth (a run judged on fewer depths: tests/test_depths.py)."""
-    depths = ("--slm-depths=0,256", "--slm-repeats=2", "--slm-threads=1", "--slm-decode-tokens=16", "--slm-prefill-lengths=64")
+    depths = (
+        "--slm-depths=0,256",
+        "--slm-repeats=2",
+        "--slm-threads=1",
+        "--slm-decode-tokens=16",
+        "--slm-prefill-lengths=64",
+    )
     written = project.runpytest_subprocess("--update-baselines", *depths)
     written.assert_outcomes(passed=3)
     files = runtime_files(project)
-    prefill, decode = (next(r for p, r in files.items() if p.endswith(f"{name}.json")) for name in ("prefill", "decode"))
+    prefill, decode = (
+        next(r for p, r in files.items() if p.endswith(f"{name}.json")) for name in ("prefill", "decode")
+    )
     assert sorted(prefill["metrics"]) == ["prefill@64", "prefill@64@d256"]
     assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@128", "ttft@128@d256"]
     assert decode["metrics"]["decode@d256"]["tokens"] == 16 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
@@ -140,13 +155,19 @@ def test_a_cpu_bound_competitor_makes_the_item_busy_not_failed_and_a_slowdown_st
         competitor.wait()
     assert busy.parseoutcomes() == {"unjudged": 1, "deselected": 2} and busy.ret == 0
     busy.stdout.fnmatch_lines(
-        ["NOT JUDGED (busy) *test_decode_speed[[]smollm2-135m-llamacpp-cpu-native[]]: smollm2-135m-llamacpp-cpu-native:"
-         " other processes *% + steal *% of * CPU(s) over 1.0 s, load * after waiting * s, above --slm-busy=0.15; nothing measured"]
+        [
+            (
+                "NOT JUDGED (busy) *test_decode_speed[[]smollm2-135m-llamacpp-cpu-native[]]: smollm2-135m-llamacpp-cpu-native:"
+                " other processes *% + steal *% of * CPU(s) over 1.0 s, load * after waiting * s, above --slm-busy=0.15; nothing measured"
+            )
+        ]
     )
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "1.0")
-    slowed = project.runpytest_subprocess("-k", "decode", "-p", "slowed_runtime", "--slm-busy=0.15", "--slm-busy-wait=10")
+    slowed = project.runpytest_subprocess(
+        "-k", "decode", "-p", "slowed_runtime", "--slm-busy=0.15", "--slm-busy-wait=10"
+    )
     outcomes = slowed.parseoutcomes()
     assert outcomes in ({"failed": 1, "deselected": 2}, {"unjudged": 1, "deselected": 2}), outcomes
     if "unjudged" in outcomes:  # other processes, not ours: the message shows their share over the threshold
@@ -159,7 +180,7 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     work and the record and table say "page cache kept" and why, instead of calling it cold."""
     shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_load_time.py")
     project.runpytest_subprocess("test_load_time.py", "--update-baselines", "--slm-repeats=2").assert_outcomes(passed=1)
-    [(path, record)] = [(p, r) for p, r in runtime_files(project).items() if p.endswith("/load.json")]
+    [(_path, record)] = [(p, r) for p, r in runtime_files(project).items() if p.endswith("/load.json")]
     assert sorted(record["metrics"]) == ["load.cold", "load.warm", "ttft.cold@128"]
     assert all(len(t["seconds"]) == 2 and t["tokens"] == 0 for t in record["metrics"].values())
     cold = zip(record["metrics"]["ttft.cold@128"]["seconds"], record["metrics"]["load.cold"]["seconds"])
@@ -171,7 +192,11 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     again = project.runpytest_subprocess("test_load_time.py", "--slm-repeats=2", "--junitxml=junit.xml")
     again.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-native*load.warm*s*pass"])
     assert "model loads:" not in again.stdout.str()
-    [note] = [p.get("value") for p in ElementTree.parse(project.path / "junit.xml").iter("property") if p.get("name") == "load.cold.note"]
+    [note] = [
+        p.get("value")
+        for p in ElementTree.parse(project.path / "junit.xml").iter("property")
+        if p.get("name") == "load.cold.note"
+    ]
     if "the baseline's" in note:  # another process mapped the file in one run and not in the other
         assert again.parseoutcomes() == {"unjudged": 1}
         again.stdout.fnmatch_lines(["*load.cold: not judged (now *; the baseline's: *); the rest passed*"])

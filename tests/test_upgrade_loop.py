@@ -45,7 +45,10 @@ def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypa
     project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=4)
     [decode] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("decode.json")]
     installed = decode["provenance"]["llama_cpp_python"]
-    assert decode["provenance"]["runtime_build"] == f"llama-cpp-python {installed}" and "runtime" not in decode["fingerprint"]
+    assert (
+        decode["provenance"]["runtime_build"] == f"llama-cpp-python {installed}"
+        and "runtime" not in decode["fingerprint"]
+    )
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_REPORTED_VERSION", "99.0.0")

@@ -25,7 +25,7 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         slm_tasks = ["slm_facts"]
         slm_limit = "40"
         slm_threads = "2"
-        slm_cache = "{tmp_path_factory.mktemp('cache')}"
+        slm_cache = "{tmp_path_factory.mktemp("cache")}"
         slm_eval_text = "eval.txt"
         slm_eval_window = "128"
         slm_prefill_lengths = ["64"]
@@ -69,9 +69,16 @@ def test_every_kind_fails_without_a_baseline_then_passes_fails_on_a_better_one_a
     strict = project.runpytest_subprocess("--slm-strict")
     strict.assert_outcomes(failed=ITEMS)
     strict.stdout.fnmatch_lines_random(
-        [f"*no {kind} baseline for smollm2-135m-llamacpp-cpu-native*create it with: pytest '*{test}*' --update-baselines"
-         for kind, test in [("accuracy", "test_task_accuracy"), ("fidelity", "test_fidelity"), ("latency", "test_prefill_speed"),
-                            ("latency", "test_decode_speed"), ("memory", "test_memory")]]
+        [
+            f"*no {kind} baseline for smollm2-135m-llamacpp-cpu-native*create it with: pytest '*{test}*' --update-baselines"
+            for kind, test in [
+                ("accuracy", "test_task_accuracy"),
+                ("fidelity", "test_fidelity"),
+                ("latency", "test_prefill_speed"),
+                ("latency", "test_decode_speed"),
+                ("memory", "test_memory"),
+            ]
+        ]
     )
     assert not (project.path / "baselines").exists()
 

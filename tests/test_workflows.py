@@ -83,6 +83,7 @@ def test_actionlint_passes_every_workflow():
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
@@ -101,6 +102,7 @@ def test_the_files_match_the_schemas_github_reads_them_by(schema, files):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -114,12 +116,16 @@ def test_the_schema_check_is_really_looking(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert checked.returncode != 0 and "package-ecosystem" in checked.stdout, checked.stdout + checked.stderr
 
 
 def test_dependabot_proposes_the_runtimes_through_the_lock_and_the_actions():
-    updates = {update["package-ecosystem"]: update for update in yaml.safe_load(DEPENDABOT.read_text(encoding="utf-8"))["updates"]}
+    updates = {
+        update["package-ecosystem"]: update
+        for update in yaml.safe_load(DEPENDABOT.read_text(encoding="utf-8"))["updates"]
+    }
     assert set(updates) == {"uv", "github-actions"}
     lock = updates["uv"]
     assert lock["directory"] == "/" and (ROOT / "requirements.in").is_file() and (ROOT / "requirements.txt").is_file()
@@ -138,6 +144,7 @@ def test_zizmor_finds_nothing_at_its_default_level():
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert audited.returncode == 0, audited.stdout + audited.stderr
     assert "No findings to report" in audited.stdout, audited.stdout
@@ -154,6 +161,7 @@ def test_zizmor_would_report_an_unpinned_action(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert audited.returncode != 0 and "unpinned-uses" in audited.stdout, audited.stdout
 
@@ -350,7 +358,9 @@ def test_the_guard_lets_the_projects_own_triggers_through(context):
             github("pull_request", ref="refs/pull/7/merge", head=HOME, head_fork=True),
             id="fork-pull-request-claiming-this-repository",
         ),
-        pytest.param(github("pull_request", ref="refs/pull/7/merge", head=DELETED), id="pull-request-from-a-deleted-fork"),
+        pytest.param(
+            github("pull_request", ref="refs/pull/7/merge", head=DELETED), id="pull-request-from-a-deleted-fork"
+        ),
         pytest.param(github("pull_request", ref="refs/pull/7/merge"), id="pull-request-without-a-head"),
         pytest.param(
             github("pull_request", ref="refs/pull/7/merge", head=HOME, trusted=None), id="pull-request-variable-unset"
@@ -455,6 +465,7 @@ def run_step(env: dict[str, str], tmp_path: Path, command: str | None = None) ->
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 
@@ -530,7 +541,12 @@ def test_a_refresh_really_runs_pytest_without_ci(tmp_path):
     common = {"PATH": "/usr/bin:/bin", "CI": "true", "SLM_MODELS": "smollm2-135m", "SLM_DEVICES": "llamacpp-cpu"}
     for update, expected in (("", "CI=true"), ("refreshed-baselines", "CI=unset")):
         done = subprocess.run(
-            [sys.executable, "-c", code], env={**common, "SLM_UPDATE": update}, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code],
+            env={**common, "SLM_UPDATE": update},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(expected + " -m pytest suites"), done.stdout
@@ -569,6 +585,7 @@ def test_every_plugin_option_used_exists_in_the_real_parser(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert shown.returncode == 0, shown.stderr
     real = set(PLUGIN_OPTION.findall(shown.stdout))
@@ -589,7 +606,10 @@ def test_regression_runs_the_device_suite_on_pull_requests_too_and_refresh_only_
     assert [entry["cron"] for entry in triggers(regression)["schedule"]] == ["17 3 * * *"]
     assert set(triggers(refresh)) == {"workflow_dispatch"}
     assert set(triggers(refresh)["workflow_dispatch"]["inputs"]) == {"models", "quants", "tasks"}
-    assert [job.get("uses") for job in regression["jobs"].values()] == [SUITE, None]  # the suite, then the history merge
+    assert [job.get("uses") for job in regression["jobs"].values()] == [
+        SUITE,
+        None,
+    ]  # the suite, then the history merge
     assert refresh["jobs"]["measure"]["uses"] == SUITE
     for path in WORKFLOWS.glob("*.yml"):
         workflow = load(path.name)
@@ -636,7 +656,9 @@ def test_each_runners_history_is_uploaded_and_one_job_merges_them_into_the_relea
     """device-suite uploads the store run_suite.py writes; regression.yml's history job downloads
     every runner's, merges them with the real CLI into the release's store and uploads it back."""
     history = runpy.run_path(str(RUN_SUITE))["HISTORY"]
-    [upload] = [s for s in suite_step()[0]["steps"] if s.get("with", {}).get("name") == "slm-history-${{ matrix.machine }}"]
+    [upload] = [
+        s for s in suite_step()[0]["steps"] if s.get("with", {}).get("name") == "slm-history-${{ matrix.machine }}"
+    ]
     assert upload["if"] == "always()" and upload["with"]["path"] == f"{Path(history).parent}/"
     job = load("regression.yml")["jobs"]["history"]
     assert job["needs"] == "regress"
@@ -647,11 +669,13 @@ def test_each_runners_history_is_uploaded_and_one_job_merges_them_into_the_relea
     [words] = cli_commands(job)
     args = build_parser().parse_args(words[3:])  # exits, failing the test, on anything the CLI lacks
     assert (args.command, [str(s) for s in args.sources], str(args.into)) == (
-        "merge-history", ["${stores[@]}"], "$RUNNER_TEMP/history.sqlite"
+        "merge-history",
+        ["${stores[@]}"],
+        "$RUNNER_TEMP/history.sqlite",
     )
     script = next(s["run"] for s in job["steps"] if "merge-history" in s.get("run", ""))
     assert 'stores=("$RUNNER_TEMP"/runners/*/' + Path(history).name + ")" in script
-    assert "gh release upload history \"$RUNNER_TEMP/history.sqlite\" --clobber" in script
+    assert 'gh release upload history "$RUNNER_TEMP/history.sqlite" --clobber' in script
     assert "|| true" not in script  # a store that cannot be downloaded must stop the job before the upload
 
 
@@ -675,7 +699,9 @@ def _closure(names):
     return found
 
 
-@pytest.mark.parametrize(("workflow", "job_name"), [("refresh-baselines.yml", "propose"), ("regression.yml", "history")])
+@pytest.mark.parametrize(
+    ("workflow", "job_name"), [("refresh-baselines.yml", "propose"), ("regression.yml", "history")]
+)
 def test_a_job_running_the_cli_from_the_checkout_installs_what_it_imports(workflow, job_name):
     from importlib import metadata
 
@@ -688,13 +714,19 @@ def test_a_job_running_the_cli_from_the_checkout_installs_what_it_imports(workfl
     installed = _closure(Requirement(word).name for word in shlex.split(install)[4:])
     listing = "import sys; {0} print('\\n'.join(sorted(name.split('.')[0] for name in sys.modules)))"
     before, after = (
-        set(subprocess.run([sys.executable, "-c", listing.format(code)], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+        set(
+            subprocess.run(
+                [sys.executable, "-c", listing.format(code)], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.split()
+        )
         for code in ("", "import pytest_slm.__main__;")
     )
     owners = metadata.packages_distributions()
     needed = {canonicalize_name(d) for module in after - before for d in owners.get(module, [])} - {"pytest-slm"}
     assert {"pytest", "numpy", "tabulate", "filelock"} <= needed  # the check sees the CLI's imports
-    assert needed <= installed, f"{workflow} {job_name}: the CLI imports {sorted(needed - installed)} that `{install.strip()}` does not install"
+    assert needed <= installed, (
+        f"{workflow} {job_name}: the CLI imports {sorted(needed - installed)} that `{install.strip()}` does not install"
+    )
 
 
 def test_apple_silicon_runs_on_a_hosted_vm_the_readmes_way():

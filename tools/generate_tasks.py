@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, installed or not
 
-from pytest_slm.data.tasks.utils import DATA_DIR, data_path  # noqa: E402
+import itertools
+
+from pytest_slm.data.tasks.utils import DATA_DIR, data_path
 
 SEED = 20240611
 
@@ -46,134 +48,324 @@ def _mc(rng: random.Random, answer: str, distractors: list[str], n_choices: int 
 
 # (animal, sound): "What sound does a cow make?" and "Which animal says moo?"
 ANIMAL_SOUNDS = [
-    ("dog", "bark"), ("cat", "meow"), ("cow", "moo"), ("duck", "quack"), ("lion", "roar"),
-    ("sheep", "baa"), ("pig", "oink"), ("horse", "neigh"), ("owl", "hoot"), ("snake", "hiss"),
-    ("bee", "buzz"), ("frog", "croak"), ("wolf", "howl"), ("mouse", "squeak"), ("donkey", "bray"),
+    ("dog", "bark"),
+    ("cat", "meow"),
+    ("cow", "moo"),
+    ("duck", "quack"),
+    ("lion", "roar"),
+    ("sheep", "baa"),
+    ("pig", "oink"),
+    ("horse", "neigh"),
+    ("owl", "hoot"),
+    ("snake", "hiss"),
+    ("bee", "buzz"),
+    ("frog", "croak"),
+    ("wolf", "howl"),
+    ("mouse", "squeak"),
+    ("donkey", "bray"),
     ("hen", "cluck"),
 ]
-SOUND_CONFLICTS = {"dog": {"howl"}, "wolf": {"bark"}, "lion": {"howl"}, "cat": {"hiss"}, "donkey": {"neigh"},
-                   "horse": {"bray"}}
+SOUND_CONFLICTS = {
+    "dog": {"howl"},
+    "wolf": {"bark"},
+    "lion": {"howl"},
+    "cat": {"hiss"},
+    "donkey": {"neigh"},
+    "horse": {"bray"},
+}
 
 BABY_ANIMALS = [
-    ("cat", "kitten"), ("dog", "puppy"), ("cow", "calf"), ("sheep", "lamb"), ("horse", "foal"),
-    ("duck", "duckling"), ("frog", "tadpole"), ("hen", "chick"), ("bear", "cub"), ("pig", "piglet"),
-    ("kangaroo", "joey"), ("deer", "fawn"), ("goose", "gosling"), ("butterfly", "caterpillar"),
+    ("cat", "kitten"),
+    ("dog", "puppy"),
+    ("cow", "calf"),
+    ("sheep", "lamb"),
+    ("horse", "foal"),
+    ("duck", "duckling"),
+    ("frog", "tadpole"),
+    ("hen", "chick"),
+    ("bear", "cub"),
+    ("pig", "piglet"),
+    ("kangaroo", "joey"),
+    ("deer", "fawn"),
+    ("goose", "gosling"),
+    ("butterfly", "caterpillar"),
 ]
-BABY_CONFLICTS = {"bear": {"kitten", "puppy"}, "cat": {"cub"}, "dog": {"cub"}, "cow": {"cub"},
-                  "duck": {"chick", "gosling"}, "goose": {"chick", "duckling"}, "hen": {"duckling", "gosling"}}
+BABY_CONFLICTS = {
+    "bear": {"kitten", "puppy"},
+    "cat": {"cub"},
+    "dog": {"cub"},
+    "cow": {"cub"},
+    "duck": {"chick", "gosling"},
+    "goose": {"chick", "duckling"},
+    "hen": {"duckling", "gosling"},
+}
 
 # (word, opposite, cluster): distractors come from other clusters only
 OPPOSITES = [
-    ("hot", "cold", "temp"), ("big", "small", "size"), ("up", "down", "pos"),
-    ("fast", "slow", "speed"), ("happy", "sad", "mood"), ("light", "dark", "light"),
-    ("open", "closed", "state"), ("wet", "dry", "wet"), ("day", "night", "light"),
-    ("full", "empty", "amount"), ("hard", "soft", "touch"), ("early", "late", "time"),
-    ("win", "lose", "game"), ("loud", "quiet", "sound"), ("tall", "short", "size"),
-    ("thick", "thin", "size"), ("rich", "poor", "money"), ("strong", "weak", "force"),
-    ("clean", "dirty", "state"), ("push", "pull", "force"), ("inside", "outside", "pos"),
-    ("first", "last", "time"), ("buy", "sell", "money"), ("above", "below", "pos"),
-    ("old", "young", "age"), ("always", "never", "time"), ("true", "false", "truth"),
+    ("hot", "cold", "temp"),
+    ("big", "small", "size"),
+    ("up", "down", "pos"),
+    ("fast", "slow", "speed"),
+    ("happy", "sad", "mood"),
+    ("light", "dark", "light"),
+    ("open", "closed", "state"),
+    ("wet", "dry", "wet"),
+    ("day", "night", "light"),
+    ("full", "empty", "amount"),
+    ("hard", "soft", "touch"),
+    ("early", "late", "time"),
+    ("win", "lose", "game"),
+    ("loud", "quiet", "sound"),
+    ("tall", "short", "size"),
+    ("thick", "thin", "size"),
+    ("rich", "poor", "money"),
+    ("strong", "weak", "force"),
+    ("clean", "dirty", "state"),
+    ("push", "pull", "force"),
+    ("inside", "outside", "pos"),
+    ("first", "last", "time"),
+    ("buy", "sell", "money"),
+    ("above", "below", "pos"),
+    ("old", "young", "age"),
+    ("always", "never", "time"),
+    ("true", "false", "truth"),
     ("remember", "forget", "mind"),
 ]
 
 # (object, use): "What is a broom used for?"
 OBJECT_USES = [
-    ("a broom", "sweeping the floor"), ("a pen", "writing words"), ("an umbrella", "keeping dry in the rain"),
-    ("a key", "opening a lock"), ("an oven", "baking bread"), ("a toothbrush", "cleaning your teeth"),
-    ("a hammer", "hitting nails"), ("a ladder", "climbing up high"), ("soap", "washing your hands"),
-    ("a pillow", "resting your head"), ("a clock", "telling the time"), ("a camera", "taking photos"),
-    ("a map", "finding the way"), ("a thermometer", "measuring temperature"), ("a ruler", "measuring length"),
-    ("a towel", "drying your body"), ("a comb", "fixing your hair"), ("a fridge", "keeping food cold"),
-    ("a needle", "sewing clothes"), ("a shovel", "digging holes"), ("a telephone", "calling people"),
-    ("scissors", "cutting paper"), ("a cup", "holding a drink"), ("a bed", "sleeping at night"),
+    ("a broom", "sweeping the floor"),
+    ("a pen", "writing words"),
+    ("an umbrella", "keeping dry in the rain"),
+    ("a key", "opening a lock"),
+    ("an oven", "baking bread"),
+    ("a toothbrush", "cleaning your teeth"),
+    ("a hammer", "hitting nails"),
+    ("a ladder", "climbing up high"),
+    ("soap", "washing your hands"),
+    ("a pillow", "resting your head"),
+    ("a clock", "telling the time"),
+    ("a camera", "taking photos"),
+    ("a map", "finding the way"),
+    ("a thermometer", "measuring temperature"),
+    ("a ruler", "measuring length"),
+    ("a towel", "drying your body"),
+    ("a comb", "fixing your hair"),
+    ("a fridge", "keeping food cold"),
+    ("a needle", "sewing clothes"),
+    ("a shovel", "digging holes"),
+    ("a telephone", "calling people"),
+    ("scissors", "cutting paper"),
+    ("a cup", "holding a drink"),
+    ("a bed", "sleeping at night"),
 ]
 # uses that must not be offered as the wrong answer for an object (they would also fit)
-USE_CONFLICTS = {"a towel": {"keeping dry in the rain"}, "an umbrella": {"drying your body"},
-                 "a bed": {"resting your head"}, "a pillow": {"sleeping at night"},
-                 "soap": {"cleaning your teeth"}, "a toothbrush": {"washing your hands"}}
+USE_CONFLICTS = {
+    "a towel": {"keeping dry in the rain"},
+    "an umbrella": {"drying your body"},
+    "a bed": {"resting your head"},
+    "a pillow": {"sleeping at night"},
+    "soap": {"cleaning your teeth"},
+    "a toothbrush": {"washing your hands"},
+}
 
 COLORS = ["red", "green", "blue", "yellow", "white", "black", "orange", "brown", "pink", "purple", "gray"]
 # (thing, color, colors that must not be offered as wrong answers)
 THING_COLORS = [
-    ("fresh snow", "white", {"gray"}), ("grass", "green", {"yellow", "brown"}), ("the sky on a clear day", "blue", set()),
-    ("a ripe banana", "yellow", {"green", "brown"}), ("coal", "black", {"gray", "brown"}), ("blood", "red", {"brown", "purple"}),
-    ("a carrot", "orange", set()), ("milk", "white", set()), ("a lemon", "yellow", {"green"}),
-    ("a ripe strawberry", "red", {"pink"}), ("chocolate", "brown", {"black", "white"}), ("a pumpkin", "orange", {"yellow"}),
-    ("a crow", "black", {"gray"}), ("an elephant", "gray", {"brown"}), ("a flamingo", "pink", {"red", "orange", "white"}),
-    ("a lime", "green", {"yellow"}), ("a tree trunk", "brown", {"gray", "black"}), ("the sea", "blue", {"green", "gray"}),
-    ("a ripe tomato", "red", {"green", "orange"}), ("an eggplant", "purple", {"black"}),
+    ("fresh snow", "white", {"gray"}),
+    ("grass", "green", {"yellow", "brown"}),
+    ("the sky on a clear day", "blue", set()),
+    ("a ripe banana", "yellow", {"green", "brown"}),
+    ("coal", "black", {"gray", "brown"}),
+    ("blood", "red", {"brown", "purple"}),
+    ("a carrot", "orange", set()),
+    ("milk", "white", set()),
+    ("a lemon", "yellow", {"green"}),
+    ("a ripe strawberry", "red", {"pink"}),
+    ("chocolate", "brown", {"black", "white"}),
+    ("a pumpkin", "orange", {"yellow"}),
+    ("a crow", "black", {"gray"}),
+    ("an elephant", "gray", {"brown"}),
+    ("a flamingo", "pink", {"red", "orange", "white"}),
+    ("a lime", "green", {"yellow"}),
+    ("a tree trunk", "brown", {"gray", "black"}),
+    ("the sea", "blue", {"green", "gray"}),
+    ("a ripe tomato", "red", {"green", "orange"}),
+    ("an eggplant", "purple", {"black"}),
 ]
 
 # (thing, size rank): "Which is the biggest: ..." uses the names as written
 SIZES = [
-    ("an ant", 1), ("a grape", 2), ("a coin", 2), ("a mouse", 3), ("an apple", 3), ("a shoe", 4),
-    ("a cat", 5), ("a chair", 6), ("a dog", 6), ("a bicycle", 7), ("a horse", 8), ("a car", 8),
-    ("a bus", 9), ("an elephant", 9), ("a house", 10), ("a whale", 10), ("a mountain", 12),
+    ("an ant", 1),
+    ("a grape", 2),
+    ("a coin", 2),
+    ("a mouse", 3),
+    ("an apple", 3),
+    ("a shoe", 4),
+    ("a cat", 5),
+    ("a chair", 6),
+    ("a dog", 6),
+    ("a bicycle", 7),
+    ("a horse", 8),
+    ("a car", 8),
+    ("a bus", 9),
+    ("an elephant", 9),
+    ("a house", 10),
+    ("a whale", 10),
+    ("a mountain", 12),
 ]
 WEIGHTS = [
-    ("a feather", 1), ("a leaf", 1), ("a pencil", 2), ("a spoon", 2), ("a book", 3), ("a brick", 4),
-    ("a bag of rice", 5), ("a child", 6), ("a fridge", 7), ("a piano", 8), ("a car", 9),
-    ("a truck", 10), ("a ship", 12),
+    ("a feather", 1),
+    ("a leaf", 1),
+    ("a pencil", 2),
+    ("a spoon", 2),
+    ("a book", 3),
+    ("a brick", 4),
+    ("a bag of rice", 5),
+    ("a child", 6),
+    ("a fridge", 7),
+    ("a piano", 8),
+    ("a car", 9),
+    ("a truck", 10),
+    ("a ship", 12),
 ]
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # (question, number)
 NUMBER_FACTS = [
-    ("How many legs does a spider have?", 8), ("How many days are in a week?", 7),
-    ("How many months are in a year?", 12), ("How many hours are in a day?", 24),
-    ("How many minutes are in an hour?", 60), ("How many sides does a triangle have?", 3),
-    ("How many sides does a square have?", 4), ("How many wheels does a bicycle have?", 2),
-    ("How many wheels does a tricycle have?", 3), ("How many legs does a dog have?", 4),
-    ("How many legs does a bird have?", 2), ("How many legs does an insect have?", 6),
-    ("How many fingers are on one hand?", 5), ("How many eyes does a person have?", 2),
-    ("How many sides does a hexagon have?", 6), ("How many arms does an octopus have?", 8),
-    ("How many cents are in a dollar?", 100), ("How many years are in a decade?", 10),
-    ("How many eggs are in a dozen?", 12), ("How many days are in a year?", 365),
-    ("How many seconds are in a minute?", 60), ("How many years are in a century?", 100),
+    ("How many legs does a spider have?", 8),
+    ("How many days are in a week?", 7),
+    ("How many months are in a year?", 12),
+    ("How many hours are in a day?", 24),
+    ("How many minutes are in an hour?", 60),
+    ("How many sides does a triangle have?", 3),
+    ("How many sides does a square have?", 4),
+    ("How many wheels does a bicycle have?", 2),
+    ("How many wheels does a tricycle have?", 3),
+    ("How many legs does a dog have?", 4),
+    ("How many legs does a bird have?", 2),
+    ("How many legs does an insect have?", 6),
+    ("How many fingers are on one hand?", 5),
+    ("How many eyes does a person have?", 2),
+    ("How many sides does a hexagon have?", 6),
+    ("How many arms does an octopus have?", 8),
+    ("How many cents are in a dollar?", 100),
+    ("How many years are in a decade?", 10),
+    ("How many eggs are in a dozen?", 12),
+    ("How many days are in a year?", 365),
+    ("How many seconds are in a minute?", 60),
+    ("How many years are in a century?", 100),
 ]
 NUMBER_POOL = [2, 3, 4, 5, 6, 7, 8, 10, 12, 20, 24, 30, 50, 60, 100, 365]
 
 CAPITALS = [
-    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
-    ("England", "London"), ("Russia", "Moscow"), ("China", "Beijing"), ("Egypt", "Cairo"),
-    ("Greece", "Athens"), ("Canada", "Ottawa"), ("Ireland", "Dublin"), ("Portugal", "Lisbon"),
-    ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Austria", "Vienna"), ("Kenya", "Nairobi"),
-    ("Thailand", "Bangkok"), ("South Korea", "Seoul"), ("Poland", "Warsaw"), ("Peru", "Lima"),
-    ("Cuba", "Havana"), ("Argentina", "Buenos Aires"), ("Turkey", "Ankara"),
+    ("France", "Paris"),
+    ("Japan", "Tokyo"),
+    ("Italy", "Rome"),
+    ("Germany", "Berlin"),
+    ("Spain", "Madrid"),
+    ("England", "London"),
+    ("Russia", "Moscow"),
+    ("China", "Beijing"),
+    ("Egypt", "Cairo"),
+    ("Greece", "Athens"),
+    ("Canada", "Ottawa"),
+    ("Ireland", "Dublin"),
+    ("Portugal", "Lisbon"),
+    ("Norway", "Oslo"),
+    ("Sweden", "Stockholm"),
+    ("Austria", "Vienna"),
+    ("Kenya", "Nairobi"),
+    ("Thailand", "Bangkok"),
+    ("South Korea", "Seoul"),
+    ("Poland", "Warsaw"),
+    ("Peru", "Lima"),
+    ("Cuba", "Havana"),
+    ("Argentina", "Buenos Aires"),
+    ("Turkey", "Ankara"),
 ]
 
 # (question, answer)
 PROFESSIONS = [
-    ("Who flies an airplane?", "a pilot"), ("Who fixes teeth?", "a dentist"),
-    ("Who grows crops on a farm?", "a farmer"), ("Who puts out fires?", "a firefighter"),
-    ("Who bakes bread?", "a baker"), ("Who teaches students in a school?", "a teacher"),
-    ("Who treats sick people in a hospital?", "a doctor"), ("Who cuts hair?", "a barber"),
-    ("Who cooks meals in a restaurant?", "a chef"), ("Who catches fish for a living?", "a fisherman"),
-    ("Who builds houses?", "a builder"), ("Who takes care of sick animals?", "a vet"),
-    ("Who paints pictures?", "a painter"), ("Who writes books?", "an author"),
+    ("Who flies an airplane?", "a pilot"),
+    ("Who fixes teeth?", "a dentist"),
+    ("Who grows crops on a farm?", "a farmer"),
+    ("Who puts out fires?", "a firefighter"),
+    ("Who bakes bread?", "a baker"),
+    ("Who teaches students in a school?", "a teacher"),
+    ("Who treats sick people in a hospital?", "a doctor"),
+    ("Who cuts hair?", "a barber"),
+    ("Who cooks meals in a restaurant?", "a chef"),
+    ("Who catches fish for a living?", "a fisherman"),
+    ("Who builds houses?", "a builder"),
+    ("Who takes care of sick animals?", "a vet"),
+    ("Who paints pictures?", "a painter"),
+    ("Who writes books?", "an author"),
 ]
-JOB_CONFLICTS = {"a baker": {"a chef"}, "a chef": {"a baker"}, "a vet": {"a farmer", "a doctor"},
-                 "a doctor": {"a dentist", "a vet"}, "a dentist": {"a doctor"}, "a builder": {"a painter"},
-                 "a painter": {"a builder"}}
+JOB_CONFLICTS = {
+    "a baker": {"a chef"},
+    "a chef": {"a baker"},
+    "a vet": {"a farmer", "a doctor"},
+    "a doctor": {"a dentist", "a vet"},
+    "a dentist": {"a doctor"},
+    "a builder": {"a painter"},
+    "a painter": {"a builder"},
+}
 
 BODY = [
-    ("see", "the eyes"), ("hear", "the ears"), ("smell", "the nose"), ("taste", "the tongue"),
-    ("walk", "the legs"), ("think", "the brain"), ("breathe", "the lungs"), ("chew", "the teeth"),
+    ("see", "the eyes"),
+    ("hear", "the ears"),
+    ("smell", "the nose"),
+    ("taste", "the tongue"),
+    ("walk", "the legs"),
+    ("think", "the brain"),
+    ("breathe", "the lungs"),
+    ("chew", "the teeth"),
 ]
 BODY_CONFLICTS = {"breathe": {"the nose"}, "chew": {"the tongue"}, "taste": {"the teeth"}}
 
 # (animal, home, homes that must not be offered as wrong answers)
 HOMES = [
-    ("a fish", "in water", {"in the ocean", "in a pond"}), ("a bee", "in a hive", {"in the jungle", "on a farm"}),
-    ("a bird", "in a nest", {"in the jungle", "in the desert", "in the Arctic", "in Antarctica", "on a farm",
-                             "in water", "in the ocean", "in a burrow", "in a pond", "in a cave"}),
+    ("a fish", "in water", {"in the ocean", "in a pond"}),
+    ("a bee", "in a hive", {"in the jungle", "on a farm"}),
+    (
+        "a bird",
+        "in a nest",
+        {
+            "in the jungle",
+            "in the desert",
+            "in the Arctic",
+            "in Antarctica",
+            "on a farm",
+            "in water",
+            "in the ocean",
+            "in a burrow",
+            "in a pond",
+            "in a cave",
+        },
+    ),
     ("a spider", "in a web", {"in a burrow", "in the jungle", "in the desert", "on a farm", "in a cave"}),
-    ("a rabbit", "in a burrow", {"on a farm"}), ("a camel", "in the desert", {"on a farm"}),
-    ("a monkey", "in the jungle", set()), ("a polar bear", "in the Arctic", {"in water", "in the ocean", "in Antarctica"}),
-    ("a cow", "on a farm", {"in a stable"}), ("a whale", "in the ocean", {"in water", "in a pond"}),
+    ("a rabbit", "in a burrow", {"on a farm"}),
+    ("a camel", "in the desert", {"on a farm"}),
+    ("a monkey", "in the jungle", set()),
+    ("a polar bear", "in the Arctic", {"in water", "in the ocean", "in Antarctica"}),
+    ("a cow", "on a farm", {"in a stable"}),
+    ("a whale", "in the ocean", {"in water", "in a pond"}),
     ("a penguin", "in Antarctica", {"in a nest", "in a burrow", "in water", "in the ocean", "in the Arctic"}),
     ("a bat", "in a cave", {"in the jungle", "in the desert"}),
     ("an ant", "in an anthill", {"in the jungle", "in the desert", "on a farm", "in a burrow"}),
@@ -193,8 +385,7 @@ def _facts_items(rng: random.Random) -> list[dict]:
         for a, s in ANIMAL_SOUNDS
     ]
     cats["sound_animal"] = [
-        (f"Which animal says {s}?", _a(a), [_a(x) for x in animals if s not in _sounds_of(x)])
-        for a, s in ANIMAL_SOUNDS
+        (f"Which animal says {s}?", _a(a), [_a(x) for x in animals if s not in _sounds_of(x)]) for a, s in ANIMAL_SOUNDS
     ]
     babies = [b for _, b in BABY_ANIMALS]
     cats["baby_animal"] = [
@@ -202,17 +393,18 @@ def _facts_items(rng: random.Random) -> list[dict]:
         for a, b in BABY_ANIMALS
     ]
     cats["opposite"] = [
-        (f"What is the opposite of {w}?", o, [x for _, x, c in OPPOSITES if c != cl])
-        for w, o, cl in OPPOSITES
+        (f"What is the opposite of {w}?", o, [x for _, x, c in OPPOSITES if c != cl]) for w, o, cl in OPPOSITES
     ]
     uses = [u for _, u in OBJECT_USES]
     cats["object_use"] = [
-        (f"What {'are' if o.endswith('s') else 'is'} {o} used for?", u, [x for x in uses if x not in USE_CONFLICTS.get(o, set())])
+        (
+            f"What {'are' if o.endswith('s') else 'is'} {o} used for?",
+            u,
+            [x for x in uses if x not in USE_CONFLICTS.get(o, set())],
+        )
         for o, u in OBJECT_USES
     ]
-    cats["color"] = [
-        (f"What color is {t}?", c, [x for x in COLORS if x not in bad]) for t, c, bad in THING_COLORS
-    ]
+    cats["color"] = [(f"What color is {t}?", c, [x for x in COLORS if x not in bad]) for t, c, bad in THING_COLORS]
     cats["size"] = _compare_items(rng, SIZES, "biggest", "smallest", 12)
     cats["weight"] = _compare_items(rng, WEIGHTS, "heaviest", "lightest", 10)
     order = []
@@ -223,10 +415,7 @@ def _facts_items(rng: random.Random) -> list[dict]:
             order.append((f"Which {unit} comes before {name}?", names[(i - 1) % n], names))
     rng.shuffle(order)
     cats["calendar"] = order[:20]
-    cats["number"] = [
-        (q, str(v), [str(x) for x in NUMBER_POOL])
-        for q, v in NUMBER_FACTS
-    ]
+    cats["number"] = [(q, str(v), [str(x) for x in NUMBER_POOL]) for q, v in NUMBER_FACTS]
     cities = [c for _, c in CAPITALS]
     cats["capital"] = [(f"What is the capital of {k}?", c, cities) for k, c in CAPITALS]
     jobs = [j for _, j in PROFESSIONS]
@@ -264,7 +453,7 @@ def _compare_items(rng, table, most, least, n):
     while len(items) < n:
         four = rng.sample(table, 4)
         ranks = sorted(r for _, r in four)
-        if any(b - a < 2 for a, b in zip(ranks, ranks[1:])):
+        if any(b - a < 2 for a, b in itertools.pairwise(ranks)):
             continue  # keep the answer unambiguous: neighbours at least 2 ranks apart
         key = tuple(sorted(t for t, _ in four))
         if key in seen:
@@ -287,8 +476,7 @@ def build_facts() -> tuple[list[dict], list[dict]]:
     for it in items:
         by_cat.setdefault(it["category"], []).append(it)
     train, test = [], []
-    for cat in by_cat:
-        group = by_cat[cat]
+    for group in by_cat.values():
         rng.shuffle(group)
         train.extend(group[:2])
         test.extend(group[2:])
@@ -304,6 +492,7 @@ def _ids(prefix: str, rows: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # slm_arith: small-integer + - x with exact-match answers
 # ---------------------------------------------------------------------------------------------
+
 
 def _arith_pool() -> dict[str, list[tuple[int, int]]]:
     return {
@@ -325,7 +514,7 @@ def build_arith(n_test_per_op: int = 60, n_train_per_op: int = 4) -> tuple[list[
         pool = list(pool)
         rng.shuffle(pool)
 
-        def key(a: int, b: int) -> tuple[int, int]:  # 3+5 and 5+3 count as one item
+        def key(a: int, b: int, op: str = op) -> tuple[int, int]:  # 3+5 and 5+3 count as one item
             return (a, b) if op == "minus" else (min(a, b), max(a, b))
 
         # the few-shot items come first; no test item shares a train item's key
@@ -344,16 +533,52 @@ def build_arith(n_test_per_op: int = 60, n_train_per_op: int = 4) -> tuple[list[
 # slm_cloze: short generated passages, the answer is stated in the passage
 # ---------------------------------------------------------------------------------------------
 
-NAMES = ["Anna", "Ben", "Clara", "David", "Elena", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Kira",
-         "Leo", "Maya", "Nora", "Omar", "Paula", "Quinn", "Rosa", "Sam", "Tara", "Victor", "Wendy",
-         "Yusuf", "Zoe"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Elena",
+    "Felix",
+    "Grace",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Kira",
+    "Leo",
+    "Maya",
+    "Nora",
+    "Omar",
+    "Paula",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
+    "Victor",
+    "Wendy",
+    "Yusuf",
+    "Zoe",
+]
 ROOMS = ["kitchen", "garage", "bedroom", "garden", "attic", "basement", "bathroom", "hallway", "office", "cellar"]
 OBJECTS = ["keys", "umbrella", "backpack", "hammer", "blanket", "lamp", "basket", "guitar", "camera", "ladder"]
 THINGS = ["kite", "bicycle", "scarf", "car", "hat", "boat", "jacket", "balloon", "mug", "tent"]
 PET_NAMES = ["Rex", "Luna", "Max", "Bella", "Milo", "Coco", "Bruno", "Daisy", "Oscar", "Pepper", "Toby", "Ziggy"]
 PETS = ["dog", "cat", "parrot", "rabbit", "horse", "goat"]
 JOBS = ["baker", "pilot", "nurse", "farmer", "teacher", "painter", "plumber", "chef", "dentist", "driver"]
-CITIES = ["Lisbon", "Oslo", "Dublin", "Vienna", "Prague", "Madrid", "Warsaw", "Athens", "Zurich", "Helsinki", "Lyon", "Porto"]
+CITIES = [
+    "Lisbon",
+    "Oslo",
+    "Dublin",
+    "Vienna",
+    "Prague",
+    "Madrid",
+    "Warsaw",
+    "Athens",
+    "Zurich",
+    "Helsinki",
+    "Lyon",
+    "Porto",
+]
 NUMBER_WORDS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 FRUITS = ["apples", "pears", "oranges", "lemons", "peaches", "plums", "bananas", "melons"]
 EVENTS = ["concert", "picnic", "meeting", "party", "match", "market", "wedding", "lecture"]
@@ -465,8 +690,18 @@ def _cloze_book(rng):
     return passage, f"What was the book that {p} found about?", [t1, *extra]
 
 
-CLOZE_KINDS = [_cloze_location, _cloze_color, _cloze_pet, _cloze_job, _cloze_city, _cloze_count,
-               _cloze_day, _cloze_food, _cloze_instrument, _cloze_book]
+CLOZE_KINDS = [
+    _cloze_location,
+    _cloze_color,
+    _cloze_pet,
+    _cloze_job,
+    _cloze_city,
+    _cloze_count,
+    _cloze_day,
+    _cloze_food,
+    _cloze_instrument,
+    _cloze_book,
+]
 
 
 def build_cloze(n_test: int = 180, n_train: int = 10) -> tuple[list[dict], list[dict]]:
@@ -482,8 +717,15 @@ def build_cloze(n_test: int = 180, n_train: int = 10) -> tuple[list[dict], list[
         i += 1
         choices = list(ordered)
         rng.shuffle(choices)
-        rows.append({"kind": kind.__name__.removeprefix("_cloze_"), "passage": passage, "question": question,
-                     "choices": choices, "label": choices.index(ordered[0])})
+        rows.append(
+            {
+                "kind": kind.__name__.removeprefix("_cloze_"),
+                "passage": passage,
+                "question": question,
+                "choices": choices,
+                "label": choices.index(ordered[0]),
+            }
+        )
     train, test = rows[:n_train], rows[n_train:]
     rng.shuffle(test)
     return _ids("cloze-train", train), _ids("cloze-test", test)

@@ -43,7 +43,9 @@ def backend(name: str) -> Backend:
         raise KeyError(f"no backend {name!r}; registered: {', '.join(_registered())}") from None
     module: Backend = entry.load()
     if module.NAME != name or not all(device.startswith(f"{name}-") for device in module.DEVICES):
-        raise TypeError(f"{entry.value} is registered as backend {name!r} but declares {module.NAME!r}: {module.DEVICES}")
+        raise TypeError(
+            f"{entry.value} is registered as backend {name!r} but declares {module.NAME!r}: {module.DEVICES}"
+        )
     return module
 
 

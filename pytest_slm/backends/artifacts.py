@@ -23,9 +23,9 @@ import json
 import os
 import shutil
 import time
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 from filelock import FileLock
 
@@ -40,7 +40,7 @@ def content_digest(path: Path) -> str:
     return _content_digest(path, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in _files(path)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _content_digest(path: Path, stats: tuple[tuple[str, int, int], ...]) -> str:
     return file_sha256(path)
 
@@ -115,7 +115,11 @@ def _stamp(path: Path) -> dict[str, int]:
         (stat,) = stats
         return {"inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
     together = json.dumps([[s.st_ino, s.st_mtime_ns, s.st_ctime_ns] for s in stats]).encode()
-    return {"size": sum(s.st_size for s in stats), "files": len(stats), "stats": int(hashlib.sha256(together).hexdigest()[:15], 16)}
+    return {
+        "size": sum(s.st_size for s in stats),
+        "files": len(stats),
+        "stats": int(hashlib.sha256(together).hexdigest()[:15], 16),
+    }
 
 
 def _size(path: Path) -> int:

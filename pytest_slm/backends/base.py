@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # backend packages import this module at registry time, before any runtime
     import numpy as np
@@ -87,7 +88,9 @@ class MemoryProfile:
     weights_bytes: int
     kv_bytes_per_token: int  # from the model's layers and the cache's type; measured where `unpredicted` says why
     kv_bytes_per_token_stored: float  # what the runtime actually keeps per cached token
-    kv_layout: KvLayout | None = None  # the per-layer rule (sliding-window layers capped); None: every layer keeps every token
+    kv_layout: KvLayout | None = (
+        None  # the per-layer rule (sliding-window layers capped); None: every layer keeps every token
+    )
     unpredicted: str = ""  # why the runtime's layout cannot be predicted from the model's metadata
 
 

@@ -3,8 +3,9 @@ baseline key, record and schema are, how it measures and how it judges; nothing 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..runtime import Fingerprint
 from ..store.baselines import BaselineError
@@ -56,7 +57,9 @@ def validate_record(record: Mapping[str, Any], path: Path, relative: Path) -> No
         require(record, "provenance", dict)
         SCHEMAS[kind](record)
         if (expected_name := file_name(record)) != "/".join(relative.parts[3:]):
-            raise RecordError(f"a {kind} record of this item lives at {expected_name}, not {'/'.join(relative.parts[3:])}")
+            raise RecordError(
+                f"a {kind} record of this item lives at {expected_name}, not {'/'.join(relative.parts[3:])}"
+            )
         if (where := non_finite(record)) is not None:
             raise RecordError(f"field {where!r} is not a finite number")
     except RecordError as exc:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from ..matrix import Case
 from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, detectable_drop, relative_accuracy
@@ -57,11 +58,12 @@ class AccuracyCheck(Check):
     kind: str = "accuracy"
     reference: tuple[str, Callable[[], AccuracyResult]] | None = None  # the relative gate's: item and its run
 
-
     def __post_init__(self) -> None:
         assert self.case.task is not None
         self.item = self.baseline_of = self.case.id
-        self.key = BaselineKey(self.case.model, self.case.device, self.case.variant, f"{self.case.task.name}-{self.case.task.shots}shot")
+        self.key = BaselineKey(
+            self.case.model, self.case.device, self.case.variant, f"{self.case.task.name}-{self.case.task.shots}shot"
+        )
 
     def identity(self) -> dict[str, Any]:
         assert self.case.task is not None
@@ -136,7 +138,9 @@ class AccuracyCheck(Check):
             return Verdict([row], f"{self.item}: {problem} {REFRESH}")
         comparison = compare_outcomes(baseline["outcomes"], result.outcomes)
         if comparison.n == 0:
-            return Verdict([row], f"{self.item}: the baseline and this run share no sample: nothing to compare. {REFRESH}")
+            return Verdict(
+                [row], f"{self.item}: the baseline and this run share no sample: nothing to compare. {REFRESH}"
+            )
         alpha = self.settings.alpha
         failed = comparison.is_regression(alpha, self.settings.min_drop_points)
         correct = sum(baseline["outcomes"].values())
@@ -157,10 +161,14 @@ class AccuracyCheck(Check):
         if not failed:
             return Verdict([row])
         lines = [
-            f"{self.item}: {result.metric} regressed: {comparison.accuracy:.3f} now vs {comparison.baseline_accuracy:.3f}"
-            f" baseline ({comparison.delta_points:+.1f} points, n={comparison.n})",
-            f"flips: {len(comparison.regressed)} right->wrong, {len(comparison.improved)} wrong->right;"
-            f" McNemar exact one-sided p = {comparison.p_value:.3g} < alpha {self.settings.alpha}",
+            (
+                f"{self.item}: {result.metric} regressed: {comparison.accuracy:.3f} now vs {comparison.baseline_accuracy:.3f}"
+                f" baseline ({comparison.delta_points:+.1f} points, n={comparison.n})"
+            ),
+            (
+                f"flips: {len(comparison.regressed)} right->wrong, {len(comparison.improved)} wrong->right;"
+                f" McNemar exact one-sided p = {comparison.p_value:.3g} < alpha {self.settings.alpha}"
+            ),
         ]
         for doc_id in comparison.regressed[:SHOWN_FLIPS]:
             if (sample := result.samples.get(doc_id)) is not None:
@@ -200,7 +208,11 @@ class AccuracyCheck(Check):
         if baseline["metric"] != result.metric and "metric" not in changed:
             changed.append("metric")
         if changed:
-            metrics = f"; metric {baseline['metric']!r} then, {result.metric!r} now" if baseline["metric"] != result.metric else ""
+            metrics = (
+                f"; metric {baseline['metric']!r} then, {result.metric!r} now"
+                if baseline["metric"] != result.metric
+                else ""
+            )
             return (
                 f"the task changed since the baseline (changed: {', '.join(changed)}{metrics}): outcomes would be"
                 " compared blindly. Pass --slm-allow-task-change to compare anyway."
@@ -214,7 +226,9 @@ class AccuracyCheck(Check):
             return "the baseline's sample ids are not this run's (the same task would give the same ids)."
         return None
 
-    def _row(self, result: AccuracyResult, baseline: Mapping[str, Any] | None, verdict: str, **comparison: Any) -> AccuracyRow:
+    def _row(
+        self, result: AccuracyResult, baseline: Mapping[str, Any] | None, verdict: str, **comparison: Any
+    ) -> AccuracyRow:
         return AccuracyRow(
             self.item,
             **model_identity(self.case),
@@ -246,7 +260,9 @@ def validate_accuracy(record: Mapping[str, Any]) -> None:
         raise RecordError("field 'outcomes' must hold 0 or 1 per sample")
     mean = sum(outcomes.values()) / n
     require(record, "accuracy", float, lambda v: abs(v - mean) < 1e-6, f"not the mean of the outcomes ({mean:.6f})")
-    parts = require(record, "task_fingerprint", dict, lambda v: set(v) == set(TASK_PARTS), f"needs exactly {', '.join(TASK_PARTS)}")
+    parts = require(
+        record, "task_fingerprint", dict, lambda v: set(v) == set(TASK_PARTS), f"needs exactly {', '.join(TASK_PARTS)}"
+    )
     if not all(isinstance(v, str) and v for v in parts.values()):
         raise RecordError("field 'task_fingerprint' must hold a hash per part")
     require(record, "tokens_sha256", str, bool, "empty")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, NoReturn, Protocol, Sequence, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import pytest
 
@@ -262,7 +263,13 @@ def _valid_or_none(check: ItemCheck[Any], stored: Mapping[str, Any] | None) -> M
 def envelope(check: ItemCheck[Any], fields: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     from ..store.baselines import SCHEMA_VERSION
 
-    return {"schema_version": SCHEMA_VERSION, "kind": check.kind, **check.identity(), **fields, "provenance": provenance}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": check.kind,
+        **check.identity(),
+        **fields,
+        "provenance": provenance,
+    }
 
 
 def validate(check: ItemCheck[Any], record: Mapping[str, Any]) -> None:
@@ -282,7 +289,13 @@ def validate(check: ItemCheck[Any], record: Mapping[str, Any]) -> None:
 # -- schema helpers for the kinds ------------------------------------------------------------------
 
 
-def require(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...], rule: Callable[[Any], bool] | None = None, what: str = "") -> Any:
+def require(
+    record: Mapping[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    rule: Callable[[Any], bool] | None = None,
+    what: str = "",
+) -> Any:
     """The field's value, if present, of `kind` (bool is never a number here) and passing `rule`."""
     value = record.get(name)
     kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -292,7 +305,11 @@ def require(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
         return value
     if not ok or isinstance(value, bool) and bool not in kinds:
         names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise RecordError(f"field {name!r} is missing or not a {names}" if value is None else f"field {name!r} is {value!r}, not a {names}")
+        raise RecordError(
+            f"field {name!r} is missing or not a {names}"
+            if value is None
+            else f"field {name!r} is {value!r}, not a {names}"
+        )
     if numeric and isinstance(value, (int, float)) and not math.isfinite(value):
         raise RecordError(f"field {name!r} is not a finite number")
     if rule is not None and not rule(value):

@@ -4,8 +4,9 @@ text in the KV cache), and parity items: two runtimes on the same weights."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from ..fidelity import KLD_PERCENTILES, Fidelity, tail_field
 from ..matrix import SAME_WEIGHTS, Case, ParityCase
@@ -59,9 +60,13 @@ def validate_distributions(record: Mapping[str, Any]) -> None:
     require(record, "kld_stderr", float, lambda v: v >= 0, "a standard error is never negative")
     tails = [require(record, tail_field(name), float, lambda v: v >= 0, KLD) for name in KLD_PERCENTILES]
     if tails != sorted(tails) or not mean <= tails[-1]:
-        raise RecordError(f"the KL divergence percentiles {', '.join(KLD_PERCENTILES)} decrease, or the mean is above the max")
-    spread = [require(record, f"delta_p_{name}", float, lambda v: -1 <= v <= 1, "a probability change is between -1 and 1")
-              for name in ("median", "p99", "max")]
+        raise RecordError(
+            f"the KL divergence percentiles {', '.join(KLD_PERCENTILES)} decrease, or the mean is above the max"
+        )
+    spread = [
+        require(record, f"delta_p_{name}", float, lambda v: -1 <= v <= 1, "a probability change is between -1 and 1")
+        for name in ("median", "p99", "max")
+    ]
     if spread != sorted(spread):
         raise RecordError("the Δp percentiles median, p99, max decrease")
     require(record, "delta_p_mean", float, lambda v: -1 <= v <= 1, "a probability change is between -1 and 1")
@@ -160,22 +165,32 @@ class FidelityCheck(Check):
                     f" --slm-depths={depth} --update-baselines (its other depths are kept)"
                 )
             problems += [f"at depth {depth}: {problem}" if depth else problem for problem in found]
-            rows.append(self._row(fidelity, stored, depth, "FAIL" if found else "updated" if baseline is None else "pass"))
+            rows.append(
+                self._row(fidelity, stored, depth, "FAIL" if found else "updated" if baseline is None else "pass")
+            )
         return Verdict(rows, f"{self.item}: " + "; ".join(problems) + f". {REFRESH}" if problems else None)
 
     def _problems(self, fidelity: Fidelity, baseline: Mapping[str, Any] | None) -> list[str]:
         gate, tail = self.gate, tail_field(self.gate.tail)
         problems = []
         if gate.ceiling is not None and fidelity.mean_kld > gate.ceiling:
-            problems.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats is over the {self.case.quant} ceiling {gate.ceiling}")
+            problems.append(
+                f"mean KL divergence {fidelity.mean_kld:.3g} nats is over the {self.case.quant} ceiling {gate.ceiling}"
+            )
         if baseline is not None and baseline["tokens"] != fidelity.tokens:
-            problems.append(f"the baseline compared {baseline['tokens']} positions, this run {fidelity.tokens} (another text or window)")
+            problems.append(
+                f"the baseline compared {baseline['tokens']} positions, this run {fidelity.tokens} (another text or window)"
+            )
         elif baseline is not None:
             problems += _moved("mean KL divergence", fidelity.mean_kld, baseline["mean_kld"], gate.margin)
             if tail not in baseline:
-                problems.append(f"the baseline (schema {baseline.get('schema_version')}) has no {gate.tail} KL divergence to judge the tail by")
+                problems.append(
+                    f"the baseline (schema {baseline.get('schema_version')}) has no {gate.tail} KL divergence to judge the tail by"
+                )
             else:
-                problems += _moved(f"{gate.tail} KL divergence", fidelity.tail(gate.tail), baseline[tail], gate.tail_margin)
+                problems += _moved(
+                    f"{gate.tail} KL divergence", fidelity.tail(gate.tail), baseline[tail], gate.tail_margin
+                )
             if problems:
                 problems.append(f"top-1 agreement {fidelity.top1_agreement:.4f} vs {baseline['top1_agreement']:.4f}")
         return problems
@@ -201,8 +216,10 @@ def _moved(what: str, current: float, stored: float, margin: float) -> list[str]
         return []
     direction = "worse" if change > 0 else "better"
     return [
-        f"{what} to the reference is {current:.3g} nats, {direction} than the baseline's {stored:.3g}"
-        f" by {100 * abs(change):.0f}% (margin {100 * margin:.0f}%)"
+        (
+            f"{what} to the reference is {current:.3g} nats, {direction} than the baseline's {stored:.3g}"
+            f" by {100 * abs(change):.0f}% (margin {100 * margin:.0f}%)"
+        )
     ]
 
 
@@ -230,7 +247,11 @@ class ParityCheck(Check):
         self.item = self.baseline_of = self.case.id
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.case.model, "reference": self.case.sides[0].model_id, "candidate": self.case.sides[1].model_id}
+        return {
+            "model": self.case.model,
+            "reference": self.case.sides[0].model_id,
+            "candidate": self.case.sides[1].model_id,
+        }
 
     def validate(self, record: Mapping[str, Any]) -> None:
         validate_distributions(record)
@@ -262,7 +283,9 @@ class ParityCheck(Check):
                     f" {len(paired.improved)} only here, two-sided McNemar p = {p:.3g} < {settings.alpha}"
                 )
         outcomes = f"{len(tasks)} tasks, {flips} flips" if tasks else "not run"
-        row = ParityRow(**asdict(fidelity), item=self.item, verdict="FAIL" if problems else "pass", task_outcomes=outcomes)
+        row = ParityRow(
+            **asdict(fidelity), item=self.item, verdict="FAIL" if problems else "pass", task_outcomes=outcomes
+        )
         if not problems:
             return Verdict([row])
         where = "on the same weights" if self.case.kind == SAME_WEIGHTS else "beyond two quantizations of one model"

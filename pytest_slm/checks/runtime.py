@@ -3,9 +3,10 @@ against the baseline of this machine's hardware fingerprint."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from math import hypot
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..backends.base import MemoryProfile
 from ..busy import Competition
@@ -194,11 +195,14 @@ class LatencyCheck(MachineCheck):
         for timing in run.timings:  # the noise limit a later run as steady as this one would be judged with
             noise = self.settings.k * hypot(timing.spread.relative, timing.spread.relative)
             if noise > self.settings.ceiling:
-                noisy[timing.metric] = f"spread {100 * timing.spread.relative:.1f}% gives a noise limit of {100 * noise:.0f}%"
+                noisy[timing.metric] = (
+                    f"spread {100 * timing.spread.relative:.1f}% gives a noise limit of {100 * noise:.0f}%"
+                )
         if not noisy:
             return Verdict(rows)
-        rows = [replace(row, verdict="not written", note=noisy[row.metric]) if row.metric in noisy else row
-                for row in rows]
+        rows = [
+            replace(row, verdict="not written", note=noisy[row.metric]) if row.metric in noisy else row for row in rows
+        ]
         said = "; ".join(f"{metric}: {why}" for metric, why in noisy.items())
         return Verdict(
             rows,
@@ -212,9 +216,11 @@ class LatencyCheck(MachineCheck):
         quiet rounds say so: a slowdown is confirmed by two quiet rounds, or ends not judged."""
         quiet = [r for r in rounds if not r.busy]
         for metric in rounds[0].slowdowns:
-            if all(r.slowdowns[metric].regressed for r in quiet) and any(r.slowdowns[metric].regressed for r in rounds):
-                if len(quiet) < 2 and (len(rounds) < 2 or rounds[-1].busy):
-                    return True
+            slower = all(r.slowdowns[metric].regressed for r in quiet) and any(
+                r.slowdowns[metric].regressed for r in rounds
+            )
+            if slower and len(quiet) < 2 and (len(rounds) < 2 or rounds[-1].busy):
+                return True
         return False
 
     def _failure(self, failed: Sequence[LatencyRow], rounds: Sequence[Round]) -> str:
@@ -244,7 +250,9 @@ class LatencyCheck(MachineCheck):
         tolerance, k = self.settings.tolerance, self.settings.k
         unlike = unlike_conditions(run.notes, baseline.get("notes", {}))
         return {
-            m: compare_timings(spread(stored[m]["seconds"]), t.spread, tolerance(m), k) for m, t in measured.items() if m not in unlike
+            m: compare_timings(spread(stored[m]["seconds"]), t.spread, tolerance(m), k)
+            for m, t in measured.items()
+            if m not in unlike
         }, None
 
     def _verdict(self, metric: str, rounds: Sequence[Round], unlike: Mapping[str, str]) -> tuple[str, str]:
@@ -359,7 +367,9 @@ class MemoryCheck(MachineCheck):
         if abs(stored / expected - 1) <= self.tolerance:
             return expected, "", None
         layers = f" ({profile.kv_layout.describe()})" if profile.kv_layout else ""
-        mismatch = f"the runtime stores {stored:.0f} KV cache bytes per token, the model's layers say {expected}{layers}"
+        mismatch = (
+            f"the runtime stores {stored:.0f} KV cache bytes per token, the model's layers say {expected}{layers}"
+        )
         if baseline is None or baseline["kv_bytes_per_token"] == measured:
             return measured, f"measured: {mismatch}", None
         return measured, f"measured: {mismatch}", f"{mismatch}; --update-baselines records the measured figure"
@@ -372,7 +382,9 @@ class MemoryCheck(MachineCheck):
         for name, now in figures.items() if baseline else ():
             before = baseline[name]
             if now > before * (1 + self.tolerance):
-                problems.append(f"{name} grew from {before} to {now} ({100 * (now / before - 1):+.1f}% > {100 * self.tolerance:.0f}%)")
+                problems.append(
+                    f"{name} grew from {before} to {now} ({100 * (now / before - 1):+.1f}% > {100 * self.tolerance:.0f}%)"
+                )
         verdict = "FAIL" if problems else "updated" if baseline is None else "pass"
         row = MemoryRow(
             self.item,

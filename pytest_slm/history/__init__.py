@@ -53,7 +53,10 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
         return f"pytest-slm history not written, so this run fails: {exc}", False
     spent = time.perf_counter() - clock  # git, versions, fingerprints and the write: what history adds to a run
     shown = path.relative_to(slm.config.rootdir) if path.is_relative_to(slm.config.rootdir) else path
-    return f"pytest-slm history: run {run.run_id[:12]} ({len(run.measures)} figures) appended to {shown} in {spent:.2f} s", True
+    return (
+        f"pytest-slm history: run {run.run_id[:12]} ({len(run.measures)} figures) appended to {shown} in {spent:.2f} s",
+        True,
+    )
 
 
 def item_threads(config: pytest.Config, threads: int) -> int:

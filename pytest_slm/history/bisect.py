@@ -60,7 +60,9 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     except OSError as exc:
         raise BisectError(f"cannot run git: {exc}") from None
     if check and done.returncode != 0:
-        raise BisectError(f"git {' '.join(args[:2])} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:] or ''}")
+        raise BisectError(
+            f"git {' '.join(args[:2])} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:] or ''}"
+        )
     return done
 
 
@@ -106,8 +108,19 @@ def bisect(repo: Path, good: str, bad: str, pytest_args: Sequence[str]) -> Bisec
         script.write_text(STEP_SCRIPT)
         _git(tree, "bisect", "start", bad_id, good_id)
         walk = subprocess.run(
-            ["git", "bisect", "run", sys.executable, str(script), str(store_path or ""), *_with_store(pytest_args, store_path)],
-            cwd=tree, capture_output=True, text=True, check=False,
+            [
+                "git",
+                "bisect",
+                "run",
+                sys.executable,
+                str(script),
+                str(store_path or ""),
+                *_with_store(pytest_args, store_path),
+            ],
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         log = walk.stdout + walk.stderr
         found = re.search(r"^([0-9a-f]{40}) is the first bad commit", log, re.MULTILINE)
@@ -168,8 +181,20 @@ def _selected(pytest_args: list[str]) -> list[str] | None:
         env = {**os.environ, "PYTEST_SLM_BISECT_ITEMS": str(listing)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [probe, env.get("PYTHONPATH")]))
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "--collect-only", "-p", "pytest_slm_bisect_probe", *pytest_args, "--slm-history=off"],
-            env=env, capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-p",
+                "pytest_slm_bisect_probe",
+                *pytest_args,
+                "--slm-history=off",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0 or not listing.is_file():
             return None

@@ -21,10 +21,10 @@ Accuracy: a step between two consecutive runs is the paired test the items use, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import inf, sqrt
 from statistics import median
-from typing import Mapping, Sequence
 
 from ..stats import MAD_TO_SIGMA, compare_outcomes, mcnemar_two_sided
 
@@ -124,6 +124,16 @@ def accuracy_steps(runs: Sequence[Mapping[str, int]], alpha: float, min_change_p
             if paired.n:
                 p = mcnemar_two_sided(len(paired.regressed), len(paired.improved))
                 if p < alpha and abs(paired.delta_points) >= min_change_points:
-                    steps.append(AccuracyStep(index, paired.baseline_accuracy, paired.accuracy, paired.n, len(paired.regressed), len(paired.improved), p))
+                    steps.append(
+                        AccuracyStep(
+                            index,
+                            paired.baseline_accuracy,
+                            paired.accuracy,
+                            paired.n,
+                            len(paired.regressed),
+                            len(paired.improved),
+                            p,
+                        )
+                    )
         previous = current
     return steps

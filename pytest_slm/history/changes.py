@@ -4,7 +4,7 @@ it before its rows; a step in a series says it for the run where the step lands.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..provenance import Change, changes
 from .store import RUNTIME_BUILD

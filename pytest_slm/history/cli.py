@@ -32,8 +32,15 @@ def add_commands(commands: Any) -> None:
     shown.add_argument("--store", type=Path, default=DEFAULT_PATH, help=f"the store (default {DEFAULT_PATH})")
     shown.add_argument("--item", help="only series whose item or metric contains this")
     shown.add_argument("--recent", type=int, default=8, help="values shown per series (default 8)")
-    shown.add_argument("--k", dest="k", type=float, default=DEFAULT_K, help=f"standard errors a step must exceed (default {DEFAULT_K})")
-    shown.add_argument("--min-step", type=float, default=DEFAULT_MIN_STEP, help=f"smallest relative step reported (default {DEFAULT_MIN_STEP})")
+    shown.add_argument(
+        "--k", dest="k", type=float, default=DEFAULT_K, help=f"standard errors a step must exceed (default {DEFAULT_K})"
+    )
+    shown.add_argument(
+        "--min-step",
+        type=float,
+        default=DEFAULT_MIN_STEP,
+        help=f"smallest relative step reported (default {DEFAULT_MIN_STEP})",
+    )
     shown.add_argument("--alpha", type=float, default=0.05, help="significance of the accuracy test (default 0.05)")
     shown.add_argument("--min-change", type=float, default=1.0, help="smallest accuracy change, points (default 1.0)")
 
@@ -72,7 +79,9 @@ def add_commands(commands: Any) -> None:
         help="merge stores from several runners into one; runs it has already are recognised, not doubled",
     )
     merge.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
-    merge.add_argument("--into", required=True, type=Path, metavar="FILE", help="the store to add to (created if missing)")
+    merge.add_argument(
+        "--into", required=True, type=Path, metavar="FILE", help="the store to add to (created if missing)"
+    )
 
     bench = commands.add_parser(
         "import-llama-bench",
@@ -84,8 +93,15 @@ def add_commands(commands: Any) -> None:
         ),
     )
     bench.add_argument("files", nargs="+", type=Path, metavar="FILE", help="what `llama-bench -o sql` printed")
-    bench.add_argument("--into", type=Path, default=DEFAULT_PATH, metavar="STORE", help=f"the store (default {DEFAULT_PATH})")
-    bench.add_argument("--os", dest="os_name", metavar="OS", help="the OS the benchmark ran on, as pytest-slm's fingerprint writes it (default: this machine's, e.g. 'Linux x86_64')")
+    bench.add_argument(
+        "--into", type=Path, default=DEFAULT_PATH, metavar="STORE", help=f"the store (default {DEFAULT_PATH})"
+    )
+    bench.add_argument(
+        "--os",
+        dest="os_name",
+        metavar="OS",
+        help="the OS the benchmark ran on, as pytest-slm's fingerprint writes it (default: this machine's, e.g. 'Linux x86_64')",
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -136,7 +152,9 @@ def _import_llama_bench(args: argparse.Namespace) -> int:
     added, known = store.add_runs(args.into, [run for _, imported in found for run in imported.runs])
     for path, imported in found:
         skipped = "".join(f"; {count} {why} not mapped" for why, count in imported.unmapped.items())
-        print(f"{path}: {len(imported.runs)} run(s), {sum(len(run.measures) for run in imported.runs)} figure(s){skipped}")
+        print(
+            f"{path}: {len(imported.runs)} run(s), {sum(len(run.measures) for run in imported.runs)} figure(s){skipped}"
+        )
     print(f"imported into {args.into}: {added} run(s) added, {known} already there")
     return 0
 

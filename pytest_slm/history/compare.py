@@ -8,8 +8,9 @@ one's figures, and what changed between the runs is said first (`changes.line`).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..stats import MAD_TO_SIGMA, Spread, compare_outcomes, compare_timings
 from . import store
@@ -57,7 +58,9 @@ def compare_runs(before: RunRecord, after: RunRecord) -> list[Comparison]:
         if base is None:
             continue
         if base.fingerprint != m.fingerprint:
-            found.append(Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: other hardware"))
+            found.append(
+                Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: other hardware")
+            )
         elif m.section == "items":
             found.append(_accuracy(m, base, before.outcomes.get(m.item, {}), after.outcomes.get(m.item, {}), settings))
         elif m.section == "runtime":
@@ -66,15 +69,31 @@ def compare_runs(before: RunRecord, after: RunRecord) -> list[Comparison]:
             grew = m.value / base.value - 1
             limit = float(settings.get("memory_tolerance", 0.01))
             verdict = "FAIL" if grew > limit else "pass"
-            found.append(Comparison(m.section, m.item, m.metric, base.value, m.value, f"{100 * grew:+.1f}%, limit {100 * limit:.0f}%", verdict))
+            found.append(
+                Comparison(
+                    m.section,
+                    m.item,
+                    m.metric,
+                    base.value,
+                    m.value,
+                    f"{100 * grew:+.1f}%, limit {100 * limit:.0f}%",
+                    verdict,
+                )
+            )
         else:
-            found.append(Comparison(m.section, m.item, m.metric, base.value, m.value, f"{m.value - base.value:+.3g}", "shown"))
+            found.append(
+                Comparison(m.section, m.item, m.metric, base.value, m.value, f"{m.value - base.value:+.3g}", "shown")
+            )
     return found
 
 
-def _accuracy(m: Measure, base: Measure, before: Mapping[str, int], after: Mapping[str, int], settings: Mapping[str, Any]) -> Comparison:
+def _accuracy(
+    m: Measure, base: Measure, before: Mapping[str, int], after: Mapping[str, int], settings: Mapping[str, Any]
+) -> Comparison:
     if not before or not after:
-        return Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: no per-sample outcomes stored")
+        return Comparison(
+            m.section, m.item, m.metric, base.value, m.value, "", "not compared: no per-sample outcomes stored"
+        )
     paired = compare_outcomes(before, after)
     if paired.n == 0:
         return Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: no sample in common")
@@ -95,7 +114,11 @@ def seconds_spread(m: Measure) -> Spread:
 def _timing(m: Measure, base: Measure, settings: Mapping[str, Any]) -> Comparison:
     tolerances = settings.get("latency_tolerances") or {"*": DEFAULT_TOLERANCE}
     tolerance = float(tolerances.get(m.metric.split("@")[0], tolerances.get("*", DEFAULT_TOLERANCE)))
-    slowdown = compare_timings(seconds_spread(base), seconds_spread(m), tolerance, float(settings.get("latency_k", 3.0)))
+    slowdown = compare_timings(
+        seconds_spread(base), seconds_spread(m), tolerance, float(settings.get("latency_k", 3.0))
+    )
     word = "slower" if slowdown.change >= 0 else "faster"
     change = f"{100 * abs(slowdown.change):.1f}% {word}, limit {100 * slowdown.limit:.1f}%"
-    return Comparison(m.section, m.item, m.metric, base.value, m.value, change, "FAIL" if slowdown.regressed else "pass")
+    return Comparison(
+        m.section, m.item, m.metric, base.value, m.value, change, "FAIL" if slowdown.regressed else "pass"
+    )

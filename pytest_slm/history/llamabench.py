@@ -44,8 +44,21 @@ from .store import RUNTIME_BUILD, HistoryError, Measure, RunRecord
 
 TABLES = ("llama_bench", "test")  # the table's name now, and before
 NEEDED = (
-    "build_commit", "build_number", "cpu_info", "gpu_info", "model_filename", "n_batch", "n_ubatch",
-    "n_threads", "type_k", "type_v", "n_prompt", "n_gen", "test_time", "avg_ts", "stddev_ts",
+    "build_commit",
+    "build_number",
+    "cpu_info",
+    "gpu_info",
+    "model_filename",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "type_k",
+    "type_v",
+    "n_prompt",
+    "n_gen",
+    "test_time",
+    "avg_ts",
+    "stddev_ts",
 )
 # (column, llama-bench's default, how the item name shows another value)
 SETTINGS: tuple[tuple[str, str, Callable[[str], str]], ...] = (
@@ -55,8 +68,15 @@ SETTINGS: tuple[tuple[str, str, Callable[[str], str]], ...] = (
     ("n_ubatch", "512", lambda v: f"ub{v}"),
     ("flash_attn", "", lambda v: "fa" if v in ("1", "true") else ""),
 )
-OLD_BACKENDS = (("cuda", "CUDA"), ("vulkan", "Vulkan"), ("kompute", "Kompute"), ("metal", "Metal"), ("sycl", "SYCL"),
-                ("gpu_blas", "GPU BLAS"), ("blas", "BLAS"))
+OLD_BACKENDS = (
+    ("cuda", "CUDA"),
+    ("vulkan", "Vulkan"),
+    ("kompute", "Kompute"),
+    ("metal", "Metal"),
+    ("sycl", "SYCL"),
+    ("gpu_blas", "GPU BLAS"),
+    ("blas", "BLAS"),
+)
 MIXED = "pp+tg rows (prompt and generation in one figure)"
 RUN_FIELDS = ("build_commit", "build_number", "cpu_info", "gpu_info", "backends")  # one invocation's
 ALLOWED_ACTIONS = {sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_READ}
@@ -168,7 +188,9 @@ def _backends(row: dict[str, Any]) -> str:
 
 def _item(row: dict[str, Any]) -> str:
     name = Path(str(row["model_filename"])).name.removesuffix(".gguf")
-    parts = [shown(str(row[column])) for column, default, shown in SETTINGS if column in row and str(row[column]) != default]
+    parts = [
+        shown(str(row[column])) for column, default, shown in SETTINGS if column in row and str(row[column]) != default
+    ]
     if row["gpu_info"] and "n_gpu_layers" in row:
         parts.append(f"ngl{row['n_gpu_layers']}")
     return "-".join([name, "llama-bench", *(part for part in parts if part)])

@@ -9,10 +9,11 @@ import datetime as dt
 import platform
 import subprocess
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .store import RUNTIME_BUILD, Measure, RunRecord
 
@@ -30,7 +31,7 @@ def git_state(root: Path) -> tuple[str | None, str | None, bool | None]:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -70,8 +71,16 @@ def measures_of(section: str, row: Mapping[str, Any], slug: str) -> list[Measure
     if section == "runtime":
         return [Measure(section, item, row["metric"], row["median"], row["unit"], row["spread"], verdict, slug)]
     if section == "memory":
-        figures = {"weights_bytes": row["weights_bytes"], "kv_bytes_per_token": row["kv_bytes_per_token"], "peak_rss_bytes": row["peak_rss_bytes"]}
-        return [Measure(section, item, name, value, "B", None, verdict, slug) for name, value in figures.items() if value is not None]
+        figures = {
+            "weights_bytes": row["weights_bytes"],
+            "kv_bytes_per_token": row["kv_bytes_per_token"],
+            "peak_rss_bytes": row["peak_rss_bytes"],
+        }
+        return [
+            Measure(section, item, name, value, "B", None, verdict, slug)
+            for name, value in figures.items()
+            if value is not None
+        ]
     if section in ("fidelity", "parity"):
         at = f"@d{row['depth']}" if row.get("depth") else ""  # a fidelity row at a depth: mean_kld@d2048
         return [

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
@@ -152,7 +153,12 @@ def connect(path: Path, write: bool = True) -> Iterator[sqlite3.Connection]:
     try:
         if write:
             path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path if write else f"{path.resolve().as_uri()}?mode=ro", uri=not write, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        db = sqlite3.connect(
+            path if write else f"{path.resolve().as_uri()}?mode=ro",
+            uri=not write,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+        )
     except (OSError, sqlite3.Error) as exc:
         raise HistoryError(f"history store {path}: {exc}") from None
     try:
@@ -172,7 +178,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:  # written by a newer pytest-slm between our look and the lock
-            raise HistoryError(f"history store {path} has schema version {version}, newer than {SCHEMA_VERSION}; not changed")
+            raise HistoryError(
+                f"history store {path} has schema version {version}, newer than {SCHEMA_VERSION}; not changed"
+            )
         for steps in MIGRATIONS[version:]:
             for statement in steps:
                 db.execute(statement)
@@ -206,9 +214,17 @@ def _insert(db: sqlite3.Connection, run: RunRecord) -> bool:
         "INSERT OR IGNORE INTO runs (run_id, started, finished, host, git_commit, git_branch, git_dirty, pytest_slm,"
         " versions, settings, exitstatus, provenance) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
-            run.run_id, run.started, run.finished, run.host, run.git_commit, run.git_branch,
-            None if run.git_dirty is None else int(run.git_dirty), run.pytest_slm,
-            json.dumps(dict(run.versions), sort_keys=True), json.dumps(dict(run.settings), sort_keys=True), run.exitstatus,
+            run.run_id,
+            run.started,
+            run.finished,
+            run.host,
+            run.git_commit,
+            run.git_branch,
+            None if run.git_dirty is None else int(run.git_dirty),
+            run.pytest_slm,
+            json.dumps(dict(run.versions), sort_keys=True),
+            json.dumps(dict(run.settings), sort_keys=True),
+            run.exitstatus,
             json.dumps(dict(run.provenance), sort_keys=True),
         ),
     ).rowcount
@@ -216,11 +232,17 @@ def _insert(db: sqlite3.Connection, run: RunRecord) -> bool:
         return False
     db.executemany(
         "INSERT OR REPLACE INTO measures VALUES (?,?,?,?,?,?,?,?,?)",
-        [(run.run_id, m.section, m.item, m.metric, m.value, m.unit, m.spread, m.verdict, m.fingerprint) for m in run.measures],
+        [
+            (run.run_id, m.section, m.item, m.metric, m.value, m.unit, m.spread, m.verdict, m.fingerprint)
+            for m in run.measures
+        ],
     )
     db.executemany(
         "INSERT INTO rows VALUES (?,?,?,?)",
-        [(run.run_id, seq, section, json.dumps(dict(data), sort_keys=True)) for seq, (section, data) in enumerate(run.rows)],
+        [
+            (run.run_id, seq, section, json.dumps(dict(data), sort_keys=True))
+            for seq, (section, data) in enumerate(run.rows)
+        ],
     )
     db.executemany(
         "INSERT INTO outcomes VALUES (?,?,?,?)",
@@ -316,7 +338,9 @@ def provenances(db: sqlite3.Connection, run_ids: Sequence[str] | None = None) ->
 
 
 def outcomes(db: sqlite3.Connection, run_id: str, item: str) -> dict[str, int]:
-    return dict(db.execute("SELECT sample, correct FROM outcomes WHERE run_id = ? AND item = ?", (run_id, item)).fetchall())
+    return dict(
+        db.execute("SELECT sample, correct FROM outcomes WHERE run_id = ? AND item = ?", (run_id, item)).fetchall()
+    )
 
 
 def read_run(db: sqlite3.Connection, run_id: str) -> RunRecord:
@@ -325,7 +349,10 @@ def read_run(db: sqlite3.Connection, run_id: str) -> RunRecord:
     db.row_factory = None
     if meta is None:
         raise HistoryError(f"no run {run_id!r} in the store")
-    rows = [(s, json.loads(d)) for s, d in db.execute("SELECT section, data FROM rows WHERE run_id = ? ORDER BY seq", (run_id,))]
+    rows = [
+        (s, json.loads(d))
+        for s, d in db.execute("SELECT section, data FROM rows WHERE run_id = ? ORDER BY seq", (run_id,))
+    ]
     found: dict[str, dict[str, int]] = {}
     for item, sample, correct in db.execute("SELECT item, sample, correct FROM outcomes WHERE run_id = ?", (run_id,)):
         found.setdefault(item, {})[sample] = correct
@@ -337,11 +364,21 @@ def read_run(db: sqlite3.Connection, run_id: str) -> RunRecord:
         if hardware.get(slug, slug) in slugs:
             fingerprints[hardware.get(slug, slug)] = {k: v for k, v in json.loads(data).items() if k != "runtime"}
     return RunRecord(
-        run_id=meta["run_id"], started=meta["started"], finished=meta["finished"], host=meta["host"],
-        git_commit=meta["git_commit"], git_branch=meta["git_branch"],
-        git_dirty=None if meta["git_dirty"] is None else bool(meta["git_dirty"]), pytest_slm=meta["pytest_slm"],
-        versions=json.loads(meta["versions"]), settings=json.loads(meta["settings"]), exitstatus=meta["exitstatus"],
-        measures=figures, rows=rows, outcomes=found, fingerprints=fingerprints,
+        run_id=meta["run_id"],
+        started=meta["started"],
+        finished=meta["finished"],
+        host=meta["host"],
+        git_commit=meta["git_commit"],
+        git_branch=meta["git_branch"],
+        git_dirty=None if meta["git_dirty"] is None else bool(meta["git_dirty"]),
+        pytest_slm=meta["pytest_slm"],
+        versions=json.loads(meta["versions"]),
+        settings=json.loads(meta["settings"]),
+        exitstatus=meta["exitstatus"],
+        measures=figures,
+        rows=rows,
+        outcomes=found,
+        fingerprints=fingerprints,
         provenance=provenances(db, [run_id])[run_id],
     )
 

@@ -5,9 +5,10 @@ since the series' previous run (`changed`), so a step can say what changed where
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 from . import changes, store
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP, AccuracyStep, Step, accuracy_steps, find_steps
@@ -48,11 +49,15 @@ def load(db: sqlite3.Connection, item_filter: str | None = None) -> list[Series]
             continue
         slug = hardware.get(slug, slug)
         series = found.setdefault((section, item, metric, slug), Series(section, item, metric, unit, slug))
-        series.runs.append({"run_id": run_id, "started": started, "git_commit": commit, "value": value, "spread": spread})
+        series.runs.append(
+            {"run_id": run_id, "started": started, "git_commit": commit, "value": value, "spread": spread}
+        )
     provenances = store.provenances(db) if found else {}
     for series in found.values():
         for before, run in zip([None, *series.runs], series.runs):
-            run["changed"] = changes.between(provenances[before["run_id"]], provenances[run["run_id"]]) if before else []
+            run["changed"] = (
+                changes.between(provenances[before["run_id"]], provenances[run["run_id"]]) if before else []
+            )
     return sorted(found.values(), key=lambda s: (s.section, s.item, s.metric, s.fingerprint))
 
 
@@ -92,7 +97,9 @@ def describe(one: Series, recent: int) -> list[str]:
     lines.append("  recent: " + "  ".join(f"{r['value']:.4g}" for r in shown))
     for step in one.steps:
         run = one.runs[step.index]
-        at = f"run {step.index + 1} ({run['run_id'][:12]}, {run['started']}" + (f", commit {run['git_commit'][:10]})" if run["git_commit"] else ")")
+        at = f"run {step.index + 1} ({run['run_id'][:12]}, {run['started']}" + (
+            f", commit {run['git_commit'][:10]})" if run["git_commit"] else ")"
+        )
         if isinstance(step, AccuracyStep):
             lines.append(
                 f"  STEP at {at}: {step.before:.3f} -> {step.after:.3f} ({step.delta_points:+.1f} pt, n={step.n},"

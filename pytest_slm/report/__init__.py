@@ -9,8 +9,9 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tabulate import tabulate
 
@@ -78,7 +79,9 @@ def model_loads(loads: Sequence[dict[str, str]]) -> str:
     by_process: dict[str, list[str]] = {}
     for load in loads:
         by_process.setdefault(load["process"], []).append(load["model"])
-    return "model loads: " + "; ".join(f"{process}: {', '.join(models)}" for process, models in sorted(by_process.items()))
+    return "model loads: " + "; ".join(
+        f"{process}: {', '.join(models)}" for process, models in sorted(by_process.items())
+    )
 
 
 def all_tables(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -57,10 +58,22 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     plots = (
         ("accuracy-ladder", "Accuracy per task across the quantization ladder", accuracy(results.get("items") or [])),
         ("speed", "Prefill and decode speed per quantization", speed(results.get("runtime") or [])),
-        ("depth", "Prefill and decode speed against the tokens already in the KV cache (--slm-depths)", depth(results.get("runtime") or [])),
+        (
+            "depth",
+            "Prefill and decode speed against the tokens already in the KV cache (--slm-depths)",
+            depth(results.get("runtime") or []),
+        ),
         ("memory", "Memory against context length, with the KV cache's share", memory(results.get("memory") or [])),
-        ("kld", "KL divergence to the float32 reference per quantization: how many positions lose how much", kld(results.get("fidelity") or [])),
-        ("kld-depth", "KL divergence to the reference against the depth its windows start at (--slm-depths)", kld_depth(results.get("fidelity") or [])),
+        (
+            "kld",
+            "KL divergence to the float32 reference per quantization: how many positions lose how much",
+            kld(results.get("fidelity") or []),
+        ),
+        (
+            "kld-depth",
+            "KL divergence to the reference against the depth its windows start at (--slm-depths)",
+            kld_depth(results.get("fidelity") or []),
+        ),
     )
     return [(plot_id, caption, [svg(panel) for panel in panels]) for plot_id, caption, panels in plots if panels]
 
@@ -128,7 +141,9 @@ def depth(rows: Rows) -> list[Figure]:
         at = metric_depth(row["metric"])
         name = row["metric"].removesuffix(f"@d{at}")
         if row["unit"] == "tok/s" and _is_speed(name):
-            lines.setdefault((row["model"], row["device"]), {}).setdefault((row["quant"], name), []).append((at, row["median"]))
+            lines.setdefault((row["model"], row["device"]), {}).setdefault((row["quant"], name), []).append(
+                (at, row["median"])
+            )
     panels = []
     for (model, device), facet in sorted(lines.items()):
         if max(len(points) for points in facet.values()) < 2:
@@ -169,7 +184,9 @@ def kld(rows: Rows) -> list[Figure]:
             points = [(row[f"{name}_kld"], above) for name, above in KLD_TAILS] + [(row["max_kld"], 1 / row["tokens"])]
             axes.plot(*zip(*points), marker="o", markersize=3, color=colour, label=quant)
             axes.axvline(row["mean_kld"], color=colour, linestyle=":", linewidth=1)
-        axes.set(xscale="log", yscale="log", xlabel="KL divergence, nats (dotted: mean)", ylabel="share of positions above")
+        axes.set(
+            xscale="log", yscale="log", xlabel="KL divergence, nats (dotted: mean)", ylabel="share of positions above"
+        )
         _plain_log_labels(axes.xaxis, axes.yaxis)
         axes.grid(True, axis="x", which="major")
         _legend(figure, axes, f"{model} · {device}")
@@ -195,9 +212,14 @@ def kld_depth(rows: Rows) -> list[Figure]:
             points = sorted(by_quant[quant], key=lambda row: row.get("depth", 0))
             depths, colour = [row.get("depth", 0) for row in points], KLD_COLOURS[index % len(KLD_COLOURS)]
             axes.plot(depths, [row["mean_kld"] for row in points], marker="o", color=colour, label=quant)
-            axes.plot(depths, [row["p99_kld"] for row in points], marker="o", markersize=3, color=colour, linestyle="--")
-        axes.set(yscale="log", xlabel="depth: tokens of the depth text in the KV cache before the windows",
-                 ylabel="KL divergence, nats (solid: mean; dashed: p99)")
+            axes.plot(
+                depths, [row["p99_kld"] for row in points], marker="o", markersize=3, color=colour, linestyle="--"
+            )
+        axes.set(
+            yscale="log",
+            xlabel="depth: tokens of the depth text in the KV cache before the windows",
+            ylabel="KL divergence, nats (solid: mean; dashed: p99)",
+        )
         _plain_log_labels(axes.yaxis)
         _legend(figure, axes, f"{model} · {device}")
         panels.append(figure)

@@ -6,9 +6,10 @@ browser."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import tables
 from .outcomes import ERROR, FAIL, NOT_JUDGED, PASS, Outcome, parts
@@ -36,7 +37,12 @@ th:first-child, td:first-child { text-align: left; }
 .verdict-fail { background: #d62728; color: #fff; font-weight: 600; }
 .verdict-updated, .verdict-changed { background: #fff1cc; color: #7a5a00; }
 """
-VERDICT_CLASSES = {"pass": "verdict-pass", "FAIL": "verdict-fail", "updated": "verdict-updated", "changed": "verdict-changed"}
+VERDICT_CLASSES = {
+    "pass": "verdict-pass",
+    "FAIL": "verdict-fail",
+    "updated": "verdict-updated",
+    "changed": "verdict-changed",
+}
 OUTCOME_CLASSES = {PASS: "verdict-pass", FAIL: "verdict-fail", ERROR: "verdict-fail", NOT_JUDGED: "verdict-changed"}
 
 
@@ -117,11 +123,14 @@ def _trends(results: dict[str, Any], history: Path) -> str:
         from . import trend_charts  # imports matplotlib; without it _figures has said so
     except ImportError:
         return ""
-    verdicts = {(m.section, m.item, m.metric): m.verdict for section, row in rows for m in measures_of(section, row, "")}
+    verdicts = {
+        (m.section, m.item, m.metric): m.verdict for section, row in rows for m in measures_of(section, row, "")
+    }
     moved = [bool(one.steps) or verdicts.get((one.section, one.item, one.metric), "pass") != "pass" for one in series]
     drawn = [one for one, moving in zip(series, moved) if moving]
     panels = "".join(
-        f'<div class="trend" data-series="{_series_name(one)}">{panel}</div>\n' for one, panel in trend_charts.panels(drawn)
+        f'<div class="trend" data-series="{_series_name(one)}">{panel}</div>\n'
+        for one, panel in trend_charts.panels(drawn)
     )
     return (
         '<figure id="trends">\n<figcaption>Trends across the stored runs, steps marked</figcaption>\n'
@@ -135,7 +144,7 @@ def _trends(results: dict[str, Any], history: Path) -> str:
 
 
 def _series_name(one: Series) -> str:
-    return escape(" ".join((one.section, one.item, one.metric, one.fingerprint)).strip())
+    return escape(f"{one.section} {one.item} {one.metric} {one.fingerprint}".strip())
 
 
 def _steady(series: Sequence[Series]) -> str:
@@ -174,7 +183,6 @@ def _baseline_writes(writes: Sequence[dict[str, Any]]) -> str:
         return ""
     changed = sorted(write["path"] for write in writes if write["changed"])
     paths = "".join(f"<li><code>{escape(path)}</code></li>" for path in changed)
-    return (
-        f"<h2>Baselines</h2>\n<p>{len(changed)} changed, {len(writes) - len(changed)} unchanged</p>\n"
-        + (f"<ul>{paths}</ul>" if paths else "")
+    return f"<h2>Baselines</h2>\n<p>{len(changed)} changed, {len(writes) - len(changed)} unchanged</p>\n" + (
+        f"<ul>{paths}</ul>" if paths else ""
     )

@@ -6,9 +6,10 @@ limit or p, the verdict), so that it fits 120 columns."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..runtime import metric_depth
 
@@ -71,8 +72,10 @@ def parity(rows: Rows, full: bool = True) -> Table:
     """The distributions, and the task outcomes both runtimes had this session; the brief table
     keeps the two figures parity is judged by, top-1 agreement and mean KL divergence."""
     columns = _distributions(rows, "parity item")
-    brief = [Column("top-1 agree", lambda row: f"{row['top1_agreement']:.4f}", full=False),
-             Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False)]
+    brief = [
+        Column("top-1 agree", lambda row: f"{row['top1_agreement']:.4f}", full=False),
+        Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
+    ]
     outcomes = Column("task outcomes", itemgetter("task_outcomes"))
     return _select([columns[0], *brief, *columns[1:-1], outcomes, VERDICT], _by_depth(rows), full)
 
@@ -82,10 +85,15 @@ def fidelity(rows: Rows, full: bool = True) -> Table:
     per depth (`item @d2048`: after 2,048 tokens of the depth text in the cache). The brief table
     keeps what a fidelity item is judged by: the mean and the judged tail, their baseline, the change."""
     columns = _distributions(rows, "fidelity item (vs f32)")
-    brief = [Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
-             Column("tail", lambda row: f"{row[_tail_field(row)]:.2e} ({row.get('judged_tail', 'p99')})", full=False)]
+    brief = [
+        Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
+        Column("tail", lambda row: f"{row[_tail_field(row)]:.2e} ({row.get('judged_tail', 'p99')})", full=False),
+    ]
     if any("baseline_mean_kld" in row for row in rows):
-        brief += [Column("baseline mean / tail", _brief_baseline, full=False), Column("change", _kld_change, full=False)]
+        brief += [
+            Column("baseline mean / tail", _brief_baseline, full=False),
+            Column("change", _kld_change, full=False),
+        ]
     return _select([columns[0], *brief, *columns[1:]], _by_depth(rows), full)
 
 
@@ -106,17 +114,30 @@ def _distributions(rows: Rows, title: str) -> list[Column]:
     with_baseline = any("baseline_mean_kld" in row for row in rows)
     percentiles = [
         Column(header, lambda row, name=name: f"{row[f'{name}_kld']:.2e}", brief=False)
-        for header, name in (("median", "median"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99"), ("p99.9", "p999"), ("max", "max"))
+        for header, name in (
+            ("median", "median"),
+            ("p90", "p90"),
+            ("p95", "p95"),
+            ("p99", "p99"),
+            ("p99.9", "p999"),
+            ("max", "max"),
+        )
     ]
     return [
         Column(title, lambda row: row["item"] + (f" @d{row['depth']}" if row.get("depth") else "")),
         Column("positions", lambda row: str(row["tokens"]), brief=False),
-        Column("top-1 agree (95% CI)", lambda row: f"{row['top1_agreement']:.4f} [{row['top1_low']:.4f}, {row['top1_high']:.4f}]", brief=False),
+        Column(
+            "top-1 agree (95% CI)",
+            lambda row: f"{row['top1_agreement']:.4f} [{row['top1_low']:.4f}, {row['top1_high']:.4f}]",
+            brief=False,
+        ),
         Column("mean KLD ± se", lambda row: f"{row['mean_kld']:.2e} ± {row['kld_stderr']:.1e}", brief=False),
         *([Column("baseline mean / tail", _baseline_kld, brief=False)] if with_baseline else []),
         *percentiles,
         Column("Δp mean / RMS", lambda row: f"{row['delta_p_mean']:+.2%} / {row['delta_p_rms']:.2%}", brief=False),
-        Column("ppl ref / cand", lambda row: f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}", brief=False),
+        Column(
+            "ppl ref / cand", lambda row: f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}", brief=False
+        ),
         Column("ppl ratio", lambda row: f"{row['ppl_ratio']:.4f} ± {row['ppl_ratio_stderr']:.4f}", brief=False),
         VERDICT,
     ]
@@ -157,7 +178,12 @@ def runtime(rows: Rows, full: bool = True) -> Table:
         Column("spread", lambda row: f"±{100 * row['spread']:.1f}%", brief=False),
         Column("baseline", lambda row: _or_dash(row["baseline"], "{:.4g}")),
         Column("change", lambda row: _change(row["change_pct"])),
-        Column("limit", lambda row: _or_dash(row["limit_pct"], "{:.1f}%") + (f" ({row['rounds']} rounds)" if row["rounds"] > 1 else "")),
+        Column(
+            "limit",
+            lambda row: (
+                _or_dash(row["limit_pct"], "{:.1f}%") + (f" ({row['rounds']} rounds)" if row["rounds"] > 1 else "")
+            ),
+        ),
         Column("load", lambda row: _or_dash(row["load"], "{:.2f}"), brief=False),
         Column("others", lambda row: _or_dash(row.get("competition"), "{:.0%}"), brief=False),
         Column("energy", _energy, brief=False),
@@ -188,9 +214,16 @@ def memory(rows: Rows, full: bool = True) -> Table:
     columns = [
         Column("memory item", itemgetter("item")),
         Column("weights", lambda row: mib(row["weights_bytes"])),
-        Column("KV/token", lambda row: f"{row['kv_bytes_per_token']} B" + (" (measured)" if row.get("kv_note") else "")),
-        *(Column(f"KV @{context}", lambda row, context=context: _kv_at(row, context), brief=False) for context in contexts),
-        Column("peak RSS", lambda row: "-" if row["peak_rss_bytes"] is None else mib(row["peak_rss_bytes"]), brief=False),
+        Column(
+            "KV/token", lambda row: f"{row['kv_bytes_per_token']} B" + (" (measured)" if row.get("kv_note") else "")
+        ),
+        *(
+            Column(f"KV @{context}", lambda row, context=context: _kv_at(row, context), brief=False)
+            for context in contexts
+        ),
+        Column(
+            "peak RSS", lambda row: "-" if row["peak_rss_bytes"] is None else mib(row["peak_rss_bytes"]), brief=False
+        ),
         VERDICT,
     ]
     return _select(columns, sorted(rows, key=itemgetter("item")), full)

@@ -5,7 +5,7 @@ like charts.py's plots (inline SVG, text kept as text), one small panel per seri
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 from matplotlib.figure import Figure

@@ -15,8 +15,8 @@ __all__ = [
     "BaselineKey",
     "BaselineStore",
     "MergeError",
-    "NewerSchemaError",
     "MergeReport",
+    "NewerSchemaError",
     "merge_trees",
     "writable_dir_problem",
 ]

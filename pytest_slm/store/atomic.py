@@ -116,4 +116,3 @@ def _alive(pid: int) -> bool:
     except OSError as exc:
         return exc.errno != errno.ESRCH  # EPERM: alive, another user's
     return True
-

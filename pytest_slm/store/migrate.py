@@ -54,7 +54,9 @@ def migrate_tree(root: Path) -> list[tuple[Path, Path]]:
         for old, new, _ in plan:
             if new in targets or (new.exists() and new not in {o for o, _, _ in plan}):
                 other = targets.get(new, new)
-                raise BaselineError(f"{old} and {other} both become {new} without the runtime in the key: keep one, then migrate")
+                raise BaselineError(
+                    f"{old} and {other} both become {new} without the runtime in the key: keep one, then migrate"
+                )
             targets[new] = old
         for old, new, record in plan:
             write_text_atomic(new, dumps(record))

@@ -13,14 +13,23 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from ... import kv_layout
-from ..base import DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, MemoryProfile, ScoreGroup, Unsupported, default_cache_dir
+from ..base import (
+    DEFAULT_KV_TYPE,
+    BackendError,
+    DeviceStatus,
+    LoadRequest,
+    MemoryProfile,
+    ScoreGroup,
+    Unsupported,
+    default_cache_dir,
+)
 from . import DEVICES, KV_BYTES_PER_VALUE, KV_TYPES, QUANTS
 from .quantize import derived_gguf
 
@@ -276,9 +285,9 @@ class LlamaCppModel:
                     entries.append((token, len(context) + k, j + 1, True))
                     targets.append((j, cont[k + 1]))
 
-            def read(index: int, logits: np.ndarray) -> None:
-                j, target = targets[index]
-                per_token[j].append((_log_prob(logits, target), int(np.argmax(logits)) == target))
+            def read(index: int, logits: np.ndarray) -> None:  # called within this iteration only
+                j, target = targets[index]  # noqa: B023
+                per_token[j].append((_log_prob(logits, target), int(np.argmax(logits)) == target))  # noqa: B023
 
             self._decode(entries, read)
             results += [(sum(lp for lp, _ in scores), all(g for _, g in scores)) for scores in per_token]
@@ -495,7 +504,9 @@ class LlamaCppModel:
         keys = kv_layout.metadata_keys(self._metadata("general.architecture") or "")
         metadata = {key: value for key, value in zip(keys, map(self._metadata, keys)) if value is not None}
         pad = SWA_CELLS_PAD
-        return kv_layout.predict(metadata, KV_BYTES_PER_VALUE[self._kv_type], lambda window: -(-(window + self.n_batch) // pad) * pad)
+        return kv_layout.predict(
+            metadata, KV_BYTES_PER_VALUE[self._kv_type], lambda window: -(-(window + self.n_batch) // pad) * pad
+        )
 
     def _metadata(self, key: str) -> str | None:
         """A GGUF metadata value as llama.cpp prints it (an array as "[1, 2]"), None when absent."""

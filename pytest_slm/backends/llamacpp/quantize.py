@@ -35,9 +35,7 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Progress =
     `progress` hears about a build, which takes seconds to minutes."""
     import llama_cpp
 
-    key = hashlib.sha256(
-        f"{content_digest(source)}:{quant}:{llama_cpp.__version__}".encode()
-    ).hexdigest()[:16]
+    key = hashlib.sha256(f"{content_digest(source)}:{quant}:{llama_cpp.__version__}".encode()).hexdigest()[:16]
     target = cache_dir / f"{source.stem}.{quant}.{key}.gguf"
     return derived(
         target,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

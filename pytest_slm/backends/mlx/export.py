@@ -35,13 +35,19 @@ def export_checkpoint(gguf: Path, directory: Path) -> Path:
         config = {k: v for k, v in dataclasses.asdict(model.args).items() if k != "layer_types"}
         (temporary / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
         tokens = meta["tokenizer.ggml.tokens"]
-        special = {k: int(meta[f"tokenizer.ggml.{k}_token_id"].item()) for k in ("bos", "eos") if f"tokenizer.ggml.{k}_token_id" in meta}
+        special = {
+            k: int(meta[f"tokenizer.ggml.{k}_token_id"].item())
+            for k in ("bos", "eos")
+            if f"tokenizer.ggml.{k}_token_id" in meta
+        }
         add_bos = "tokenizer.ggml.add_bos_token" in meta and bool(meta["tokenizer.ggml.add_bos_token"].item())
         if add_bos and "bos" in special:
             from tokenizers import processors
 
             bos = tokens[special["bos"]]
-            tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, special["bos"])])
+            tokenizer.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A", special_tokens=[(bos, special["bos"])]
+            )
         tokenizer.save(str(temporary / "tokenizer.json"))
         tokenizer_config = {
             "tokenizer_class": "PreTrainedTokenizerFast",

@@ -8,8 +8,9 @@ the token ids are llama.cpp's. Q/K rows are un-permuted through the module attri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..base import BackendError, Unsupported
 from .vocab import EOG_TEXTS, Vocab, byte_decoder
@@ -46,7 +47,7 @@ def load_gguf(path: Path, quant: str) -> tuple[Any, Vocab]:
     """An mlx-lm llama model holding the GGUF's tensors: its own blocks for `native`, else
     dequantized to float16 and, for `mlx-q*`, quantized again by MLX."""
     import mlx.core as mx
-    import mlx.nn as nn
+    from mlx import nn
     from mlx_lm.models.llama import Model
 
     try:

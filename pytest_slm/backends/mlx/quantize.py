@@ -38,9 +38,9 @@ def derived_checkpoint(source: Path, quant: str, cache_dir: Path, progress: Prog
 
     if is_quantized(source):
         raise Unsupported(f"{source.name} is already quantized; MLX makes {quant} only from an unquantized checkpoint")
-    key = hashlib.sha256(
-        f"{content_digest(source)}:{quant}:g{GROUP_SIZE}:{mlx_lm.__version__}".encode()
-    ).hexdigest()[:16]
+    key = hashlib.sha256(f"{content_digest(source)}:{quant}:g{GROUP_SIZE}:{mlx_lm.__version__}".encode()).hexdigest()[
+        :16
+    ]
     return derived(
         cache_dir / f"{source.name}.{quant}.{key}.mlx",
         lambda temporary: _convert(source, temporary, quant),

@@ -3,8 +3,9 @@ whether the vocabulary comes from a GGUF or from an MLX directory's Hugging Face
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Token texts llama.cpp treats as end of generation besides the GGUF's eos/eot/eom ids (its vocab
 # loader detects end-of-turn and fill-in-the-middle pad/repo/separator tokens by text).
