@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from math import comb, exp, hypot, lgamma, log, log1p
+from math import comb, exp, hypot, lgamma, log, log1p, pi, sqrt
 from statistics import median
 
 import numpy as np
@@ -112,6 +112,7 @@ def _binomial_tail(trials: int, chance: float, at_least: int) -> float:
 
 
 MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+MEDIAN_TO_MEAN_ERROR = sqrt(pi / 2)  # a normal sample's median varies this much more than its mean
 
 
 @dataclass(frozen=True)
@@ -121,18 +122,25 @@ class Spread:
     median: float
     minimum: float
     mad: float
+    count: int  # how many timings
 
     @property
     def relative(self) -> float:
-        """A robust standard deviation, as a fraction of the median."""
+        """A robust standard deviation of one timing, as a fraction of the median."""
         return MAD_TO_SIGMA * self.mad / self.median if self.median else 0.0
+
+    @property
+    def uncertainty(self) -> float:
+        """The median's standard error, as a fraction of it: what two medians are compared with, and
+        what more repeats narrow (as one over the square root of their count)."""
+        return MEDIAN_TO_MEAN_ERROR * self.relative / sqrt(self.count)
 
 
 def spread(values: Sequence[float]) -> Spread:
     if not values:
         raise ValueError("no measurements")
     middle = median(values)
-    return Spread(middle, min(values), median(abs(v - middle) for v in values))
+    return Spread(middle, min(values), median(abs(v - middle) for v in values), len(values))
 
 
 @dataclass(frozen=True)
@@ -140,8 +148,8 @@ class Slowdown:
     """A timing against its baseline: `change` is how much slower the median is (0.25 = 25%)."""
 
     change: float
-    limit: float  # the change that counts as a regression: max(tolerance, k x combined spread)
-    noise: float = 0.0  # k x combined spread: what the noise alone would let through
+    limit: float  # the change that counts as a regression: max(tolerance, k x combined uncertainty)
+    noise: float = 0.0  # k x the two medians' combined uncertainty: what the noise alone would let through
 
     @property
     def regressed(self) -> bool:
@@ -149,9 +157,10 @@ class Slowdown:
 
 
 def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: float) -> Slowdown:
-    """Slower beyond both a practical tolerance and the noise both measurements showed."""
-    combined = hypot(baseline.relative, current.relative)
-    noise = k * combined
+    """Slower beyond both a practical tolerance and the noise of the two medians compared: k times
+    their standard errors added in quadrature, so a noisier machine needs more repeats, not a
+    looser tolerance, to judge as finely."""
+    noise = k * hypot(baseline.uncertainty, current.uncertainty)
     return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, noise), noise=noise)
 
 

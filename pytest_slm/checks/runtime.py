@@ -86,7 +86,9 @@ class LatencySettings:
     tolerances: dict[str, float]  # by metric family ("prefill", "decode", "ttft"); "*" for the rest
     k: float
     busy: float | None = None  # others' share of our CPUs above which a round is not judged (--slm-busy); None: off
-    ceiling: float = 0.2  # the largest noise limit (k x combined spread) a metric is judged with (--slm-noise-ceiling)
+    ceiling: float = (
+        0.2  # the largest noise limit (k x combined uncertainty) a metric is judged with (--slm-noise-ceiling)
+    )
 
     def tolerance(self, metric: str) -> float:
         return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
@@ -124,7 +126,7 @@ MAX_ROUNDS = 3  # the first, a confirmation, and one more where a busy round lef
 class LatencyCheck(MachineCheck):
     """`prefill`, `decode` or `load`. A metric fails only if every quiet round found it slower (a
     confirmation round is timed before failing), whatever a busy round saw; it is not judged when
-    only busy rounds saw it slower, or when the noise alone (k x combined spread) would let through
+    only busy rounds saw it slower, or when the noise alone (k x the medians' combined uncertainty) would let through
     more than the noise ceiling: a limit that high hides the slowdowns the item exists to catch."""
 
     case: Case
@@ -193,10 +195,10 @@ class LatencyCheck(MachineCheck):
             return Verdict(rows, not_judged=(BUSY, said))
         noisy = {}
         for timing in run.timings:  # the noise limit a later run as steady as this one would be judged with
-            noise = self.settings.k * hypot(timing.spread.relative, timing.spread.relative)
+            noise = self.settings.k * hypot(timing.spread.uncertainty, timing.spread.uncertainty)
             if noise > self.settings.ceiling:
                 noisy[timing.metric] = (
-                    f"spread {100 * timing.spread.relative:.1f}% gives a noise limit of {100 * noise:.0f}%"
+                    f"spread {100 * timing.spread.relative:.1f}% over {timing.spread.count} repeats gives a noise limit of {100 * noise:.0f}%"
                 )
         if not noisy:
             return Verdict(rows)
@@ -231,7 +233,7 @@ class LatencyCheck(MachineCheck):
             )
             lines.append(
                 f"  {row.metric}: {row.median:.4g} {row.unit} now vs {row.baseline:.4g} baseline;"
-                f" slower by {changes} (rounds), limit {row.limit_pct:.1f}% = max(tolerance, k x spread)"
+                f" slower by {changes} (rounds), limit {row.limit_pct:.1f}% = max(tolerance, k x uncertainty)"
             )
         lines.append(REFRESH_HERE)
         return "\n".join(lines)

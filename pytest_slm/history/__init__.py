@@ -77,6 +77,7 @@ def settings(config: Any) -> dict[str, Any]:
         "min_drop_points": config.min_drop_points,
         "latency_tolerances": dict(config.latency_tolerances),
         "latency_k": config.latency_k,
+        "repeats": config.repeats,
         "memory_tolerance": config.memory_tolerance,
         "limit": config.limit,
         "threads": config.threads,

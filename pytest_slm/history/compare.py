@@ -1,6 +1,6 @@
 """Two stored runs compared item by item with the items' own judges: accuracy sample by sample
 (`compare_outcomes`, one-sided McNemar, the run's alpha and minimum drop), timings with
-`compare_timings` (median change against max(tolerance, k x combined spread)), memory against
+`compare_timings` (median change against max(tolerance, k x the medians' combined uncertainty)), memory against
 its tolerance. The thresholds are those the later run was judged with, as stored with it. Runs on
 the same hardware are compared whatever runtime they ran: a new release is judged against the old
 one's figures, and what changed between the runs is said first (`changes.line`)."""
@@ -103,19 +103,20 @@ def _accuracy(
     return Comparison(m.section, m.item, m.metric, paired.baseline_accuracy, paired.accuracy, change, verdict)
 
 
-def seconds_spread(m: Measure) -> Spread:
+def seconds_spread(m: Measure, repeats: int) -> Spread:
     """The item's Spread of seconds from a stored figure: tok/s is tokens / seconds, so the ratio
     of two medians inverts; the relative spread is that of the seconds, as stored."""
     seconds = 1 / m.value if m.unit == "tok/s" else m.value
     relative = m.spread or 0.0
-    return Spread(seconds, seconds, relative * seconds / MAD_TO_SIGMA)
+    return Spread(seconds, seconds, relative * seconds / MAD_TO_SIGMA, repeats)
 
 
 def _timing(m: Measure, base: Measure, settings: Mapping[str, Any]) -> Comparison:
     tolerances = settings.get("latency_tolerances") or {"*": DEFAULT_TOLERANCE}
     tolerance = float(tolerances.get(m.metric.split("@")[0], tolerances.get("*", DEFAULT_TOLERANCE)))
+    repeats = int(settings.get("repeats", 5))  # runs stored before it was recorded used the default, 5
     slowdown = compare_timings(
-        seconds_spread(base), seconds_spread(m), tolerance, float(settings.get("latency_k", 3.0))
+        seconds_spread(base, repeats), seconds_spread(m, repeats), tolerance, float(settings.get("latency_k", 3.0))
     )
     word = "slower" if slowdown.change >= 0 else "faster"
     change = f"{100 * abs(slowdown.change):.1f}% {word}, limit {100 * slowdown.limit:.1f}%"
