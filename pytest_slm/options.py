@@ -120,7 +120,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         "args",
         "0",
     ),
-    "repeats": ("timed runs per latency metric, after one warm-up (default 5)", "string", "5"),
+    "repeats": ("timed runs per latency metric, after one warm-up (default 9)", "string", "9"),
     "cooldown": (
         "seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read (default 0)",
         "string",
