@@ -86,6 +86,13 @@ def test_slower_in_a_quiet_round_fails_whatever_a_busy_round_saw():
     assert still_busy.failure
 
 
+def test_a_slowdown_one_quiet_round_saw_and_the_next_did_not_passes_unconfirmed_and_says_so():
+    verdict = busy_check([run(1.0, 0.05)]).judge(run(2.0, 0.05), BASELINE)
+    assert verdict.failure is None and verdict.not_judged is None and verdict.rows[0].rounds == 2
+    assert verdict.rows[0].verdict == "pass"
+    assert verdict.rows[0].note == "unconfirmed: slower than its limit in 1 of 2 quiet rounds (+100.0%, +0.0%)"
+
+
 def test_slower_on_a_quiet_machine_fails_and_the_gate_off_judges_every_round():
     assert busy_check([run(2.0, 0.05)]).judge(run(2.0, 0.05), BASELINE).failure
     off = busy_check([run(2.0, 0.9)], threshold=None).judge(run(2.0, 0.9), BASELINE)

@@ -260,7 +260,8 @@ class LatencyCheck(MachineCheck):
     def _verdict(self, metric: str, rounds: Sequence[Round], unlike: Mapping[str, str]) -> tuple[str, str]:
         """(verdict, note) of one metric over the rounds: FAIL when every quiet round found it slower
         (a regression beyond even a noisy limit fails too); otherwise not judged where a busy round
-        alone saw it slower, or its noise limit is above the ceiling; else pass."""
+        alone saw it slower, or its noise limit is above the ceiling; else pass, saying so where a
+        quiet round saw it slower and another did not (unconfirmed: the row shows the last round)."""
         if metric in unlike:
             return NOT_JUDGED, unlike[metric]
         if metric not in rounds[0].slowdowns:
@@ -276,6 +277,9 @@ class LatencyCheck(MachineCheck):
                 f"noise limit {100 * noise:.0f}% > ceiling {100 * self.settings.ceiling:.0f}%: more --slm-repeats,"
                 " --slm-threads=1 or a quieter machine, then refresh the baseline"
             )
+        if slower := sum(r.slowdowns[metric].regressed for r in quiet):
+            changes = ", ".join(f"{100 * r.slowdowns[metric].change:+.1f}%" for r in quiet)
+            return "pass", f"unconfirmed: slower than its limit in {slower} of {len(quiet)} quiet rounds ({changes})"
         return "pass", ""
 
     def _rows(self, rounds: Sequence[Round], baseline: Mapping[str, Any] | None) -> list[LatencyRow]:
