@@ -34,9 +34,9 @@ DEFAULT_LATENCY_TOLERANCE = 0.10
 OPTIONS: dict[str, tuple[str, str, str | None]] = {
     "models": ("comma-separated model names from the registry, or paths to .gguf files", "args", None),
     "devices": ("comma-separated backend-device pairs (default: every pair available here)", "args", None),
-    "quants": ("comma-separated quantizations (default: native)", "args", "native"),
+    "quants": ("comma-separated quantizations", "args", "native"),
     "kv-types": (
-        "comma-separated KV cache types of keys and values: f16 (default), q8_0, q4_0 (llama.cpp; flash attention on where quantized)",
+        "comma-separated KV cache types of keys and values: f16, q8_0, q4_0 (llama.cpp; flash attention on where quantized)",
         "args",
         DEFAULT_KV_TYPE,
     ),
@@ -47,7 +47,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         "string",
         None,
     ),
-    "baselines": ("directory of stored baselines (default: baselines/ under the rootdir)", "string", "baselines"),
+    "baselines": ("directory of stored baselines, under the rootdir", "string", "baselines"),
     "registry": (
         "models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)",
         "string",
@@ -64,7 +64,7 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "history": (
-        "SQLite file every run's rows are appended to, or 'off' (default: .pytest-slm/history.sqlite under the rootdir)",
+        "SQLite file every run's rows are appended to, under the rootdir, or 'off'",
         "string",
         ".pytest-slm/history.sqlite",
     ),
@@ -84,45 +84,45 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "eval-window": (
-        "tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text (default 256)",
+        "tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text",
         "string",
         "256",
     ),
     "parity-top1": (
-        "smallest top-1 next-token agreement between two runtimes on the same weights (default 0.99)",
+        "smallest top-1 next-token agreement between two runtimes on the same weights",
         "string",
         "0.99",
     ),
     "parity-kld": (
-        "largest mean KL divergence, nats, between two runtimes on the same weights (default 0.01)",
+        "largest mean KL divergence, nats, between two runtimes on the same weights",
         "string",
         "0.01",
     ),
     "formats-top1": (
-        "smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX (default 0.5)",
+        "smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX",
         "string",
         "0.5",
     ),
     "formats-kld": (
-        "largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint (default 1.0)",
+        "largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint",
         "string",
         "1.0",
     ),
-    "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures (default 128,512)", "args", "128,512"),
+    "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures", "args", "128,512"),
     "decode-prompt": (
-        "prompt tokens before test_decode_speed generates; its time to first token (default 128)",
+        "prompt tokens before test_decode_speed generates; its time to first token",
         "string",
         "128",
     ),
-    "decode-tokens": ("tokens test_decode_speed generates per run (default 128)", "string", "128"),
+    "decode-tokens": ("tokens test_decode_speed generates per run", "string", "128"),
     "depths": (
-        "context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at (default 0)",
+        "context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at",
         "args",
         "0",
     ),
-    "repeats": ("timed runs per latency metric, after one warm-up (default 9)", "string", "9"),
+    "repeats": ("timed runs per latency metric, after one warm-up", "string", "9"),
     "cooldown": (
-        "seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read (default 0)",
+        "seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read",
         "string",
         "0",
     ),
@@ -132,42 +132,42 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         str(DEFAULT_LATENCY_TOLERANCE),
     ),
     "latency-k": (
-        "spreads (robust standard deviations, combined) a slowdown must also exceed (default 3)",
+        "standard errors of the two medians (combined) a slowdown must also exceed",
         "string",
         "3",
     ),
     "noise-ceiling": (
-        "largest noise limit (k x combined spread) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy (default 0.2)",
+        "largest noise limit (k x the medians' combined uncertainty) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy",
         "string",
         "0.2",
     ),
     "busy": (
-        "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables (default 0.10)",
+        "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables",
         "string",
         "0.10",
     ),
     "busy-wait": (
-        "seconds a latency item waits for a busy machine to quieten before it ends 'busy' (default 30)",
+        "seconds a latency item waits for a busy machine to quieten before it ends 'busy'",
         "string",
         "30",
     ),
     "kv-contexts": (
-        "context lengths the memory items report the KV cache at (default 512,2048,8192)",
+        "context lengths the memory items report the KV cache at",
         "args",
         "512,2048,8192",
     ),
     "memory-tolerance": (
-        "growth of weight or KV cache bytes that fails a memory item (default 0.01)",
+        "growth of weight or KV cache bytes that fails a memory item",
         "string",
         "0.01",
     ),
     "fidelity-margin": (
-        "relative change of mean KL divergence to the reference that fails a fidelity item (default 0.1)",
+        "relative change of mean KL divergence to the reference that fails a fidelity item",
         "string",
         "0.1",
     ),
     "fidelity-tail": (
-        "KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max; default p99=0.1)",
+        "KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max)",
         "string",
         "p99=0.1",
     ),
@@ -176,10 +176,10 @@ OPTIONS: dict[str, tuple[str, str, str | None]] = {
         "args",
         None,
     ),
-    "alpha": ("significance level of the paired accuracy test (default 0.05)", "string", "0.05"),
-    "min-drop": ("smallest accuracy drop, in points, that fails an item (default 1.0)", "string", "1.0"),
+    "alpha": ("significance level of the paired accuracy test", "string", "0.05"),
+    "min-drop": ("smallest accuracy drop, in points, that fails an item", "string", "1.0"),
     "detect-drop": (
-        "accuracy drop, in points, every accuracy item must detect with power 0.8 at --slm-alpha; one that cannot (too few samples) is not judged; 'off': only items that cannot fail at all (default 10)",
+        "accuracy drop, in points, every accuracy item must detect with power 0.8 at --slm-alpha; one that cannot (too few samples) is not judged; 'off': only items that cannot fail at all",
         "string",
         "10",
     ),
@@ -205,6 +205,8 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("slm", "small language model regression (pytest-slm)")
     for name, (help_text, ini_type, default) in OPTIONS.items():
         dest = "slm_" + name.replace("-", "_")
+        if default is not None:  # the default is declared once, in the row, and shown from there
+            help_text = f"{help_text} (default {default})"
         group.addoption(f"--slm-{name}", dest=dest, default=None, help=help_text)
         parser.addini(dest, help_text, type=ini_type, default=_ini_default(ini_type, default))
     for name, help_text in FLAGS.items():
