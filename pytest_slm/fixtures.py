@@ -62,13 +62,7 @@ class Accuracy:
         __tracebackhide__ = True
         if self._prepared is None:
             config = self._session.config
-            settings = AccuracySettings(
-                config.alpha,
-                config.min_drop_points,
-                config.allow_task_change,
-                config.relative_gate,
-                config.detect_drop_points,
-            )
+            settings = AccuracySettings(**config.settings("accuracy"))
             check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.model(self._case)))
             reference = self._session.reference_of(self._case)
             if config.relative_gate is not None and reference.model_id != self._case.model_id:  # f32 has no gate
@@ -229,7 +223,7 @@ class Runtime:
             return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes or {}))
 
         config = session.config
-        settings = LatencySettings(config.latency_tolerances, config.latency_k, config.busy, config.noise_ceiling)
+        settings = LatencySettings(**config.settings("latency"))
         check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
         core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,202 +32,563 @@ BUILTIN_DEPTH_TEXT = BUILTIN_EVAL_TEXT.with_name("depth.txt")
 LATENCY_FAMILIES = ("prefill", "decode", "ttft")
 DEFAULT_LATENCY_TOLERANCE = 0.10
 
-# name: (help, ini type, default); every option is also an ini key `slm_<name>`.
-OPTIONS: dict[str, tuple[str, str, str | None]] = {
-    "models": ("comma-separated model names from the registry, or paths to .gguf files", "args", None),
-    "devices": ("comma-separated backend-device pairs (default: every pair available here)", "args", None),
-    "quants": ("comma-separated quantizations", "args", "native"),
-    "kv-types": (
-        "comma-separated KV cache types of keys and values: f16, q8_0, q4_0 (llama.cpp; flash attention on where quantized)",
-        "args",
-        DEFAULT_KV_TYPE,
-    ),
-    "tasks": ("comma-separated lm-eval tasks, each with an optional few-shot count: slm_arith:5", "args", None),
-    "limit": ("samples per task (default: all)", "string", None),
-    "threads": (
-        "CPU threads per worker (default: half the cores / xdist workers, at least 1: what times steadily on a shared machine)",
-        "string",
-        None,
-    ),
-    "baselines": ("directory of stored baselines, under the rootdir", "string", "baselines"),
-    "registry": (
-        "models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)",
-        "string",
-        None,
-    ),
-    "task-paths": (
-        "directories of lm-eval task YAMLs, added to the built-in tasks (default: suites/tasks under the rootdir, if there)",
-        "args",
-        None,
-    ),
-    "cache": (
-        "directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)",
-        "string",
-        None,
-    ),
-    "history": (
-        "SQLite file every run's rows are appended to, under the rootdir, or 'off'",
-        "string",
-        ".pytest-slm/history.sqlite",
-    ),
-    "report": (
-        "directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)",
-        "string",
-        None,
-    ),
-    "eval-text": (
-        "text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)",
-        "string",
-        None,
-    ),
-    "depth-text": (
-        "long text fidelity items compare on after each nonzero --slm-depths of it in the KV cache (default: suites/eval/depth.txt under the rootdir if there, else the built-in one)",
-        "string",
-        None,
-    ),
-    "eval-window": (
-        "tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text",
-        "string",
-        "256",
-    ),
-    "parity-top1": (
-        "smallest top-1 next-token agreement between two runtimes on the same weights",
-        "string",
-        "0.99",
-    ),
-    "parity-kld": (
-        "largest mean KL divergence, nats, between two runtimes on the same weights",
-        "string",
-        "0.01",
-    ),
-    "formats-top1": (
-        "smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX",
-        "string",
-        "0.5",
-    ),
-    "formats-kld": (
-        "largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint",
-        "string",
-        "1.0",
-    ),
-    "prefill-lengths": ("prompt lengths, tokens, test_prefill_speed measures", "args", "128,512"),
-    "decode-prompt": (
-        "prompt tokens before test_decode_speed generates; its time to first token",
-        "string",
-        "128",
-    ),
-    "decode-tokens": ("tokens test_decode_speed generates per run", "string", "128"),
-    "depths": (
-        "context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at",
-        "args",
-        "0",
-    ),
-    "repeats": ("timed runs per latency metric, after one warm-up", "string", "9"),
-    "cooldown": (
-        "seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read",
-        "string",
-        "0",
-    ),
-    "latency-tolerance": (
-        "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
-        "args",
-        str(DEFAULT_LATENCY_TOLERANCE),
-    ),
-    "latency-k": (
-        "standard errors of the two medians (combined) a slowdown must also exceed",
-        "string",
-        "3",
-    ),
-    "noise-ceiling": (
-        "largest noise limit (k x the medians' combined uncertainty) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy",
-        "string",
-        "0.2",
-    ),
-    "busy": (
-        "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables",
-        "string",
-        "0.10",
-    ),
-    "busy-wait": (
-        "seconds a latency item waits for a busy machine to quieten before it ends 'busy'",
-        "string",
-        "30",
-    ),
-    "kv-contexts": (
-        "context lengths the memory items report the KV cache at",
-        "args",
-        "512,2048,8192",
-    ),
-    "memory-tolerance": (
-        "growth of weight or KV cache bytes that fails a memory item",
-        "string",
-        "0.01",
-    ),
-    "fidelity-margin": (
-        "relative change of mean KL divergence to the reference that fails a fidelity item",
-        "string",
-        "0.1",
-    ),
-    "fidelity-tail": (
-        "KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max)",
-        "string",
-        "p99=0.1",
-    ),
-    "kld-ceiling": (
-        "largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1",
-        "args",
-        None,
-    ),
-    "alpha": ("significance level of the paired accuracy test", "string", "0.05"),
-    "min-drop": ("smallest accuracy drop, in points, that fails an item", "string", "1.0"),
-    "detect-drop": (
-        "accuracy drop, in points, every accuracy item must detect with power 0.8 at --slm-alpha; one that cannot (too few samples) is not judged; 'off': only items that cannot fail at all",
-        "string",
-        "10",
-    ),
-    "relative-gate": (
-        (
-            "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
-            " fails when the 95%% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)"
+Raw = str | list[str] | bool | None  # what the command line, the ini file or the declared default gave
+
+
+class OptionError(ValueError):
+    """A bad value, in one line; `read_config` makes it a `pytest.UsageError`."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a parser may need beyond the raw value."""
+
+    rootdir: Path
+    workers: int  # xdist workers this process shares the cores with (1 without xdist)
+
+
+Parser = Callable[[str, Raw, Context], Any]  # (option name, raw value, context) -> the typed value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: the command line `--<name>`, its ini twin, its default, how it is parsed, the
+    `SlmConfig` field it fills and the item kinds' settings it feeds (kind -> keyword)."""
+
+    name: str
+    field: str
+    parse: Parser
+    help: str
+    default: str | None = None
+    ini_type: str = "string"
+    feeds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        """The argparse dest and the ini key."""
+        return self.name.replace("-", "_")
+
+    @property
+    def is_flag(self) -> bool:
+        return self.ini_type == "bool"
+
+    @property
+    def help_shown(self) -> str:
+        """The help `--help` prints: the default from the row, never retyped in the text."""
+        return f"{self.help} (default {self.default})" if self.default is not None else self.help
+
+    def ini_default(self) -> object:
+        if self.is_flag:
+            return False
+        if self.ini_type == "args":
+            return self.default.split(",") if self.default else []
+        return self.default or ""
+
+
+# Parsers: each takes the option's name (for its message), the raw value and the context.
+
+
+def _number(kind: type, low: float, high: float = math.inf) -> Callable[[str, str], Any]:
+    def parse(name: str, raw: str) -> Any:
+        try:
+            parsed = kind(raw)
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise OptionError(f"--{name} must be {expected}, got {raw!r}") from None
+        if not math.isfinite(parsed):  # NaN would make every comparison with it false: a verdict by accident
+            raise OptionError(f"--{name} must be a finite number, got {raw!r}")
+        if parsed < low:
+            raise OptionError(f"--{name} must be at least {low}, got {raw!r}")
+        if parsed > high:
+            raise OptionError(f"--{name} must be at most {high}, got {raw!r}")
+        return parsed
+
+    return parse
+
+
+def number(kind: type, low: float, high: float = math.inf) -> Parser:
+    """A number in [low, high]; unset: None."""
+    parse = _number(kind, low, high)
+    return lambda name, raw, context: None if raw is None else parse(name, str(raw))
+
+
+def off_or(parser: Parser) -> Parser:
+    """`off` (any case) is None; anything else goes to `parser`."""
+    return lambda name, raw, context: None if str(raw).lower() == "off" else parser(name, raw, context)
+
+
+def names(name: str, raw: Raw, context: Context) -> tuple[str, ...] | None:
+    """A comma-separated list (or the ini's lines of them), deduplicated in order; unset: None."""
+    if raw is None:
+        return None
+    items = [p for part in raw for p in part.split(",")] if isinstance(raw, list) else str(raw).split(",")
+    cleaned = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+    if not cleaned:
+        raise OptionError(f"--{name} is empty")
+    return cleaned
+
+
+def known(catalog: tuple[str, ...], what: str, unset: tuple[str, ...] | None = None) -> Parser:
+    """Names, each one of `catalog`; unset: `unset`."""
+
+    def parse(name: str, raw: Raw, context: Context) -> tuple[str, ...] | None:
+        given = names(name, raw, context) or unset
+        for one in given or ():
+            if one not in catalog:
+                raise OptionError(f"unknown {what} {one!r}; known {what}s: {', '.join(catalog)}")
+        return given
+
+    return parse
+
+
+def lengths(low: int, unset: tuple[str, ...] = ()) -> Parser:
+    """Whole numbers of at least `low`, sorted, each once; unset: `unset`."""
+    parse = _number(int, low)
+    return lambda name, raw, context: tuple(sorted({parse(name, part) for part in names(name, raw, context) or unset}))
+
+
+def tasks(name: str, raw: Raw, context: Context) -> tuple[TaskSpec, ...] | None:
+    given = names(name, raw, context)
+    try:
+        return tuple(dict.fromkeys(TaskSpec.parse(t) for t in given)) if given else None
+    except ValueError as exc:
+        raise OptionError(f"--{name}: {exc}") from None
+
+
+def per_quant(name: str, raw: Raw, context: Context) -> dict[str, float]:
+    parsed = {}
+    for part in names(name, raw, context) or ():
+        quant, _, value = part.partition("=")
+        if quant not in QUANTS:
+            raise OptionError(f"unknown quant {quant!r} in --{name}; known quants: {', '.join(QUANTS)}")
+        parsed[quant] = _number(float, 0.0)(name, value)
+    return parsed
+
+
+def tail(name: str, raw: Raw, context: Context) -> tuple[str, float]:
+    from .fidelity import KLD_PERCENTILES
+
+    percentile, _, margin = str(raw).partition("=")
+    if percentile not in KLD_PERCENTILES or not margin:
+        raise OptionError(
+            f"--{name} must be <percentile>=<margin> with a percentile of {', '.join(KLD_PERCENTILES)}, got {raw!r}"
+        )
+    return percentile, _number(float, 0.0)(name, margin)
+
+
+def tolerances(name: str, raw: Raw, context: Context) -> dict[str, float]:
+    """`0.1` for every metric, or `prefill=0.1,decode=0.15`; unnamed families keep the default."""
+    parsed = {"*": DEFAULT_LATENCY_TOLERANCE}
+    for part in names(name, raw, context) or ():
+        family, _, value = part.rpartition("=")
+        if family and family not in LATENCY_FAMILIES:
+            raise OptionError(f"unknown latency metric {family!r} in --{name}; known: {', '.join(LATENCY_FAMILIES)}")
+        parsed[family or "*"] = _number(float, 0.0)(name, value)
+    return parsed
+
+
+def alpha(name: str, raw: Raw, context: Context) -> float:
+    level = number(float, 0.0)(name, raw, context)
+    if not 0 < level < 1:
+        raise OptionError(f"--{name} must be between 0 and 1, got {level}")
+    return float(level)
+
+
+def gate(name: str, raw: Raw, context: Context) -> float | None:
+    fraction = number(float, 0.0, high=1.0)(name, raw, context)
+    if fraction == 0:  # a gate every run passes
+        raise OptionError(f"--{name} must be above 0, got 0")
+    return fraction  # type: ignore[no-any-return]
+
+
+def threads(name: str, raw: Raw, context: Context) -> int:
+    return number(int, 1)(name, raw, context) or default_threads(context.workers)
+
+
+def under_root(default: Callable[[], Path | None] = lambda: None) -> Parser:
+    """A path under the rootdir; unset: `default()`."""
+    return lambda name, raw, context: context.rootdir / str(raw) if raw is not None else default()
+
+
+def project_file(default: str, builtin: Path | None = None, must_exist: bool = False) -> Parser:
+    """The file the user named, else the default under the rootdir when it is there, else `builtin`."""
+
+    def parse(name: str, raw: Raw, context: Context) -> Path | None:
+        if raw is None:
+            path = context.rootdir / default
+            return path if path.is_file() else builtin
+        path = context.rootdir / str(raw)
+        if must_exist and not path.is_file():
+            raise OptionError(f"--{name}: no file {path}")
+        return path
+
+    return parse
+
+
+def task_dirs(name: str, raw: Raw, context: Context) -> tuple[Path, ...]:
+    """Named ones must exist; a link to nowhere (named or the default) is an error, not nothing."""
+    root = context.rootdir
+    dirs = tuple(root / p for p in names(name, raw, context) or ()) or tuple(
+        root / d for d in DEFAULT_TASK_PATHS if (root / d).is_dir() or (root / d).is_symlink()
+    )
+    for path in dirs:
+        if not path.is_dir():
+            what = "a link to nowhere" if path.is_symlink() else "no such directory"
+            raise OptionError(f"--{name}: {path}: {what}")
+    return dirs
+
+
+def flag(name: str, raw: Raw, context: Context) -> bool:
+    return bool(raw)
+
+
+def flag_or_ci(name: str, raw: Raw, context: Context) -> bool:
+    return bool(raw) or bool(os.environ.get("CI"))
+
+
+# Every option, in the order `--help` lists them and `read_config` parses them; each is also an ini key.
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option(
+            "slm-models",
+            "models",
+            names,
+            "comma-separated model names from the registry, or paths to .gguf files",
+            ini_type="args",
         ),
-        "string",
-        None,
-    ),
-}
-FLAGS = {
-    "update-baselines": "rewrite the baselines of the items that run, instead of comparing",
-    "slm-strict": "fail, instead of skip, items that cannot judge (no baseline, busy, too noisy, ...); on by default where the CI variable is set",
-    "slm-first-run": "a machine's first run: an item with no baseline is not judged, not failed, even when strict (CI)",
-    "slm-allow-task-change": "compare outcomes even when the task (prompts, targets, generation, filters, metric, version) changed since the baseline",
-    "slm-update-partial": "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline, and a latency or fidelity run drop the baseline's figures at depths it did not measure (--slm-depths)",
+        Option(
+            "slm-devices",
+            "devices",
+            known(DEVICES, "device"),
+            "comma-separated backend-device pairs (default: every pair available here)",
+            ini_type="args",
+        ),
+        Option(
+            "slm-quants",
+            "quants",
+            known(QUANTS, "quant", ("native",)),
+            "comma-separated quantizations",
+            "native",
+            "args",
+        ),
+        Option(
+            "slm-kv-types",
+            "kv_types",
+            known(KV_TYPES, "KV cache type", (DEFAULT_KV_TYPE,)),
+            "comma-separated KV cache types of keys and values: f16, q8_0, q4_0 (llama.cpp; flash attention on where quantized)",
+            DEFAULT_KV_TYPE,
+            "args",
+        ),
+        Option(
+            "slm-tasks",
+            "tasks",
+            tasks,
+            "comma-separated lm-eval tasks, each with an optional few-shot count: slm_arith:5",
+            ini_type="args",
+        ),
+        Option("slm-limit", "limit", number(int, 1), "samples per task (default: all)", feeds={"history": "limit"}),
+        Option(
+            "slm-threads",
+            "threads",
+            threads,
+            "CPU threads per worker (default: half the cores / xdist workers, at least 1: what times steadily on a shared machine)",
+            feeds={"history": "threads"},
+        ),
+        Option(
+            "slm-baselines",
+            "baselines_dir",
+            under_root(),
+            "directory of stored baselines, under the rootdir",
+            "baselines",
+        ),
+        Option(
+            "slm-registry",
+            "registry_path",
+            project_file(DEFAULT_REGISTRY, must_exist=True),
+            "models registry TOML, added to the built-in one (default: suites/models.toml under the rootdir, if there)",
+        ),
+        Option(
+            "slm-task-paths",
+            "task_paths",
+            task_dirs,
+            "directories of lm-eval task YAMLs, added to the built-in tasks (default: suites/tasks under the rootdir, if there)",
+            ini_type="args",
+        ),
+        Option(
+            "slm-cache",
+            "cache_dir",
+            under_root(default_cache_dir),
+            "directory for derived model files (default: $PYTEST_SLM_CACHE, else ~/.cache/pytest-slm)",
+        ),
+        Option(
+            "slm-history",
+            "history_path",
+            off_or(under_root()),
+            "SQLite file every run's rows are appended to, under the rootdir, or 'off'",
+            ".pytest-slm/history.sqlite",
+        ),
+        Option(
+            "slm-report",
+            "report_dir",
+            under_root(),
+            "directory to write results.json, summary.md and report.html to (the summary also to $GITHUB_STEP_SUMMARY)",
+        ),
+        Option(
+            "slm-eval-text",
+            "eval_text",
+            project_file(DEFAULT_EVAL_TEXT, BUILTIN_EVAL_TEXT),
+            "text parity and fidelity items compare on, latency prompts are cut from (default: suites/eval/text.txt under the rootdir if there, else the built-in one)",
+        ),
+        Option(
+            "slm-depth-text",
+            "depth_text",
+            project_file(DEFAULT_DEPTH_TEXT, BUILTIN_DEPTH_TEXT),
+            "long text fidelity items compare on after each nonzero --slm-depths of it in the KV cache (default: suites/eval/depth.txt under the rootdir if there, else the built-in one)",
+        ),
+        Option(
+            "slm-eval-window",
+            "eval_window",
+            number(int, 2),
+            "tokens per window of the evaluation text, each evaluated from an empty cache, and of the depth text",
+            "256",
+        ),
+        Option(
+            "slm-parity-top1",
+            "parity_top1",
+            number(float, 0.0, high=1.0),
+            "smallest top-1 next-token agreement between two runtimes on the same weights",
+            "0.99",
+        ),
+        Option(
+            "slm-parity-kld",
+            "parity_kld",
+            number(float, 0.0),
+            "largest mean KL divergence, nats, between two runtimes on the same weights",
+            "0.01",
+        ),
+        Option(
+            "slm-formats-top1",
+            "formats_top1",
+            number(float, 0.0, high=1.0),
+            "smallest top-1 agreement between a model's GGUF on llama.cpp and its MLX checkpoint on MLX",
+            "0.5",
+        ),
+        Option(
+            "slm-formats-kld",
+            "formats_kld",
+            number(float, 0.0),
+            "largest mean KL divergence, nats, between a model's GGUF on llama.cpp and its MLX checkpoint",
+            "1.0",
+        ),
+        Option(
+            "slm-prefill-lengths",
+            "prefill_lengths",
+            lengths(1),
+            "prompt lengths, tokens, test_prefill_speed measures",
+            "128,512",
+            "args",
+        ),
+        Option(
+            "slm-decode-prompt",
+            "decode_prompt",
+            number(int, 1),
+            "prompt tokens before test_decode_speed generates; its time to first token",
+            "128",
+        ),
+        Option(
+            "slm-decode-tokens", "decode_tokens", number(int, 1), "tokens test_decode_speed generates per run", "128"
+        ),
+        Option(
+            "slm-depths",
+            "depths",
+            lengths(0, ("0",)),
+            "context depths, tokens already in the KV cache, prefill and decode are also timed at, as llama-bench -d, and fidelity items compare --slm-depth-text at",
+            "0",
+            "args",
+        ),
+        Option(
+            "slm-repeats",
+            "repeats",
+            number(int, 1),
+            "timed runs per latency metric, after one warm-up",
+            "9",
+            feeds={"history": "repeats"},
+        ),
+        Option(
+            "slm-cooldown",
+            "cooldown",
+            number(float, 0.0),
+            "seconds of rest before each timed prefill or decode run, as mlx-lm's benchmark --delay, for a device that throttles when hot; energy is then not read",
+            "0",
+        ),
+        Option(
+            "slm-latency-tolerance",
+            "latency_tolerances",
+            tolerances,
+            "slowdown that fails a latency item if the noise is smaller: 0.1, or per metric: prefill=0.1,decode=0.15,ttft=0.2",
+            str(DEFAULT_LATENCY_TOLERANCE),
+            "args",
+            feeds={"latency": "tolerances", "history": "latency_tolerances"},
+        ),
+        Option(
+            "slm-latency-k",
+            "latency_k",
+            number(float, 0.0),
+            "standard errors of the two medians (combined) a slowdown must also exceed",
+            "3",
+            feeds={"latency": "k", "history": "latency_k"},
+        ),
+        Option(
+            "slm-noise-ceiling",
+            "noise_ceiling",
+            number(float, 0.0),
+            "largest noise limit (k x the medians' combined uncertainty) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy",
+            "0.2",
+            feeds={"latency": "ceiling"},
+        ),
+        Option(
+            "slm-busy",
+            "busy",
+            off_or(number(float, 0.0, high=1.0)),
+            "others' share of our CPUs' time (steal included) above which a latency round is not judged: the item waits, then ends 'busy'; 'off' disables",
+            "0.10",
+            feeds={"latency": "busy"},
+        ),
+        Option(
+            "slm-busy-wait",
+            "busy_wait",
+            number(float, 0.0),
+            "seconds a latency item waits for a busy machine to quieten before it ends 'busy'",
+            "30",
+        ),
+        Option(
+            "slm-kv-contexts",
+            "kv_contexts",
+            lengths(1),
+            "context lengths the memory items report the KV cache at",
+            "512,2048,8192",
+            "args",
+        ),
+        Option(
+            "slm-memory-tolerance",
+            "memory_tolerance",
+            number(float, 0.0),
+            "growth of weight or KV cache bytes that fails a memory item",
+            "0.01",
+            feeds={"history": "memory_tolerance"},
+        ),
+        Option(
+            "slm-fidelity-margin",
+            "fidelity_margin",
+            number(float, 0.0),
+            "relative change of mean KL divergence to the reference that fails a fidelity item",
+            "0.1",
+        ),
+        Option(
+            "slm-fidelity-tail",
+            "fidelity_tail",
+            tail,
+            "KL divergence percentile a fidelity item also judges, and its relative margin: p99=0.1 (median, p90, p95, p99, p999 or max)",
+            "p99=0.1",
+        ),
+        Option(
+            "slm-kld-ceiling",
+            "kld_ceilings",
+            per_quant,
+            "largest mean KL divergence, nats, per quant, whatever the baseline: q8_0=0.01,q4_k_m=0.1",
+            ini_type="args",
+        ),
+        Option(
+            "slm-alpha",
+            "alpha",
+            alpha,
+            "significance level of the paired accuracy test",
+            "0.05",
+            feeds={"accuracy": "alpha", "history": "alpha"},
+        ),
+        Option(
+            "slm-min-drop",
+            "min_drop_points",
+            number(float, 0.0),
+            "smallest accuracy drop, in points, that fails an item",
+            "1.0",
+            feeds={"accuracy": "min_drop_points", "history": "min_drop_points"},
+        ),
+        Option(
+            "slm-detect-drop",
+            "detect_drop_points",
+            off_or(number(float, 0.0, high=100.0)),
+            "accuracy drop, in points, every accuracy item must detect with power 0.8 at --slm-alpha; one that cannot (too few samples) is not judged; 'off': only items that cannot fail at all",
+            "10",
+            feeds={"accuracy": "detect_drop_points"},
+        ),
+        Option(
+            "slm-relative-gate",
+            "relative_gate",
+            gate,
+            "fraction of its reference's accuracy (the fidelity items' reference, e.g. f32) an accuracy item must keep on the same samples:"
+            " fails when the 95%% paired bootstrap interval of the ratio lies below it, e.g. 0.99 (default: off)",
+            feeds={"accuracy": "relative_gate"},
+        ),
+        Option(
+            "update-baselines",
+            "update",
+            flag,
+            "rewrite the baselines of the items that run, instead of comparing",
+            ini_type="bool",
+        ),
+        Option(
+            "slm-strict",
+            "strict",
+            flag_or_ci,
+            "fail, instead of skip, items that cannot judge (no baseline, busy, too noisy, ...); on by default where the CI variable is set",
+            ini_type="bool",
+        ),
+        Option(
+            "slm-first-run",
+            "first_run",
+            flag,
+            "a machine's first run: an item with no baseline is not judged, not failed, even when strict (CI)",
+            ini_type="bool",
+        ),
+        Option(
+            "slm-allow-task-change",
+            "allow_task_change",
+            flag,
+            "compare outcomes even when the task (prompts, targets, generation, filters, metric, version) changed since the baseline",
+            ini_type="bool",
+            feeds={"accuracy": "allow_task_change"},
+        ),
+        Option(
+            "slm-update-partial",
+            "update_partial",
+            flag,
+            "with --update-baselines, let a run of fewer samples (--slm-limit) replace a fuller baseline, and a latency or fidelity run drop the baseline's figures at depths it did not measure (--slm-depths)",
+            ini_type="bool",
+        ),
+    )
 }
 
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("slm", "small language model regression (pytest-slm)")
-    for name, (help_text, ini_type, default) in OPTIONS.items():
-        dest = "slm_" + name.replace("-", "_")
-        if default is not None:  # the default is declared once, in the row, and shown from there
-            help_text = f"{help_text} (default {default})"
-        group.addoption(f"--slm-{name}", dest=dest, default=None, help=help_text)
-        parser.addini(dest, help_text, type=ini_type, default=_ini_default(ini_type, default))
-    for name, help_text in FLAGS.items():
-        dest = name.replace("-", "_")
-        group.addoption(f"--{name}", dest=dest, action="store_true", default=False, help=help_text)
-        parser.addini(dest, help_text, type="bool", default=False)
-
-
-def _ini_default(ini_type: str, default: str | None) -> object:
-    if ini_type == "args":
-        return default.split(",") if default else []
-    return default or ""
+    for option in OPTIONS.values():
+        if option.is_flag:
+            group.addoption(f"--{option.name}", dest=option.dest, action="store_true", default=False, help=option.help)
+        else:
+            group.addoption(f"--{option.name}", dest=option.dest, default=None, help=option.help_shown)
+        parser.addini(option.dest, option.help_shown, type=option.ini_type, default=option.ini_default())  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class SlmConfig:
-    """Every option, parsed; model and task names are checked against their catalogs later."""
+    """Every option, parsed (one field per row of `OPTIONS`, checked by tests/test_options.py);
+    model and task names are checked against their catalogs later."""
 
     rootdir: Path
+    worker_count: int  # xdist workers (1 without xdist)
+    item_threads: int  # the threads the items run with; on the controller, as each xdist worker computes them
     models: tuple[str, ...] | None
     devices: tuple[str, ...] | None
     quants: tuple[str, ...]
@@ -236,8 +599,9 @@ class SlmConfig:
     baselines_dir: Path
     registry_path: Path | None  # the project's registry, added to the built-in one; None: built-ins only
     task_paths: tuple[Path, ...]
-    report_dir: Path | None
     cache_dir: Path
+    history_path: Path | None  # None: --slm-history=off
+    report_dir: Path | None
     eval_text: Path
     depth_text: Path  # what fidelity at a nonzero depth reads: its first `depth` tokens, then windows
     eval_window: int
@@ -253,6 +617,9 @@ class SlmConfig:
     cooldown: float  # seconds of rest before each timed prefill/decode run
     latency_tolerances: dict[str, float]
     latency_k: float
+    noise_ceiling: float
+    busy: float | None  # None: --slm-busy=off
+    busy_wait: float
     kv_contexts: tuple[int, ...]
     memory_tolerance: float
     fidelity_margin: float
@@ -261,199 +628,59 @@ class SlmConfig:
     alpha: float
     min_drop_points: float
     detect_drop_points: float | None  # None: --slm-detect-drop=off
-    noise_ceiling: float
+    relative_gate: float | None  # None: accuracy is not judged against the reference
     update: bool
     strict: bool
     first_run: bool
     allow_task_change: bool
     update_partial: bool
-    worker_count: int = field(default=1)
-    relative_gate: float | None = field(default=None)  # None: accuracy is not judged against the reference
-    history_path: Path | None = field(default=None)  # None: --slm-history=off
-    busy: float | None = field(default=None)  # None: --slm-busy=off
-    busy_wait: float = field(default=30.0)
+
+    def settings(self, kind: str) -> dict[str, Any]:
+        """The keyword arguments of a kind's settings (`"accuracy"`, `"latency"`, `"history"`),
+        from the options whose rows say they feed it."""
+        return {
+            keyword: getattr(self, option.field)
+            for option in OPTIONS.values()
+            for feeds, keyword in option.feeds.items()
+            if feeds == kind
+        }
 
 
 def read_config(config: pytest.Config) -> SlmConfig:
-    """Parse and validate; any bad value is a `pytest.UsageError` before anything loads."""
-    rootdir = Path(config.rootpath)
-
-    def value(name: str) -> list[str] | str | None:
-        dest = "slm_" + name.replace("-", "_")
-        cli = config.getoption(dest)
-        if cli is not None:
-            return cli
-        ini = config.getini(dest)
-        return ini if ini not in ("", []) else None
-
-    def flag(dest: str) -> bool:
-        return bool(config.getoption(dest) or config.getini(dest))
-
-    def names(name: str) -> tuple[str, ...] | None:
-        raw = value(name)
-        if raw is None:
-            return None
-        items = raw.split(",") if isinstance(raw, str) else [p for part in raw for p in part.split(",")]
-        cleaned = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
-        if not cleaned:
-            raise pytest.UsageError(f"--slm-{name} is empty")
-        return cleaned
-
-    def parse(name: str, raw: str, kind: type, low: float, high: float = math.inf) -> Any:
-        try:
-            parsed = kind(raw)
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise pytest.UsageError(f"--slm-{name} must be {expected}, got {raw!r}") from None
-        if not math.isfinite(parsed):  # NaN would make every comparison with it false: a verdict by accident
-            raise pytest.UsageError(f"--slm-{name} must be a finite number, got {raw!r}")
-        if parsed < low:
-            raise pytest.UsageError(f"--slm-{name} must be at least {low}, got {raw!r}")
-        if parsed > high:
-            raise pytest.UsageError(f"--slm-{name} must be at most {high}, got {raw!r}")
-        return parsed
-
-    def number(name: str, kind: type, low: float, default: object = None, high: float = math.inf) -> Any:
-        raw = value(name)
-        return default if raw is None else parse(name, str(raw), kind, low, high)
-
-    def lengths(name: str) -> tuple[int, ...]:
-        return tuple(sorted({parse(name, part, int, 1) for part in names(name) or ()}))
-
-    def per_quant(name: str) -> dict[str, float]:
-        parsed = {}
-        for part in names(name) or ():
-            quant, _, raw = part.partition("=")
-            if quant not in QUANTS:
-                raise pytest.UsageError(f"unknown quant {quant!r} in --slm-{name}; known quants: {', '.join(QUANTS)}")
-            parsed[quant] = parse(name, raw, float, 0.0)
-        return parsed
-
-    def tail() -> tuple[str, float]:
-        from .fidelity import KLD_PERCENTILES
-
-        name, _, raw = str(value("fidelity-tail")).partition("=")
-        if name not in KLD_PERCENTILES or not raw:
-            raise pytest.UsageError(
-                f"--slm-fidelity-tail must be <percentile>=<margin> with a percentile of {', '.join(KLD_PERCENTILES)}, got {value('fidelity-tail')!r}"
-            )
-        return name, parse("fidelity-tail", raw, float, 0.0)
-
-    def tolerances() -> dict[str, float]:
-        """`0.1` for every metric, or `prefill=0.1,decode=0.15`; unnamed families keep the default."""
-        parsed = {"*": DEFAULT_LATENCY_TOLERANCE}
-        for part in names("latency-tolerance") or ():
-            family, _, raw = part.rpartition("=")
-            if family and family not in LATENCY_FAMILIES:
-                raise pytest.UsageError(
-                    f"unknown latency metric {family!r} in --slm-latency-tolerance; known: {', '.join(LATENCY_FAMILIES)}"
-                )
-            parsed[family or "*"] = parse("latency-tolerance", raw, float, 0.0)
-        return parsed
-
-    def relative_gate() -> float | None:
-        fraction = number("relative-gate", float, 0.0, high=1.0)
-        if fraction == 0:  # a gate every run passes
-            raise pytest.UsageError("--slm-relative-gate must be above 0, got 0")
-        return fraction
-
-    def project_file(name: str, default: str, must_exist: bool = False) -> Path | None:
-        """The file the user named, else the default under the rootdir when it is there."""
-        given = value(name)
-        if given is None:
-            return rootdir / default if (rootdir / default).is_file() else None
-        path = rootdir / str(given)
-        if must_exist and not path.is_file():
-            raise pytest.UsageError(f"--slm-{name}: no file {path}")
-        return path
-
-    def project_dirs(defaults: tuple[str, ...]) -> tuple[Path, ...]:
-        return tuple(rootdir / d for d in defaults if (rootdir / d).is_dir() or (rootdir / d).is_symlink())
-
-    def task_dirs() -> tuple[Path, ...]:
-        """Named ones must exist; a link to nowhere (named or the default) is an error, not nothing."""
-        dirs = tuple(rootdir / p for p in names("task-paths") or ()) or project_dirs(DEFAULT_TASK_PATHS)
-        for path in dirs:
-            if not path.is_dir():
-                what = "a link to nowhere" if path.is_symlink() else "no such directory"
-                raise pytest.UsageError(f"--slm-task-paths: {path}: {what}")
-        return dirs
-
-    devices = names("devices")
-    for device in devices or ():
-        if device not in DEVICES:
-            raise pytest.UsageError(f"unknown device {device!r}; known devices: {', '.join(DEVICES)}")
-    quants = names("quants") or ("native",)
-    for quant in quants:
-        if quant not in QUANTS:
-            raise pytest.UsageError(f"unknown quant {quant!r}; known quants: {', '.join(QUANTS)}")
-    kv = names("kv-types") or (DEFAULT_KV_TYPE,)
-    for kv_type in kv:
-        if kv_type not in KV_TYPES:
-            raise pytest.UsageError(f"unknown KV cache type {kv_type!r}; known KV cache types: {', '.join(KV_TYPES)}")
+    """Parse and validate every row, command line over ini over default; any bad value is a
+    `pytest.UsageError` before anything loads."""
+    context = Context(Path(config.rootpath), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    given = {option.name: _given(config, option) for option in OPTIONS.values()}
     try:
-        task_names = names("tasks")
-        tasks = tuple(dict.fromkeys(TaskSpec.parse(t) for t in task_names)) if task_names else None
-    except ValueError as exc:
-        raise pytest.UsageError(f"--slm-tasks: {exc}") from None
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    alpha = number("alpha", float, 0.0)
-    if not 0 < alpha < 1:
-        raise pytest.UsageError(f"--slm-alpha must be between 0 and 1, got {alpha}")
+        fields = {option.field: option.parse(option.name, given[option.name], context) for option in OPTIONS.values()}
+    except OptionError as exc:
+        raise pytest.UsageError(str(exc)) from None
     parsed = SlmConfig(
-        rootdir=rootdir,
-        models=names("models"),
-        devices=devices,
-        quants=quants,
-        kv_types=kv,
-        tasks=tasks,
-        limit=number("limit", int, 1),
-        threads=number("threads", int, 1, default_threads(workers)),
-        baselines_dir=rootdir / str(value("baselines")),
-        registry_path=project_file("registry", DEFAULT_REGISTRY, must_exist=True),
-        task_paths=task_dirs(),
-        report_dir=rootdir / str(report) if (report := value("report")) else None,
-        cache_dir=rootdir / str(cache) if (cache := value("cache")) else default_cache_dir(),
-        eval_text=project_file("eval-text", DEFAULT_EVAL_TEXT) or BUILTIN_EVAL_TEXT,
-        depth_text=project_file("depth-text", DEFAULT_DEPTH_TEXT) or BUILTIN_DEPTH_TEXT,
-        eval_window=number("eval-window", int, 2),
-        parity_top1=number("parity-top1", float, 0.0, high=1.0),
-        parity_kld=number("parity-kld", float, 0.0),
-        formats_top1=number("formats-top1", float, 0.0, high=1.0),
-        formats_kld=number("formats-kld", float, 0.0),
-        prefill_lengths=lengths("prefill-lengths"),
-        decode_prompt=number("decode-prompt", int, 1),
-        decode_tokens=number("decode-tokens", int, 1),
-        depths=tuple(sorted({parse("depths", part, int, 0) for part in names("depths") or ("0",)})),
-        repeats=number("repeats", int, 1),
-        cooldown=number("cooldown", float, 0.0),
-        latency_tolerances=tolerances(),
-        latency_k=number("latency-k", float, 0.0),
-        kv_contexts=lengths("kv-contexts"),
-        memory_tolerance=number("memory-tolerance", float, 0.0),
-        fidelity_margin=number("fidelity-margin", float, 0.0),
-        fidelity_tail=tail(),
-        kld_ceilings=per_quant("kld-ceiling"),
-        alpha=alpha,
-        min_drop_points=number("min-drop", float, 0.0),
-        detect_drop_points=None
-        if str(value("detect-drop")).lower() == "off"
-        else number("detect-drop", float, 0.0, high=100.0),
-        noise_ceiling=number("noise-ceiling", float, 0.0),
-        update=flag("update_baselines"),
-        strict=flag("slm_strict") or bool(os.environ.get("CI")),
-        first_run=flag("slm_first_run"),
-        allow_task_change=flag("slm_allow_task_change"),
-        update_partial=flag("slm_update_partial"),
-        worker_count=workers,
-        relative_gate=relative_gate(),
-        history_path=None if str(history := value("history") or "off").lower() == "off" else rootdir / str(history),
-        busy=None if str(value("busy")).lower() == "off" else number("busy", float, 0.0, high=1.0),
-        busy_wait=number("busy-wait", float, 0.0),
+        rootdir=context.rootdir,
+        worker_count=context.workers,
+        item_threads=fields["threads"] if given["slm-threads"] is not None else default_threads(_xdist_workers(config)),
+        **fields,
     )
     _check_context(parsed)
     _say_overrides(config, parsed)
     return parsed
+
+
+def _given(config: pytest.Config, option: Option) -> Raw:
+    """The command line's value, else the ini file's (its default when unset), else None."""
+    cli = config.getoption(option.dest)
+    if option.is_flag:
+        return bool(cli or config.getini(option.dest))
+    if cli is not None:
+        return cli  # type: ignore[no-any-return]
+    ini = config.getini(option.dest)
+    return ini if ini not in ("", []) else None
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """The workers `-n` starts, as the controller sees them (a worker reads its count from xdist)."""
+    workers = getattr(config.option, "numprocesses", None)
+    return workers if isinstance(workers, int) and workers > 0 else 1
 
 
 def default_threads(workers: int) -> int:

@@ -126,8 +126,8 @@ def test_damage_at_half_a_percent_of_positions_fails_the_tail_gate_while_the_mea
     ]
     after = compare(zip(reference, broken, chunks))
 
-    tail, _, tail_margin = OPTIONS["fidelity-tail"][2].partition("=")
-    margin = float(OPTIONS["fidelity-margin"][2])
+    tail, _, tail_margin = OPTIONS["slm-fidelity-tail"].default.partition("=")
+    margin = float(OPTIONS["slm-fidelity-margin"].default)
     assert abs(after.mean_kld / baseline.mean_kld - 1) < margin  # the mean barely moves
     record = {**asdict(baseline), "schema_version": SCHEMA_VERSION}
 

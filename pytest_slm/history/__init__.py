@@ -35,7 +35,7 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
     from ..provenance import system
     from ..runtime import fingerprint, runtime_build
 
-    threads = item_threads(config, slm.config.threads)
+    threads = slm.config.item_threads
     run = record.build(
         results,
         slm.outcomes(),
@@ -59,26 +59,6 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
     )
 
 
-def item_threads(config: pytest.Config, threads: int) -> int:
-    """The threads the items ran with: on the controller `--slm-threads`' default is computed for
-    one process, while each xdist worker divided the cores among the workers."""
-    if config.getoption("slm_threads") or config.getini("slm_threads"):
-        return threads
-    from ..options import default_threads
-
-    workers = getattr(config.option, "numprocesses", None)
-    return default_threads(workers if isinstance(workers, int) and workers > 0 else 1)
-
-
 def settings(config: Any) -> dict[str, Any]:
     """The thresholds the items judged with, so `compare` judges two runs alike."""
-    return {
-        "alpha": config.alpha,
-        "min_drop_points": config.min_drop_points,
-        "latency_tolerances": dict(config.latency_tolerances),
-        "latency_k": config.latency_k,
-        "repeats": config.repeats,
-        "memory_tolerance": config.memory_tolerance,
-        "limit": config.limit,
-        "threads": config.threads,
-    }
+    return config.settings("history")  # type: ignore[no-any-return]
