@@ -1,5 +1,5 @@
 """Where the busy gate's threshold comes from: the competition (other processes' share of our CPUs'
-time, steal included, `pytest_slm.busy`) measured while this process sleeps and while it decodes,
+time, steal included, `pytest_slm.measure.busy`) measured while this process sleeps and while it decodes,
 with nothing started by us and with one CPU-bound competitor (`python -c "while True: pass"`), and
 the decode speed in each case.
 
@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from pytest_slm import busy
 from pytest_slm.backends import backend
 from pytest_slm.backends.base import LoadRequest
-from pytest_slm.registry import select_models
-from pytest_slm.runtime import measure_decode
+from pytest_slm.measure.machine import measure_decode
+from pytest_slm.models.registry import select_models
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
-from pytest_slm.registry import resolve_source
+from pytest_slm.models.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 

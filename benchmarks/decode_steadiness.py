@@ -51,8 +51,8 @@ SCHEMES = {
 def one_run() -> dict[str, dict[str, float]]:
     from pytest_slm.backends import backend
     from pytest_slm.backends.base import LoadRequest
-    from pytest_slm.registry import select_models
-    from pytest_slm.runtime import measure_decode
+    from pytest_slm.measure.machine import measure_decode
+    from pytest_slm.models.registry import select_models
 
     entry = select_models(ROOT / "suites" / "models.toml", ["smollm2-135m"])["smollm2-135m"]
     text = (ROOT / "suites" / "eval" / "text.txt").read_text()

@@ -20,9 +20,9 @@ from tabulate import tabulate
 
 from pytest_slm.backends.base import LoadRequest, default_cache_dir
 from pytest_slm.backends.llamacpp import backend as llamacpp
-from pytest_slm.fidelity import Fidelity, compare, top_k, windows
-from pytest_slm.reference_cache import TOP_K
-from pytest_slm.registry import load_registry
+from pytest_slm.measure.divergence import Fidelity, compare, top_k, windows
+from pytest_slm.measure.reference import TOP_K
+from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 STATISTICS = (

@@ -31,8 +31,8 @@ from tabulate import tabulate
 
 from pytest_slm.backends.base import CONTEXT_LENGTH, LoadRequest, default_cache_dir
 from pytest_slm.backends.llamacpp import backend as llamacpp
-from pytest_slm.fidelity import compare, depth_windows
-from pytest_slm.registry import load_registry
+from pytest_slm.measure.divergence import compare, depth_windows
+from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 Layout = list[tuple[str, int, list[int], list[list[int]]]]  # (layout, depth, context, windows)

@@ -19,7 +19,7 @@ from windows import ROOT, model_and_text, window_logits
 
 from pytest_slm.backends import llamacpp, mlx
 from pytest_slm.backends.base import LoadRequest, default_cache_dir
-from pytest_slm.fidelity import compare
+from pytest_slm.measure.divergence import compare
 
 LLAMA_QUANTS = ("native", "q8_0", "q4_k_m", "q4_0")
 MLX_QUANTS = ("native", "mlx-q8", "mlx-q4")

@@ -34,11 +34,11 @@ from tabulate import tabulate
 
 from pytest_slm.backends.base import LoadRequest
 from pytest_slm.backends.llamacpp import backend as llamacpp
-from pytest_slm.bridge import SlmLM
 from pytest_slm.matrix import Case
-from pytest_slm.model import SlmModel
-from pytest_slm.registry import load_registry
-from pytest_slm.tasks import TaskCatalog
+from pytest_slm.models.handle import SlmModel
+from pytest_slm.models.registry import load_registry
+from pytest_slm.tasks.bridge import SlmLM
+from pytest_slm.tasks.catalog import TaskCatalog
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", DISABLE_MULTIPROC="1", TOKENIZERS_PARALLELISM="false")

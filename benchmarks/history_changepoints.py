@@ -39,8 +39,8 @@ def one_run(threads: int, new_tokens: int) -> dict[str, float]:
     """One run as the decode item measures it, in a process of its own as each pytest run is."""
     from pytest_slm.backends import backend
     from pytest_slm.backends.base import LoadRequest
-    from pytest_slm.registry import select_models
-    from pytest_slm.runtime import measure_decode
+    from pytest_slm.measure.machine import measure_decode
+    from pytest_slm.models.registry import select_models
 
     entry = select_models(ROOT / "suites" / "models.toml", ["smollm2-135m"])["smollm2-135m"]
     model = backend("llamacpp").load(LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", threads))

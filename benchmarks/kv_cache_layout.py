@@ -1,5 +1,5 @@
 """The KV cache per layer, predicted and real: for each model, the memory item's expected bytes per
-token (pytest_slm/kv_layout.py, from the GGUF's metadata) beside what llama.cpp stores per token
+token (pytest_slm/backends/kv_layout.py, from the GGUF's metadata) beside what llama.cpp stores per token
 (its sequence state), and the KV-at-context figure beside what llama.cpp allocates for one
 sequence at that context (its own log line per cache, sliding-window cache not full-size) and what
 it keeps for the sequence once the context is past the window.
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_slm.backends.base import LoadRequest, default_cache_dir
 from pytest_slm.backends.llamacpp import backend
-from pytest_slm.registry import load_registries
+from pytest_slm.models.registry import load_registries
 
 UBATCH = 512
 KV_SIZE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB")

@@ -14,7 +14,7 @@ from windows import model_and_text, parse_arguments, window_logits
 
 from pytest_slm.backends.base import LoadRequest
 from pytest_slm.backends.llamacpp.backend import LlamaCppModel
-from pytest_slm.fidelity import compare
+from pytest_slm.measure.divergence import compare
 
 PROBE_TOKENS = 512  # what the memory item's stored figure is measured after: bytes per token of the second half
 

@@ -39,7 +39,7 @@ def measure(backend_name: str, kernel: str, threads: int) -> dict[str, float | s
     from pytest_slm.backends import llamacpp
     from pytest_slm.backends.base import LoadRequest
     from pytest_slm.backends.mlx import blas as mlx_blas
-    from pytest_slm.registry import load_registry
+    from pytest_slm.models.registry import load_registry
 
     blas = mlx_blas.route_to_openblas() if backend_name == "mlx" else "-"
     if kernel == "quantized":

@@ -19,7 +19,7 @@ from windows import model_and_text, parse_arguments, window_logits
 
 from pytest_slm.backends import llamacpp, mlx
 from pytest_slm.backends.base import LoadRequest
-from pytest_slm.fidelity import compare
+from pytest_slm.measure.divergence import compare
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from pytest_slm.registry import load_registry
+from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Question: What sound does a cow make?\nAnswer: moo"

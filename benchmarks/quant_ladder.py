@@ -20,7 +20,7 @@ from windows import model_and_text, parse_arguments, window_logits
 from pytest_slm.backends import llamacpp
 from pytest_slm.backends.base import LoadRequest, default_cache_dir
 from pytest_slm.backends.llamacpp.quantize import LLAMA_FTYPES, derived_gguf
-from pytest_slm.fidelity import compare
+from pytest_slm.measure.divergence import compare
 
 
 def tensor_types(path: Path) -> str:

@@ -1,5 +1,5 @@
 """What keeping only the top k of the reference's distribution per position (the reference cache,
-pytest_slm/reference_cache.py) moves the fidelity figures by, against the full float32 logits,
+pytest_slm/measure/reference.py) moves the fidelity figures by, against the full float32 logits,
 and how large the cached file is for each k:
 
     .venv/bin/python benchmarks/reference_cache_truncation.py [--quants q8_0 q2_k] [--k 32 64 128 256 1024]
@@ -16,8 +16,8 @@ from tabulate import tabulate
 
 from pytest_slm.backends.base import LoadRequest, default_cache_dir
 from pytest_slm.backends.llamacpp import backend as llamacpp
-from pytest_slm.fidelity import compare, positions, top_k, windows
-from pytest_slm.registry import load_registry
+from pytest_slm.measure.divergence import compare, positions, top_k, windows
+from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_slm.fidelity import windows
-from pytest_slm.registry import load_registry
+from pytest_slm.measure.divergence import windows
+from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,19 +10,17 @@ import pytest
 
 from .backends import backend
 from .backends.base import DEFAULT_KV_TYPE, BackendError, Unsupported
-from .busy import During, machine_state, wait_until_quiet
 from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
 from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySettings
 from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
-from .energy import Metered, meter_for
-from .fidelity import Fidelity
-from .load_time import mapped_model_files, measure_load, model_files
 from .matrix import FORMATS, Case, ParityCase
-from .model import SlmModel
-from .registry import RegistryError
-from .runtime import (
+from .measure.busy import During, machine_state, wait_until_quiet
+from .measure.cold_load import mapped_model_files, measure_load, model_files
+from .measure.divergence import Fidelity
+from .measure.energy import Metered, meter_for
+from .measure.machine import (
     Fingerprint,
     MemoryUse,
     Timing,
@@ -32,8 +30,10 @@ from .runtime import (
     measure_memory,
     measure_prefill,
 )
+from .models.errors import RegistryError
+from .models.handle import SlmModel
 from .session import SlmSession
-from .tasks import AccuracyResult, TaskError
+from .tasks.catalog import AccuracyResult, TaskError
 
 T = TypeVar("T")
 
@@ -154,7 +154,7 @@ class Runtime:
 
     def load(self, case: Case) -> None:
         """Cold and warm load time, and the time to the first token after --slm-decode-prompt tokens
-        from a cold start (load_time.py), with loads of its own. The session's loaded model is closed
+        from a cold start (measure/cold_load.py), with loads of its own. The session's loaded model is closed
         first (the next item loads it again): a file this process maps cannot be evicted."""
         __tracebackhide__ = True
         session, config = self._session, self._session.config

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .backends.base import DEFAULT_KV_TYPE
 
 if TYPE_CHECKING:
-    from .registry import ModelEntry
+    from .models.registry import ModelEntry
 
 
 @dataclass(frozen=True, order=True)

@@ -166,7 +166,7 @@ def per_quant(name: str, raw: Raw, context: Context) -> dict[str, float]:
 
 
 def tail(name: str, raw: Raw, context: Context) -> tuple[str, float]:
-    from .fidelity import KLD_PERCENTILES
+    from .measure.divergence import KLD_PERCENTILES
 
     percentile, _, margin = str(raw).partition("=")
     if percentile not in KLD_PERCENTILES or not margin:
@@ -703,8 +703,9 @@ def _check_context(parsed: SlmConfig) -> None:
 def _say_overrides(config: pytest.Config, parsed: SlmConfig) -> None:
     """A project's registry or task that replaces a built-in one by name is said in the run's
     warnings summary (an unreadable file is left to the start-up check, which names it)."""
-    from .registry import RegistryError, load_registries
-    from .tasks import TaskCatalog, TaskError
+    from .models.errors import RegistryError
+    from .models.registry import load_registries
+    from .tasks.catalog import TaskCatalog, TaskError
 
     try:
         notes = load_registries(parsed.registry_path)[1] + TaskCatalog(parsed.task_paths).overrides()

@@ -13,7 +13,7 @@ from . import history, report
 from .checks.core import unjudged
 from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
 from .matrix import Case, ParityCase, TaskSpec
-from .model import SlmModel
+from .models.handle import SlmModel
 from .options import add_options, read_config
 from .report.outcomes import Outcomes, colour, rollup
 from .session import SlmSession

@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 
 import pytest
 
-from . import reference_cache
 from .backends import backend, kv_types
 from .backends.artifacts import content_digest
 from .backends.base import CONTEXT_LENGTH, DEFAULT_KV_TYPE, BackendError, DeviceStatus, LoadRequest, Unsupported
@@ -22,19 +21,21 @@ from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy, fail
 from .checks.fidelity import FidelityRow, ParityRow
 from .checks.runtime import LatencyRow, MemoryRow
-from .fidelity import Fidelity, Reference, compare, depth_windows, windows
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
-from .model import SlmModel
+from .measure import reference
+from .measure.divergence import Fidelity, Reference, compare, depth_windows, windows
+from .measure.machine import runtime_build
+from .models.errors import RegistryError
+from .models.handle import SlmModel
+from .models.registry import ModelEntry, select_models, shown
 from .options import DEVICES, SlmConfig
 from .provenance import Change, counted, system, version
-from .registry import ModelEntry, RegistryError, select_models, shown
-from .runtime import runtime_build
 from .stats import PairedComparison, compare_outcomes
 from .store.atomic import sweep_stale_temporaries
 from .store.baselines import BaselineStore, writable_dir_problem
 from .store.migrate import COMMAND as MIGRATE_COMMAND
 from .store.migrate import legacy_records
-from .tasks import AccuracyResult, TaskCatalog, TaskError, evaluate
+from .tasks.catalog import AccuracyResult, TaskCatalog, TaskError, evaluate
 
 ROW_TYPES = {row.SECTION: row for row in (AccuracyRow, ParityRow, FidelityRow, LatencyRow, MemoryRow)}
 
@@ -356,7 +357,7 @@ class SlmSession:
         shown = case.model_id + (f" at depth {depth}" if depth else "")
         is_reference = case.quant == REFERENCE_QUANT and case.kv == DEFAULT_KV_TYPE  # the f32 reference, cached on disk
         stored_at = self._reference_cache_path(case, depth) if is_reference else None
-        if stored_at is not None and (stored := reference_cache.load(stored_at)) is not None:
+        if stored_at is not None and (stored := reference.load(stored_at)) is not None:
             self.progress(f"fidelity reference {shown}: reused from the cache ({self._shown(stored_at)})")
             self._reference_logits[case.model_id, depth] = stored.tokens, list(stored.windows)
             return self._reference_logits[case.model_id, depth]
@@ -371,10 +372,10 @@ class SlmSession:
             logits = [backend_model.logits(chunk) for chunk in chunks]
         measured: tuple[list[int], list[Reference]] = tokens, list(logits)
         if stored_at is not None:
-            kept = reference_cache.keep(tokens, chunks, logits)
+            kept = reference.keep(tokens, chunks, logits)
             measured = tokens, list(kept.windows)  # the figures every later run, reading the file, computes
             try:
-                reference_cache.save(stored_at, kept)
+                reference.save(stored_at, kept)
             except OSError as exc:
                 self.progress(f"fidelity reference {shown}: cannot cache it in {self._shown(stored_at)}: {exc}")
             else:
@@ -408,7 +409,7 @@ class SlmSession:
     def _reference_cache_path(self, case: Case, depth: int) -> Path | None:
         """Where the reference's logits on the text are kept between runs: named by the content of
         the GGUF its float32 copy is made from, the quant, the runtime's version, the text, the
-        window and the depth (see reference_cache.py)."""
+        window and the depth (see reference.py)."""
         try:
             gguf = self.models[case.model].gguf_path(self.config.cache_dir)
         except RegistryError:
@@ -418,8 +419,8 @@ class SlmSession:
         digest = f"{content_digest(gguf)}:{case.quant}"
         runtime = version(backend(case.backend).PACKAGE)
         text = self.depth_text if depth else self.eval_text
-        key = reference_cache.cache_key(digest, runtime, text, self.config.eval_window, depth)
-        return reference_cache.path_for(self.config.cache_dir, case.model, key)
+        key = reference.cache_key(digest, runtime, text, self.config.eval_window, depth)
+        return reference.path_for(self.config.cache_dir, case.model, key)
 
     def reference_of(self, case: Case) -> Case:
         """The case a fidelity item of `case` is measured against (see matrix.fidelity_reference)."""

@@ -3,9 +3,9 @@ tests of the history store and of the report's trend plots."""
 
 import uuid
 
-from pytest_slm.history.store import Measure, RunRecord
+from pytest_slm.history.database import Measure, RunRecord
 from pytest_slm.store.baselines import SCHEMA_VERSION
-from pytest_slm.tasks import TASK_PARTS
+from pytest_slm.tasks.catalog import TASK_PARTS
 
 
 def baseline_record(accuracy=0.5, date="2026-11-22", **changes):

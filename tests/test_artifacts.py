@@ -19,7 +19,7 @@ import pytest
 from pytest_slm.backends import artifacts
 from pytest_slm.backends.base import BackendError
 from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
-from pytest_slm.registry import resolve_source
+from pytest_slm.models.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 3

@@ -17,7 +17,7 @@ import pytest
 from pytest_slm import backends, options
 from pytest_slm.backends import GROUP, all_devices, all_quants, backend, backend_names
 from pytest_slm.backends.base import Backend
-from pytest_slm.runtime import fingerprint, runtime_build
+from pytest_slm.measure.machine import fingerprint, runtime_build
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES = ("mlx", "mlx_lm", "llama_cpp", "lm_eval")

@@ -132,7 +132,7 @@ def _gguf_copies(*names: str):
     """Copies of the first bytes of the embedded GGUF (the magic is all start-up reads)."""
 
     def make(path: Path) -> list[str]:
-        from pytest_slm.registry import resolve_source
+        from pytest_slm.models.registry import resolve_source
 
         head = resolve_source(EMBEDDED, ROOT).open("rb").read(1024)
         made = []

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_slm.busy import Competition, competition, cpu_times, machine_state, our_cpus
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
 from pytest_slm.matrix import Case
-from pytest_slm.runtime import Fingerprint, Timing
+from pytest_slm.measure.busy import Competition, competition, cpu_times, machine_state, our_cpus
+from pytest_slm.measure.machine import Fingerprint, Timing
 
 
 def fake_proc(root: Path, user: int, steal: int, idle: int, own: int) -> Path:

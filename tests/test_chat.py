@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_slm import chat
-from pytest_slm.registry import load_registry
+from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"tokenizer.chat_template"

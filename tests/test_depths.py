@@ -8,7 +8,7 @@ import pytest
 from pytest_slm import runtime
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
 from pytest_slm.matrix import Case
-from pytest_slm.runtime import Fingerprint, Timing, at_depth, depth_metric, metric_depth
+from pytest_slm.measure.machine import Fingerprint, Timing, at_depth, depth_metric, metric_depth
 
 FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64")
 

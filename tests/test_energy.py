@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_slm.energy import EnergyReading, Metered, RaplMeter, rapl
+from pytest_slm.measure.energy import EnergyReading, Metered, RaplMeter, rapl
 
 
 def zone(root: Path, name: str, energy_uj: int, top: int) -> Path:

@@ -18,8 +18,8 @@ from pytest_slm import reference_cache
 from pytest_slm.checks import validate_record
 from pytest_slm.checks.core import RecordError, envelope, validate
 from pytest_slm.checks.fidelity import FidelityCheck, FidelityGate, validate_fidelity
-from pytest_slm.fidelity import DEPTH_WINDOWS, Positions, depth_windows, summarize
 from pytest_slm.matrix import Case
+from pytest_slm.measure.divergence import DEPTH_WINDOWS, Positions, depth_windows, summarize
 from pytest_slm.options import BUILTIN_DEPTH_TEXT, DEFAULT_DEPTH_TEXT
 from pytest_slm.report.tables import fidelity as fidelity_table
 from pytest_slm.store.baselines import BaselineError

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
-from pytest_slm.fidelity import Fidelity
+from pytest_slm.measure.divergence import Fidelity
 
 FIGURES = [field.name for field in fields(Fidelity) if field.name != "tokens"]  # every statistic, swapped whole
 

@@ -1,4 +1,4 @@
-"""The fidelity statistics (pytest_slm/fidelity.py) on known values, the top-k reference against
+"""The fidelity statistics (pytest_slm/measure/divergence.py) on known values, the top-k reference against
 the full one, and the tail gate on real distributions with damage at 0.5% of positions."""
 
 from __future__ import annotations
@@ -13,10 +13,19 @@ import pytest
 
 from pytest_slm.checks.core import RecordError
 from pytest_slm.checks.fidelity import SCHEMA_2_FIELDS, FidelityCheck, FidelityGate, validate_distributions
-from pytest_slm.fidelity import Positions, compare, log_softmax, positions, summarize, top_k, wilson_interval, windows
 from pytest_slm.matrix import Case
+from pytest_slm.measure.divergence import (
+    Positions,
+    compare,
+    log_softmax,
+    positions,
+    summarize,
+    top_k,
+    wilson_interval,
+    windows,
+)
+from pytest_slm.measure.reference import TOP_K
 from pytest_slm.options import OPTIONS
-from pytest_slm.reference_cache import TOP_K
 from pytest_slm.store.baselines import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +87,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[np.ndarray]
     pytest.importorskip("llama_cpp")
     from pytest_slm.backends.base import LoadRequest
     from pytest_slm.backends.llamacpp.backend import load
-    from pytest_slm.registry import resolve_source
+    from pytest_slm.models.registry import resolve_source
 
     gguf = resolve_source(EMBEDDED, tmp_path_factory.getbasetemp())
     text = (ROOT / "suites" / "eval" / "text.txt").read_text()

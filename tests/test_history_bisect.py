@@ -11,10 +11,10 @@ from dataclasses import asdict
 
 import pytest
 
-from pytest_slm.history import store
+from pytest_slm.history import database
+from pytest_slm.history.database import Measure, RunRecord
 from pytest_slm.history.record import versions
-from pytest_slm.history.store import Measure, RunRecord
-from pytest_slm.runtime import Fingerprint, fingerprint
+from pytest_slm.measure.machine import Fingerprint, fingerprint
 
 ITEM = "smollm2-135m-llamacpp-cpu-native"  # the embedded model's one case on llama.cpp's CPU device
 
@@ -109,7 +109,9 @@ def test_stored_runs_of_the_items_on_this_machine_are_reused_instead_of_running(
     repo, commits = slm_history
     path = repo / ".pytest-slm" / "history.sqlite"
     for index in range(1, 5):
-        store.append(path, stored_run(commits[index], "FAIL" if index >= 2 else "pass", fingerprint("llamacpp-cpu", 2)))
+        database.append(
+            path, stored_run(commits[index], "FAIL" if index >= 2 else "pass", fingerprint("llamacpp-cpu", 2))
+        )
     done = bisect(repo, "--good", commits[0], "--bad", "main", "--", "-q", "-p", "no:cacheprovider")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
@@ -125,7 +127,7 @@ def test_stored_runs_from_another_machine_are_not_reused(slm_history):
     path = repo / "elsewhere.sqlite"
     other = Fingerprint(**{**asdict(fingerprint("llamacpp-cpu", 2)), "cpu": "Another CPU"})
     for index in range(1, 5):
-        store.append(path, stored_run(commits[index], "FAIL" if index >= 2 else "pass", other))
+        database.append(path, stored_run(commits[index], "FAIL" if index >= 2 else "pass", other))
     done = bisect(
         repo,
         "--good",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from records import make_run
 
-from pytest_slm.__main__ import main
-from pytest_slm.history import llamabench, store
-from pytest_slm.history.store import HistoryError
+from pytest_slm.cli.main import main
+from pytest_slm.history import database, llamabench
+from pytest_slm.history.database import HistoryError
 
 DATA = Path(__file__).parent / "data"
 OLD, NEW = DATA / "llama-bench-b4000-old.sql", DATA / "llama-bench-b7100.sql"
@@ -57,7 +57,7 @@ def test_pp_and_tg_rows_become_prefill_and_decode_series_and_pp_tg_is_said(capsy
 
 def test_builds_in_both_shapes_make_one_series_across_builds_and_importing_twice_adds_nothing(capsys, tmp_path):
     path = tmp_path / "history.sqlite"
-    store.append(path, make_run("2026-11-21"))  # pytest-slm's own run in the same store
+    database.append(path, make_run("2026-11-21"))  # pytest-slm's own run in the same store
     args = ["import-llama-bench", str(OLD), str(NEW), "--into", str(path), "--os", "Linux x86_64"]
     assert main(args) == 0
     before = {
@@ -118,7 +118,7 @@ def test_a_file_that_is_not_llama_bench_output_is_one_line_and_changes_nothing(
 ):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "history.sqlite"
-    store.append(path, make_run("2026-11-21"))
+    database.append(path, make_run("2026-11-21"))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     bad = tmp_path / "bad.sql"
     bad.write_text(text)

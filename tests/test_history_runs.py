@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 import pytest
 from projects import shipped_project
 
-from pytest_slm.history import store
+from pytest_slm.history import database
 from pytest_slm.history.changepoint import find_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,13 +85,13 @@ def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):
     path = project.path / "newer.sqlite"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE runs (x)")
-        db.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+        db.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION + 1}")
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     result = project.runpytest_subprocess("--slm-history=newer.sqlite")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            f"ERROR: --slm-history: history store */newer.sqlite has schema version {store.SCHEMA_VERSION + 1}, newer than*"
+            f"ERROR: --slm-history: history store */newer.sqlite has schema version {database.SCHEMA_VERSION + 1}, newer than*"
         ]
     )
     assert "Traceback" not in result.stderr.str()

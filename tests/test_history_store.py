@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from records import make_run
 
-from pytest_slm.__main__ import main
-from pytest_slm.history import store
+from pytest_slm.cli.main import main
+from pytest_slm.history import database
 from pytest_slm.history.changepoint import accuracy_steps, find_steps
 from pytest_slm.history.compare import compare_runs
-from pytest_slm.history.store import HistoryError
+from pytest_slm.history.database import HistoryError
 from pytest_slm.stats import compare_outcomes
 
 
@@ -27,27 +27,29 @@ def count(path: Path, table: str) -> int:
 def test_a_run_round_trips_with_its_schema_version_and_wal(tmp_path):
     path = tmp_path / "h.sqlite"
     run = make_run("2026-01-01T00:00:00+00:00")
-    store.append(path, run)
+    database.append(path, run)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+        assert db.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with store.connect(path, write=False) as db:
-        assert store.read_run(db, run.run_id) == run
+    with database.connect(path, write=False) as db:
+        assert database.read_run(db, run.run_id) == run
 
 
 def test_a_newer_schema_is_refused_in_one_line_and_never_altered(tmp_path):
     path = tmp_path / "newer.sqlite"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE runs (x)")
-        db.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+        db.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION + 1}")
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(HistoryError) as refused:
-        store.append(path, make_run("2026-01-01"))
-    assert "\n" not in str(refused.value) and f"schema version {store.SCHEMA_VERSION + 1}, newer" in str(refused.value)
+        database.append(path, make_run("2026-01-01"))
+    assert "\n" not in str(refused.value) and f"schema version {database.SCHEMA_VERSION + 1}, newer" in str(
+        refused.value
+    )
     with pytest.raises(HistoryError):
-        store.merge([path], tmp_path / "into.sqlite")
+        database.merge([path], tmp_path / "into.sqlite")
     with pytest.raises(HistoryError):
-        store.merge([tmp_path / "into.sqlite"], path)
+        database.merge([tmp_path / "into.sqlite"], path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["newer.sqlite"]  # no -wal, no -shm: not opened for writing
 
@@ -55,13 +57,13 @@ def test_a_newer_schema_is_refused_in_one_line_and_never_altered(tmp_path):
 def test_a_file_that_is_not_a_store_is_one_line(tmp_path):
     path = tmp_path / "h.sqlite"
     path.write_text("not sqlite at all, but long enough to have a header" * 10)
-    problem = store.version_problem(path)
+    problem = database.version_problem(path)
     assert problem is not None and "is not a pytest-slm SQLite store" in problem
 
 
 def _append_many(path: str, runs: int) -> None:
     for index in range(runs):
-        store.append(Path(path), make_run(f"2026-01-01T00:00:{index:02d}"))
+        database.append(Path(path), make_run(f"2026-01-01T00:00:{index:02d}"))
 
 
 def test_parallel_writers_lose_no_run(tmp_path):
@@ -80,9 +82,9 @@ def test_parallel_writers_lose_no_run(tmp_path):
 def test_merging_twice_adds_nothing(tmp_path, capsys):
     first, second, into = tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / "all.sqlite"
     for index in range(3):
-        store.append(first, make_run(f"2026-01-0{index + 1}"))
+        database.append(first, make_run(f"2026-01-0{index + 1}"))
     for index in range(2):
-        store.append(second, make_run(f"2026-02-0{index + 1}"))
+        database.append(second, make_run(f"2026-02-0{index + 1}"))
     assert main(["merge-history", str(first), str(second), "--into", str(into)]) == 0
     assert "5 run(s) added, 0 already there" in capsys.readouterr().out
     tables = ("runs", "measures", "rows", "outcomes", "fingerprints")
@@ -91,7 +93,7 @@ def test_merging_twice_adds_nothing(tmp_path, capsys):
     assert main(["merge-history", str(first), str(second), "--into", str(into)]) == 0
     assert "0 run(s) added, 5 already there" in capsys.readouterr().out
     assert {t: count(into, t) for t in tables} == after_once
-    store.merge([into], first)  # a runner merging the whole history back gets the other runner's runs only
+    database.merge([into], first)  # a runner merging the whole history back gets the other runner's runs only
     assert count(first, "runs") == 5
 
 
@@ -139,8 +141,8 @@ def test_the_cli_names_runs_by_id_commit_or_date(tmp_path, capsys):
         make_run("2026-01-01T10:00:00", commit="aaaa1111"),
         make_run("2026-01-02T10:00:00", decode=70.0, commit="bbbb2222"),
     )
-    store.append(path, first)
-    store.append(path, second)
+    database.append(path, first)
+    database.append(path, second)
     assert main(["compare", first.run_id[:8], "bbbb2222", "--store", str(path)]) == 1
     out = capsys.readouterr().out
     assert "decode" in out and "FAIL" in out and "1 regression(s)" in out

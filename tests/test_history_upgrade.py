@@ -11,11 +11,11 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from pytest_slm.__main__ import main
-from pytest_slm.history import changes, record, store, trends
+from pytest_slm.cli.main import main
+from pytest_slm.history import changes, database, record, trends
 from pytest_slm.history.compare import compare_runs
-from pytest_slm.history.store import Measure, RunRecord
-from pytest_slm.runtime import Fingerprint
+from pytest_slm.history.database import Measure, RunRecord
+from pytest_slm.measure.machine import Fingerprint
 
 MACHINE = Fingerprint(cpu="Example CPU", threads=2, accelerator="none", os="Linux x86_64")
 ITEM = "m-llamacpp-cpu-native"
@@ -72,7 +72,7 @@ def run_on(index: int, llama: str, *, os_release: str = "Linux 6.8.0", old_style
 def schema_1_store(path: Path, runs: list[RunRecord]) -> None:
     """A store as pytest-slm wrote it before schema 2: no provenance column."""
     with sqlite3.connect(path) as db:
-        for statement in store.MIGRATIONS[0]:
+        for statement in database.MIGRATIONS[0]:
             db.execute(statement)
         db.execute("PRAGMA user_version = 1")
         for run in runs:
@@ -115,7 +115,7 @@ def schema_1_store(path: Path, runs: list[RunRecord]) -> None:
 
 
 def decode_series(path: Path) -> list[trends.Series]:
-    with store.connect(path, write=False) as db:
+    with database.connect(path, write=False) as db:
         return [one for one in trends.analyse(db) if one.metric == "decode"]
 
 
@@ -123,7 +123,7 @@ def test_a_runtime_upgrade_is_one_series_whose_step_lands_on_it_and_names_it(tmp
     path = tmp_path / "h.sqlite"
     runs = [run_on(index, llama) for index, llama in enumerate(VERSIONS)]
     for run in runs:
-        store.append(path, run)
+        database.append(path, run)
     [series] = decode_series(path)  # one series, not one per runtime version
     assert series.fingerprint == MACHINE.slug and len(series.runs) == 6
     [step] = series.steps
@@ -155,9 +155,9 @@ def test_runs_stored_with_the_runtime_in_their_fingerprint_join_the_hardware_ser
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     for index in range(2, 6):
-        store.append(path, run_on(index, VERSIONS[index]))  # this pytest-slm, same machine
+        database.append(path, run_on(index, VERSIONS[index]))  # this pytest-slm, same machine
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION == 2
         assert db.execute("SELECT count(*) FROM runs WHERE provenance IS NULL").fetchone()[0] == 2
         assert db.execute("SELECT count(*) FROM fingerprints").fetchone()[0] == 2  # the old row is kept as written
 
@@ -167,8 +167,8 @@ def test_runs_stored_with_the_runtime_in_their_fingerprint_join_the_hardware_ser
     # the old runs' runtime, read back from their fingerprint, is what changed at run 3
     assert step.index == 2 and series.changed_at(step) == ["llama-cpp-python 0.3.36 → 0.3.40"]
 
-    with store.connect(path, write=False) as db:
-        second = store.read_run(db, old[1].run_id)
+    with database.connect(path, write=False) as db:
+        second = database.read_run(db, old[1].run_id)
     assert second.measures[1].fingerprint == MACHINE.slug and second.fingerprints == {MACHINE.slug: asdict(MACHINE)}
     assert second.provenance == {
         "llama_cpp_python": "0.3.36",
@@ -193,7 +193,7 @@ def test_compare_says_what_changed_between_the_runs_before_its_rows(tmp_path, ca
     before, after = run_on(0, "0.3.36", os_release="Linux 6.1.0"), run_on(1, "0.3.40", os_release="Linux 6.8.0")
     same = run_on(1, "0.3.40", os_release="Linux 6.8.0")  # as fast as `after`
     for run in (before, after, same):
-        store.append(path, run)
+        database.append(path, run)
     assert main(["compare", before.run_id, after.run_id, "--store", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert (
@@ -257,6 +257,6 @@ def test_a_run_records_its_provenance_and_its_hardware_slug(tmp_path):
     assert run.provenance["pytest_slm"] == run.pytest_slm and "pytest-slm" not in run.versions
     assert run.provenance["pytest"] == run.versions["pytest"]
     path = tmp_path / "h.sqlite"
-    store.append(path, run)
-    with store.connect(path, write=False) as db:
-        assert store.read_run(db, run.run_id) == run
+    database.append(path, run)
+    with database.connect(path, write=False) as db:
+        assert database.read_run(db, run.run_id) == run

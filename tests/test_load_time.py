@@ -9,9 +9,9 @@ import mmap
 import os
 
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
-from pytest_slm.load_time import evict, mapped_model_files, resident
 from pytest_slm.matrix import Case
-from pytest_slm.runtime import Fingerprint, Timing
+from pytest_slm.measure.cold_load import evict, mapped_model_files, resident
+from pytest_slm.measure.machine import Fingerprint, Timing
 
 
 def written(path, size: int = 8_000_000):

@@ -1,7 +1,7 @@
 import pytest
 
 from pytest_slm.matrix import Case, TaskSpec, build_cases, build_parity_cases, fidelity_reference
-from pytest_slm.registry import ModelEntry
+from pytest_slm.models.registry import ModelEntry
 
 
 @pytest.mark.parametrize(

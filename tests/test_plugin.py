@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
-from pytest_slm.registry import resolve_source
+from pytest_slm.models.registry import resolve_source
 from pytest_slm.store.baselines import LOCK_NAME, BaselineKey, BaselineStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_xdist_gives_the_serial_table_and_loads_each_model_once(project):
 STRESS = """
 import os
 
-from pytest_slm.tasks import TASK_PARTS, AccuracyResult
+from pytest_slm.tasks.catalog import TASK_PARTS, AccuracyResult
 
 
 def test_write(slm_task, slm_accuracy):

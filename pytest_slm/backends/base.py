@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # backend packages import this module at registry time, before any runtime
     import numpy as np
 
-    from ..kv_layout import KvLayout
+    from .kv_layout import KvLayout
 
 
 # The KV cache type every backend runs unless told otherwise (llama.cpp's default; on MLX, its

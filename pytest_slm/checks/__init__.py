@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..runtime import Fingerprint
+from ..measure.machine import Fingerprint
 from ..store.baselines import BaselineError
 from .accuracy import validate_accuracy
 from .core import RecordError, non_finite, require

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from ..matrix import Case
 from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, detectable_drop, relative_accuracy
 from ..store.baselines import BaselineKey
-from ..tasks import TASK_PARTS, AccuracyResult
+from ..tasks.catalog import TASK_PARTS, AccuracyResult
 from .core import CANNOT_DETECT, NOT_JUDGED, REFRESH, Check, RecordError, Verdict, require
 
 SHOWN_FLIPS = 3

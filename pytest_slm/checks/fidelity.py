@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from ..fidelity import KLD_PERCENTILES, Fidelity, tail_field
 from ..matrix import SAME_WEIGHTS, Case, ParityCase
+from ..measure.divergence import KLD_PERCENTILES, Fidelity, tail_field
 from ..stats import PairedComparison, mcnemar_two_sided
 from ..store.baselines import SCHEMA_VERSION, BaselineKey
 from .accuracy import model_identity

@@ -9,10 +9,10 @@ from math import hypot
 from typing import Any, ClassVar
 
 from ..backends.base import MemoryProfile
-from ..busy import Competition
-from ..energy import EnergyReading
 from ..matrix import Case
-from ..runtime import Fingerprint, MemoryUse, Timing, metric_depth
+from ..measure.busy import Competition
+from ..measure.energy import EnergyReading
+from ..measure.machine import Fingerprint, MemoryUse, Timing, metric_depth
 from ..stats import Slowdown, compare_timings, spread
 from ..store.baselines import BaselineKey
 from .accuracy import model_identity

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from . import record, store
+from . import database, record
 
 STARTED = pytest.StashKey[str]()
 
 
 def configure(config: pytest.Config, path: Any) -> None:
     config.stash[STARTED] = record.now()
-    if path is not None and not hasattr(config, "workerinput") and (problem := store.version_problem(path)):
+    if path is not None and not hasattr(config, "workerinput") and (problem := database.version_problem(path)):
         raise pytest.UsageError(f"--slm-history: {problem}")
 
 
@@ -32,8 +32,8 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
     if path is None or not any(rows for section, rows in results.items() if section not in record.NOT_ROWS):
         return None
     clock = time.perf_counter()
+    from ..measure.machine import fingerprint, runtime_build
     from ..provenance import system
-    from ..runtime import fingerprint, runtime_build
 
     threads = slm.config.item_threads
     run = record.build(
@@ -48,8 +48,8 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
         system=system(),
     )
     try:
-        store.append(path, run)
-    except store.HistoryError as exc:
+        database.append(path, run)
+    except database.HistoryError as exc:
         return f"pytest-slm history not written, so this run fails: {exc}", False
     spent = time.perf_counter() - clock  # git, versions, fingerprints and the write: what history adds to a run
     shown = path.relative_to(slm.config.rootdir) if path.is_relative_to(slm.config.rootdir) else path

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import Measure, RunRecord
+from .database import Measure, RunRecord
 
 GOOD, BAD, SKIP = 0, 1, 125  # what `git bisect run` reads from a step
 REUSED = "pytest-slm bisect: reused run"  # the step's line, found again in git's log
@@ -150,12 +150,12 @@ def step(store_arg: str, pytest_args: list[str]) -> int:
 
 def stored_verdict(path: Path, commit: str, pytest_args: list[str]) -> tuple[int, str] | None:
     """GOOD or BAD from the latest reusable run at `commit`, with the line that says so."""
-    from . import store
+    from . import database
     from .record import versions
 
-    with store.connect(path, write=False) as db:
-        candidates = [r["run_id"] for r in store.runs(db) if r["git_commit"] == commit and r["git_dirty"] == 0]
-        runs = [store.read_run(db, run_id) for run_id in reversed(candidates)]
+    with database.connect(path, write=False) as db:
+        candidates = [r["run_id"] for r in database.runs(db) if r["git_commit"] == commit and r["git_dirty"] == 0]
+        runs = [database.read_run(db, run_id) for run_id in reversed(candidates)]
     if not runs or (items := _selected(pytest_args)) is None:
         return None
     here = {name: version for name, version in versions().items() if name != "pytest-slm"}
@@ -205,8 +205,8 @@ def _selected(pytest_args: list[str]) -> list[str] | None:
 def _same_machine(run: RunRecord, chosen: Sequence[Measure]) -> bool:
     """Every timing or memory figure's fingerprint is this machine's now, at the threads it ran with,
     and its device's runtime build (the fingerprint no longer holds it) is the one here now."""
-    from ..runtime import fingerprint, runtime_build
-    from .store import RUNTIME_BUILD
+    from ..measure.machine import fingerprint, runtime_build
+    from .database import RUNTIME_BUILD
 
     devices = {row.get("item"): row.get("device") for _, row in run.rows}
     for m in chosen:

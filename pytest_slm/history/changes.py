@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..provenance import Change, changes
-from .store import RUNTIME_BUILD
+from .database import RUNTIME_BUILD
 
 
 def between(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:

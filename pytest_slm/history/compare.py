@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..stats import MAD_TO_SIGMA, Spread, compare_outcomes, compare_timings
-from . import store
-from .store import HistoryError, Measure, RunRecord
+from . import database
+from .database import HistoryError, Measure, RunRecord
 
 DEFAULT_TOLERANCE = 0.10
 
@@ -33,7 +33,7 @@ class Comparison:
 def resolve(db: sqlite3.Connection, ref: str) -> str:
     """A run id (or a unique prefix of one), a git commit (prefix; its latest run), or a date
     (YYYY-MM-DD[THH:MM]; the latest run started then or before)."""
-    runs = store.runs(db)
+    runs = database.runs(db)
     by_id = [r["run_id"] for r in runs if r["run_id"].startswith(ref)]
     if len(by_id) == 1:
         return by_id[0]

@@ -38,9 +38,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runtime import Fingerprint
+from ..measure.machine import Fingerprint
+from .database import RUNTIME_BUILD, HistoryError, Measure, RunRecord
 from .record import versions
-from .store import RUNTIME_BUILD, HistoryError, Measure, RunRecord
 
 TABLES = ("llama_bench", "test")  # the table's name now, and before
 NEEDED = (

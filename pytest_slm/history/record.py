@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .store import RUNTIME_BUILD, Measure, RunRecord
+from .database import RUNTIME_BUILD, Measure, RunRecord
 
 RUNTIMES = ("llama-cpp-python", "mlx", "lm-eval", "pytest")
 MACHINE_SECTIONS = ("runtime", "memory")  # figures that mean something only on their own hardware

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import changes, store
+from . import changes, database
 from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP, AccuracyStep, Step, accuracy_steps, find_steps
 
 
@@ -38,7 +38,7 @@ class Series:
 def load(db: sqlite3.Connection, item_filter: str | None = None) -> list[Series]:
     """Every series, runs oldest first; a figure stored under a slug that hashed the runtime in
     (before schema 2) joins its hardware's series."""
-    hardware = store.hardware_slugs(db)
+    hardware = database.hardware_slugs(db)
     found: dict[tuple[str, str, str, str], Series] = {}
     query = (
         "SELECT m.section, m.item, m.metric, m.unit, m.fingerprint, m.run_id, r.started, r.git_commit, m.value, m.spread"
@@ -52,7 +52,7 @@ def load(db: sqlite3.Connection, item_filter: str | None = None) -> list[Series]
         series.runs.append(
             {"run_id": run_id, "started": started, "git_commit": commit, "value": value, "spread": spread}
         )
-    provenances = store.provenances(db) if found else {}
+    provenances = database.provenances(db) if found else {}
     for series in found.values():
         for before, run in zip([None, *series.runs], series.runs):
             run["changed"] = (
@@ -74,7 +74,7 @@ def analyse(
     series = [one for one in load(db, item_filter) if keep(one)]
     for one in series:
         if one.section == "items":
-            outcomes = [store.outcomes(db, r["run_id"], one.item) for r in one.runs]
+            outcomes = [database.outcomes(db, r["run_id"], one.item) for r in one.runs]
             one.steps = list(accuracy_steps(outcomes, alpha, min_change_points))
         elif one.metric != "peak_rss_bytes":  # shown, never judged: it depends on what ran before
             one.steps = list(find_steps(one.values, [r["spread"] for r in one.runs], k=k, min_step=min_step))
@@ -86,7 +86,7 @@ def of_items(path: Path, items: Collection[str]) -> list[Series]:
     with its defaults: what report.html draws for the run that just appended."""
     if not path.is_file():
         return []
-    with store.connect(path, write=False) as db:
+    with database.connect(path, write=False) as db:
         return analyse(db, keep=lambda one: one.item in items and len(one.runs) >= 2)
 
 

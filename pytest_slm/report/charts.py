@@ -19,8 +19,8 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation
 
+from ..measure.machine import metric_depth
 from ..options import QUANTS
-from ..runtime import metric_depth
 
 Rows = Sequence[dict[str, Any]]
 

@@ -109,8 +109,8 @@ def _trends(results: dict[str, Any], history: Path) -> str:
     steps marked, for each that moved (a step, or a verdict this run other than pass); a row of one
     table for each steady one. One line instead when the store cannot be read (the run has said why)."""
     from ..history import trends
+    from ..history.database import HistoryError
     from ..history.record import measures_of
-    from ..history.store import HistoryError
 
     rows = [(section, row) for section in tables.SECTIONS for row in results.get(section) or []]
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from ..runtime import metric_depth
+from ..measure.machine import metric_depth
 
 Rows = Sequence[dict[str, Any]]
 Table = tuple[list[str], list[tuple[str, ...]]]

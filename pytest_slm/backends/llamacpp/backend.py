@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import kv_layout
+from .. import kv_layout
 from ..base import (
     DEFAULT_KV_TYPE,
     BackendError,
@@ -474,7 +474,7 @@ class LlamaCppModel:
         return len(context)
 
     def memory_profile(self, probe_tokens: Sequence[int]) -> MemoryProfile:
-        """The expected figure from the GGUF's layers (kv_layout.py); the stored one from the
+        """The expected figure from the GGUF's layers (backends/kv_layout.py); the stored one from the
         state llama.cpp saves for sequence 0, per token of the probe's second half."""
         lib, model = self._lib, self._model
         half = len(probe_tokens) // 2

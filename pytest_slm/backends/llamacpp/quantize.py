@@ -8,8 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ...registry import GGUF_MAGIC
-from ..artifacts import Progress, content_digest, derived, file_sha256
+from ..artifacts import Progress, content_digest, derived, file_sha256, is_gguf
 from ..base import BackendError
 
 __all__ = ["LLAMA_FTYPES", "content_digest", "derived_gguf", "file_sha256"]
@@ -42,14 +41,9 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Progress =
         lambda temporary: _quantize(llama_cpp, source, temporary, quant),
         f"{quant} of {source.name}",
         "llama.cpp's quantizer",
-        _is_gguf,
+        is_gguf,
         progress,
     )
-
-
-def _is_gguf(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(4) == GGUF_MAGIC
 
 
 def _quantize(llama_cpp, source: Path, target: Path, quant: str) -> None:

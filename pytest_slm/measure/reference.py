@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fidelity import DEPTH_WINDOWS, TopK, top_k
-from .store.atomic import stage_bytes
+from ..store.atomic import stage_bytes
+from .divergence import DEPTH_WINDOWS, TopK, top_k
 
 TOP_K = 1024  # chosen from benchmarks/reference_cache_truncation.py
 FORMAT = 2  # bumped when what a file holds changes (2: top k instead of full logits)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .backends.base import BackendError
-from .options import DEFAULT_REGISTRY
-from .registry import RegistryError, select_models
+from ..backends.base import BackendError
+from ..models.errors import RegistryError
+from ..models.registry import select_models
+from ..options import DEFAULT_REGISTRY
 
 
 def add_command(commands: Any) -> None:
@@ -28,7 +29,7 @@ def add_command(commands: Any) -> None:
 
 
 def run(args: Any) -> int:
-    from .backends.mlx.export import export_checkpoint
+    from ..backends.mlx.export import export_checkpoint
 
     project = Path(DEFAULT_REGISTRY)
     try:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from .backends.base import ScoreGroup
+from ..backends.base import ScoreGroup
 
 if TYPE_CHECKING:
     from lm_eval.api.instance import Instance
 
-    from .model import SlmModel
+    from ..models.handle import SlmModel
 
 DEFAULT_MAX_GEN_TOKS = 256
 ROLLING_WINDOW = 1024

@@ -13,10 +13,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GGUF_MAGIC = b"GGUF"
 # Shipped inside the package: the embedded model and today's SLMs by name. A project's own registry
 # (--slm-registry, default suites/models.toml under the rootdir) adds to these, overriding by name.
-BUILTIN_REGISTRY = Path(__file__).resolve().parent / "data" / "models.toml"
+BUILTIN_REGISTRY = Path(__file__).resolve().parents[1] / "data" / "models.toml"
 # A model's name becomes a directory under the baselines: one safe path component, nothing more.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 HUB_SOURCE = {
@@ -25,10 +24,6 @@ HUB_SOURCE = {
 }
 ASSEMBLE_SOURCE = re.compile(r"assemble:[A-Za-z_][\w.]*")  # a package that assembles a GGUF from chunk packages
 SAFE_NAME_RULE = "1-100 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
-
-
-class RegistryError(Exception):
-    """The registry file or a model source is unusable; one line for the user."""
 
 
 @dataclass(frozen=True)

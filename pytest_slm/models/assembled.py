@@ -10,9 +10,9 @@ import importlib
 from importlib import metadata
 from pathlib import Path
 
-from .backends.artifacts import derived
-from .backends.base import BackendError, default_cache_dir
-from .registry import GGUF_MAGIC, RegistryError
+from ..backends.artifacts import derived, is_gguf
+from ..backends.base import BackendError, default_cache_dir
+from .errors import RegistryError
 
 
 def assembled_gguf(module_name: str, source: str, cache_dir: Path | None = None) -> Path:
@@ -36,7 +36,7 @@ def assembled_gguf(module_name: str, source: str, cache_dir: Path | None = None)
             raise RegistryError(f"model source {source!r}: {module_name}.assemble failed: {exc}") from None
 
     try:
-        return derived(target, build, f"the GGUF of {module_name}", f"{module_name}.assemble", _is_gguf)
+        return derived(target, build, f"the GGUF of {module_name}", f"{module_name}.assemble", is_gguf)
     except BackendError as exc:
         raise RegistryError(f"model source {source!r}: {exc}") from None
 
@@ -44,8 +44,3 @@ def assembled_gguf(module_name: str, source: str, cache_dir: Path | None = None)
 def _version(module_name: str) -> str:
     distributions = metadata.packages_distributions().get(module_name, [])
     return metadata.version(distributions[0]) if distributions else "0"
-
-
-def _is_gguf(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(4) == GGUF_MAGIC

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .backends.base import LoadedModel
-from .runtime import Timing, prompt_tokens
+from ..backends.base import LoadedModel
+from .machine import Timing, prompt_tokens
 
 WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 RESIDENT_LEFT = 0.05  # share of a file's pages still cached after eviction that still counts as cold

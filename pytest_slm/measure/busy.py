@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime import load_average
+from .machine import load_average
 
 PROC = Path("/proc")
 THERMAL = Path("/sys/class/thermal")

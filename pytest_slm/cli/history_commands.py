@@ -9,10 +9,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import changes, llamabench, store, trends
-from .bisect import BisectError, bisect
-from .changepoint import DEFAULT_K, DEFAULT_MIN_STEP
-from .compare import compare_runs, resolve
+from ..history import changes, database, llamabench, trends
+from ..history.bisect import BisectError, bisect
+from ..history.changepoint import DEFAULT_K, DEFAULT_MIN_STEP
+from ..history.compare import compare_runs, resolve
 
 DEFAULT_PATH = Path(".pytest-slm/history.sqlite")
 
@@ -114,18 +114,18 @@ def run_command(args: argparse.Namespace) -> int:
             return _bisect(args)
         if args.command == "import-llama-bench":
             return _import_llama_bench(args)
-        added, known = store.merge(args.sources, args.into)
+        added, known = database.merge(args.sources, args.into)
         print(f"merged {len(args.sources)} store(s) into {args.into}: {added} run(s) added, {known} already there")
         return 0
-    except (store.HistoryError, BisectError) as exc:
+    except (database.HistoryError, BisectError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 1
 
 
 def _history(args: argparse.Namespace) -> int:
-    with store.connect(args.store, write=False) as db:
+    with database.connect(args.store, write=False) as db:
         series = trends.analyse(db, args.item, args.k, args.min_step, args.alpha, args.min_change)
-        count = len(store.runs(db))
+        count = len(database.runs(db))
     print(f"{args.store}: {count} run(s), {len(series)} series, {sum(len(s.steps) for s in series)} step(s)")
     for one in series:
         print("\n".join(trends.describe(one, args.recent)))
@@ -133,8 +133,8 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    with store.connect(args.store, write=False) as db:
-        before, after = (store.read_run(db, resolve(db, ref)) for ref in (args.before, args.after))
+    with database.connect(args.store, write=False) as db:
+        before, after = (database.read_run(db, resolve(db, ref)) for ref in (args.before, args.after))
     found = compare_runs(before, after)
     print(f"A = run {before.run_id[:12]} ({before.started}, commit {(before.git_commit or '-')[:10]})")
     print(f"B = run {after.run_id[:12]} ({after.started}, commit {(after.git_commit or '-')[:10]})")
@@ -149,7 +149,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _import_llama_bench(args: argparse.Namespace) -> int:
     """Every file read before the store is touched: a bad file changes nothing."""
     found = [(path, llamabench.read(path, args.os_name)) for path in args.files]
-    added, known = store.add_runs(args.into, [run for _, imported in found for run in imported.runs])
+    added, known = database.add_runs(args.into, [run for _, imported in found for run in imported.runs])
     for path, imported in found:
         skipped = "".join(f"; {count} {why} not mapped" for why, count in imported.unmapped.items())
         print(

@@ -269,7 +269,7 @@ def runs(db: sqlite3.Connection) -> list[dict[str, Any]]:
 def hardware_slugs(db: sqlite3.Connection) -> dict[str, str]:
     """Each stored slug whose fingerprint still holds a `runtime` (written before schema 2) -> the
     slug of the same hardware without it, as runs of this pytest-slm write it."""
-    from ..runtime import Fingerprint
+    from ..measure.machine import Fingerprint
 
     found = {}
     for slug, data in db.execute("SELECT slug, data FROM fingerprints"):

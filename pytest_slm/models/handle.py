@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
+from ..backends.base import LoadedModel, ScoreGroup
+from ..matrix import Case
 from . import chat
-from .backends.base import LoadedModel, ScoreGroup
-from .checks.core import fail
-from .matrix import Case
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class SlmModel:
         try:
             text = chat.render(template, messages, bos_text, getattr(self.backend, "eos_text", ""))
         except chat.ChatError as exc:
-            fail(f"{self.case.model_id}: {exc}")
+            pytest.fail(f"{self.case.model_id}: {exc}", pytrace=False)  # the item fails with the message alone
         if bos_text and self._start_tokens() and text.startswith(bos_text):
             text = text[len(bos_text) :]  # generation puts the BOS token first itself: not twice
         return text

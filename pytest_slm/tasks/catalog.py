@@ -15,16 +15,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .matrix import TaskSpec
+from ..matrix import TaskSpec
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
-    from .model import SlmModel
+    from ..models.handle import SlmModel
 
 # The project's offline tasks, shipped inside the package; --slm-task-paths add to them (a task of
 # the same name there overrides the built-in one, as lm-eval's later include paths do).
-BUILTIN_TASKS = Path(__file__).resolve().parent / "data" / "tasks"
+BUILTIN_TASKS = Path(__file__).resolve().parents[1] / "data" / "tasks"
 TASK_LINE = re.compile(r"^task:\s*['\"]?([\w.\-]+)", re.MULTILINE)
 # What a task is made of, each hashed apart, so "the task changed" can say what changed.
 TASK_PARTS = ("prompts", "targets", "generation", "filters", "metric", "version")

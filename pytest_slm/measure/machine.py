@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, TypeVar
 
-from .backends import backend
-from .backends.base import LoadedModel, MemoryProfile
-from .provenance import command, version
-from .stats import Spread, spread
+from ..backends import backend
+from ..backends.base import LoadedModel, MemoryProfile
+from ..provenance import command, version
+from ..stats import Spread, spread
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""`python -m pytest_slm COMMAND`: the commands beside the plugin that are not a test run."""

@@ -1,0 +1,1 @@
+"""Accuracy tasks: finding and fingerprinting lm-eval tasks, and the LM adapter lm-eval drives."""
