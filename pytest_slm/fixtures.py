@@ -9,7 +9,7 @@ from typing import TypeVar
 import pytest
 
 from .backends import backend
-from .backends.base import DEFAULT_KV_TYPE, BackendError, Unsupported
+from .backends.base import DEFAULT_KV_TYPE, BackendError, LoadedModel, Unsupported
 from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
@@ -162,7 +162,7 @@ class Runtime:
         mapped_before = set(mapped_model_files())
         try:
             request = session.load_request(case)
-            load = lambda: backend(case.backend).load(request)
+            load: Callable[[], LoadedModel] = lambda: backend(case.backend).load(request)
             first = SlmModel(case, load())  # the prompt's tokens, and what the record says loaded
         except Unsupported as exc:
             session.unsupported(case, exc)

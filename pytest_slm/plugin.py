@@ -124,7 +124,8 @@ def _case_of(item: pytest.Item) -> Case | ParityCase | None:
 @pytest.fixture
 def slm_case(request: pytest.FixtureRequest) -> Case:
     """The combination this item runs: model, device, quant and (for task tests) task."""
-    return request.param
+    case: Case = request.param
+    return case
 
 
 @pytest.fixture
@@ -157,7 +158,8 @@ def slm_runtime(request: pytest.FixtureRequest) -> Runtime:
 @pytest.fixture
 def slm_parity_case(request: pytest.FixtureRequest) -> ParityCase:
     """The model and quant, and the two runtimes' devices, this parity item compares."""
-    return request.param
+    case: ParityCase = request.param
+    return case
 
 
 @pytest.fixture
@@ -216,8 +218,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         if slm.loads:
             terminalreporter.write_line(report.model_loads(slm.loads))
     for key in (REPORT_LINE, HISTORY_LINE):  # a report or history that failed is said whatever ran
-        if line := config.stash.get(key, None):
-            terminalreporter.write_line(line)
+        if said := config.stash.get(key, None):
+            terminalreporter.write_line(said)
 
 
 class OutcomeHooks:
@@ -247,7 +249,7 @@ class XdistHooks:
         session = config.stash[SESSION]
         groups = {case.id: case.model_id for with_tasks in (True, False) for case, _ in session.cases(with_tasks)}
 
-        class ModelScheduling(LoadScopeScheduling):
+        class ModelScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types: it is Any
             def _split_scope(self, nodeid: str) -> str:
                 parameters = nodeid[nodeid.rfind("[") + 1 : -1] if nodeid.endswith("]") else ""
                 return groups.get(parameters, nodeid)

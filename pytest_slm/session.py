@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import pytest
 
@@ -23,7 +23,7 @@ from .checks.fidelity import FidelityRow, ParityRow
 from .checks.runtime import LatencyRow, MemoryRow
 from .matrix import REFERENCE_QUANT, Case, ParityCase, TaskSpec, build_cases, build_parity_cases, fidelity_reference
 from .measure import reference
-from .measure.divergence import Fidelity, Reference, compare, depth_windows, windows
+from .measure.divergence import Fidelity, Reference, TopK, compare, depth_windows, windows
 from .measure.machine import runtime_build
 from .models.errors import RegistryError
 from .models.handle import SlmModel
@@ -36,6 +36,9 @@ from .store.baselines import BaselineStore, writable_dir_problem
 from .store.migrate import COMMAND as MIGRATE_COMMAND
 from .store.migrate import legacy_records
 from .tasks.catalog import AccuracyResult, TaskCatalog, TaskError, evaluate
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROW_TYPES = {row.SECTION: row for row in (AccuracyRow, ParityRow, FidelityRow, LatencyRow, MemoryRow)}
 
@@ -107,8 +110,8 @@ class SlmSession:
         self._outcomes.update(shared.get("outcomes", {}))
         self.changes.update(shared.get("changes", {}))
 
-    def results(self) -> dict[str, list[dict[str, Any]]]:
-        """Everything measured, by report section, as plain data."""
+    def results(self) -> dict[str, Any]:
+        """Everything measured, by report section, as plain data; and the writes and what changed."""
         sections: dict[str, list[dict[str, Any]]] = {section: [] for section in ROW_TYPES}
         for row in self.rows:
             sections[row.SECTION].append(asdict(row))
@@ -346,16 +349,18 @@ class SlmSession:
                 tasks[str(task)] = compare_outcomes(llama_run, mlx_run)
         return tasks
 
-    def _windows_logits(self, case: Case, depth: int = 0) -> tuple[list[int], list[Reference]]:
+    def _windows_logits(self, case: Case, depth: int = 0, full: bool = False) -> tuple[list[int], list[Reference]]:
         """The text's tokens and each window's logits (the cached reference's: its top k): the
         evaluation text's windows at depth 0, the depth text's after `depth` of its tokens otherwise
         (see `_windows`); a reference's are kept for the session, since every quant of the model is
-        compared with them."""
+        compared with them. `full`: a candidate's, always every logit (an f32 candidate on another
+        device than the reference's is measured, not read from the reference's top-k cache)."""
         cached = self._reference_logits.get((case.model_id, depth))
-        if cached is not None:
+        if cached is not None and not (full and any(isinstance(window, TopK) for window in cached[1])):
             return cached
         shown = case.model_id + (f" at depth {depth}" if depth else "")
-        is_reference = case.quant == REFERENCE_QUANT and case.kv == DEFAULT_KV_TYPE  # the f32 reference, cached on disk
+        # the f32 reference, cached on disk
+        is_reference = not full and case.quant == REFERENCE_QUANT and case.kv == DEFAULT_KV_TYPE
         stored_at = self._reference_cache_path(case, depth) if is_reference else None
         if stored_at is not None and (stored := reference.load(stored_at)) is not None:
             self.progress(f"fidelity reference {shown}: reused from the cache ({self._shown(stored_at)})")
@@ -433,7 +438,7 @@ class SlmSession:
         run and it is still loaded; then the reference, loaded only the first time."""
         if problem := self.skip_reason(reference):
             pytest.skip(f"the reference {reference.model_id} cannot run here: {problem}")
-        measured = {depth: self._windows_logits(candidate, depth) for depth in depths}
+        measured = {depth: self._windows_logits(candidate, depth, full=True) for depth in depths}
         figures = {}
         for depth, (tokens, candidate_logits) in measured.items():
             reference_tokens, reference_logits = self._windows_logits(reference, depth)
@@ -442,7 +447,8 @@ class SlmSession:
             )  # for every quant
             if reference_tokens != tokens:
                 fail(f"{item}: the two runtimes tokenize the {'depth' if depth else 'evaluation'} text differently")
-            figures[depth] = compare(zip(reference_logits, candidate_logits, self._windows(item, tokens, depth)))
+            full_logits = cast("list[np.ndarray]", candidate_logits)  # full=True: never a kept top k
+            figures[depth] = compare(zip(reference_logits, full_logits, self._windows(item, tokens, depth)))
         return figures
 
 

@@ -23,7 +23,8 @@ def mcnemar_one_sided(regressed: int, improved: int) -> float:
     if flips == 0:
         return 1.0
     tail = sum(comb(flips, k) for k in range(regressed, flips + 1))
-    return tail / 2**flips
+    p: float = tail / 2**flips  # int ** int is typed Any: a negative exponent would make a float
+    return p
 
 
 def mcnemar_two_sided(first_only: int, second_only: int) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 # llama.cpp's hard-coded patterns (src/llama-model.cpp, load_hparams): every n-th layer attends
 # globally, the others slide. Another architecture with a window but no
@@ -148,4 +149,4 @@ def _per_layer(metadata: Mapping[str, str], key: str, layers: int) -> list[int]:
     values = value if isinstance(value, list) else [value] * layers
     if len(values) != layers or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
         raise Unpredictable(f"the metadata's {key} is not a count per layer")
-    return values
+    return cast("list[int]", values)  # each checked above

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from ..matrix import Case
 from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, detectable_drop, relative_accuracy
@@ -268,7 +268,15 @@ def validate_accuracy(record: Mapping[str, Any]) -> None:
     require(record, "tokens_sha256", str, bool, "empty")
 
 
-def model_identity(case: Case) -> dict[str, str]:
+class ModelIdentity(TypedDict):
+    """Rows' and records' model fields, typed by name so `**model_identity(case)` fills them."""
+
+    model: str
+    device: str
+    quant: str
+
+
+def model_identity(case: Case) -> ModelIdentity:
     """Rows' and records' model fields; the quant with its KV cache type where that is not f16."""
     return {"model": case.model, "device": case.device, "quant": case.variant}
 

@@ -86,8 +86,12 @@ class ItemCheck(Protocol[Measured]):
 
     item: str  # the case id, first word of every message
     kind: str  # the record's `kind`
-    key: BaselineKey | None  # None: judged against thresholds only (parity)
     baseline_of: str  # whose baseline a missing one is: the item, and for timings the machine
+
+    @property
+    def key(self) -> BaselineKey | None:  # read-only, so a check may declare it BaselineKey or None
+        """None: judged against thresholds only (parity)."""
+        ...
 
     def identity(self) -> dict[str, Any]:
         """Fields a record of this item must carry with exactly these values."""

@@ -386,6 +386,7 @@ class MemoryCheck(MachineCheck):
         problems = [kv_problem] if kv_problem else []
         figures = {"weights_bytes": profile.weights_bytes, "kv_bytes_per_token": kv_figure}
         for name, now in figures.items() if baseline else ():
+            assert baseline is not None  # the loop runs only with a baseline
             before = baseline[name]
             if now > before * (1 + self.tolerance):
                 problems.append(

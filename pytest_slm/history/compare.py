@@ -34,14 +34,14 @@ def resolve(db: sqlite3.Connection, ref: str) -> str:
     """A run id (or a unique prefix of one), a git commit (prefix; its latest run), or a date
     (YYYY-MM-DD[THH:MM]; the latest run started then or before)."""
     runs = database.runs(db)
-    by_id = [r["run_id"] for r in runs if r["run_id"].startswith(ref)]
+    by_id: list[str] = [r["run_id"] for r in runs if r["run_id"].startswith(ref)]
     if len(by_id) == 1:
         return by_id[0]
-    by_commit = [r["run_id"] for r in runs if r["git_commit"] and r["git_commit"].startswith(ref)]
+    by_commit: list[str] = [r["run_id"] for r in runs if r["git_commit"] and r["git_commit"].startswith(ref)]
     if by_commit and len(ref) >= 4:
         return by_commit[-1]
     if ref[:1].isdigit() and "-" in ref:
-        by_date = [r["run_id"] for r in runs if r["started"][: len(ref)] <= ref]
+        by_date: list[str] = [r["run_id"] for r in runs if r["started"][: len(ref)] <= ref]
         if by_date:
             return by_date[-1]
     if len(by_id) > 1:

@@ -286,8 +286,8 @@ def measures(db: sqlite3.Connection, run_id: str, slugs: Mapping[str, str] | Non
     """The run's figures, each machine-bound one under its hardware slug."""
     slugs = hardware_slugs(db) if slugs is None else slugs
     return [
-        Measure(*r[:-1], slugs.get(r[-1], r[-1]))
-        for r in db.execute(
+        Measure(section, item, metric, value, unit, spread, verdict, slugs.get(fingerprint, fingerprint))
+        for section, item, metric, value, unit, spread, verdict, fingerprint in db.execute(
             "SELECT section, item, metric, value, unit, spread, verdict, fingerprint FROM measures WHERE run_id = ?"
             " ORDER BY section, item, metric",
             (run_id,),

@@ -49,7 +49,8 @@ class Fidelity:
 
     def tail(self, name: str) -> float:
         """A KL divergence percentile by its name in KLD_PERCENTILES ("p99", "max", ...)."""
-        return getattr(self, tail_field(name))
+        value: float = getattr(self, tail_field(name))
+        return value
 
 
 def tail_field(name: str) -> str:
@@ -195,17 +196,20 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     rows = logits.astype(np.float64)
     rows -= rows.max(axis=1, keepdims=True)
-    return rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    result: np.ndarray = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return result
 
 
 def _without(log_probs: np.ndarray, indices: np.ndarray) -> np.ndarray:
     rest = log_probs.copy()
     np.put_along_axis(rest, indices.astype(np.int64), -np.inf, axis=1)
-    return rest
+    without: np.ndarray = rest
+    return without
 
 
 def _log_sum_exp(log_values: np.ndarray) -> np.ndarray:
     top = log_values.max(axis=1)
     safe = np.where(np.isneginf(top), 0.0, top)
     with np.errstate(divide="ignore"):
-        return safe + np.log(np.exp(log_values - safe[:, None]).sum(axis=1))
+        total: np.ndarray = safe + np.log(np.exp(log_values - safe[:, None]).sum(axis=1))
+    return total

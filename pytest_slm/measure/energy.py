@@ -29,7 +29,8 @@ class EnergyReading:
 
 
 class Meter(Protocol):
-    source: str
+    @property
+    def source(self) -> str: ...  # read-only: RaplMeter is a frozen dataclass
 
     def read(self) -> tuple[int, ...]:
         """The raw cumulative counters."""

@@ -84,7 +84,7 @@ def save(path: Path, reference: KeptReference) -> None:
         for name in FIELDS:
             arrays[f"{name}_{i}"] = getattr(window, name)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays against allow_pickle: bool too
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = stage_bytes(path, buffer.getvalue())
     try:

@@ -48,9 +48,10 @@ def render(template: str, messages: Sequence[Mapping[str, Any]], bos_token: str,
 
     checked = check_messages(messages)
     try:
-        return _compiled(template).render(
+        text: str = _compiled(template).render(
             messages=checked, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=True
         )
+        return text
     except TemplateError as exc:  # raise_exception's own words included, e.g. "roles must alternate"
         raise ChatError(f"the chat template refused the conversation: {exc}") from None
 

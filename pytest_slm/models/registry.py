@@ -11,7 +11,10 @@ from pathlib import Path
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]  # a dependency only below 3.11
+
+from ..backends.artifacts import GGUF_MAGIC
+from .errors import RegistryError
 
 # Shipped inside the package: the embedded model and today's SLMs by name. A project's own registry
 # (--slm-registry, default suites/models.toml under the rootdir) adds to these, overriding by name.

@@ -15,9 +15,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..checks.core import NOT_JUDGED
 from ..store.atomic import directory_problem, write_text_atomic
 from . import html, tables
-from .outcomes import NOT_JUDGED, Outcome, as_json, rollup, unjudged_lines
+from .outcomes import Outcome, as_json, rollup, unjudged_lines
 
 TERMINAL_WIDTH = 120  # what the brief tables fit, item ids shortened where they must be
 ITEM_MIN = 24  # the shortest an item id is cut to
@@ -29,7 +30,7 @@ def table(
     """The section's table, brief (what its verdicts are read from) or full; no line wider than
     `width` where shortening item ids (its first column) down to ITEM_MIN gets there."""
     headers, body = tables.SECTIONS[section][1](rows, full)
-    text = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    text: str = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     excess = max(map(len, text.splitlines())) - width if width else 0
     if excess > 0 and body:
         keep = max(ITEM_MIN, max(len(row[0]) for row in body) - excess)

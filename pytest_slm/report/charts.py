@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -21,6 +21,9 @@ from matplotlib.ticker import LogFormatterSciNotation
 
 from ..measure.machine import metric_depth
 from ..options import QUANTS
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 Rows = Sequence[dict[str, Any]]
 
@@ -39,7 +42,7 @@ MIB = 2**20
 HEIGHT, MIN_WIDTH = 3.4, 5.6  # inches; the page shows 96 px per inch
 BAR_WIDTH, GROUP_GAP = 0.8, 0.25  # of a group's slot: bars, and the gap between groups
 # Set while a figure is built and drawn, and restored after: nothing else in the process changes.
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text stays <text>: selectable, searchable, and small
     "text.parse_math": False,  # names from the data are text, even with a `$` in them
     "font.size": 9,
@@ -82,7 +85,7 @@ def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
 def svg(figure: Figure) -> str:
     """The figure as an <svg> element, without the XML prolog a page inside HTML must not have."""
     buffer = io.StringIO()
-    FigureCanvasSVG(figure).print_svg(buffer)
+    FigureCanvasSVG(figure).print_svg(buffer)  # type: ignore[no-untyped-call]  # matplotlib's backend_svg is untyped
     text = buffer.getvalue()
     return text[text.index("<svg") :]
 

@@ -11,8 +11,9 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checks.core import NOT_JUDGED
 from . import tables
-from .outcomes import ERROR, FAIL, NOT_JUDGED, PASS, Outcome, parts
+from .outcomes import ERROR, FAIL, PASS, Outcome, parts
 
 if TYPE_CHECKING:
     from ..history.trends import Series

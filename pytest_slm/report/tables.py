@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from ..measure.machine import metric_depth
 
 Rows = Sequence[dict[str, Any]]
 Table = tuple[list[str], list[tuple[str, ...]]]
+
+
+class SectionTable(Protocol):
+    """A section's table: the full one unless `full` is False."""
+
+    def __call__(self, rows: Rows, full: bool = True) -> Table: ...
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ def _distributions(rows: Rows, title: str) -> list[Column]:
     judged tail. The first column is the item, the last the verdict."""
     with_baseline = any("baseline_mean_kld" in row for row in rows)
     percentiles = [
-        Column(header, lambda row, name=name: f"{row[f'{name}_kld']:.2e}", brief=False)
+        Column(header, partial(_kld_at, name=name), brief=False)
         for header, name in (
             ("median", "median"),
             ("p90", "p90"),
@@ -217,16 +224,17 @@ def memory(rows: Rows, full: bool = True) -> Table:
         Column(
             "KV/token", lambda row: f"{row['kv_bytes_per_token']} B" + (" (measured)" if row.get("kv_note") else "")
         ),
-        *(
-            Column(f"KV @{context}", lambda row, context=context: _kv_at(row, context), brief=False)
-            for context in contexts
-        ),
+        *(Column(f"KV @{context}", partial(_kv_at, context=context), brief=False) for context in contexts),
         Column(
             "peak RSS", lambda row: "-" if row["peak_rss_bytes"] is None else mib(row["peak_rss_bytes"]), brief=False
         ),
         VERDICT,
     ]
     return _select(columns, sorted(rows, key=itemgetter("item")), full)
+
+
+def _kld_at(row: dict[str, Any], name: str) -> str:
+    return f"{row[f'{name}_kld']:.2e}"
 
 
 def _kv_at(row: dict[str, Any], context: int) -> str:
@@ -237,7 +245,7 @@ def _kv_at(row: dict[str, Any], context: int) -> str:
 
 
 # results.json's sections that are tables, in the order a run shows them, with their titles
-SECTIONS: dict[str, tuple[str, Callable[[Rows, bool], Table]]] = {
+SECTIONS: dict[str, tuple[str, SectionTable]] = {
     "items": ("Accuracy", accuracy),
     "parity": ("Parity", parity),
     "fidelity": ("Fidelity", fidelity),

@@ -56,7 +56,7 @@ def trend(one: Series) -> Figure:
         )
     axes.set_xlabel("run (oldest first)" + (f", the last {LAST_RUNS} of {len(one.runs)}" if skipped else ""))
     axes.set_ylabel(one.unit)
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # typed on Locator; the default MaxNLocator takes it
     where = f" · {one.fingerprint}" if one.fingerprint else ""
     figure.suptitle(f"{one.item} · {one.metric}{where}", x=0.02, ha="left", fontsize=9, fontweight="bold")
     return figure

@@ -76,8 +76,8 @@ class BaselineStore:
             return None
         except (OSError, UnicodeDecodeError) as exc:
             raise BaselineError(f"cannot read baseline {path}: {one_line_reason(exc)}") from None
-        record = loads(text, path)
-        check_envelope(record, path)
+        record: dict[str, Any] = loads(text, path)
+        check_envelope(record, path)  # a dict, or BaselineError
         return record
 
     def read_existing(self, key: BaselineKey) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ DEFAULT_MAX_GEN_TOKS = 256
 ROLLING_WINDOW = 1024
 
 
-class SlmLM(LM):
+class SlmLM(LM):  # type: ignore[misc]  # lm-eval ships no types: LM is Any
     """Greedy and deterministic; records a hash of every token sequence it sees, so a changed
     tokenizer is told apart from a changed task."""
 

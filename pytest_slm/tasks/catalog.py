@@ -211,7 +211,7 @@ def _stable(value: object) -> str:
     `!function` filter), anything else without the memory address its repr may carry."""
     if callable(value):
         try:
-            return inspect.getsource(value)  # type: ignore[arg-type]
+            return inspect.getsource(value)
         except (OSError, TypeError):
             return getattr(value, "__qualname__", type(value).__qualname__)
     return re.sub(r" at 0x[0-9a-fA-F]+", "", str(value))
@@ -227,7 +227,8 @@ def _argument_tuples(arguments: Any) -> list[tuple[Any, ...]]:
 
 def _binary_metric(task: str, records: list[dict[str, Any]]) -> str:
     """The first of the task's metrics whose per-sample values are all 0 or 1: paired tests need that."""
-    for metric in records[0]["metrics"]:
+    metrics: list[str] = records[0]["metrics"]
+    for metric in metrics:
         if all(r.get(metric) in (0, 1, True, False) for r in records):
             return metric
     raise TaskError(

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,9 +93,9 @@ GENERATION_CELLS = 4096  # the generation context's cells for all rows: fewer ro
 class _Rows:
     """The generation context: one KV stream per row."""
 
-    ctx: object
-    memory: object
-    batch: object
+    ctx: Any  # llama_cpp's ctypes handles
+    memory: Any
+    batch: Any
     cells: int  # per row
     seqs: int  # rows side by side
     sequence: list[int] = field(default_factory=list)  # what stream 0 holds: the last shared prefix
@@ -161,6 +162,7 @@ class LlamaCppModel:
             "llama_cpp_python": llama_cpp.__version__,
             "model_desc": desc.value.decode(errors="replace"),
         }
+        assert request.gguf_path is not None  # load() refuses a model without one
         if path != request.gguf_path:  # say so when a reference was made from a quantized file
             self.provenance["derived_from"] = f"{request.gguf_path.name} by llama_model_quantize"
         if self._kv_type != DEFAULT_KV_TYPE:
@@ -313,7 +315,7 @@ class LlamaCppModel:
                 rows[start : start + context.seqs],
                 shared,
                 max_new_tokens,
-                lambda row, tokens, start=start: finished(start + row, tokens),
+                _shifted(finished, start),
             )
         return produced
 
@@ -549,6 +551,11 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return shared
 
 
+def _shifted(finished: Callable[[int, list[int]], bool], start: int) -> Callable[[int, list[int]], bool]:
+    """`finished` for a group of rows whose first is row `start` of the whole call."""
+    return lambda row, tokens: finished(start + row, tokens)
+
+
 def _log_prob(logits: np.ndarray, token: int) -> float:
     """log softmax(logits)[token], stable in float64."""
     row = logits.astype(np.float64)
@@ -572,7 +579,7 @@ _LOG_LINES: deque[str] = deque(maxlen=64)  # llama.cpp's last log lines: a faile
 _LOG_CALLBACK = None
 
 
-def _silence_llama_logs(llama_cpp) -> None:
+def _silence_llama_logs(llama_cpp: Any) -> None:  # the llama_cpp module
     """llama.cpp logs every load to stderr; a test report should not drown in it. The last lines
     are kept for the error a failed load raises."""
     global _LOG_CALLBACK

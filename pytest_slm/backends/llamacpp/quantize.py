@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from ..artifacts import Progress, content_digest, derived, file_sha256, is_gguf
 from ..base import BackendError
@@ -46,7 +47,7 @@ def derived_gguf(source: Path, quant: str, cache_dir: Path, progress: Progress =
     )
 
 
-def _quantize(llama_cpp, source: Path, target: Path, quant: str) -> None:
+def _quantize(llama_cpp: Any, source: Path, target: Path, quant: str) -> None:  # the llama_cpp module
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, LLAMA_FTYPES[quant])
     params.allow_requantize = True  # the source may itself be quantized: dequantize, then convert

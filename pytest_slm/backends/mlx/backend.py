@@ -15,7 +15,7 @@ import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def _load_mlx_dir(path: Path, request: LoadRequest) -> tuple[Any, Vocab]:
     elif request.quant == "f16" and is_quantized(path):
         raise Unsupported(f"{path.name} is already quantized; only quant 'native' runs an MLX-quantized checkpoint")
     try:
-        model, tokenizer = mlx_lm.load(str(path))
+        model, tokenizer = cast("tuple[Any, Any]", mlx_lm.load(str(path)))  # without return_config: two
     except (ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "not supported" in message:  # mlx-lm's words for an architecture it has no module for
@@ -146,7 +146,7 @@ class MlxModel:
         self.chat_template, self.bos_text, self.eos_text = vocab.chat_template, vocab.bos_text, vocab.eos_text
         self.provenance = {
             "backend": "mlx",
-            "mlx": mx.__version__,
+            "mlx": mx.__version__,  # type: ignore[attr-defined]  # mlx.core's stubs lack __version__
             "mlx_lm": mlx_lm.__version__,
             "mlx_device": request.device,
             "source": "mlx" if request.mlx_path is not None else "gguf",
@@ -426,11 +426,12 @@ class MlxModel:
         itemsize = cache[0].keys.dtype.size
         per_token = 2 * args.num_hidden_layers * n_kv_heads * head_dim * itemsize
         allocated = sum(c.keys.nbytes + c.values.nbytes for c in cache)
-        weights = sum(a.nbytes for _, a in tree_flatten(self._model.parameters()))
+        flat = cast("list[tuple[str, Any]]", tree_flatten(self._model.parameters()))  # no destination: a list
+        weights = sum(a.nbytes for _, a in flat)
         return MemoryProfile(weights, per_token, allocated / cache[0].keys.shape[2])
 
     def close(self) -> None:
-        self._model = self._body = self._head = self._depth = None
+        self._model = self._body = self._head = self._depth = None  # type: ignore[assignment]  # released: unused after close
         self._mx.clear_cache()
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 from ..base import BackendError
 from .gguf_import import gguf_tokenizer, load_gguf
@@ -26,7 +27,7 @@ def export_checkpoint(gguf: Path, directory: Path) -> Path:
     if directory.exists():
         raise BackendError(f"{directory} already exists: give a new directory (nothing was written)")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    _, meta = mx.load(str(gguf), return_metadata=True)
+    _, meta = cast("tuple[dict[str, mx.array], dict[str, Any]]", mx.load(str(gguf), return_metadata=True))
     model, _ = load_gguf(gguf, "f16")
     tokenizer = gguf_tokenizer(meta, gguf.name)
     temporary = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..base import BackendError, Unsupported
 from .vocab import EOG_TEXTS, Vocab, byte_decoder
@@ -51,7 +51,7 @@ def load_gguf(path: Path, quant: str) -> tuple[Any, Vocab]:
     from mlx_lm.models.llama import Model
 
     try:
-        weights, meta = mx.load(str(path), return_metadata=True)
+        weights, meta = cast("tuple[dict[str, mx.array], dict[str, Any]]", mx.load(str(path), return_metadata=True))
     except (RuntimeError, ValueError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "gguf_tensor_to_f16" in message or "unsupported" in message.lower():  # e.g. K-quant blocks
@@ -74,7 +74,7 @@ def load_gguf(path: Path, quant: str) -> tuple[Any, Vocab]:
             loaded[name] = unpermute_qk(loaded[name], heads)
 
     if quant == "native":
-        nn.quantize(
+        nn.quantize(  # type: ignore[attr-defined]  # mlx.nn re-exports it by a star import mypy does not follow
             model,
             class_predicate=lambda p, _: {"group_size": GGUF_GROUP_SIZE, "bits": bits[p]} if p in bits else False,
         )
@@ -89,7 +89,7 @@ def load_gguf(path: Path, quant: str) -> tuple[Any, Vocab]:
             loaded[name] = array.astype(mx.float16)
     model.load_weights(list(loaded.items()), strict=True)
     if quant != "f16":
-        nn.quantize(model, group_size=MLX_GROUP_SIZE, bits=int(quant[len("mlx-q") :]), class_predicate=quantizable)
+        nn.quantize(model, group_size=MLX_GROUP_SIZE, bits=int(quant[len("mlx-q") :]), class_predicate=quantizable)  # type: ignore[attr-defined]  # as above
     return model, vocab
 
 
@@ -140,7 +140,7 @@ def _gguf_model_args(meta: dict[str, Any], weights: dict[str, Any], filename: st
     scaling = meta.get("llama.rope.scaling.type", "none")
     if scaling not in ("none", "linear") or "rope_freqs.weight" in weights:
         raise Unsupported(f"MLX's GGUF import does not support RoPE scaling {scaling!r} / rope_freqs ({filename})")
-    rope_scaling = None
+    rope_scaling: dict[str, float | str] | None = None
     if scaling == "linear":
         rope_scaling = {"type": "linear", "factor": float(number("llama.rope.scaling.factor"))}
     args = ModelArgs(
@@ -169,7 +169,9 @@ def _gguf_model_args(meta: dict[str, Any], weights: dict[str, Any], filename: st
 def _byte_level_pre(individual_digits: bool) -> Any:
     from tokenizers import pre_tokenizers
 
-    steps = [pre_tokenizers.Digits(individual_digits=True)] if individual_digits else []
+    steps: list[pre_tokenizers.PreTokenizer] = (
+        [pre_tokenizers.Digits(individual_digits=True)] if individual_digits else []
+    )
     steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
     return pre_tokenizers.Sequence(steps)
 
@@ -213,7 +215,7 @@ def _gguf_vocab(meta: dict[str, Any], filename: str) -> Vocab:
     def special(key: str) -> int | None:
         return int(meta[key].item()) if key in meta else None
 
-    marked = {special(f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")} - {None}
+    marked = {i for k in ("eos", "eot", "eom") if (i := special(f"tokenizer.ggml.{k}_token_id")) is not None}
     eos_ids = frozenset(marked | {i for i, t in enumerate(tokens) if t in EOG_TEXTS})
     add_bos = bool(meta["tokenizer.ggml.add_bos_token"].item()) if "tokenizer.ggml.add_bos_token" in meta else False
     return Vocab(
