@@ -23,9 +23,9 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_slm import busy
 from pytest_slm.backends import backend
 from pytest_slm.backends.base import LoadRequest
+from pytest_slm.measure import busy
 from pytest_slm.measure.machine import measure_decode
 from pytest_slm.models.registry import select_models
 

