@@ -63,12 +63,14 @@ class Accuracy:
         if self._prepared is None:
             config = self._session.config
             settings = AccuracySettings(**config.settings("accuracy"))
-            check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.model(self._case)))
-            reference = self._session.reference_of(self._case)
+            check = AccuracyCheck(self._case, settings, lambda: self.evaluate(self._session.loader.model(self._case)))
+            reference = self._session.matrix.reference_of(self._case)
             if config.relative_gate is not None and reference.model_id != self._case.model_id:  # f32 has no gate
-                run = lambda: measured(self._case.id, lambda: self._session.reference_accuracy(self._case))
+                run = lambda: measured(
+                    self._case.id, lambda: self._session.accuracy_results.reference_accuracy(self._case)
+                )
                 check.reference = reference.model_id, run
-            provenance = lambda: self._session.model(self._case).provenance
+            provenance = lambda: self._session.loader.model(self._case).provenance
             self._prepared = core.prepare(
                 check, self._session.check_context(self._item, provenance, self._case, lm_eval=True)
             )
@@ -78,11 +80,11 @@ class Accuracy:
         __tracebackhide__ = True
         self._prepare()
         assert self._case.task is not None
-        return measured(self._case.id, lambda: self._session.accuracy(self._case, model))
+        return measured(self._case.id, lambda: self._session.accuracy_results.accuracy(self._case, model))
 
     def check(self, result: AccuracyResult) -> None:
         __tracebackhide__ = True
-        self._session.remember_outcomes(self._case, result.outcomes)
+        self._session.accuracy_results.remember_outcomes(self._case, result.outcomes)
         core.conclude(self._prepare(), result)
 
 
@@ -98,7 +100,7 @@ class FidelityFixture:
     def check(self, model: SlmModel) -> None:
         __tracebackhide__ = True
         session, case = self._session, model.case
-        reference = session.reference_of(case)
+        reference = session.matrix.reference_of(case)
         config = session.config
         ceiling = config.kld_ceilings.get(case.quant) if case.kv == DEFAULT_KV_TYPE else None  # a quant's, against f32
         gate = FidelityGate(config.fidelity_margin, *config.fidelity_tail, ceiling)
@@ -107,7 +109,9 @@ class FidelityFixture:
             case,
             reference,
             gate,
-            lambda: measured(case.id, lambda: session.against_reference(case.id, case, reference, (0, *depths))),
+            lambda: measured(
+                case.id, lambda: session.fidelity.against_reference(case.id, case, reference, (0, *depths))
+            ),
             self._item.nodeid,
         )
         core.run(check, session.check_context(self._item, lambda: model.provenance, case))
@@ -158,14 +162,14 @@ class Runtime:
         first (the next item loads it again): a file this process maps cannot be evicted."""
         __tracebackhide__ = True
         session, config = self._session, self._session.config
-        session.close()
+        session.loader.close()
         mapped_before = set(mapped_model_files())
         try:
-            request = session.load_request(case)
+            request = session.loader.load_request(case)
             load: Callable[[], LoadedModel] = lambda: backend(case.backend).load(request)
             first = SlmModel(case, load())  # the prompt's tokens, and what the record says loaded
         except Unsupported as exc:
-            session.unsupported(case, exc)
+            session.loader.unsupported(case, exc)
         except (BackendError, RegistryError) as exc:
             fail(f"{case.model_id}: {exc}")
         mapped = set(mapped_model_files()) - mapped_before  # what this load maps: a derived quant's own file
@@ -199,7 +203,7 @@ class Runtime:
         core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
 
     def _tokens(self, model: SlmModel) -> list[int]:
-        return model.tokenize(self._session.eval_text)
+        return model.tokenize(self._session.texts.eval_text)
 
     def _latency(
         self, model: SlmModel, name: str, measure: Callable[[], list[Timing]], notes: dict[str, str] | None = None
@@ -263,7 +267,9 @@ class Parity:
     def measure(self) -> Fidelity:
         __tracebackhide__ = True
         reference, candidate = self._case.sides
-        return measured(self._case.id, lambda: self._session.against_reference(self._case.id, candidate, reference)[0])
+        return measured(
+            self._case.id, lambda: self._session.fidelity.against_reference(self._case.id, candidate, reference)[0]
+        )
 
     def check(self, fidelity: Fidelity) -> None:
         __tracebackhide__ = True
@@ -274,5 +280,7 @@ class Parity:
             else (config.parity_top1, config.parity_kld)
         )
         settings = ParitySettings(top1, kld, config.alpha, config.min_drop_points)
-        check = ParityCheck(self._case, settings, self.measure, lambda: session.runtime_outcomes(self._case))
+        check = ParityCheck(
+            self._case, settings, self.measure, lambda: session.accuracy_results.runtime_outcomes(self._case)
+        )
         core.conclude(core.prepare(check, session.check_context(self._item, dict)), fidelity)  # nothing stored

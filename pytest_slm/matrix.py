@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from itertools import product
 from typing import TYPE_CHECKING
 
+from .backends import all_devices, backend, kv_types
 from .backends.base import DEFAULT_KV_TYPE
 
 if TYPE_CHECKING:
+    from .backends.base import DeviceStatus
     from .models.registry import ModelEntry
+    from .options import SlmConfig
+    from .tasks.catalog import TaskCatalog
 
 
 @dataclass(frozen=True, order=True)
@@ -149,3 +154,73 @@ def build_parity_cases(models: Mapping[str, ModelEntry], devices: Iterable[str])
                 if entry.mlx is not None:
                     cases.append(ParityCase(name, reference, candidate, FORMATS))
     return cases
+
+
+@dataclass
+class Matrix:
+    """The run's cases (model x device x quant x task x KV type) and why this machine cannot run some."""
+
+    config: SlmConfig
+    models: dict[str, ModelEntry]
+    catalog: TaskCatalog
+
+    @cached_property
+    def device_statuses(self) -> dict[str, DeviceStatus]:
+        """Probing imports a runtime: only the backends this run needs (a fidelity reference may be on another)."""
+        devices = self.config.devices or all_devices()
+        needed = [*devices, *(self.reference_of(Case(m, d, "native")).device for m in self.models for d in devices)]
+        statuses = {}
+        for name in dict.fromkeys(d.split("-")[0] for d in needed):
+            statuses.update({s.name: s for s in backend(name).device_statuses()})
+        return statuses
+
+    def devices(self) -> tuple[str, ...]:
+        if self.config.devices is not None:
+            return self.config.devices
+        return tuple(d for d in all_devices() if self.device_statuses[d].available)
+
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        return self.config.tasks or tuple(TaskSpec(name) for name in sorted(self.catalog.shipped))
+
+    def cases(self, with_tasks: bool) -> list[tuple[Case, str | None]]:
+        """Every case, with a skip reason for those this machine cannot run."""
+        config = self.config
+        cases = build_cases(
+            self.models, self.devices(), config.quants, self.tasks() if with_tasks else None, config.kv_types
+        )
+        return [(case, self.skip_reason(case)) for case in cases]
+
+    def parity_cases(self) -> list[tuple[ParityCase, str | None]]:
+        cases = build_parity_cases(self.models, self.devices())
+        return [(case, self.skip_reason(case.sides[0]) or self.skip_reason(case.sides[1])) for case in cases]
+
+    def empty_reason(self, with_tasks: bool = False, parity: bool = False) -> str:
+        """Why the matrix of a test has no case at all."""
+        if not self.models:
+            return "no model selected: name one with --slm-models (a registry name, a .gguf file or an MLX directory)"
+        if not self.devices():
+            reasons = "; ".join(f"{name}: {status.reason}" for name, status in self.device_statuses.items())
+            return f"no device available here ({reasons})"
+        if parity:
+            return f"parity needs a llama.cpp and an MLX device on the same hardware; selected: {', '.join(self.devices())}"
+        if with_tasks and not self.tasks():
+            return "no task selected: name one with --slm-tasks"
+        return "every case of this test is excluded (the fidelity reference is not compared with itself)"
+
+    def skip_reason(self, case: Case) -> str | None:
+        status = self.device_statuses[case.device]
+        quants = backend(case.backend).QUANTS
+        if not status.available:
+            return f"{case.device} unavailable: {status.reason}"
+        if case.quant not in quants:
+            return f"{case.backend} cannot make quant {case.quant!r} (its quants: {', '.join(quants)})"
+        if case.kv not in (types := kv_types(case.backend)):
+            return (
+                f"{case.model} on {case.backend}: no {case.kv} KV cache (its KV types: {', '.join(types)};"
+                " a runtime's own KV quantization, as mlx-lm's kv_bits, is not driven by --slm-kv-types)"
+            )
+        return None
+
+    def reference_of(self, case: Case) -> Case:
+        """The case a fidelity item of `case` is measured against (see fidelity_reference)."""
+        return fidelity_reference(case, self.models[case.model].mlx is not None)

@@ -68,15 +68,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Any test that asks for an slm fixture becomes one item per case of the matrix."""
     session = metafunc.config.stash[SESSION]
     if PARITY_FIXTURE in metafunc.fixturenames:
-        parity = session.parity_cases()
-        params = [_param(c, skip) for c, skip in parity] or [_nothing(session.empty_reason(parity=True))]
+        parity = session.matrix.parity_cases()
+        params = [_param(c, skip) for c, skip in parity] or [_nothing(session.matrix.empty_reason(parity=True))]
         metafunc.parametrize(PARITY_FIXTURE, params, indirect=True)
     elif CASE_FIXTURE in metafunc.fixturenames:
         with_tasks = "slm_task" in metafunc.fixturenames
-        cases = session.cases(with_tasks)
+        cases = session.matrix.cases(with_tasks)
         if FIDELITY_FIXTURE in metafunc.fixturenames:  # the reference is not compared with itself
-            cases = [(case, skip) for case, skip in cases if case != session.reference_of(case)]
-        params = [_param(c, skip) for c, skip in cases] or [_nothing(session.empty_reason(with_tasks=with_tasks))]
+            cases = [(case, skip) for case, skip in cases if case != session.matrix.reference_of(case)]
+        params = [_param(c, skip) for c, skip in cases] or [
+            _nothing(session.matrix.empty_reason(with_tasks=with_tasks))
+        ]
         metafunc.parametrize(CASE_FIXTURE, params, indirect=True)
 
 
@@ -131,7 +133,7 @@ def slm_case(request: pytest.FixtureRequest) -> Case:
 @pytest.fixture
 def slm_model(request: pytest.FixtureRequest, slm_case: Case) -> SlmModel:
     """The model of this combination, loaded once per worker and shared across its items."""
-    return request.config.stash[SESSION].model(slm_case)
+    return request.config.stash[SESSION].loader.model(slm_case)
 
 
 @pytest.fixture
@@ -169,7 +171,7 @@ def slm_parity(request: pytest.FixtureRequest, slm_parity_case: ParityCase) -> P
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     slm = session.config.stash[SESSION]
-    slm.close()
+    slm.loader.close()
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller reports for the run
         workeroutput["slm"] = slm.shared()
@@ -247,7 +249,9 @@ class XdistHooks:
         from xdist.scheduler import LoadScopeScheduling
 
         session = config.stash[SESSION]
-        groups = {case.id: case.model_id for with_tasks in (True, False) for case, _ in session.cases(with_tasks)}
+        groups = {
+            case.id: case.model_id for with_tasks in (True, False) for case, _ in session.matrix.cases(with_tasks)
+        }
 
         class ModelScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no types: it is Any
             def _split_scope(self, nodeid: str) -> str:

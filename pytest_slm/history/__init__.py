@@ -38,7 +38,7 @@ def append_run(config: pytest.Config, slm: Any, exitstatus: int) -> tuple[str, b
     threads = slm.config.item_threads
     run = record.build(
         results,
-        slm.outcomes(),
+        slm.accuracy_results.outcomes(),
         started=config.stash.get(STARTED, record.now()),
         root=slm.config.rootdir,
         settings=settings(slm.config),

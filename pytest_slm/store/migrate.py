@@ -12,10 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
-from .baselines import BaselineError, dumps, loads, root_lock
+from .baselines import BaselineError, dumps, loads, root_lock, writable_dir_problem
 
 LEGACY_FIELD = "runtime"
 COMMAND = "python -m pytest_slm migrate-baselines"
+
+
+def start_up_problem(root: Path, update: bool) -> str | None:
+    """Why a run cannot use the baselines tree, checked before any item runs: a tree an update cannot
+    write, or runtime baselines still keyed by the runtime's version (an upgrade would find none)."""
+    if update and (problem := writable_dir_problem(root)):
+        return f"--update-baselines: {problem}"
+    if legacy := next(legacy_records(root), None):
+        return (
+            f"{legacy[0]}: runtime baselines are keyed by the runtime's version (an older pytest-slm), so an upgrade"
+            f" would find none: move them to keys of the hardware with: {COMMAND} {root}"
+        )
+    return None
 
 
 def legacy_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
