@@ -14,18 +14,15 @@ from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
 from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySettings
-from .checks.runtime import LatencyCheck, LatencyRun, LatencySettings, MemoryCheck
+from .checks.runtime import BusyGate, LatencyCheck, LatencySettings, MemoryCheck, timed_runs
 from .matrix import FORMATS, Case, ParityCase
-from .measure.busy import During, machine_state, wait_until_quiet
 from .measure.cold_load import mapped_model_files, measure_load, model_files
 from .measure.divergence import Fidelity
-from .measure.energy import Metered, meter_for
 from .measure.machine import (
     Fingerprint,
     MemoryUse,
     Timing,
     fingerprint,
-    load_average,
     measure_decode,
     measure_memory,
     measure_prefill,
@@ -212,36 +209,15 @@ class Runtime:
         session = self._session
         self._alone(name)
 
-        cooldown = session.config.cooldown if name != "load" else 0  # the load item does not rest
-        meter = (
-            f"not read with --slm-cooldown={cooldown:g}: the rests would count"
-            if cooldown
-            else meter_for(model.case.device)
-        )
-
-        def timed() -> LatencyRun:
-            self._wait_until_quiet(model.case.id)
-            load = load_average()
-            with During() as during, Metered(meter) as metered:
-                timings = tuple(measured(model.case.id, measure))
-            return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes or {}))
-
         config = session.config
+        cooldown = config.cooldown if name != "load" else 0  # the load item does not rest
+        gate = BusyGate(config.busy, config.busy_wait, config.strict)
+        timed = timed_runs(
+            model.case.device, cooldown, gate, model.case.id, lambda: measured(model.case.id, measure), notes or {}
+        )
         settings = LatencySettings(**config.settings("latency"))
         check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
         core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
-
-    def _wait_until_quiet(self, item: str) -> None:
-        """Before timing: wait (up to --slm-busy-wait) for other processes to leave our CPUs; if
-        they do not, the item ends "busy", not failed."""
-        __tracebackhide__ = True
-        config = self._session.config
-        if config.busy is None:
-            return
-        seen, waited = wait_until_quiet(config.busy, config.busy_wait)
-        if seen is not None and seen.share > config.busy:
-            message = f"{item}: {seen.describe()} after waiting {waited:.0f} s, above --slm-busy={config.busy:g}; nothing measured"
-            core.not_judged(core.BUSY, message, config.strict)
 
     def _fingerprint(self, model: SlmModel) -> Fingerprint:
         return fingerprint(model.case.device, self._session.config.threads)

@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 
-from .checks.accuracy import AccuracyRow
 from .checks.core import CheckContext, Policy
-from .checks.fidelity import FidelityRow, ParityRow
-from .checks.runtime import LatencyRow, MemoryRow
+from .checks.kind import ROW_TYPES
 from .matrix import Case, Matrix
 from .measure.fidelity_reference import FidelityReference
 from .measure.texts import Texts, start_up_problem
@@ -28,8 +26,6 @@ from .store.atomic import sweep_stale_temporaries
 from .store.baselines import BaselineStore
 from .tasks.catalog import TaskCatalog, TaskError
 from .tasks.results import AccuracyResults
-
-ROW_TYPES = {row.SECTION: row for row in (AccuracyRow, ParityRow, FidelityRow, LatencyRow, MemoryRow)}
 
 
 @dataclass

@@ -70,7 +70,7 @@ def test_an_update_keeps_the_baselines_figures_at_the_depths_it_did_not_measure(
 
 
 def test_the_runtime_table_lists_a_metrics_depths_in_order():
-    from pytest_slm.report.tables import runtime
+    from pytest_slm.checks import KINDS
 
     metrics = ["prefill@128@d2048", "decode@d2048", "prefill@128", "decode@d512", "decode", "prefill@128@d512"]
     cells = {
@@ -84,7 +84,7 @@ def test_the_runtime_table_lists_a_metrics_depths_in_order():
         "load": None,
         "verdict": "pass",
     }
-    _, body = runtime([{"item": "m", "metric": metric, **cells} for metric in metrics])
+    _, body = KINDS["runtime"].table([{"item": "m", "metric": metric, **cells} for metric in metrics])
     assert [line[1] for line in body] == [
         "decode",
         "decode@d512",

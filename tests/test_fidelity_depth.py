@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 from projects import shipped_project
 
-from pytest_slm.checks import validate_record
+from pytest_slm.checks import KINDS, validate_record
 from pytest_slm.checks.core import RecordError, envelope, validate
 from pytest_slm.checks.fidelity import FidelityCheck, FidelityGate, validate_fidelity
 from pytest_slm.matrix import Case
 from pytest_slm.measure import reference
 from pytest_slm.measure.divergence import DEPTH_WINDOWS, Positions, depth_windows, summarize
 from pytest_slm.options import BUILTIN_DEPTH_TEXT, DEFAULT_DEPTH_TEXT
-from pytest_slm.report.tables import fidelity as fidelity_table
 from pytest_slm.store.baselines import BaselineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +141,7 @@ def test_an_update_keeps_the_baselines_other_depths_and_replaces_those_it_measur
 
 def test_the_table_shows_a_row_per_depth_after_its_items_depth_0():
     rows = check().judge({0: figures(), 512: figures(2.0)}, None).rows
-    _, body = fidelity_table([asdict(row) for row in reversed(rows)])
+    _, body = KINDS["fidelity"].table([asdict(row) for row in reversed(rows)])
     assert [line[0] for line in body] == ["m-llamacpp-cpu-native-kv-q8_0", "m-llamacpp-cpu-native-kv-q8_0 @d512"]
 
 

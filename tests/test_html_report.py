@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pytest_slm import report
-from pytest_slm.report import html, tables
+from pytest_slm.checks import KINDS
+from pytest_slm.report import html
 from pytest_slm.report.outcomes import Outcome
 
 MODEL = "smollm2-135m"
@@ -302,11 +303,11 @@ def test_kld_plots_each_quants_tail_from_its_percentiles_to_its_max(charts):
 
 
 def test_the_fidelity_table_shows_llama_perplexitys_statistics():
-    headers, [_q2_k, q8_0] = tables.fidelity(RESULTS["fidelity"])
+    headers, [_q2_k, q8_0] = KINDS["fidelity"].table(RESULTS["fidelity"])
     assert headers[3:11] == ["mean KLD ± se", "median", "p90", "p95", "p99", "p99.9", "max", "Δp mean / RMS"]
     assert q8_0[2:4] == ("0.9910 [0.9880, 0.9940]", "9.00e-04 ± 3.0e-05") and q8_0[8] == "2.70e-02"
     judged = dict(RESULTS["fidelity"][0], baseline_mean_kld=1e-3, baseline_tail_kld=2e-2, judged_tail="p99")
-    headers, [cells] = tables.fidelity([judged])
+    headers, [cells] = KINDS["fidelity"].table([judged])
     assert cells[headers.index("baseline mean / tail")] == "1.00e-03 / 2.00e-02 (p99)"
 
 

@@ -6,10 +6,10 @@ from dataclasses import asdict, replace
 
 import pytest
 
+from pytest_slm.checks import KINDS
 from pytest_slm.checks.fidelity import ParityCheck, ParitySettings
 from pytest_slm.matrix import ParityCase
 from pytest_slm.measure.divergence import Fidelity
-from pytest_slm.report.tables import parity
 from pytest_slm.stats import compare_outcomes
 
 ITEM = "smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32"
@@ -60,7 +60,7 @@ def test_a_few_differing_samples_pass_and_are_counted():
     }
     row, failure = judge_parity(ITEM, CLOSE, tasks, SETTINGS)
     assert failure is None and row["task_outcomes"] == "2 tasks, 2 flips"
-    headers, [cells] = parity([row])
+    headers, [cells] = KINDS["parity"].table([row])
     assert headers[-2:] == ["task outcomes", "verdict"] and cells[-2:] == ("2 tasks, 2 flips", "pass")
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from projects import shipped_project
 
+from pytest_slm.checks import KINDS
 from pytest_slm.checks.accuracy import AccuracyCheck, AccuracySettings
 from pytest_slm.checks.core import Verdict
 from pytest_slm.matrix import Case, TaskSpec
-from pytest_slm.report import tables
 from pytest_slm.stats import relative_accuracy
 from pytest_slm.tasks.catalog import TASK_PARTS, AccuracyResult
 
@@ -175,7 +175,7 @@ def test_the_accuracy_table_shows_the_gate_only_when_it_is_on():
         "p_value": None,
         "verdict": "FAIL",
     }
-    headers, body = tables.accuracy([row])
+    headers, body = KINDS["items"].table([row])
     assert "ratio (95% CI)" not in headers
     gated = {
         **row,
@@ -186,7 +186,7 @@ def test_the_accuracy_table_shows_the_gate_only_when_it_is_on():
         "gate": 0.99,
         "gate_verdict": "FAIL",
     }
-    headers, body = tables.accuracy([gated, {**row, "item": "m-f32-t:0", "verdict": "pass"}])  # f32: no gate
+    headers, body = KINDS["items"].table([gated, {**row, "item": "m-f32-t:0", "verdict": "pass"}])  # f32: no gate
     assert headers[-4:] == ["reference", "ratio (95% CI)", "gate", "verdict"]
     assert body[1][-4:] == ("0.750", "0.800 [0.720, 0.877]", "0.99: FAIL", "FAIL")
     assert body[0][-4:] == ("-", "-", "-", "pass")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any, ClassVar, TypedDict
 
 from ..matrix import Case
 from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, detectable_drop, relative_accuracy
 from ..store.baselines import BaselineKey
 from ..tasks.catalog import TASK_PARTS, AccuracyResult
+from .columns import ITEM, VERDICT, Column, Rows, Table, or_dash, select
 from .core import CANNOT_DETECT, NOT_JUDGED, REFRESH, Check, RecordError, Verdict, require
+from .kind import Figure, Judged, Kind, Runs, Stored
 
 SHOWN_FLIPS = 3
 
@@ -283,3 +286,78 @@ def model_identity(case: Case) -> ModelIdentity:
 
 def _tail(text: str, width: int = 60) -> str:
     return " ".join(text.split())[-width:]
+
+
+class AccuracyKind(Kind):
+    """Accuracy on a task's samples, judged by McNemar's test on the per-sample outcomes. Its
+    results.json section is `items` (the name runs stored before kinds had one), kept so that
+    stored reports and histories still read."""
+
+    row = AccuracyRow
+    title = "Accuracy"
+    record_kind = "accuracy"
+    keeps_outcomes = True
+    chart_order = 0
+
+    def table(self, rows: Rows, full: bool = True) -> Table:
+        """Against the baseline (McNemar); with --slm-relative-gate, also against the reference (its
+        accuracy and the ratio's interval in the full table only)."""
+        gated = any(row.get("gate") is not None for row in rows)
+        relative = [
+            Column("reference", _gated(lambda row: or_dash(row.get("reference_accuracy"), "{:.3f}")), brief=False),
+            Column("ratio (95% CI)", _gated(_ratio), brief=False),
+            Column("gate", _gated(lambda row: f"{row['gate']:g}: {row['gate_verdict']}")),
+        ]
+        columns = [
+            ITEM,
+            Column("accuracy", lambda row: f"{row['accuracy']:.3f}"),
+            Column("baseline", lambda row: or_dash(row["baseline"], "{:.3f}")),
+            Column("delta", lambda row: or_dash(row["delta_points"], "{:+.1f} pt")),
+            Column(
+                "flips -/+", lambda row: "-" if row["regressed"] is None else f"{row['regressed']}/{row['improved']}"
+            ),
+            Column("p", lambda row: or_dash(row["p_value"], "{:.3g}")),
+            Column("detects", lambda row: or_dash(row.get("detects_points"), "≥ {:.1f} pt")),
+            *(relative if gated else ()),
+            VERDICT,
+        ]
+        return select(columns, sorted(rows, key=itemgetter("item")), full)
+
+    def charts(self, rows: Rows) -> list[tuple[str, str, list[Any]]]:
+        from ..report import charts  # matplotlib: only when the page is drawn
+
+        return [("accuracy-ladder", "Accuracy per task across the quantization ladder", charts.accuracy(rows))]
+
+    def figures(self, row: Mapping[str, Any]) -> list[Figure]:
+        return [Figure("accuracy", row["accuracy"], "share")]
+
+    def compare(self, now: Stored, before: Stored, runs: Runs) -> Judged:
+        """Paired on the samples both runs have, as the item itself is judged."""
+        if not runs.before or not runs.after:
+            return Judged(before.value, now.value, "", "not compared: no per-sample outcomes stored")
+        paired = compare_outcomes(runs.before, runs.after)
+        if paired.n == 0:
+            return Judged(before.value, now.value, "", "not compared: no sample in common")
+        settings = runs.settings
+        alpha, min_drop = float(settings.get("alpha", 0.05)), float(settings.get("min_drop_points", 1.0))
+        verdict = "FAIL" if paired.is_regression(alpha, min_drop) else "pass"
+        change = (
+            f"{paired.delta_points:+.1f} pt, flips {len(paired.regressed)}/{len(paired.improved)},"
+            f" p={paired.p_value:.3g}, n={paired.n}"
+        )
+        return Judged(paired.baseline_accuracy, paired.accuracy, change, verdict)
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_accuracy(record)
+
+    def file_name(self, record: Mapping[str, Any]) -> str:
+        return f"{require(record, 'task', str)}-{require(record, 'shots', int)}shot.json"
+
+
+def _gated(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    """A relative cell, or a dash for an item the gate does not judge (the reference itself)."""
+    return lambda row: "-" if row.get("gate") is None else cell(row)
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    return "-" if row.get("ratio") is None else f"{row['ratio']:.3f} [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}]"

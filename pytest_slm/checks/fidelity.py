@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from ..matrix import SAME_WEIGHTS, Case, ParityCase
@@ -13,7 +15,9 @@ from ..measure.divergence import KLD_PERCENTILES, Fidelity, tail_field
 from ..stats import PairedComparison, mcnemar_two_sided
 from ..store.baselines import SCHEMA_VERSION, BaselineKey
 from .accuracy import model_identity
+from .columns import VERDICT, Column, Rows, Table, or_dash, select
 from .core import REFRESH, Check, RecordError, Verdict, require
+from .kind import Figure, Kind
 
 
 @dataclass(frozen=True)
@@ -294,3 +298,159 @@ class ParityCheck(Check):
             f"{self.item}: the runtimes disagree {where}: {'; '.join(problems)}"
             f" (p99 KLD {fidelity.p99_kld:.3g}, perplexity {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})",
         )
+
+
+class ParityKind(Kind):
+    """Two runtimes' next-token distributions on the same weights: compared this session, never
+    against a baseline."""
+
+    row = ParityRow
+    title = "Parity"
+
+    def table(self, rows: Rows, full: bool = True) -> Table:
+        """The distributions, and the task outcomes both runtimes had this session; the brief table
+        keeps the two figures parity is judged by, top-1 agreement and mean KL divergence."""
+        columns = _distributions(rows, "parity item")
+        brief = [
+            Column("top-1 agree", lambda row: f"{row['top1_agreement']:.4f}", full=False),
+            Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
+        ]
+        outcomes = Column("task outcomes", itemgetter("task_outcomes"))
+        return select([columns[0], *brief, *columns[1:-1], outcomes, VERDICT], _by_depth(rows), full)
+
+    def figures(self, row: Mapping[str, Any]) -> list[Figure]:
+        return distribution_figures(row)
+
+
+class FidelityKind(Kind):
+    """Each quant's distributions against the model's exact float32 values, judged against its baseline."""
+
+    row = FidelityRow
+    title = "Fidelity"
+    record_kind = "fidelity"
+    chart_order = 3
+
+    def table(self, rows: Rows, full: bool = True) -> Table:
+        """Each quant against the model's exact float32 values, and the mean KLD its baseline had; a row
+        per depth (`item @d2048`: after 2,048 tokens of the depth text in the cache). The brief table
+        keeps what a fidelity item is judged by: the mean and the judged tail, their baseline, the change."""
+        columns = _distributions(rows, "fidelity item (vs f32)")
+        brief = [
+            Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
+            Column("tail", lambda row: f"{row[_judged_tail(row)]:.2e} ({row.get('judged_tail', 'p99')})", full=False),
+        ]
+        if any("baseline_mean_kld" in row for row in rows):
+            brief += [
+                Column("baseline mean / tail", _brief_baseline, full=False),
+                Column("change", _kld_change, full=False),
+            ]
+        return select([columns[0], *brief, *columns[1:]], _by_depth(rows), full)
+
+    def charts(self, rows: Rows) -> list[tuple[str, str, list[Any]]]:
+        from ..report import charts  # matplotlib: only when the page is drawn
+
+        return [
+            (
+                "kld",
+                "KL divergence to the float32 reference per quantization: how many positions lose how much",
+                charts.kld(rows),
+            ),
+            (
+                "kld-depth",
+                "KL divergence to the reference against the depth its windows start at (--slm-depths)",
+                charts.kld_depth(rows),
+            ),
+        ]
+
+    def figures(self, row: Mapping[str, Any]) -> list[Figure]:
+        return distribution_figures(row)
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_fidelity(record)
+
+    def file_name(self, record: Mapping[str, Any]) -> str:
+        return "fidelity.json"
+
+
+def distribution_figures(row: Mapping[str, Any]) -> list[Figure]:
+    """What the history keeps of a distribution comparison; a row at a depth: mean_kld@d2048."""
+    at = f"@d{row['depth']}" if row.get("depth") else ""
+    return [
+        Figure(name + at, row[name], unit)
+        for name, unit in (("mean_kld", "nats"), ("top1_agreement", "share"), ("perplexity", "ppl"))
+    ]
+
+
+def _judged_tail(row: dict[str, Any]) -> str:
+    """The row's field of the percentile its item judges: p99 -> p99_kld."""
+    return tail_field(row.get("judged_tail", "p99"))
+
+
+def _by_depth(rows: Rows) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: (row["item"], row.get("depth", 0)))
+
+
+def _distributions(rows: Rows, title: str) -> list[Column]:
+    """llama-perplexity's statistics, for the full table: top-1 agreement with its 95% interval, the
+    KL divergence's mean with its standard error and its percentiles, Δp (the reference's top
+    token's probability lost), perplexities and their ratio; a fidelity item's baseline mean and
+    judged tail. The first column is the item, the last the verdict."""
+    with_baseline = any("baseline_mean_kld" in row for row in rows)
+    percentiles = [
+        Column(header, partial(_kld_at, name=name), brief=False)
+        for header, name in (
+            ("median", "median"),
+            ("p90", "p90"),
+            ("p95", "p95"),
+            ("p99", "p99"),
+            ("p99.9", "p999"),
+            ("max", "max"),
+        )
+    ]
+    return [
+        Column(title, lambda row: row["item"] + (f" @d{row['depth']}" if row.get("depth") else "")),
+        Column("positions", lambda row: str(row["tokens"]), brief=False),
+        Column(
+            "top-1 agree (95% CI)",
+            lambda row: f"{row['top1_agreement']:.4f} [{row['top1_low']:.4f}, {row['top1_high']:.4f}]",
+            brief=False,
+        ),
+        Column("mean KLD ± se", lambda row: f"{row['mean_kld']:.2e} ± {row['kld_stderr']:.1e}", brief=False),
+        *([Column("baseline mean / tail", _baseline_kld, brief=False)] if with_baseline else []),
+        *percentiles,
+        Column("Δp mean / RMS", lambda row: f"{row['delta_p_mean']:+.2%} / {row['delta_p_rms']:.2%}", brief=False),
+        Column(
+            "ppl ref / cand", lambda row: f"{row['reference_perplexity']:.2f} / {row['perplexity']:.2f}", brief=False
+        ),
+        Column("ppl ratio", lambda row: f"{row['ppl_ratio']:.4f} ± {row['ppl_ratio_stderr']:.4f}", brief=False),
+        VERDICT,
+    ]
+
+
+def _kld_at(row: dict[str, Any], name: str) -> str:
+    return f"{row[f'{name}_kld']:.2e}"
+
+
+def _baseline_kld(row: dict[str, Any]) -> str:
+    if row.get("baseline_mean_kld") is None:
+        return "-"
+    tail = or_dash(row.get("baseline_tail_kld"), "{:.2e}")
+    return f"{row['baseline_mean_kld']:.2e} / {tail} ({row['judged_tail']})"
+
+
+def _brief_baseline(row: dict[str, Any]) -> str:
+    """The baseline's mean and tail; which tail is the `tail` column's."""
+    if row.get("baseline_mean_kld") is None:
+        return "-"
+    return f"{row['baseline_mean_kld']:.2e} / {or_dash(row.get('baseline_tail_kld'), '{:.2e}')}"
+
+
+def _kld_change(row: dict[str, Any]) -> str:
+    """The mean's and the tail's change from the baseline, relative, as the margins judge them."""
+    if row.get("baseline_mean_kld") is None:
+        return "-"
+    return f"{_relative(row['mean_kld'], row['baseline_mean_kld'])} / {_relative(row[_judged_tail(row)], row.get('baseline_tail_kld'))}"
+
+
+def _relative(now: float, before: float | None) -> str:
+    return "-" if not before else f"{now / before - 1:+.0%}"

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from math import hypot
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from ..backends.base import MemoryProfile
 from ..matrix import Case
-from ..measure.busy import Competition
-from ..measure.energy import EnergyReading
-from ..measure.machine import Fingerprint, MemoryUse, Timing, metric_depth
-from ..stats import Slowdown, compare_timings, spread
+from ..measure.busy import Competition, During, machine_state, wait_until_quiet
+from ..measure.energy import EnergyReading, Metered, meter_for
+from ..measure.machine import Fingerprint, MemoryUse, Timing, load_average, metric_depth
+from ..stats import MAD_TO_SIGMA, Slowdown, Spread, compare_timings, spread
 from ..store.baselines import BaselineKey
 from .accuracy import model_identity
-from .core import BUSY, NOT_JUDGED, TOO_NOISY, UNLIKE_CONDITIONS, Check, RecordError, Verdict, require
+from .columns import VERDICT, Column, Rows, Table, mib, or_dash, select
+from .core import BUSY, NOT_JUDGED, TOO_NOISY, UNLIKE_CONDITIONS, Check, RecordError, Verdict, not_judged, require
+from .kind import Figure, Judged, Kind, Runs, Stored
 
 REFRESH_HERE = "If the change is intended, refresh the baseline with --update-baselines on this machine."
 DOCUMENTED_SLOWDOWN = 0.25  # what the latency calibration shows caught (docs/notes/latency.md)
@@ -107,6 +111,49 @@ class LatencyRun:
         """How busy the machine was during this round, if more than `threshold` allows."""
         c = self.competition
         return c.describe() if threshold is not None and c is not None and c.share > threshold else None
+
+
+@dataclass(frozen=True)
+class BusyGate:
+    """--slm-busy and --slm-busy-wait: before each timed round, wait for other processes to leave
+    our CPUs; if they do not, the item ends "busy" (failed with --slm-strict), not failed."""
+
+    busy: float | None  # the share of our CPUs others may take; None: no gate
+    wait: float  # seconds
+    strict: bool
+
+    def wait_until_quiet(self, item: str) -> None:
+        __tracebackhide__ = True
+        if self.busy is None:
+            return
+        seen, waited = wait_until_quiet(self.busy, self.wait)
+        if seen is not None and seen.share > self.busy:
+            message = f"{item}: {seen.describe()} after waiting {waited:.0f} s, above --slm-busy={self.busy:g}; nothing measured"
+            not_judged(BUSY, message, self.strict)
+
+
+def timed_runs(
+    device: str,
+    cooldown: float,
+    gate: BusyGate,
+    item: str,
+    measure: Callable[[], Sequence[Timing]],
+    notes: Mapping[str, str],
+) -> Callable[[], LatencyRun]:
+    """One timed round each call: the busy gate, then the timings with the load average before,
+    others' share of our CPUs and the device's energy counter during, and the machine's clocks
+    after. The energy meter is not read with a cooldown (its rests would count). `notes` is read
+    after the timings: a measurement may add to it."""
+    meter = f"not read with --slm-cooldown={cooldown:g}: the rests would count" if cooldown else meter_for(device)
+
+    def timed() -> LatencyRun:
+        gate.wait_until_quiet(item)
+        load = load_average()
+        with During() as during, Metered(meter) as metered:
+            timings = tuple(measure())
+        return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes))
+
+    return timed
 
 
 @dataclass(frozen=True)
@@ -432,3 +479,189 @@ def validate_memory(record: Mapping[str, Any]) -> None:
     require(record, "weights_bytes", int, lambda v: v > 0, "a model has weights")
     require(record, "kv_bytes_per_token", int, lambda v: v > 0, "a cached token takes bytes")
     require(record, "peak_rss_bytes", (int, type(None)), lambda v: v is None or v > 0, "a process takes memory")
+
+
+DEFAULT_TOLERANCE = 0.10  # a run stored without its latency tolerances had this one
+
+
+def machine_file(record: Mapping[str, Any], name: str) -> str:
+    """runtime/<the machine's slug>/<name>.json: a machine's figures are kept apart from another's."""
+    try:
+        slug = Fingerprint(**require(record, "fingerprint", dict)).slug
+    except TypeError:
+        raise RecordError(f"field 'fingerprint' needs exactly {', '.join(Fingerprint.__dataclass_fields__)}") from None
+    return f"runtime/{slug}/{name}.json"
+
+
+class LatencyKind(Kind):
+    """Prefill, decode and time to first token at each depth, and the cold and warm load (whose
+    records ride with the latency item `load`: one check times them all, under one busy gate);
+    medians of repeats, judged against the baseline within the noise limit."""
+
+    row = LatencyRow
+    title = "Runtime"
+    record_kind = "latency"
+    machine = True
+    chart_order = 1
+
+    def table(self, rows: Rows, full: bool = True) -> Table:
+        """The brief table leaves out the spread, the load, others' share and energy, and a metric's note."""
+        columns = [
+            Column("runtime item", itemgetter("item")),
+            Column("metric", lambda row: row["metric"] + (f" ({row['note']})" if row.get("note") else ""), brief=False),
+            Column("metric", itemgetter("metric"), full=False),
+            Column("median", lambda row: f"{row['median']:.4g} {row['unit']}"),
+            Column("spread", lambda row: f"±{100 * row['spread']:.1f}%", brief=False),
+            Column("baseline", lambda row: or_dash(row["baseline"], "{:.4g}")),
+            Column("change", lambda row: _change(row["change_pct"])),
+            Column(
+                "limit",
+                lambda row: (
+                    or_dash(row["limit_pct"], "{:.1f}%") + (f" ({row['rounds']} rounds)" if row["rounds"] > 1 else "")
+                ),
+            ),
+            Column("load", lambda row: or_dash(row["load"], "{:.2f}"), brief=False),
+            Column("others", lambda row: or_dash(row.get("competition"), "{:.0%}"), brief=False),
+            Column("energy", _energy, brief=False),
+            VERDICT,
+        ]
+        return select(columns, sorted(rows, key=_metric_order), full)
+
+    def charts(self, rows: Rows) -> list[tuple[str, str, list[Any]]]:
+        from ..report import charts  # matplotlib: only when the page is drawn
+
+        return [
+            ("speed", "Prefill and decode speed per quantization", charts.speed(rows)),
+            (
+                "depth",
+                "Prefill and decode speed against the tokens already in the KV cache (--slm-depths)",
+                charts.depth(rows),
+            ),
+        ]
+
+    def figures(self, row: Mapping[str, Any]) -> list[Figure]:
+        return [Figure(row["metric"], row["median"], row["unit"], row["spread"])]
+
+    def compare(self, now: Stored, before: Stored, runs: Runs) -> Judged:
+        """As the item judges a slowdown: the medians' ratio against the metric's tolerance and the noise limit."""
+        settings = runs.settings
+        tolerances = settings.get("latency_tolerances") or {"*": DEFAULT_TOLERANCE}
+        tolerance = float(tolerances.get(now.metric.split("@")[0], tolerances.get("*", DEFAULT_TOLERANCE)))
+        repeats = int(settings.get("repeats", 5))  # runs stored before it was recorded used the default, 5
+        slowdown = compare_timings(
+            seconds_spread(before, repeats),
+            seconds_spread(now, repeats),
+            tolerance,
+            float(settings.get("latency_k", 3.0)),
+        )
+        word = "slower" if slowdown.change >= 0 else "faster"
+        change = f"{100 * abs(slowdown.change):.1f}% {word}, limit {100 * slowdown.limit:.1f}%"
+        return Judged(before.value, now.value, change, "FAIL" if slowdown.regressed else "pass")
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_latency(record)
+
+    def file_name(self, record: Mapping[str, Any]) -> str:
+        return machine_file(record, _latency_item(record["metrics"]))
+
+
+def _latency_item(metrics: Mapping[str, Any]) -> str:
+    """The latency item a record's metrics belong to: `decode` (at any depth: `decode@d512`),
+    `load` (`load.cold`, `load.warm`, `ttft.cold@128`), else `prefill`."""
+    families = {metric.split("@")[0].split(".")[0] for metric in metrics}
+    return "decode" if "decode" in families else "load" if "load" in families else "prefill"
+
+
+def seconds_spread(m: Stored, repeats: int) -> Spread:
+    """The item's Spread of seconds from a stored figure: tok/s is tokens / seconds, so the ratio
+    of two medians inverts; the relative spread is that of the seconds, as stored."""
+    seconds = 1 / m.value if m.unit == "tok/s" else m.value
+    relative = m.spread or 0.0
+    return Spread(seconds, seconds, relative * seconds / MAD_TO_SIGMA, repeats)
+
+
+def _metric_order(row: dict[str, Any]) -> tuple[str, str, int]:
+    """A metric's depths in order (decode, decode@d512, decode@d2048), not as their names sort."""
+    metric, depth = row["metric"], metric_depth(row["metric"])
+    return row["item"], metric.removesuffix(f"@d{depth}"), depth
+
+
+def _energy(row: dict[str, Any]) -> str:
+    """Joules per token and average power, or the one-line reason there is no counter."""
+    if row.get("watts") is None:
+        return row.get("energy_note") or "-"
+    per_token = f"{1e3 * row['joules_per_token']:.3g} mJ/tok, " if row.get("joules_per_token") is not None else ""
+    return f"{per_token}{row['watts']:.3g} W"
+
+
+def _change(percent: float | None) -> str:
+    if percent is None:
+        return "-"
+    return f"{percent:.1f}% slower" if percent >= 0 else f"{-percent:.1f}% faster"
+
+
+MEMORY_FIGURES = ("weights_bytes", "kv_bytes_per_token", "peak_rss_bytes")
+
+
+class MemoryKind(Kind):
+    """Weights and KV cache per token, judged against the baseline; the peak RSS shown, never
+    judged (it depends on what ran before in the process)."""
+
+    row = MemoryRow
+    title = "Memory"
+    record_kind = "memory"
+    machine = True
+    chart_order = 2
+
+    def table(self, rows: Rows, full: bool = True) -> Table:
+        """Weights, KV cache per token (marked where it is the runtime's measured figure, not the model's
+        layers': the row's kv_note says why), and, in the full table, the cache's share of weights +
+        cache at each context length and the peak RSS (shown, never judged)."""
+        contexts = sorted({kv["context"] for row in rows for kv in row["kv_cache"]})
+        columns = [
+            Column("memory item", itemgetter("item")),
+            Column("weights", lambda row: mib(row["weights_bytes"])),
+            Column(
+                "KV/token",
+                lambda row: f"{row['kv_bytes_per_token']} B" + (" (measured)" if row.get("kv_note") else ""),
+            ),
+            *(Column(f"KV @{context}", partial(_kv_at, context=context), brief=False) for context in contexts),
+            Column(
+                "peak RSS",
+                lambda row: "-" if row["peak_rss_bytes"] is None else mib(row["peak_rss_bytes"]),
+                brief=False,
+            ),
+            VERDICT,
+        ]
+        return select(columns, sorted(rows, key=itemgetter("item")), full)
+
+    def charts(self, rows: Rows) -> list[tuple[str, str, list[Any]]]:
+        from ..report import charts  # matplotlib: only when the page is drawn
+
+        return [("memory", "Memory against context length, with the KV cache's share", charts.memory(rows))]
+
+    def figures(self, row: Mapping[str, Any]) -> list[Figure]:
+        return [Figure(name, row[name], "B") for name in MEMORY_FIGURES if row[name] is not None]
+
+    def compare(self, now: Stored, before: Stored, runs: Runs) -> Judged:
+        """Growth beyond the memory tolerance fails; the peak RSS is shown."""
+        if now.metric == "peak_rss_bytes":
+            return super().compare(now, before, runs)
+        grew = now.value / before.value - 1
+        limit = float(runs.settings.get("memory_tolerance", 0.01))
+        return Judged(
+            before.value, now.value, f"{100 * grew:+.1f}%, limit {100 * limit:.0f}%", "FAIL" if grew > limit else "pass"
+        )
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_memory(record)
+
+    def file_name(self, record: Mapping[str, Any]) -> str:
+        return machine_file(record, "memory")
+
+
+def _kv_at(row: dict[str, Any], context: int) -> str:
+    by_context = {kv["context"]: kv for kv in row["kv_cache"]}
+    if context not in by_context:
+        return "-"
+    return f"{mib(by_context[context]['kv_bytes'])} ({100 * by_context[context]['share']:.0f}%)"

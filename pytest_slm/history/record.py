@@ -15,10 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..checks import KINDS
 from .database import RUNTIME_BUILD, Measure, RunRecord
 
 RUNTIMES = ("llama-cpp-python", "mlx", "lm-eval", "pytest")
-MACHINE_SECTIONS = ("runtime", "memory")  # figures that mean something only on their own hardware
 NOT_ROWS = ("baseline_writes", "changed")  # what session.results() gives besides the summary's rows
 
 
@@ -64,30 +64,14 @@ def provenance_of(
 
 
 def measures_of(section: str, row: Mapping[str, Any], slug: str) -> list[Measure]:
-    """The figures of one summary row that a trend is drawn through."""
-    item, verdict = row["item"], row["verdict"]
-    if section == "items":
-        return [Measure(section, item, "accuracy", row["accuracy"], "share", None, verdict)]
-    if section == "runtime":
-        return [Measure(section, item, row["metric"], row["median"], row["unit"], row["spread"], verdict, slug)]
-    if section == "memory":
-        figures = {
-            "weights_bytes": row["weights_bytes"],
-            "kv_bytes_per_token": row["kv_bytes_per_token"],
-            "peak_rss_bytes": row["peak_rss_bytes"],
-        }
-        return [
-            Measure(section, item, name, value, "B", None, verdict, slug)
-            for name, value in figures.items()
-            if value is not None
-        ]
-    if section in ("fidelity", "parity"):
-        at = f"@d{row['depth']}" if row.get("depth") else ""  # a fidelity row at a depth: mean_kld@d2048
-        return [
-            Measure(section, item, name + at, row[name], unit, None, verdict)
-            for name, unit in (("mean_kld", "nats"), ("top1_agreement", "share"), ("perplexity", "ppl"))
-        ]
-    return []
+    """The figures of one summary row that a trend is drawn through, as its kind gives them; none
+    for a section no registered kind has."""
+    kind = KINDS.get(section)
+    figures = kind.figures(row) if kind else []
+    return [
+        Measure(section, row["item"], figure.metric, figure.value, figure.unit, figure.spread, row["verdict"], slug)
+        for figure in figures
+    ]
 
 
 def build(
@@ -113,12 +97,14 @@ def build(
             continue
         for row in section_rows:
             slug = ""
-            if section in MACHINE_SECTIONS:
+            if section in KINDS and KINDS[section].machine:  # its figures mean something only on their hardware
                 found = fingerprint_of(row["device"])
                 slug, fingerprints[found.slug] = found.slug, asdict(found)
             measures += measures_of(section, row, slug)
             rows.append((section, row))
-    accuracy_items = {row["item"] for row in results.get("items", ())}
+    paired_items = {  # the items whose per-sample outcomes a later run is compared with
+        row["item"] for section, row in rows if section in KINDS and KINDS[section].keeps_outcomes
+    }
     found_versions = versions()
     devices = sorted({str(row["device"]) for _, row in rows if row.get("device")})
     builds = {device: runtime_of(device) for device in devices} if runtime_of else {}
@@ -136,7 +122,7 @@ def build(
         exitstatus=exitstatus,
         measures=measures,
         rows=rows,
-        outcomes={item: dict(o) for item, o in outcomes.items() if item in accuracy_items},
+        outcomes={item: dict(o) for item, o in outcomes.items() if item in paired_items},
         fingerprints=fingerprints,
         provenance=provenance_of(found_versions, system or {}, builds),
     )

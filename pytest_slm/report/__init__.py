@@ -1,7 +1,7 @@
 """What a run reports: one roll-up of every item's outcome, then one table for the whole run,
 whichever process measured each row, in the terminal and, with --slm-report, as files CI keeps
-(results.json, summary.md, report.html, the step summary). What each table shows is in tables.py,
-how outcomes are counted in outcomes.py, the page in html.py, its plots in charts.py."""
+(results.json, summary.md, report.html, the step summary). What each table shows is its kind's
+(`checks.KINDS`), how outcomes are counted in outcomes.py, the page in html.py, its plots in charts.py."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..checks import KINDS
 from ..checks.core import NOT_JUDGED
 from ..store.atomic import directory_problem, write_text_atomic
-from . import html, tables
+from . import html
 from .outcomes import Outcome, as_json, rollup, unjudged_lines
 
 TERMINAL_WIDTH = 120  # what the brief tables fit, item ids shortened where they must be
@@ -29,7 +30,7 @@ def table(
 ) -> str:
     """The section's table, brief (what its verdicts are read from) or full; no line wider than
     `width` where shortening item ids (its first column) down to ITEM_MIN gets there."""
-    headers, body = tables.SECTIONS[section][1](rows, full)
+    headers, body = KINDS[section].table(rows, full)
     text: str = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     excess = max(map(len, text.splitlines())) - width if width else 0
     if excess > 0 and body:
@@ -89,9 +90,7 @@ def all_tables(
     results: dict[str, Any], tablefmt: str = "simple", full: bool = False, width: int | None = None
 ) -> list[str]:
     """The run's tables, in order, for the sections that have rows."""
-    return [
-        table(section, results[section], tablefmt, full, width) for section in tables.SECTIONS if results.get(section)
-    ]
+    return [table(section, results[section], tablefmt, full, width) for section in KINDS if results.get(section)]
 
 
 def lead(outcomes: Sequence[Outcome], changed: Sequence[str]) -> list[str]:
@@ -162,7 +161,7 @@ def write_report(
     The summary also goes to GitHub's job page when $GITHUB_STEP_SUMMARY names a file. A write that
     fails raises ReportError, naming the file; files written before it stay."""
     ordered = {
-        name: sorted(rows, key=lambda r: (r["item"], r.get("metric", ""))) if name in tables.SECTIONS else rows
+        name: sorted(rows, key=lambda r: (r["item"], r.get("metric", ""))) if name in KINDS else rows
         for name, rows in results.items()
     }
     texts = (

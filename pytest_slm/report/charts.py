@@ -19,6 +19,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation
 
+from ..checks import KINDS
 from ..measure.machine import metric_depth
 from ..options import QUANTS
 
@@ -57,27 +58,10 @@ STYLE: dict[RcKeyType, Any] = {
 
 
 def figures(results: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
-    """(id, caption, panels as SVG) for each plot the results have rows for, in the page's order."""
-    plots = (
-        ("accuracy-ladder", "Accuracy per task across the quantization ladder", accuracy(results.get("items") or [])),
-        ("speed", "Prefill and decode speed per quantization", speed(results.get("runtime") or [])),
-        (
-            "depth",
-            "Prefill and decode speed against the tokens already in the KV cache (--slm-depths)",
-            depth(results.get("runtime") or []),
-        ),
-        ("memory", "Memory against context length, with the KV cache's share", memory(results.get("memory") or [])),
-        (
-            "kld",
-            "KL divergence to the float32 reference per quantization: how many positions lose how much",
-            kld(results.get("fidelity") or []),
-        ),
-        (
-            "kld-depth",
-            "KL divergence to the reference against the depth its windows start at (--slm-depths)",
-            kld_depth(results.get("fidelity") or []),
-        ),
-    )
+    """(id, caption, panels as SVG) for each plot the results have rows for, in the page's order:
+    each kind's plots (`Kind.charts`), the kinds ordered by their `chart_order`."""
+    kinds = sorted(KINDS.values(), key=lambda kind: kind.chart_order)
+    plots = [plot for kind in kinds for plot in kind.charts(results.get(kind.section) or [])]
     return [(plot_id, caption, [svg(panel) for panel in panels]) for plot_id, caption, panels in plots if panels]
 
 

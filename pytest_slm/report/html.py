@@ -11,8 +11,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checks import KINDS
 from ..checks.core import NOT_JUDGED
-from . import tables
 from .outcomes import ERROR, FAIL, PASS, Outcome, parts
 
 if TYPE_CHECKING:
@@ -51,9 +51,7 @@ def render(results: dict[str, Any], outcomes: Sequence[Outcome] = (), history: P
     """The page for the dict results.json holds, and the run's outcomes; a section without rows is
     left out, not drawn empty. With a history store, the trend of each of the run's series across
     the stored runs too."""
-    sections = [
-        _table(title, *cells(results[name])) for name, (title, cells) in tables.SECTIONS.items() if results.get(name)
-    ]
+    sections = [_table(kind.title, *kind.table(results[name])) for name, kind in KINDS.items() if results.get(name)]
     writes = _baseline_writes(results.get("baseline_writes") or [])
     trends = _trends(results, history) if history is not None else ""
     blocks = ("<h1>pytest-slm report</h1>", *_lead(results, outcomes), *_figures(results), trends, *sections, writes)
@@ -113,7 +111,7 @@ def _trends(results: dict[str, Any], history: Path) -> str:
     from ..history.database import HistoryError
     from ..history.record import measures_of
 
-    rows = [(section, row) for section in tables.SECTIONS for row in results.get(section) or []]
+    rows = [(section, row) for section in KINDS for row in results.get(section) or []]
     try:
         series = trends.of_items(history, {row["item"] for _, row in rows})
     except HistoryError as exc:
