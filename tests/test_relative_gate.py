@@ -243,10 +243,10 @@ def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(proje
 
 
 COUNT_EVALUATIONS = """
-import pytest_slm.session
+import pytest_slm.tasks.results
 
 runs = []
-evaluate = pytest_slm.session.evaluate
+evaluate = pytest_slm.tasks.results.evaluate
 
 
 def counted(model, *args, **kwargs):
@@ -254,7 +254,7 @@ def counted(model, *args, **kwargs):
     return evaluate(model, *args, **kwargs)
 
 
-pytest_slm.session.evaluate = counted
+pytest_slm.tasks.results.evaluate = counted
 
 
 def pytest_terminal_summary(terminalreporter):
