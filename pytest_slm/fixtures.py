@@ -13,7 +13,8 @@ from .backends.base import DEFAULT_KV_TYPE, BackendError, LoadedModel, Unsupport
 from .checks import core
 from .checks.accuracy import AccuracyCheck, AccuracySettings
 from .checks.core import fail
-from .checks.fidelity import FidelityCheck, FidelityGate, ParityCheck, ParitySettings
+from .checks.fidelity import FidelityCheck, FidelityGate
+from .checks.parity import ParityCheck, ParitySettings
 from .checks.runtime import BusyGate, LatencyCheck, LatencySettings, MemoryCheck, timed_runs
 from .matrix import FORMATS, Case, ParityCase
 from .measure.cold_load import mapped_model_files, measure_load, model_files

@@ -7,7 +7,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from pytest_slm.checks import KINDS
-from pytest_slm.checks.fidelity import ParityCheck, ParitySettings
+from pytest_slm.checks.parity import ParityCheck, ParitySettings
 from pytest_slm.matrix import ParityCase
 from pytest_slm.measure.divergence import Fidelity
 from pytest_slm.stats import compare_outcomes

@@ -12,8 +12,9 @@ from typing import Any
 from ..store.baselines import BaselineError
 from .accuracy import AccuracyKind
 from .core import RecordError, non_finite, require
-from .fidelity import FidelityKind, ParityKind
+from .fidelity import FidelityKind
 from .kind import KINDS, Kind, by_record_kind, register, unregister
+from .parity import ParityKind
 from .runtime import LatencyKind, MemoryKind
 
 __all__ = ["KINDS", "Kind", "register", "unregister", "validate_record"]

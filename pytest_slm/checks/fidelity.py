@@ -1,18 +1,16 @@
 """Fidelity items: a quant's next-token distributions against the model's exact float32 copy,
 compared with the quant's own baseline (at depth 0, and after each nonzero --slm-depths of a long
-text in the KV cache), and parity items: two runtimes on the same weights."""
+text in the KV cache); and the distribution rows, columns and figures parity items share."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
-from operator import itemgetter
 from typing import Any, ClassVar
 
-from ..matrix import SAME_WEIGHTS, Case, ParityCase
+from ..matrix import Case
 from ..measure.divergence import KLD_PERCENTILES, Fidelity, tail_field
-from ..stats import PairedComparison, mcnemar_two_sided
 from ..store.baselines import SCHEMA_VERSION, BaselineKey
 from .accuracy import model_identity
 from .columns import VERDICT, Column, Rows, Table, or_dash, select
@@ -38,12 +36,6 @@ class FidelityRow(DistributionRow):
     judged_tail: str = "p99"  # the percentile the gate judged
     baseline_tail_kld: float | None = None
     depth: int = 0  # tokens of the depth text in the cache before the windows (0: the evaluation text's windows)
-
-
-@dataclass(frozen=True)
-class ParityRow(DistributionRow):
-    SECTION: ClassVar[str] = "parity"
-    task_outcomes: str = "not run"
 
 
 SCHEMA_2_FIELDS = ("tokens", "mean_kld", "p99_kld", "top1_agreement", "reference_perplexity", "perplexity")
@@ -227,101 +219,6 @@ def _moved(what: str, current: float, stored: float, margin: float) -> list[str]
     ]
 
 
-@dataclass(frozen=True)
-class ParitySettings:
-    min_top1: float
-    max_mean_kld: float
-    alpha: float
-    min_drop_points: float
-
-
-@dataclass
-class ParityCheck(Check):
-    """Judged against thresholds, not a baseline, at depth 0: two runtimes on the same weights must
-    agree; a model's GGUF and its MLX checkpoint (two quantizations) must agree within looser ones."""
-
-    case: ParityCase
-    settings: ParitySettings
-    compare: Callable[[], Fidelity]
-    task_outcomes: Callable[[], dict[str, PairedComparison]]
-    kind: str = "parity"
-    key: None = None
-
-    def __post_init__(self) -> None:
-        self.item = self.baseline_of = self.case.id
-
-    def identity(self) -> dict[str, Any]:
-        return {
-            "model": self.case.model,
-            "reference": self.case.sides[0].model_id,
-            "candidate": self.case.sides[1].model_id,
-        }
-
-    def validate(self, record: Mapping[str, Any]) -> None:
-        validate_distributions(record)
-
-    def measure(self) -> Fidelity:
-        return self.compare()
-
-    def record(self, fidelity: Fidelity) -> dict[str, Any]:
-        return asdict(fidelity)
-
-    def judge(self, fidelity: Fidelity, baseline: Mapping[str, Any] | None) -> Verdict:
-        """The distributions, and the task outcomes both runtimes had this session (paired, two-sided)."""
-        settings = self.settings
-        distributions = []
-        if fidelity.top1_agreement < settings.min_top1:
-            distributions.append(f"top-1 agreement {fidelity.top1_agreement:.4f} < {settings.min_top1}")
-        if fidelity.mean_kld > settings.max_mean_kld:
-            distributions.append(f"mean KL divergence {fidelity.mean_kld:.3g} nats > {settings.max_mean_kld}")
-        problems = [f"{'; '.join(distributions)} over {fidelity.tokens} positions"] if distributions else []
-        tasks = self.task_outcomes()
-        flips = 0
-        for task, paired in sorted(tasks.items()):
-            p = mcnemar_two_sided(len(paired.regressed), len(paired.improved))
-            flips += len(paired.regressed) + len(paired.improved)
-            if p < settings.alpha and abs(paired.delta_points) >= settings.min_drop_points:
-                problems.append(
-                    f"{task}: accuracy {paired.accuracy:.3f} vs {paired.baseline_accuracy:.3f} on llama.cpp's"
-                    f" shipped weights, {len(paired.regressed)} samples right only on llama.cpp and"
-                    f" {len(paired.improved)} only here, two-sided McNemar p = {p:.3g} < {settings.alpha}"
-                )
-        outcomes = f"{len(tasks)} tasks, {flips} flips" if tasks else "not run"
-        row = ParityRow(
-            **asdict(fidelity), item=self.item, verdict="FAIL" if problems else "pass", task_outcomes=outcomes
-        )
-        if not problems:
-            return Verdict([row])
-        where = "on the same weights" if self.case.kind == SAME_WEIGHTS else "beyond two quantizations of one model"
-        return Verdict(
-            [row],
-            f"{self.item}: the runtimes disagree {where}: {'; '.join(problems)}"
-            f" (p99 KLD {fidelity.p99_kld:.3g}, perplexity {fidelity.reference_perplexity:.2f} vs {fidelity.perplexity:.2f})",
-        )
-
-
-class ParityKind(Kind):
-    """Two runtimes' next-token distributions on the same weights: compared this session, never
-    against a baseline."""
-
-    row = ParityRow
-    title = "Parity"
-
-    def table(self, rows: Rows, full: bool = True) -> Table:
-        """The distributions, and the task outcomes both runtimes had this session; the brief table
-        keeps the two figures parity is judged by, top-1 agreement and mean KL divergence."""
-        columns = _distributions(rows, "parity item")
-        brief = [
-            Column("top-1 agree", lambda row: f"{row['top1_agreement']:.4f}", full=False),
-            Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
-        ]
-        outcomes = Column("task outcomes", itemgetter("task_outcomes"))
-        return select([columns[0], *brief, *columns[1:-1], outcomes, VERDICT], _by_depth(rows), full)
-
-    def figures(self, row: Mapping[str, Any]) -> list[Figure]:
-        return distribution_figures(row)
-
-
 class FidelityKind(Kind):
     """Each quant's distributions against the model's exact float32 values, judged against its baseline."""
 
@@ -334,7 +231,7 @@ class FidelityKind(Kind):
         """Each quant against the model's exact float32 values, and the mean KLD its baseline had; a row
         per depth (`item @d2048`: after 2,048 tokens of the depth text in the cache). The brief table
         keeps what a fidelity item is judged by: the mean and the judged tail, their baseline, the change."""
-        columns = _distributions(rows, "fidelity item (vs f32)")
+        columns = distribution_columns(rows, "fidelity item (vs f32)")
         brief = [
             Column("mean KLD", lambda row: f"{row['mean_kld']:.2e}", full=False),
             Column("tail", lambda row: f"{row[_judged_tail(row)]:.2e} ({row.get('judged_tail', 'p99')})", full=False),
@@ -344,7 +241,7 @@ class FidelityKind(Kind):
                 Column("baseline mean / tail", _brief_baseline, full=False),
                 Column("change", _kld_change, full=False),
             ]
-        return select([columns[0], *brief, *columns[1:]], _by_depth(rows), full)
+        return select([columns[0], *brief, *columns[1:]], by_depth(rows), full)
 
     def charts(self, rows: Rows) -> list[tuple[str, str, list[Any]]]:
         from ..report import charts  # matplotlib: only when the page is drawn
@@ -386,11 +283,11 @@ def _judged_tail(row: dict[str, Any]) -> str:
     return tail_field(row.get("judged_tail", "p99"))
 
 
-def _by_depth(rows: Rows) -> list[dict[str, Any]]:
+def by_depth(rows: Rows) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (row["item"], row.get("depth", 0)))
 
 
-def _distributions(rows: Rows, title: str) -> list[Column]:
+def distribution_columns(rows: Rows, title: str) -> list[Column]:
     """llama-perplexity's statistics, for the full table: top-1 agreement with its 95% interval, the
     KL divergence's mean with its standard error and its percentiles, Δp (the reference's top
     token's probability lost), perplexities and their ratio; a fidelity item's baseline mean and
