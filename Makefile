@@ -13,7 +13,7 @@ CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGM
 endif
 export CMAKE_ARGS
 
-.PHONY: install regress regress-mlx-checkpoint test clean
+.PHONY: install regress regress-mlx-checkpoint lint check test clean
 
 install: $(VENV)/.installed
 
@@ -48,7 +48,18 @@ regress-mlx-checkpoint: install $(MLX_CHECKPOINT)
 		--slm-devices=mlx-cpu,llamacpp-cpu --slm-quants=native,mlx-q8,mlx-q4 --slm-tasks=slm_facts,slm_cloze \
 		--slm-limit=40 --slm-detect-drop=25 -k mlx-cpu -m "slm_accuracy or slm_fidelity or slm_parity" $(ARGS)
 
-test: install
+# ruff's lint and format check, and mypy strict over the package: the first step of check and test,
+# so CI fails on any of them
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# the edit-test loop: lint and the tests that load no model (under a minute; README, "Working on pytest-slm")
+check: lint
+	$(PY) -m pytest tests -m "not slow" $(ARGS)
+
+test: lint
 	$(PY) -m pytest tests $(ARGS)
 
 clean:

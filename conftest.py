@@ -7,6 +7,12 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: runs a model, a runtime or an external tool (seconds to minutes); make check leaves it out"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _busy_gate_off_not_strict(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pytest runs these tests start are not strict unless a test asks (CI sets the CI variable,

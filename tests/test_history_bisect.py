@@ -16,6 +16,8 @@ from pytest_slm.history.database import Measure, RunRecord
 from pytest_slm.history.record import versions
 from pytest_slm.measure.machine import Fingerprint, fingerprint
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ITEM = "smollm2-135m-llamacpp-cpu-native"  # the embedded model's one case on llama.cpp's CPU device
 
 

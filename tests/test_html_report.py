@@ -18,6 +18,8 @@ from pytest_slm.checks import KINDS
 from pytest_slm.report import html
 from pytest_slm.report.outcomes import Outcome
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 MODEL = "smollm2-135m"
 MIB = 2**20
 # Out of ladder order on purpose: the plots must sort them.

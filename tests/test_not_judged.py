@@ -11,6 +11,8 @@ from projects import WHOLE, shipped_project
 
 from pytest_slm.checks.core import REASONS
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 FED = """
 import pytest
 from pytest_slm.checks import core

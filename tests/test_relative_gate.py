@@ -13,6 +13,8 @@ from pytest_slm.matrix import Case, TaskSpec
 from pytest_slm.stats import relative_accuracy
 from pytest_slm.tasks.catalog import TASK_PARTS, AccuracyResult
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 
 def outcomes(*values: int) -> dict[str, int]:
     return {f"{i:03d}": v for i, v in enumerate(values)}

@@ -14,6 +14,8 @@ from xml.etree import ElementTree
 import pytest
 from projects import WHOLE, shipped_project
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 USER_TEST = """
 def test_my_app_still_answers(slm_model):
     assert "Paris" in slm_model.chat(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 NATIVE = Path("baselines/smollm2-135m/llamacpp-cpu/native")
 SUITE = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")  # the shipped suite
 ITEMS = 5

@@ -19,6 +19,8 @@ import yaml
 from pytest_slm.cli.main import build_parser
 from pytest_slm.options import DEVICES
 
+pytestmark = pytest.mark.slow  # make check leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 DEPENDABOT = ROOT / ".github" / "dependabot.yml"
