@@ -119,3 +119,21 @@ def test_a_noise_limit_above_the_ceiling_is_too_noisy_and_an_update_refuses_so_n
     assert [row.verdict for row in refused.rows] == ["not written"]
     steady = LatencyRun((Timing("decode", (1.0, 1.01, 0.99, 1.0, 1.0), 100),), 1.0)
     assert busy_check([]).judge(steady, None).failure is None
+
+
+def test_compare_weighs_each_runs_median_by_its_own_repeats():
+    """Two stored runs of one series: the earlier timed 5 repeats, the later 20. Each median's
+    uncertainty comes from its own run's repeats, not the later run's for both."""
+    from pytest_slm.checks import KINDS
+    from pytest_slm.checks.kind import Runs
+    from pytest_slm.history.database import Measure
+
+    before = Measure("runtime", "m", "decode", 100.0, "tok/s", 0.15, "pass")
+    now = Measure("runtime", "m", "decode", 80.0, "tok/s", 0.15, "pass")
+    settings = {"latency_tolerances": {"*": 0.1}, "latency_k": 3.0}
+    judged = KINDS["runtime"].compare(
+        now, before, Runs({**settings, "repeats": 20}, {}, {}, {**settings, "repeats": 5})
+    )
+    # 3 x hypot(1.2533 x 15% / sqrt(5), 1.2533 x 15% / sqrt(20)) = 28.2%: 25% slower passes (with 20
+    # repeats taken for both medians the limit would be 17.8%, and it would fail)
+    assert judged.change == "25.0% slower, limit 28.2%" and judged.verdict == "pass"

@@ -38,12 +38,14 @@ class Stored(Protocol):
 
 @dataclass(frozen=True)
 class Runs:
-    """What `compare` knows of two runs besides one figure of each: the later run's settings and
+    """What `compare` knows of two runs besides one figure of each: the later run's settings (the
+    thresholds it is judged by), the earlier run's (how its figure was measured: its repeats), and
     each run's per-sample outcomes of the item (empty for a kind that keeps none)."""
 
     settings: Mapping[str, Any]
     before: Mapping[str, int]
     after: Mapping[str, int]
+    settings_before: Mapping[str, Any]
 
 
 class Judged(NamedTuple):

@@ -547,10 +547,9 @@ class LatencyKind(Kind):
         settings = runs.settings
         tolerances = settings.get("latency_tolerances") or {"*": DEFAULT_TOLERANCE}
         tolerance = float(tolerances.get(now.metric.split("@")[0], tolerances.get("*", DEFAULT_TOLERANCE)))
-        repeats = int(settings.get("repeats", 5))  # runs stored before it was recorded used the default, 5
         slowdown = compare_timings(
-            seconds_spread(before, repeats),
-            seconds_spread(now, repeats),
+            seconds_spread(before, repeats(runs.settings_before)),
+            seconds_spread(now, repeats(settings)),
             tolerance,
             float(settings.get("latency_k", 3.0)),
         )
@@ -570,6 +569,11 @@ def _latency_item(metrics: Mapping[str, Any]) -> str:
     `load` (`load.cold`, `load.warm`, `ttft.cold@128`), else `prefill`."""
     families = {metric.split("@")[0].split(".")[0] for metric in metrics}
     return "decode" if "decode" in families else "load" if "load" in families else "prefill"
+
+
+def repeats(settings: Mapping[str, Any]) -> int:
+    """The timings behind a stored run's medians: runs stored before it was recorded used the default, 5."""
+    return int(settings.get("repeats", 5))
 
 
 def seconds_spread(m: Stored, repeats: int) -> Spread:

@@ -62,7 +62,8 @@ def compare_runs(before: RunRecord, after: RunRecord) -> list[Comparison]:
                 Comparison(m.section, m.item, m.metric, base.value, m.value, "", "not compared: other hardware")
             )
             continue
-        runs = Runs(after.settings, before.outcomes.get(m.item, {}), after.outcomes.get(m.item, {}))
+        outcomes = before.outcomes.get(m.item, {}), after.outcomes.get(m.item, {})
+        runs = Runs(after.settings, *outcomes, before.settings)
         judged = KINDS.get(m.section, SHOWN).compare(m, base, runs)
         found.append(Comparison(m.section, m.item, m.metric, *judged))
     return found
