@@ -1,9 +1,10 @@
-"""What a test receives from `slm_accuracy`, `slm_fidelity`, `slm_runtime` and `slm_parity`: each
+"""What a test receives from `slm_accuracy`, `slm_prompt_set`, `slm_fidelity`, `slm_runtime` and `slm_parity`: each
 builds its item's check and hands it to the one core check (`checks.core`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
@@ -32,6 +33,8 @@ from .models.errors import RegistryError
 from .models.handle import SlmModel
 from .session import SlmSession
 from .tasks.catalog import AccuracyResult, TaskError
+from .tasks.prompt_set import PromptSet
+from .tasks.prompt_set import evaluate as evaluate_prompt_set
 
 T = TypeVar("T")
 
@@ -84,6 +87,35 @@ class Accuracy:
         __tracebackhide__ = True
         self._session.accuracy_results.remember_outcomes(self._case, result.outcomes)
         core.conclude(self._prepare(), result)
+
+
+class PromptSetItem:
+    """Called with a `prompt_set`: its samples answered by this case's model and checked, judged as
+    an accuracy item (after the baseline is read: a missing one skips before any model run)."""
+
+    def __init__(self, session: SlmSession, case: Case, item: pytest.Item) -> None:
+        self._session = session
+        self._case = case
+        self._item = item
+
+    def __call__(self, spec: PromptSet) -> None:
+        __tracebackhide__ = True
+        session, case = self._session, replace(self._case, task=spec.task)
+        check = AccuracyCheck(
+            case, AccuracySettings(**session.config.settings("accuracy")), lambda: self._evaluate(spec)
+        )
+        prepared = core.prepare(check, session.check_context(self._item, lambda: self._model().provenance, self._case))
+        result = check.measure()
+        session.accuracy_results.remember_outcomes(case, result.outcomes)
+        core.conclude(prepared, result)
+
+    def _model(self) -> SlmModel:
+        return self._session.loader.model(self._case)
+
+    def _evaluate(self, spec: PromptSet) -> AccuracyResult:
+        __tracebackhide__ = True
+        limit = self._session.config.limit
+        return measured(self._case.id, lambda: evaluate_prompt_set(spec, self._model(), limit))
 
 
 class FidelityFixture:

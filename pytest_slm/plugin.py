@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from . import history, report
+from .checks import outcome_baseline
 from .checks.core import unjudged
-from .fixtures import Accuracy, FidelityFixture, Parity, Runtime
+from .fixtures import Accuracy, FidelityFixture, Parity, PromptSetItem, Runtime
 from .matrix import Case, ParityCase, TaskSpec
 from .models.handle import SlmModel
 from .options import add_options, read_config
@@ -27,12 +28,21 @@ CASE_FIXTURE = "slm_case"
 PARITY_FIXTURE = "slm_parity_case"
 FIDELITY_FIXTURE = "slm_fidelity"
 MODEL_FIXTURE = "slm_model"
+PROMPT_SET_FIXTURE = "slm_prompt_set"
 MARKERS = {
     "slm": "an item of the model x device x quant (x task) matrix (added by pytest-slm)",
     "slm_accuracy": "a task-accuracy item compared with its stored baseline",
     "slm_parity": "the same weights on llama.cpp and MLX, compared distribution by distribution",
     "slm_fidelity": "a quant's next-token distributions against the model's exact float32 values",
     "slm_runtime": "latency and memory items, compared with this machine's own baseline",
+    outcome_baseline.MARKER: "a test using slm_model judged by its asserts alone, with no outcome baseline",
+}
+CHECK_FIXTURES = frozenset(
+    {"slm_accuracy", "slm_runtime", FIDELITY_FIXTURE, "slm_parity", PROMPT_SET_FIXTURE}
+)  # own baselines
+STATUS = {  # pytest's closing line counts them by these one-word names
+    outcome_baseline.KNOWN_FAILURE: ("known_failure", "K", "KNOWN FAILURE"),
+    outcome_baseline.FIXED: ("fixed", "+", "FIXED"),
 }
 
 
@@ -109,9 +119,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return -1
         if isinstance(case, Case):
             fixtures = getattr(item, "fixturenames", ())
-            return order[case.model_id] + (
-                0.25 if FIDELITY_FIXTURE in fixtures else 0 if MODEL_FIXTURE in fixtures else -0.25
-            )
+            shared = MODEL_FIXTURE in fixtures or PROMPT_SET_FIXTURE in fixtures
+            return order[case.model_id] + (0.25 if FIDELITY_FIXTURE in fixtures else 0 if shared else -0.25)
         return order.get(case.sides[1].model_id, len(order)) + 0.5
 
     items.sort(key=rank)
@@ -145,6 +154,12 @@ def slm_task(slm_case: Case) -> TaskSpec:
 @pytest.fixture
 def slm_accuracy(request: pytest.FixtureRequest, slm_case: Case, slm_task: TaskSpec) -> Accuracy:
     return Accuracy(request.config.stash[SESSION], slm_case, request.node)
+
+
+@pytest.fixture
+def slm_prompt_set(request: pytest.FixtureRequest, slm_case: Case) -> PromptSetItem:
+    """What a `prompt_set` test calls: its samples as an accuracy item of this case."""
+    return PromptSetItem(request.config.stash[SESSION], slm_case, request.node)
 
 
 @pytest.fixture
@@ -191,11 +206,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.config.stash[REPORT_LINE] = f"pytest-slm report not written, so this run fails: {exc}"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A team's own test of the matrix, judged against the outcome it had at the baseline."""
+    report = yield
+    case = _case_of(item)
+    if call.when == "call" and isinstance(case, Case) and outcome_baseline.applies(item, CHECK_FIXTURES):
+        session = item.config.stash[SESSION]
+        check = outcome_baseline.OutcomeCheck(case, outcome_baseline.test_name(item, case))
+        context = session.check_context(item, lambda: session.loader.model(case).provenance, case)
+        outcome_baseline.judge(report, check, context)
+    return report
+
+
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     """An item that compared nothing is neither passed nor skipped for want of a device: counted as
-    "unjudged" in pytest's own closing line (as xfailed is), shown as N / NOT JUDGED."""
+    "unjudged" in pytest's own closing line (as xfailed is), shown as N / NOT JUDGED. A known failure
+    and a fix have their own words too."""
     if report.skipped and unjudged(report):
         return UNJUDGED_CATEGORY, "N", "NOT JUDGED"
+    if report.when == "call" and (marked := outcome_baseline.marked_outcome(report)):
+        return STATUS[marked[0]]
     return None
 
 

@@ -41,7 +41,7 @@ def test_a_project_without_suites_runs_the_built_in_accuracy_items_and_its_own_t
             "*test_task_accuracy?smollm2-135m-llamacpp-cpu-native-slm_cloze:0? PASSED*",
             "*test_task_accuracy?smollm2-135m-llamacpp-cpu-native-slm_facts:0? PASSED*",
             "*test_my_app_still_answers?smollm2-135m-llamacpp-cpu-native? PASSED*",
-            "*baselines: 3 changed, 0 unchanged*",
+            "*baselines: 4 changed, 0 unchanged*",
         ]
     )
     facts = json.loads(

@@ -14,12 +14,13 @@ from .accuracy import AccuracyKind
 from .core import RecordError, non_finite, require
 from .fidelity import FidelityKind
 from .kind import KINDS, Kind, by_record_kind, register, unregister
+from .outcome_baseline import OutcomeKind
 from .parity import ParityKind
 from .runtime import LatencyKind, MemoryKind
 
 __all__ = ["KINDS", "Kind", "register", "unregister", "validate_record"]
 
-for _builtin in (AccuracyKind(), ParityKind(), FidelityKind(), LatencyKind(), MemoryKind()):
+for _builtin in (AccuracyKind(), ParityKind(), FidelityKind(), LatencyKind(), MemoryKind(), OutcomeKind()):
     register(_builtin)
 
 

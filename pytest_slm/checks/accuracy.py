@@ -11,6 +11,7 @@ from ..matrix import Case
 from ..stats import RELATIVE_CONFIDENCE, compare_outcomes, detectable_drop, relative_accuracy
 from ..store.baselines import BaselineKey
 from ..tasks.catalog import TASK_PARTS, AccuracyResult
+from ..tasks.prompt_set import PROMPT_SET_PARTS
 from .columns import ITEM, VERDICT, Column, Rows, Table, or_dash, select
 from .core import CANNOT_DETECT, NOT_JUDGED, REFRESH, Check, RecordError, Verdict, require
 from .kind import Figure, Judged, Kind, Runs, Stored
@@ -207,7 +208,7 @@ class AccuracyCheck(Check):
             )
         if self.settings.allow_task_change:
             return None
-        changed = [part for part in TASK_PARTS if baseline["task_fingerprint"][part] != result.task_fingerprint[part]]
+        changed = _changed_parts(baseline["task_fingerprint"], result.task_fingerprint)
         if baseline["metric"] != result.metric and "metric" not in changed:
             changed.append("metric")
         if changed:
@@ -245,7 +246,7 @@ class AccuracyCheck(Check):
 
 def _unpaired(reference: AccuracyResult, result: AccuracyResult) -> str | None:
     """Why the reference's run is not this run's samples of this task: the gate pairs nothing else."""
-    differs = [part for part in TASK_PARTS if reference.task_fingerprint[part] != result.task_fingerprint[part]]
+    differs = _changed_parts(reference.task_fingerprint, result.task_fingerprint)
     if reference.metric != result.metric and "metric" not in differs:
         differs.append("metric")
     if reference.tokens_sha256 != result.tokens_sha256:
@@ -253,6 +254,12 @@ def _unpaired(reference: AccuracyResult, result: AccuracyResult) -> str | None:
     if set(reference.outcomes) != set(result.outcomes):
         differs.append("sample ids")
     return f"its run differs in {', '.join(differs)}" if differs else None
+
+
+def _changed_parts(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The fingerprint's parts that differ, in the order `now` lists them (an lm-eval task's or a
+    prompt set's); all of them where one side is a task and the other a prompt set."""
+    return [part for part in now if before.get(part) != now[part]]
 
 
 def validate_accuracy(record: Mapping[str, Any]) -> None:
@@ -264,7 +271,11 @@ def validate_accuracy(record: Mapping[str, Any]) -> None:
     mean = sum(outcomes.values()) / n
     require(record, "accuracy", float, lambda v: abs(v - mean) < 1e-6, f"not the mean of the outcomes ({mean:.6f})")
     parts = require(
-        record, "task_fingerprint", dict, lambda v: set(v) == set(TASK_PARTS), f"needs exactly {', '.join(TASK_PARTS)}"
+        record,
+        "task_fingerprint",
+        dict,
+        lambda v: set(v) in (set(TASK_PARTS), set(PROMPT_SET_PARTS)),
+        f"needs exactly {', '.join(TASK_PARTS)} (an lm-eval task) or {', '.join(PROMPT_SET_PARTS)} (a prompt set)",
     )
     if not all(isinstance(v, str) and v for v in parts.values()):
         raise RecordError("field 'task_fingerprint' must hold a hash per part")

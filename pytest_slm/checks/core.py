@@ -81,17 +81,10 @@ class Verdict:
     not_judged: tuple[str, str] | None = None  # (reason, message): what was measured cannot be judged
 
 
-class ItemCheck(Protocol[Measured]):
-    """What each item kind supplies; nothing else about a kind is known to the core."""
+class RecordSchema(Protocol):
+    """What the envelope and the validation of a record need of its item."""
 
-    item: str  # the case id, first word of every message
     kind: str  # the record's `kind`
-    baseline_of: str  # whose baseline a missing one is: the item, and for timings the machine
-
-    @property
-    def key(self) -> BaselineKey | None:  # read-only, so a check may declare it BaselineKey or None
-        """None: judged against thresholds only (parity)."""
-        ...
 
     def identity(self) -> dict[str, Any]:
         """Fields a record of this item must carry with exactly these values."""
@@ -99,6 +92,18 @@ class ItemCheck(Protocol[Measured]):
 
     def validate(self, record: Mapping[str, Any]) -> None:
         """The kind's own schema and consistency rules; RecordError naming the field."""
+        ...
+
+
+class ItemCheck(RecordSchema, Protocol[Measured]):
+    """What each item kind supplies; nothing else about a kind is known to the core."""
+
+    item: str  # the case id, first word of every message
+    baseline_of: str  # whose baseline a missing one is: the item, and for timings the machine
+
+    @property
+    def key(self) -> BaselineKey | None:  # read-only, so a check may declare it BaselineKey or None
+        """None: judged against thresholds only (parity)."""
         ...
 
     def measure(self) -> Measured: ...
@@ -264,7 +269,7 @@ def _valid_or_none(check: ItemCheck[Any], stored: Mapping[str, Any] | None) -> M
     return stored
 
 
-def envelope(check: ItemCheck[Any], fields: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+def envelope(check: RecordSchema, fields: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     from ..store.baselines import SCHEMA_VERSION
 
     return {
@@ -276,7 +281,7 @@ def envelope(check: ItemCheck[Any], fields: dict[str, Any], provenance: dict[str
     }
 
 
-def validate(check: ItemCheck[Any], record: Mapping[str, Any]) -> None:
+def validate(check: RecordSchema, record: Mapping[str, Any]) -> None:
     """The whole record: the envelope, identity, then the kind's own rules, and no NaN anywhere."""
     if record.get("kind") != check.kind:
         raise RecordError(f"field 'kind' is {record.get('kind')!r}, this item stores {check.kind!r}")

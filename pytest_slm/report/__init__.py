@@ -19,7 +19,7 @@ from ..checks import KINDS
 from ..checks.core import NOT_JUDGED
 from ..store.atomic import directory_problem, write_text_atomic
 from . import html
-from .outcomes import Outcome, as_json, rollup, unjudged_lines
+from .outcomes import Outcome, as_json, explained_lines, known, rollup
 
 TERMINAL_WIDTH = 120  # what the brief tables fit, item ids shortened where they must be
 ITEM_MIN = 24  # the shortest an item id is cut to
@@ -95,8 +95,8 @@ def all_tables(
 
 def lead(outcomes: Sequence[Outcome], changed: Sequence[str]) -> list[str]:
     """What follows the roll-up: what changed in the software since the baselines, then each item
-    that compared nothing, with why."""
-    return ([f"changed since the baselines: {'; '.join(changed)}"] if changed else []) + unjudged_lines(outcomes)
+    that compared nothing, with why, and each known failure and fix."""
+    return ([f"changed since the baselines: {'; '.join(changed)}"] if changed else []) + explained_lines(outcomes)
 
 
 FILES = ("results.json", "summary.md", "report.html")
@@ -195,6 +195,9 @@ def markdown(results: dict[str, Any], outcomes: Sequence[Outcome]) -> str:
         text += f"changed since the baselines: {'; '.join(changed)}\n\n"
     if unjudged := [outcome for outcome in outcomes if outcome.reason]:
         text += "Not judged:\n\n" + "".join(f"- {_unjudged(outcome)}\n" for outcome in unjudged) + "\n"
+    if found := known(outcomes):
+        text += "Known failures and fixes:\n\n" + "".join(f"- `{o.nodeid}` ({o.outcome}): {o.message}\n" for o in found)
+        text += "\n"
     text += "".join(f"{table}\n\n" for table in all_tables(results, tablefmt="github"))
     if writes := results.get("baseline_writes"):
         text += "\n".join(f"- {line.strip()}" for line in baseline_writes(writes)) + "\n"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checks import KINDS
 from ..checks.core import NOT_JUDGED
-from .outcomes import ERROR, FAIL, PASS, Outcome, parts
+from .outcomes import ERROR, FAIL, PASS, Outcome, known, parts
 
 if TYPE_CHECKING:
     from ..history.trends import Series
@@ -64,7 +64,8 @@ def render(results: dict[str, Any], outcomes: Sequence[Outcome] = (), history: P
 
 def _lead(results: dict[str, Any], outcomes: Sequence[Outcome]) -> list[str]:
     """The roll-up line the terminal prints, coloured; then what changed in the software since the
-    baselines, the items that failed, and those not judged, each with its one line."""
+    baselines, the items that failed, those not judged, and the known failures and fixes, each with
+    its one line."""
     counted = ", ".join(
         f'<span class="{OUTCOME_CLASSES.get(name, "")}">{escape(text)}</span>' for name, text in parts(outcomes)
     )
@@ -76,6 +77,8 @@ def _lead(results: dict[str, Any], outcomes: Sequence[Outcome]) -> list[str]:
         lead.append(_list("failed", "Failed", [_outcome(outcome) for outcome in failed]))
     if unjudged := [outcome for outcome in outcomes if outcome.outcome == NOT_JUDGED]:
         lead.append(_list("not-judged", "Not judged", [_outcome(outcome) for outcome in unjudged]))
+    if found := known(outcomes):
+        lead.append(_list("known", "Known failures and fixes", [_outcome(outcome) for outcome in found]))
     return lead
 
 
@@ -85,8 +88,10 @@ def _list(section_id: str, title: str, items: Sequence[str]) -> str:
 
 
 def _outcome(outcome: Outcome) -> str:
-    """An item's line: its node id, why it was not judged (a strict failure's too), its message."""
-    reason = f" ({escape(outcome.reason)})" if outcome.reason else ""
+    """An item's line: its node id, why it was not judged (a strict failure's too) or that it is a
+    known failure or a fix, its message."""
+    said = outcome.reason or (outcome.outcome if outcome in known([outcome]) else "")
+    reason = f" ({escape(said)})" if said else ""
     return f"<code>{escape(outcome.nodeid)}</code>{reason}: {escape(outcome.message)}"
 
 

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from ..checks.core import NO_BASELINE, NOT_JUDGED, REASONS, unjudged
+from ..checks.outcome_baseline import FIXED, KNOWN_FAILURE, marked_outcome
 
 PASS, FAIL, SKIPPED, XFAIL, XPASS, ERROR = "pass", "fail", "skipped", "xfail", "xpass", "error"
-# a failure already known, and a known one that now passes: a later change's, counted in their place
-KNOWN_FAILURE, FIXED = "known failure", "fixed"
 ORDER = (PASS, FAIL, KNOWN_FAILURE, FIXED, NOT_JUDGED, SKIPPED, XFAIL, XPASS, ERROR)
 ALWAYS = (PASS, FAIL)  # counted even at 0: "0 fail" is what a reader looks for
 NOT_RUN_HERE = "not run here"  # any other skip: a device this machine lacks, an empty matrix
@@ -57,6 +56,8 @@ class Outcomes:
 def of_report(report: pytest.TestReport) -> Outcome | None:
     """What one phase's report makes of its item; None where it says nothing (a setup that passed)."""
     nodeid = report.nodeid
+    if marked := marked_outcome(report):  # a test judged against its recorded outcome
+        return Outcome(nodeid, marked[0], message=marked[1])
     if report.passed:
         if report.when != "call":
             return None
@@ -147,14 +148,21 @@ def _files(nodeids: Sequence[str]) -> str:
     return " ".join(files)
 
 
-def unjudged_lines(outcomes: Sequence[Outcome]) -> list[str]:
-    """One line per item that compared nothing, with its reason and message: no -rs needed."""
-    return [
+def explained_lines(outcomes: Sequence[Outcome]) -> list[str]:
+    """One line per item that compared nothing, with its reason and message, then per known failure
+    and fix, with what its baseline said: no -rs needed."""
+    unjudged = [
         f"{'NOT JUDGED' if outcome.outcome == NOT_JUDGED else 'FAILED, NOT JUDGED'} ({outcome.reason})"
         f" {outcome.nodeid}: {outcome.message}"
         for outcome in outcomes
         if outcome.reason
     ]
+    return unjudged + [f"{outcome.outcome.upper()} {outcome.nodeid}: {outcome.message}" for outcome in known(outcomes)]
+
+
+def known(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The known failures and the fixes: tests judged against the outcome recorded at their baseline."""
+    return [outcome for outcome in outcomes if outcome.outcome in (KNOWN_FAILURE, FIXED)]
 
 
 def colour(outcomes: Sequence[Outcome]) -> str:

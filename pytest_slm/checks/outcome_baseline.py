@@ -1,0 +1,232 @@
+"""Outcome baselines: a team's own test that uses `slm_model` (the model still answers what the app
+parses, on every model, device and quant) is judged against the outcome it had when the baselines
+were written, not by its assert alone. As pytest-expect records a run's failures, but per (model,
+device, quant), beside the item's other baselines, and saying what changed since:
+
+- passing then, failing now: it fails, as a regression;
+- failing then, failing now: a *known failure*, reported and counted, exit status 0;
+- failing then, passing now: *fixed*, with the command that records it;
+- no baseline: its assert alone judges it, as in any pytest run.
+
+`--update-baselines` records each outcome; a test marked `slm_absolute` keeps no outcome baseline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, ClassVar
+
+import pytest
+
+from ..matrix import Case
+from ..provenance import changes
+from ..store.baselines import BaselineError, BaselineKey
+from .columns import ITEM, VERDICT, Column, Rows, Table, select
+from .core import REFRESH, CheckContext, RecordError, envelope, require, since_baseline, validate
+from .kind import Kind
+
+PASSED, FAILED = "passed", "failed"
+KNOWN_FAILURE, FIXED = "known failure", "fixed"
+MARKER = "slm_absolute"
+REASON_LIMIT = 300  # characters of a failure's first line kept in the record: an answer can be long
+_UNSAFE = re.compile(r"[/\\\0]")
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    SECTION: ClassVar[str] = "test_outcomes"
+    item: str
+    test: str
+    baseline: str  # "passed", "failed (2026-12-06)", or "-" where none is stored
+    now: str
+    verdict: str
+    reason: str = ""  # the failure's first line, now (or at the baseline, for a test fixed since)
+
+
+@dataclass(frozen=True)
+class Observed:
+    outcome: str  # PASSED or FAILED
+    reason: str = ""
+
+
+@dataclass
+class OutcomeCheck:
+    """The record of one test on one case: its key, identity and schema, for the core's envelope
+    and validation."""
+
+    case: Case
+    test: str  # "test_instruct_format.py::test_answers_capital_question", other parameters kept
+    kind: str = "outcome"
+
+    def __post_init__(self) -> None:
+        self.item = self.case.id
+
+    @property
+    def key(self) -> BaselineKey:
+        return BaselineKey(self.case.model, self.case.device, self.case.variant, record_name(self.test))
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.case.model, "device": self.case.device, "quant": self.case.variant, "test": self.test}
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_outcome(record)
+
+
+def record_name(test: str) -> str:
+    """'outcomes/test_x.test_y': one file per test, under the case's directory."""
+    file_name, _, function = test.partition("::")
+    return "outcomes/" + _UNSAFE.sub("_", f"{file_name.removesuffix('.py')}.{function.replace('::', '.')}")
+
+
+def validate_outcome(record: Mapping[str, Any]) -> None:
+    require(record, "test", str, lambda test: "::" in test, "not a test's name ('file.py::test')")
+    require(record, "outcome", str, lambda outcome: outcome in (PASSED, FAILED), f"not {PASSED!r} or {FAILED!r}")
+    require(record, "reason", str)
+
+
+def applies(item: pytest.Item, check_fixtures: frozenset[str]) -> bool:
+    """A test of the matrix that talks to `slm_model` and is not one of the built-in checks (which
+    keep baselines of their own), unless it asked to stay absolute."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return "slm_model" in fixtures and not fixtures & check_fixtures and item.get_closest_marker(MARKER) is None
+
+
+def test_name(item: pytest.Item, case: Case) -> str:
+    """The test without its case ('test_x.py::test_y', or 'test_x.py::test_y[json]' where the test
+    has parameters of its own): the same test on every case and in every checkout."""
+    path, _, name = item.nodeid.partition("::")
+    function = name.partition("[")[0]
+    callspec = getattr(item, "callspec", None)
+    others = callspec.id.replace(case.id, "").replace("--", "-").strip("-") if callspec is not None else ""
+    return f"{path.rpartition('/')[2]}::{function}" + (f"[{others}]" if others else "")
+
+
+def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext) -> None:
+    """Judge the call's report against the stored outcome (or record it when updating), turning it
+    into a regression, a known failure or a fix; a test that skipped or is xfail-marked is left alone."""
+    if report.skipped or hasattr(report, "wasxfail"):
+        return
+    observed = Observed(PASSED, "") if report.passed else Observed(FAILED, _first_line(report)[:REASON_LIMIT])
+    try:
+        path = context.store.path(check.key)
+        if context.policy.update:
+            _record(report, check, context, observed)
+            return
+        baseline = context.store.read(check.key)
+        if baseline is not None:
+            validate(check, baseline)
+    except BaselineError as exc:  # unreadable, not JSON, a newer schema: the store's message names the file
+        _fail(report, f"{check.item}: {exc}")
+        return
+    except RecordError as exc:
+        _fail(report, f"{check.item}: baseline {context.shown(path)}: {exc}. {REFRESH}")
+        return
+    row = _row(check, observed, baseline)
+    context.add_rows([row])
+    if baseline is None:
+        return
+    before = Observed(baseline["outcome"], baseline["reason"])
+    date = baseline["provenance"].get("date", "an unknown date")
+    if before.outcome == PASSED and observed.outcome == FAILED:
+        changed = changes(baseline["provenance"], context.provenance())
+        context.add_changes(changed)
+        report.sections.append(
+            (
+                "pytest-slm: newly failing",
+                f"{check.item}: passed at the baseline of {date} ({context.shown(path)}), fails now\n"
+                + since_baseline(changed),
+            )
+        )
+    elif before.outcome == FAILED and observed.outcome == FAILED:
+        still = "" if before.reason == observed.reason else f"; at the baseline: {before.reason}"
+        _mark(report, KNOWN_FAILURE, f"{observed.reason} (failing since the baseline of {date}{still})", skip=True)
+    elif before.outcome == FAILED:
+        _mark(
+            report,
+            FIXED,
+            f"failed at the baseline of {date} ({before.reason}), passes now; record it with:"
+            f" pytest '{report.nodeid}' --update-baselines",
+        )
+
+
+def _record(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext, observed: Observed) -> None:
+    """Write the outcome as the baseline; a failure recorded so is this run's known failure."""
+    record = envelope(check, {"outcome": observed.outcome, "reason": observed.reason}, context.provenance())
+    validate(check, record)
+    changed = context.store.write(check.key, record)
+    context.add_write(context.store.path(check.key), changed)
+    context.add_rows([OutcomeRow(check.item, check.test, "-", observed.outcome, "updated", observed.reason)])
+    if observed.outcome == FAILED:
+        _mark(report, KNOWN_FAILURE, f"{observed.reason} (recorded now by --update-baselines)", skip=True)
+
+
+def _row(check: OutcomeCheck, observed: Observed, baseline: Mapping[str, Any] | None) -> OutcomeRow:
+    if baseline is None:
+        verdict, shown = ("pass" if observed.outcome == PASSED else "FAIL"), "-"
+    else:
+        shown = f"{baseline['outcome']} ({baseline['provenance'].get('date', '?')})"
+        verdict = {
+            (PASSED, PASSED): "pass",
+            (PASSED, FAILED): "FAIL",
+            (FAILED, FAILED): KNOWN_FAILURE,
+            (FAILED, PASSED): FIXED,
+        }[baseline["outcome"], observed.outcome]
+    reason = observed.reason or (baseline["reason"] if baseline is not None else "")
+    return OutcomeRow(check.item, check.test, shown, observed.outcome, verdict, reason)
+
+
+def _mark(report: pytest.TestReport, outcome: str, message: str, skip: bool = False) -> None:
+    """The report carries its pytest-slm outcome (it survives xdist's transfer); a known failure
+    becomes a skip, as an xfail does, so that the run's exit status is 0 and the message is kept."""
+    report.slm_outcome = outcome  # type: ignore[attr-defined]
+    report.slm_message = message  # type: ignore[attr-defined]
+    if skip:
+        path, line, _ = report.location
+        report.outcome = "skipped"
+        report.longrepr = (path, (line or 0) + 1, f"{outcome}: {message}")
+
+
+def _fail(report: pytest.TestReport, message: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = message
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else report.longreprtext
+    first = text.removeprefix("Failed: ").split("\n")[0]
+    return " ".join(first.removeprefix("AssertionError: ").split())
+
+
+def marked_outcome(report: pytest.TestReport) -> tuple[str, str] | None:
+    """(outcome, message) of a report `judge` marked: a known failure or a fix."""
+    outcome = getattr(report, "slm_outcome", None)
+    return (outcome, str(getattr(report, "slm_message", ""))) if outcome in (KNOWN_FAILURE, FIXED) else None
+
+
+class OutcomeKind(Kind):
+    """The team's own tests against their recorded outcomes."""
+
+    row = OutcomeRow
+    title = "Test outcomes"
+    record_kind = "outcome"
+
+    def table(self, rows: Rows, full: bool = True) -> Table:
+        columns = [
+            ITEM,
+            Column("test", itemgetter("test")),
+            Column("baseline", itemgetter("baseline")),
+            Column("now", itemgetter("now")),
+            Column("reason", lambda row: row["reason"], brief=False),
+            VERDICT,
+        ]
+        return select(columns, sorted(rows, key=itemgetter("test", "item")), full)
+
+    def validate(self, record: Mapping[str, Any]) -> None:
+        validate_outcome(record)
+
+    def file_name(self, record: Mapping[str, Any]) -> str:
+        return record_name(record["test"]) + ".json"
