@@ -217,10 +217,11 @@ class OutcomeKind(Kind):
     def table(self, rows: Rows, full: bool = True) -> Table:
         columns = [
             ITEM,
-            Column("test", itemgetter("test")),
+            Column("test", itemgetter("test"), brief=False),
+            Column("test", lambda row: row["test"].partition("::")[2], full=False),  # within 120 columns
             Column("baseline", itemgetter("baseline")),
             Column("now", itemgetter("now")),
-            Column("reason", lambda row: row["reason"], brief=False),
+            Column("reason", itemgetter("reason"), brief=False),
             VERDICT,
         ]
         return select(columns, sorted(rows, key=itemgetter("test", "item")), full)
