@@ -1,5 +1,5 @@
-"""What a test receives from `slm_accuracy`, `slm_prompt_set`, `slm_fidelity`, `slm_runtime` and `slm_parity`: each
-builds its item's check and hands it to the one core check (`checks.core`)."""
+"""What a test receives from `slm_accuracy`, `slm_prompt_set`, `slm_fidelity`, `slm_runtime` and
+`slm_parity`: each builds its item's check and hands it to the one core check (`checks.core`)."""
 
 from __future__ import annotations
 

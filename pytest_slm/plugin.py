@@ -37,9 +37,8 @@ MARKERS = {
     "slm_runtime": "latency and memory items, compared with this machine's own baseline",
     outcome_baseline.MARKER: "a test using slm_model judged by its asserts alone, with no outcome baseline",
 }
-CHECK_FIXTURES = frozenset(
-    {"slm_accuracy", "slm_runtime", FIDELITY_FIXTURE, "slm_parity", PROMPT_SET_FIXTURE}
-)  # own baselines
+# the built-in checks' fixtures: their items keep baselines of their own, not an outcome baseline
+CHECK_FIXTURES = frozenset({"slm_accuracy", "slm_runtime", FIDELITY_FIXTURE, "slm_parity", PROMPT_SET_FIXTURE})
 STATUS = {  # pytest's closing line counts them by these one-word names
     outcome_baseline.KNOWN_FAILURE: ("known_failure", "K", "KNOWN FAILURE"),
     outcome_baseline.FIXED: ("fixed", "+", "FIXED"),
@@ -213,7 +212,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     case = _case_of(item)
     if call.when == "call" and isinstance(case, Case) and outcome_baseline.applies(item, CHECK_FIXTURES):
         session = item.config.stash[SESSION]
-        check = outcome_baseline.OutcomeCheck(case, outcome_baseline.test_name(item, case))
+        check = outcome_baseline.OutcomeCheck(case, outcome_baseline.name_of_test(item, case))
         context = session.check_context(item, lambda: session.loader.model(case).provenance, case)
         outcome_baseline.judge(report, check, context)
     return report

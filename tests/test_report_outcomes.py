@@ -215,3 +215,19 @@ def test_results_json_summary_md_and_report_html_count_what_the_terminal_counts(
         "<li><code>suites/test_runtime.py::test_decode_speed[m]</code> (unlike conditions): m: page cache kept</li>"
         in html
     )
+
+
+def test_known_failures_and_fixes_are_listed_with_their_messages_in_every_report():
+    outcomes = [
+        Outcome("a.py::t[m]", "known failure", message="assert 'Paris' in 'La femme' (failing since the baseline of d)"),
+        Outcome("a.py::u[m]", "fixed", message="failed at the baseline of d (x), passes now"),
+    ]
+    assert report.lead(outcomes, []) == [
+        "KNOWN FAILURE a.py::t[m]: assert 'Paris' in 'La femme' (failing since the baseline of d)",
+        "FIXED a.py::u[m]: failed at the baseline of d (x), passes now",
+    ]
+    markdown = report.markdown({}, outcomes)
+    assert "Known failures and fixes:\n\n- `a.py::t[m]` (known failure): assert 'Paris'" in markdown
+    page = report.html.render({}, outcomes)
+    assert '<section id="known" class="lead">' in page
+    assert "<code>a.py::u[m]</code> (fixed): failed at the baseline of d (x), passes now" in page

@@ -68,6 +68,13 @@ def unjudged(report: pytest.TestReport) -> tuple[str, str] | None:
     return found.group(1), text[found.end() :].strip().removesuffix(STRICT_SUFFIX)
 
 
+def first_line(report: pytest.TestReport) -> str:
+    """A failure's first line: what the check said (an accuracy item's "acc regressed: ..."), or the exception."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else report.longreprtext
+    return text.removeprefix("Failed: ").strip().partition("\n")[0]
+
+
 class RecordError(Exception):
     """A record (stored or just measured) breaks its kind's schema; the message names the field."""
 

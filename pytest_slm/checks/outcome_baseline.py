@@ -25,7 +25,7 @@ from ..matrix import Case
 from ..provenance import changes
 from ..store.baselines import BaselineError, BaselineKey
 from .columns import ITEM, VERDICT, Column, Rows, Table, select
-from .core import REFRESH, CheckContext, RecordError, envelope, require, since_baseline, validate
+from .core import REFRESH, CheckContext, RecordError, envelope, first_line, require, since_baseline, validate
 from .kind import Kind
 
 PASSED, FAILED = "passed", "failed"
@@ -94,7 +94,7 @@ def applies(item: pytest.Item, check_fixtures: frozenset[str]) -> bool:
     return "slm_model" in fixtures and not fixtures & check_fixtures and item.get_closest_marker(MARKER) is None
 
 
-def test_name(item: pytest.Item, case: Case) -> str:
+def name_of_test(item: pytest.Item, case: Case) -> str:
     """The test without its case ('test_x.py::test_y', or 'test_x.py::test_y[json]' where the test
     has parameters of its own): the same test on every case and in every checkout."""
     path, _, name = item.nodeid.partition("::")
@@ -109,7 +109,7 @@ def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext)
     into a regression, a known failure or a fix; a test that skipped or is xfail-marked is left alone."""
     if report.skipped or hasattr(report, "wasxfail"):
         return
-    observed = Observed(PASSED, "") if report.passed else Observed(FAILED, _first_line(report)[:REASON_LIMIT])
+    observed = Observed(PASSED, "") if report.passed else Observed(FAILED, _reason(report))
     try:
         path = context.store.path(check.key)
         if context.policy.update:
@@ -129,7 +129,7 @@ def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext)
     if baseline is None:
         return
     before = Observed(baseline["outcome"], baseline["reason"])
-    date = baseline["provenance"].get("date", "an unknown date")
+    date = _date(baseline)
     if before.outcome == PASSED and observed.outcome == FAILED:
         changed = changes(baseline["provenance"], context.provenance())
         context.add_changes(changed)
@@ -142,7 +142,7 @@ def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext)
         )
     elif before.outcome == FAILED and observed.outcome == FAILED:
         still = "" if before.reason == observed.reason else f"; at the baseline: {before.reason}"
-        _mark(report, KNOWN_FAILURE, f"{observed.reason} (failing since the baseline of {date}{still})", skip=True)
+        _mark(report, KNOWN_FAILURE, f"{observed.reason} (failing since the baseline of {date}{still})")
     elif before.outcome == FAILED:
         _mark(
             report,
@@ -160,14 +160,23 @@ def _record(report: pytest.TestReport, check: OutcomeCheck, context: CheckContex
     context.add_write(context.store.path(check.key), changed)
     context.add_rows([OutcomeRow(check.item, check.test, "-", observed.outcome, "updated", observed.reason)])
     if observed.outcome == FAILED:
-        _mark(report, KNOWN_FAILURE, f"{observed.reason} (recorded now by --update-baselines)", skip=True)
+        _mark(report, KNOWN_FAILURE, f"{observed.reason} (recorded now by --update-baselines)")
+
+
+def _reason(report: pytest.TestReport) -> str:
+    """The failure's first line as a record keeps it: one line, without the assert's exception name."""
+    return " ".join(first_line(report).removeprefix("AssertionError: ").split())[:REASON_LIMIT]
+
+
+def _date(baseline: Mapping[str, Any]) -> str:
+    return str(baseline["provenance"].get("date", "an unknown date"))
 
 
 def _row(check: OutcomeCheck, observed: Observed, baseline: Mapping[str, Any] | None) -> OutcomeRow:
     if baseline is None:
         verdict, shown = ("pass" if observed.outcome == PASSED else "FAIL"), "-"
     else:
-        shown = f"{baseline['outcome']} ({baseline['provenance'].get('date', '?')})"
+        shown = f"{baseline['outcome']} ({_date(baseline)})"
         verdict = {
             (PASSED, PASSED): "pass",
             (PASSED, FAILED): "FAIL",
@@ -178,12 +187,12 @@ def _row(check: OutcomeCheck, observed: Observed, baseline: Mapping[str, Any] | 
     return OutcomeRow(check.item, check.test, shown, observed.outcome, verdict, reason)
 
 
-def _mark(report: pytest.TestReport, outcome: str, message: str, skip: bool = False) -> None:
+def _mark(report: pytest.TestReport, outcome: str, message: str) -> None:
     """The report carries its pytest-slm outcome (it survives xdist's transfer); a known failure
     becomes a skip, as an xfail does, so that the run's exit status is 0 and the message is kept."""
     report.slm_outcome = outcome  # type: ignore[attr-defined]
     report.slm_message = message  # type: ignore[attr-defined]
-    if skip:
+    if outcome == KNOWN_FAILURE:
         path, line, _ = report.location
         report.outcome = "skipped"
         report.longrepr = (path, (line or 0) + 1, f"{outcome}: {message}")
@@ -192,13 +201,6 @@ def _mark(report: pytest.TestReport, outcome: str, message: str, skip: bool = Fa
 def _fail(report: pytest.TestReport, message: str) -> None:
     report.outcome = "failed"
     report.longrepr = message
-
-
-def _first_line(report: pytest.TestReport) -> str:
-    crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else report.longreprtext
-    first = text.removeprefix("Failed: ").split("\n")[0]
-    return " ".join(first.removeprefix("AssertionError: ").split())
 
 
 def marked_outcome(report: pytest.TestReport) -> tuple[str, str] | None:

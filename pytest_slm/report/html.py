@@ -78,7 +78,7 @@ def _lead(results: dict[str, Any], outcomes: Sequence[Outcome]) -> list[str]:
     if unjudged := [outcome for outcome in outcomes if outcome.outcome == NOT_JUDGED]:
         lead.append(_list("not-judged", "Not judged", [_outcome(outcome) for outcome in unjudged]))
     if found := known(outcomes):
-        lead.append(_list("known", "Known failures and fixes", [_outcome(outcome) for outcome in found]))
+        lead.append(_list("known", "Known failures and fixes", [_outcome(o, o.outcome) for o in found]))
     return lead
 
 
@@ -87,10 +87,10 @@ def _list(section_id: str, title: str, items: Sequence[str]) -> str:
     return f'<section id="{section_id}" class="lead">\n<h2>{title}</h2>\n<ul>\n{lines}</ul>\n</section>'
 
 
-def _outcome(outcome: Outcome) -> str:
-    """An item's line: its node id, why it was not judged (a strict failure's too) or that it is a
-    known failure or a fix, its message."""
-    said = outcome.reason or (outcome.outcome if outcome in known([outcome]) else "")
+def _outcome(outcome: Outcome, said: str = "") -> str:
+    """An item's line: its node id, what it is (`said`: a known failure, a fix) or why it was not
+    judged (a strict failure's too), its message."""
+    said = said or outcome.reason
     reason = f" ({escape(said)})" if said else ""
     return f"<code>{escape(outcome.nodeid)}</code>{reason}: {escape(outcome.message)}"
 

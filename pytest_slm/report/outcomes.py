@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..checks.core import NO_BASELINE, NOT_JUDGED, REASONS, unjudged
+from ..checks.core import NO_BASELINE, NOT_JUDGED, REASONS, first_line, unjudged
 from ..checks.outcome_baseline import FIXED, KNOWN_FAILURE, marked_outcome
 
 PASS, FAIL, SKIPPED, XFAIL, XPASS, ERROR = "pass", "fail", "skipped", "xfail", "xpass", "error"
@@ -69,10 +69,10 @@ def of_report(report: pytest.TestReport) -> Outcome | None:
             return Outcome(nodeid, NOT_JUDGED, *found)
         return Outcome(nodeid, SKIPPED, message=_skip_message(report))
     if report.when != "call":
-        return Outcome(nodeid, ERROR, message=_first_line(report))
+        return Outcome(nodeid, ERROR, message=first_line(report))
     if found := unjudged(report):  # --slm-strict, or CI: a failure, with its reason kept
         return Outcome(nodeid, FAIL, *found)
-    return Outcome(nodeid, FAIL, message=_first_line(report))
+    return Outcome(nodeid, FAIL, message=first_line(report))
 
 
 def _is_slm(report: pytest.TestReport) -> bool:
@@ -85,13 +85,6 @@ def _is_slm(report: pytest.TestReport) -> bool:
 def _skip_message(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     return str(longrepr[2]).removeprefix("Skipped: ") if isinstance(longrepr, tuple) else ""
-
-
-def _first_line(report: pytest.TestReport) -> str:
-    """A failure's first line: what the check said (an accuracy item's "acc regressed: ..."), or the exception."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else report.longreprtext
-    return text.removeprefix("Failed: ").strip().partition("\n")[0]
 
 
 def parts(outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
