@@ -219,7 +219,9 @@ def test_results_json_summary_md_and_report_html_count_what_the_terminal_counts(
 
 def test_known_failures_and_fixes_are_listed_with_their_messages_in_every_report():
     outcomes = [
-        Outcome("a.py::t[m]", "known failure", message="assert 'Paris' in 'La femme' (failing since the baseline of d)"),
+        Outcome(
+            "a.py::t[m]", "known failure", message="assert 'Paris' in 'La femme' (failing since the baseline of d)"
+        ),
         Outcome("a.py::u[m]", "fixed", message="failed at the baseline of d (x), passes now"),
     ]
     assert report.lead(outcomes, []) == [
