@@ -214,7 +214,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         session = item.config.stash[SESSION]
         check = outcome_baseline.OutcomeCheck(case, outcome_baseline.name_of_test(item, case))
         context = session.check_context(item, lambda: session.loader.model(case).provenance, case)
-        outcome_baseline.judge(report, check, context)
+        outcome_baseline.judge(report, call, check, context)
     return report
 
 

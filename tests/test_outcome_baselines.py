@@ -1,7 +1,9 @@
 """A team's own test judged against its recorded outcome, through real runs of the embedded model:
 passing then and failing now fails; failing then and now is a known failure (exit status 0, even
-strict); failing then and passing now is fixed. What breaks the answer here is the app's token
-budget cut to two tokens ("The capital"), as an app change would; the model and runtime are real."""
+strict) unless it fails another way now; failing then and passing now is fixed; running then and
+skipping now is not judged. What breaks the answer here is the app's token budget cut to two tokens
+("The capital"), as an app change would, or a budget that is not a number (a crash); the model and
+runtime are real."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import pytest
 
 
 def ask(slm_model):
+    if os.environ.get("CHAT_OFF"):
+        pytest.skip("the app's chat is switched off")
     tokens = int(os.environ["ANSWER_TOKENS"])
     conversation = [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -89,6 +93,34 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
         ]
     )
 
+    monkeypatch.setenv("ANSWER_TOKENS", "two")  # failing still, but not by the recorded assert
+    crashed = project.runpytest_subprocess("-k", "not always")
+    crashed.assert_outcomes(failed=1, deselected=1)
+    crashed.stdout.fnmatch_lines(
+        [
+            "*- pytest-slm: failing differently -*",
+            (
+                f"smollm2-135m-llamacpp-cpu-native: failed at the baseline of * ({RECORD}) with AssertionError,"
+                " fails now with ValueError: invalid literal for int() with base 10: 'two'"
+            ),
+        ]
+    )
+
+    monkeypatch.setenv("CHAT_OFF", "1")
+    said = (
+        f"{MATCHED}: smollm2-135m-llamacpp-cpu-native: failed at the baseline of * ({RECORD}),"
+        " skips now: the app's chat is switched off"
+    )
+    skipping = project.runpytest_subprocess("-k", "not always")
+    assert skipping.parseoutcomes() == {"unjudged": 1, "deselected": 1} and skipping.ret == 0
+    skipping.stdout.fnmatch_lines(
+        ["1 item: 0 pass, 0 fail, 1 not judged (1 skips now: *)", f"NOT JUDGED (skips now) {said}"]
+    )
+    strict = project.runpytest_subprocess("-k", "not always", "--slm-strict")
+    strict.assert_outcomes(failed=1, deselected=1)
+    strict.stdout.fnmatch_lines([f"FAILED, NOT JUDGED (skips now) {said}"])
+    monkeypatch.delenv("CHAT_OFF")
+
     monkeypatch.setenv("ANSWER_TOKENS", "32")
     fixed = project.runpytest_subprocess("-k", "not always")
     assert fixed.parseoutcomes() == {"fixed": 1, "deselected": 1} and fixed.ret == 0
@@ -103,12 +135,39 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
     )
 
 
-def test_a_corrupt_outcome_record_fails_its_item_in_one_line_and_is_left_as_it_was(project, monkeypatch):
+@pytest.mark.parametrize(
+    ("planted", "said"),
+    [
+        ('{"schema_version": 3, "kind": "outcome", "model": "smollm2-135m"', "{path} is not valid JSON (line 1: *"),
+        (
+            json.dumps(
+                {
+                    "schema_version": 3,
+                    "kind": "outcome",
+                    "model": "smollm2-135m",
+                    "device": "llamacpp-cpu",
+                    "quant": "native",
+                    "test": "test_app.py::test_names_the_capital_always",
+                    "outcome": "failed",
+                    "reason": "assert 'Paris' in 'The capital'",
+                    "error": "AssertionError",
+                    "provenance": {"date": "2026-12-06"},
+                }
+            ),
+            "{record}: field 'test' is 'test_app.py::test_names_the_capital_always': the record is of another item*",
+        ),
+    ],
+    ids=["corrupt", "another-tests"],
+)
+def test_an_outcome_record_that_cannot_be_trusted_fails_its_item_in_one_line_and_is_left_as_it_was(
+    project, monkeypatch, planted, said
+):
     path = project.path / RECORD
     path.parent.mkdir(parents=True)
-    path.write_text('{"schema_version": 3, "kind": "outcome", "model": "smollm2-135m"')
+    path.write_text(planted)
     monkeypatch.setenv("ANSWER_TOKENS", "32")
     result = project.runpytest_subprocess("-k", "not always")
     result.assert_outcomes(failed=1, deselected=1)
-    result.stdout.fnmatch_lines([f"*smollm2-135m-llamacpp-cpu-native: baseline {path} is not valid JSON (line 1: *"])
-    assert path.read_text() == '{"schema_version": 3, "kind": "outcome", "model": "smollm2-135m"'
+    said = said.format(path=path, record=RECORD)
+    result.stdout.fnmatch_lines([f"*smollm2-135m-llamacpp-cpu-native: baseline {said}"])
+    assert path.read_text() == planted

@@ -33,7 +33,8 @@ UNLIKE_CONDITIONS = "unlike conditions"
 TOO_NOISY = "too noisy"
 CANNOT_DETECT = "cannot detect"
 UNDER_XDIST = "under xdist"
-REASONS = (NO_BASELINE, BUSY, UNLIKE_CONDITIONS, TOO_NOISY, CANNOT_DETECT, UNDER_XDIST)
+SKIPS_NOW = "skips now"  # a test with an outcome baseline that ran then and skips now
+REASONS = (NO_BASELINE, BUSY, UNLIKE_CONDITIONS, TOO_NOISY, CANNOT_DETECT, UNDER_XDIST, SKIPS_NOW)
 _PREFIX = re.compile(rf"{NOT_JUDGED} \(({'|'.join(map(re.escape, REASONS))})\): ")
 STRICT_SUFFIX = " [fails: --slm-strict, or CI]"
 
@@ -48,11 +49,26 @@ def not_judged(reason: str, message: str, strict: bool) -> NoReturn:
     """The item compared nothing, for `reason` (one of REASONS): a skip that says why, or, where the
     user asked for strictness (--slm-strict, CI), a failure saying the same. Nothing is written."""
     __tracebackhide__ = True
-    assert reason in REASONS, reason
-    said = f"{NOT_JUDGED} ({reason}): {message}"
+    said = _not_judged_text(reason, message)
     if strict:
         fail(said + STRICT_SUFFIX)
     raise pytest.skip.Exception(said) from None
+
+
+def not_judged_report(report: pytest.TestReport, reason: str, message: str, strict: bool) -> None:
+    """The same outcome given to a report already made: a test judged after its call (an outcome
+    baseline) cannot raise any more."""
+    said = _not_judged_text(reason, message)
+    if strict:
+        report.outcome, report.longrepr = "failed", said + STRICT_SUFFIX
+    else:
+        path, line, _ = report.location
+        report.outcome, report.longrepr = "skipped", (path, (line or 0) + 1, said)
+
+
+def _not_judged_text(reason: str, message: str) -> str:
+    assert reason in REASONS, reason
+    return f"{NOT_JUDGED} ({reason}): {message}"
 
 
 def unjudged(report: pytest.TestReport) -> tuple[str, str] | None:

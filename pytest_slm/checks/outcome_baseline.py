@@ -4,11 +4,13 @@ were written, not by its assert alone. As pytest-expect records a run's failures
 device, quant), beside the item's other baselines, and saying what changed since:
 
 - passing then, failing now: it fails, as a regression;
-- failing then, failing now: a *known failure*, reported and counted, exit status 0;
+- failing then, failing now with the same exception type: a *known failure*, reported and counted,
+  exit status 0; another type (an assert then, a crash now) fails, as failing differently;
 - failing then, passing now: *fixed*, with the command that records it;
-- no baseline: its assert alone judges it, as in any pytest run.
+- passing or failing then, skipping now: *not judged* (skips now), a failure where strict;
+- no baseline, or a skip recorded: its assert alone judges it, as in any pytest run.
 
-`--update-baselines` records each outcome; a test marked `slm_absolute` keeps no outcome baseline.
+`--update-baselines` records each outcome, a skip too; a test marked `slm_absolute` keeps none.
 """
 
 from __future__ import annotations
@@ -25,10 +27,22 @@ from ..matrix import Case
 from ..provenance import changes
 from ..store.baselines import BaselineError, BaselineKey
 from .columns import ITEM, VERDICT, Column, Rows, Table, select
-from .core import REFRESH, CheckContext, RecordError, envelope, first_line, require, since_baseline, validate
+from .core import (
+    REFRESH,
+    SKIPS_NOW,
+    CheckContext,
+    RecordError,
+    envelope,
+    first_line,
+    not_judged_report,
+    require,
+    since_baseline,
+    validate,
+)
 from .kind import Kind
 
-PASSED, FAILED = "passed", "failed"
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+OUTCOMES = (PASSED, FAILED, SKIPPED)
 KNOWN_FAILURE, FIXED = "known failure", "fixed"
 MARKER = "slm_absolute"
 REASON_LIMIT = 300  # characters of a failure's first line kept in the record: an answer can be long
@@ -48,8 +62,23 @@ class OutcomeRow:
 
 @dataclass(frozen=True)
 class Observed:
-    outcome: str  # PASSED or FAILED
-    reason: str = ""
+    outcome: str  # PASSED, FAILED or SKIPPED
+    reason: str = ""  # a failure's first line, or why the test skipped
+    error: str = ""  # a failure's exception type: a known failure must fail the same way
+
+    @classmethod
+    def of(cls, report: pytest.TestReport, call: pytest.CallInfo[None]) -> Observed:
+        if report.passed:
+            return cls(PASSED)
+        if report.skipped:
+            longrepr = report.longrepr
+            said = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+            return cls(SKIPPED, said.removeprefix("Skipped: "))
+        return cls(FAILED, _reason(report), call.excinfo.typename if call.excinfo is not None else "")
+
+    @classmethod
+    def stored(cls, record: Mapping[str, Any]) -> Observed:
+        return cls(record["outcome"], record["reason"], record["error"])
 
 
 @dataclass
@@ -83,8 +112,9 @@ def record_name(test: str) -> str:
 
 def validate_outcome(record: Mapping[str, Any]) -> None:
     require(record, "test", str, lambda test: "::" in test, "not a test's name ('file.py::test')")
-    require(record, "outcome", str, lambda outcome: outcome in (PASSED, FAILED), f"not {PASSED!r} or {FAILED!r}")
+    require(record, "outcome", str, lambda outcome: outcome in OUTCOMES, f"not one of {', '.join(OUTCOMES)}")
     require(record, "reason", str)
+    require(record, "error", str)
 
 
 def applies(item: pytest.Item, check_fixtures: frozenset[str]) -> bool:
@@ -104,12 +134,13 @@ def name_of_test(item: pytest.Item, case: Case) -> str:
     return f"{path.rpartition('/')[2]}::{function}" + (f"[{others}]" if others else "")
 
 
-def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext) -> None:
+def judge(report: pytest.TestReport, call: pytest.CallInfo[None], check: OutcomeCheck, context: CheckContext) -> None:
     """Judge the call's report against the stored outcome (or record it when updating), turning it
-    into a regression, a known failure or a fix; a test that skipped or is xfail-marked is left alone."""
-    if report.skipped or hasattr(report, "wasxfail"):
+    into a regression, a known failure, a fix or, for a test that skips now, not judged; an
+    xfail-marked test is left alone."""
+    if hasattr(report, "wasxfail"):
         return
-    observed = Observed(PASSED, "") if report.passed else Observed(FAILED, _reason(report))
+    observed = Observed.of(report, call)
     try:
         path = context.store.path(check.key)
         if context.policy.update:
@@ -124,26 +155,33 @@ def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext)
     except RecordError as exc:
         _fail(report, f"{check.item}: baseline {context.shown(path)}: {exc}. {REFRESH}")
         return
-    row = _row(check, observed, baseline)
-    context.add_rows([row])
     if baseline is None:
+        if observed.outcome != SKIPPED:
+            context.add_rows([_row(check, observed, None, _verdict(None, observed))])
         return
-    before = Observed(baseline["outcome"], baseline["reason"])
-    date = _date(baseline)
-    if before.outcome == PASSED and observed.outcome == FAILED:
+    before, date = Observed.stored(baseline), _date(baseline)
+    where = f"at the baseline of {date} ({context.shown(path)})"
+    if observed.outcome == SKIPPED:
+        if before.outcome != SKIPPED:
+            message = f"{check.item}: {before.outcome} {where}, skips now: {observed.reason}"
+            not_judged_report(report, SKIPS_NOW, message, context.policy.strict)
+        return
+    verdict = _verdict(before, observed)
+    context.add_rows([_row(check, observed, baseline, verdict)])
+    if verdict == "FAIL" and before.outcome != SKIPPED:  # passed then, or failed another way
         changed = changes(baseline["provenance"], context.provenance())
         context.add_changes(changed)
-        report.sections.append(
-            (
-                "pytest-slm: newly failing",
-                f"{check.item}: passed at the baseline of {date} ({context.shown(path)}), fails now\n"
-                + since_baseline(changed),
-            )
-        )
-    elif before.outcome == FAILED and observed.outcome == FAILED:
+        if before.outcome == PASSED:
+            heading, said = "newly failing", f"passed {where}, fails now"
+        else:
+            heading = "failing differently"
+            now = observed.reason.removeprefix(f"{observed.error}: ")
+            said = f"failed {where} with {before.error}, fails now with {observed.error}: {now}"
+        report.sections.append((f"pytest-slm: {heading}", f"{check.item}: {said}\n{since_baseline(changed)}"))
+    elif verdict == KNOWN_FAILURE:
         still = "" if before.reason == observed.reason else f"; at the baseline: {before.reason}"
         _mark(report, KNOWN_FAILURE, f"{observed.reason} (failing since the baseline of {date}{still})")
-    elif before.outcome == FAILED:
+    elif verdict == FIXED:
         _mark(
             report,
             FIXED,
@@ -152,9 +190,19 @@ def judge(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext)
         )
 
 
+def _verdict(before: Observed | None, now: Observed) -> str:
+    """pass or FAIL as its asserts say where no outcome (or a skip) was recorded; else the transition."""
+    if before is None or before.outcome == SKIPPED:
+        return "pass" if now.outcome == PASSED else "FAIL"
+    if now.outcome == PASSED:
+        return "pass" if before.outcome == PASSED else FIXED
+    return KNOWN_FAILURE if before.outcome == FAILED and before.error == now.error else "FAIL"
+
+
 def _record(report: pytest.TestReport, check: OutcomeCheck, context: CheckContext, observed: Observed) -> None:
     """Write the outcome as the baseline; a failure recorded so is this run's known failure."""
-    record = envelope(check, {"outcome": observed.outcome, "reason": observed.reason}, context.provenance())
+    fields = {"outcome": observed.outcome, "reason": observed.reason, "error": observed.error}
+    record = envelope(check, fields, context.provenance())
     validate(check, record)
     changed = context.store.write(check.key, record)
     context.add_write(context.store.path(check.key), changed)
@@ -172,17 +220,8 @@ def _date(baseline: Mapping[str, Any]) -> str:
     return str(baseline["provenance"].get("date", "an unknown date"))
 
 
-def _row(check: OutcomeCheck, observed: Observed, baseline: Mapping[str, Any] | None) -> OutcomeRow:
-    if baseline is None:
-        verdict, shown = ("pass" if observed.outcome == PASSED else "FAIL"), "-"
-    else:
-        shown = f"{baseline['outcome']} ({_date(baseline)})"
-        verdict = {
-            (PASSED, PASSED): "pass",
-            (PASSED, FAILED): "FAIL",
-            (FAILED, FAILED): KNOWN_FAILURE,
-            (FAILED, PASSED): FIXED,
-        }[baseline["outcome"], observed.outcome]
+def _row(check: OutcomeCheck, observed: Observed, baseline: Mapping[str, Any] | None, verdict: str) -> OutcomeRow:
+    shown = f"{baseline['outcome']} ({_date(baseline)})" if baseline is not None else "-"
     reason = observed.reason or (baseline["reason"] if baseline is not None else "")
     return OutcomeRow(check.item, check.test, shown, observed.outcome, verdict, reason)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..checks.core import NO_BASELINE, NOT_JUDGED, REASONS, first_line, unjudged
+from ..checks.core import NO_BASELINE, NOT_JUDGED, REASONS, SKIPS_NOW, first_line, unjudged
 from ..checks.outcome_baseline import FIXED, KNOWN_FAILURE, marked_outcome
 
 PASS, FAIL, SKIPPED, XFAIL, XPASS, ERROR = "pass", "fail", "skipped", "xfail", "xpass", "error"
@@ -22,7 +22,10 @@ ORDER = (PASS, FAIL, KNOWN_FAILURE, FIXED, NOT_JUDGED, SKIPPED, XFAIL, XPASS, ER
 ALWAYS = (PASS, FAIL)  # counted even at 0: "0 fail" is what a reader looks for
 NOT_RUN_HERE = "not run here"  # any other skip: a device this machine lacks, an empty matrix
 MATRIX_SKIP = "pytest-slm: "  # how an empty matrix's placeholder item's skip begins
-HINTS = {NO_BASELINE: "create with pytest {} --update-baselines"}
+HINTS = {
+    NO_BASELINE: "create with pytest {} --update-baselines",
+    SKIPS_NOW: "if the skip is intended, record it with pytest {} --update-baselines",
+}
 
 
 @dataclass(frozen=True)
