@@ -588,6 +588,7 @@ class SlmConfig:
 
     rootdir: Path
     worker_count: int  # xdist workers (1 without xdist)
+    process: str  # this xdist worker's id ("gw0"), or "main"
     item_threads: int  # the threads the items run with; on the controller, as each xdist worker computes them
     models: tuple[str, ...] | None
     devices: tuple[str, ...] | None
@@ -649,7 +650,9 @@ class SlmConfig:
 def read_config(config: pytest.Config) -> SlmConfig:
     """Parse and validate every row, command line over ini over default; any bad value is a
     `pytest.UsageError` before anything loads."""
-    context = Context(Path(config.rootpath), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = getattr(config, "workerinput", {})  # xdist's, on a worker: not the environment, which a
+    # pytest run started from a worker (pytester) inherits
+    context = Context(Path(config.rootpath), int(worker.get("workercount", 1)))
     given = {option.name: _given(config, option) for option in OPTIONS.values()}
     try:
         fields = {option.field: option.parse(option.name, given[option.name], context) for option in OPTIONS.values()}
@@ -658,6 +661,7 @@ def read_config(config: pytest.Config) -> SlmConfig:
     parsed = SlmConfig(
         rootdir=context.rootdir,
         worker_count=context.workers,
+        process=str(worker.get("workerid", "main")),
         item_threads=fields["threads"] if given["slm-threads"] is not None else default_threads(_xdist_workers(config)),
         **fields,
     )

@@ -16,7 +16,7 @@ from pytest_slm.options import OPTIONS, Context, OptionError, SlmConfig
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 ROW = re.compile(r"^\| `--(?P<option>[a-z0-9-]+)[^`]*` \| `(?P<ini>[a-z0-9_]+)` \| .* \| (?P<default>[^|]+) \|$")
-NOT_OPTIONS = {"rootdir", "worker_count", "item_threads"}  # what the config holds beside the options
+NOT_OPTIONS = {"rootdir", "worker_count", "process", "item_threads"}  # what the config holds beside the options
 HISTORY_SETTINGS = {  # what a stored run says it was judged with; `compare` reads these names
     "alpha",
     "min_drop_points",
@@ -161,3 +161,22 @@ def test_a_bad_value_is_a_one_line_usage_error(pytester, ini, args):
     output = result.outlines + result.errlines
     assert "ERROR: --slm-repeats must be a whole number, got 'x'" in output
     assert not any("Traceback" in line for line in output)
+
+
+def test_a_run_started_from_an_xdist_worker_is_not_a_worker(pytester, monkeypatch):
+    """A pytest run that a test starts inherits its xdist worker's environment; the worker count and
+    id come from xdist's own worker input, so the run's runtime items are judged, not "under xdist"."""
+    for name, value in {"PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2"}.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(
+        """
+        from pytest_slm.options import read_config
+
+        def test_show(request):
+            config = read_config(request.config)
+            print("WORKERS", config.worker_count, config.process)
+        """
+    )
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*WORKERS 1 main"])

@@ -3,7 +3,6 @@ remembered as its error, and a combination the runtime cannot run judged by what
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,7 +41,7 @@ class Loader:
             for other in [k for k, v in self._loaded.items() if isinstance(v, SlmModel)]:
                 self._loaded.pop(other).backend.close()  # type: ignore[union-attr]
             cached = self._loaded[case.model_id] = self._load(case)
-            self.loads.append({"process": os.environ.get("PYTEST_XDIST_WORKER", "main"), "model": case.model_id})
+            self.loads.append({"process": self.config.process, "model": case.model_id})
         if isinstance(cached, Unsupported):
             self.unsupported(case, cached)
         if isinstance(cached, BaseException):
