@@ -134,6 +134,11 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
         ]
     )
 
+    monkeypatch.setenv("CHAT_OFF", "1")  # an intended skip, recorded: skipping on is a plain skip, even strict
+    project.runpytest_subprocess("-k", "not always", "--update-baselines").assert_outcomes(skipped=1, deselected=1)
+    assert json.loads((project.path / RECORD).read_text())["outcome"] == "skipped"
+    project.runpytest_subprocess("-k", "not always", "--slm-strict").assert_outcomes(skipped=1, deselected=1)
+
 
 @pytest.mark.parametrize(
     ("planted", "said"),
