@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from projects import WHOLE, shipped_project
+from projects import shipped_project
 
 from pytest_slm.models.registry import resolve_source
 
@@ -46,7 +46,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_history = "off"
         """,
         registry=False,
-        eval_chars=WHOLE,
+        eval_chars=1500,
     )
 
 

@@ -31,8 +31,9 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_devices = ["llamacpp-cpu"]
         slm_threads = "2"
         slm_eval_text = "eval.txt"
-        slm_prefill_lengths = ["128"]
-        slm_decode_tokens = "48"
+        slm_prefill_lengths = ["32"]
+        slm_decode_prompt = "32"
+        slm_decode_tokens = "16"
         slm_latency_tolerance = ["0.5"]
         slm_noise_ceiling = "10"
         """,
@@ -55,7 +56,7 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
     decode = next(r for p, r in files.items() if p.endswith("decode.json"))
     assert decode["fingerprint"]["threads"] == 2 and "runtime" not in decode["fingerprint"]
     assert decode["provenance"]["runtime_build"].startswith("llama-cpp-python ")
-    assert len(decode["metrics"]["decode"]["seconds"]) == 9 and decode["metrics"]["decode"]["tokens"] == 48
+    assert len(decode["metrics"]["decode"]["seconds"]) == 9 and decode["metrics"]["decode"]["tokens"] == 16
     memory = next(r for p, r in files.items() if p.endswith("memory.json"))
     assert memory["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # layers x KV heads x head size, K and V in F16
 
@@ -128,7 +129,7 @@ def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
         next(r for p, r in files.items() if p.endswith(f"{name}.json")) for name in ("prefill", "decode")
     )
     assert sorted(prefill["metrics"]) == ["prefill@64", "prefill@64@d256"]
-    assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@128", "ttft@128@d256"]
+    assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@32", "ttft@32@d256"]
     assert decode["metrics"]["decode@d256"]["tokens"] == 16 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
 
     again = project.runpytest_subprocess(*depths, "-v")
@@ -183,11 +184,11 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_load_time.py")
     project.runpytest_subprocess("test_load_time.py", "--update-baselines", "--slm-repeats=2").assert_outcomes(passed=1)
     [(_path, record)] = [(p, r) for p, r in runtime_files(project).items() if p.endswith("/load.json")]
-    assert sorted(record["metrics"]) == ["load.cold", "load.warm", "ttft.cold@128"]
+    assert sorted(record["metrics"]) == ["load.cold", "load.warm", "ttft.cold@32"]
     assert all(len(t["seconds"]) == 2 and t["tokens"] == 0 for t in record["metrics"].values())
-    cold = zip(record["metrics"]["ttft.cold@128"]["seconds"], record["metrics"]["load.cold"]["seconds"])
+    cold = zip(record["metrics"]["ttft.cold@32"]["seconds"], record["metrics"]["load.cold"]["seconds"])
     assert all(first_token > load for first_token, load in cold)  # the load, then the first token
-    assert set(record["notes"]) <= {"load.cold", "ttft.cold@128"}
+    assert set(record["notes"]) <= {"load.cold", "ttft.cold@32"}
     assert all(note.startswith("page cache kept") for note in record["notes"].values())
     assert record["energy"] and record["machine"] is not None and record["competition"]["cpus"] >= 1
 

@@ -30,8 +30,9 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_devices = ["llamacpp-cpu"]
         slm_threads = "1"
         slm_eval_text = "eval.txt"
-        slm_prefill_lengths = ["128"]
-        slm_decode_tokens = "48"
+        slm_prefill_lengths = ["32"]
+        slm_decode_prompt = "32"
+        slm_decode_tokens = "16"
         slm_repeats = "5"
         slm_latency_tolerance = ["0.25"]
         slm_noise_ceiling = "10"

@@ -30,9 +30,9 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         slm_cache = "{tmp_path_factory.mktemp("cache")}"
         slm_eval_text = "eval.txt"
         slm_eval_window = "128"
-        slm_prefill_lengths = ["64"]
+        slm_prefill_lengths = ["32"]
         slm_decode_prompt = "32"
-        slm_decode_tokens = "32"
+        slm_decode_tokens = "16"
         slm_repeats = "3"
         slm_latency_tolerance = ["0.5"]
         slm_noise_ceiling = "10"
@@ -96,7 +96,7 @@ def test_every_kind_fails_without_a_baseline_then_passes_fails_on_a_better_one_a
             "*flips: * right->wrong, 0 wrong->right; McNemar exact one-sided p = * < alpha 0.05",
             "*now wrong: doc 000*",
             "*smollm2-135m-llamacpp-cpu-native: mean KL divergence to the reference is * nats, worse than the baseline's *",
-            "*prefill@64: * tok/s now vs * baseline; slower by +*%, +*% (rounds)*",
+            "*prefill@32: * tok/s now vs * baseline; slower by +*%, +*% (rounds)*",
             "*decode: * tok/s now vs * baseline; slower by +*%, +*% (rounds)*",
             "*smollm2-135m-llamacpp-cpu-native: weights_bytes grew from * to *",
         ]
