@@ -21,7 +21,7 @@ Q8_0_PER_TOKEN = 30 * 3 * (64 + 64) * 34 // 32  # layers x KV heads x (key + val
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """The shipped suites cut short (one task, 4 samples, the first 3000 characters of the
+    """The shipped suites cut short (one task, 4 samples, the first 1500 characters of the
     evaluation text, a short decode for the memory item's peak)."""
     return shipped_project(
         pytester,
@@ -40,7 +40,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_history = "off"
         """,
         registry=False,
-        eval_chars=3000,
+        eval_chars=1500,
     )
 
 
