@@ -694,14 +694,18 @@ def default_threads(workers: int) -> int:
 
 
 def _check_context(parsed: SlmConfig) -> None:
-    """The deepest latency metric must fit the context every model is loaded with (without a depth,
-    a prompt past it is the item's one-line failure, as llama.cpp reports it)."""
-    deepest = max(parsed.depths) + max((*parsed.prefill_lengths, parsed.decode_prompt + parsed.decode_tokens))
-    if max(parsed.depths) and deepest > CONTEXT_LENGTH:
-        raise pytest.UsageError(
-            f"--slm-depths: depth {max(parsed.depths)} + the longest prompt or prompt + decoded tokens needs"
-            f" {deepest} tokens of context, models are loaded with {CONTEXT_LENGTH}"
-        )
+    """The deepest latency metric must fit the context every model is loaded with: known at start-up,
+    so said before any model loads rather than as each item's llama_decode failure."""
+    depth = max(parsed.depths)
+    deepest = depth + max((*parsed.prefill_lengths, parsed.decode_prompt + parsed.decode_tokens))
+    if deepest <= CONTEXT_LENGTH:
+        return
+    needs = f"the longest prompt or prompt + decoded tokens needs {deepest} tokens of context"
+    if depth:
+        needs = f"--slm-depths: depth {depth} + {needs}"
+    else:
+        needs = f"--slm-prefill-lengths, --slm-decode-prompt, --slm-decode-tokens: {needs}"
+    raise pytest.UsageError(f"{needs}, models are loaded with {CONTEXT_LENGTH}")
 
 
 def _say_overrides(config: pytest.Config, parsed: SlmConfig) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pytest_slm.backends.base import LoadRequest, ScoreGroup
+from pytest_slm.backends.base import BackendError, LoadRequest, ScoreGroup
 from pytest_slm.backends.llamacpp.backend import detect_devices, load
 from pytest_slm.models.registry import resolve_source
 
@@ -208,3 +208,15 @@ def test_logits_after_a_context_are_the_whole_sequences_and_the_context_is_kept(
     assert (after.argmax(axis=1) == whole[8:].argmax(axis=1)).all()
     np.testing.assert_array_equal(model.logits(tokens[8:], context=tokens[:8]), after)
     np.testing.assert_array_equal(model.logits(tokens), whole)  # depth 0 from an empty cache, as before
+
+
+def test_a_prompt_past_the_context_is_one_line_naming_the_context(gguf):
+    """What a user's own test meets when its prompt outgrows the context (the latency items' prompts
+    are checked against it at start-up: tests/test_bad_input.py)."""
+    request = LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2, context_length=256, batch_size=64)
+    small = load(request)
+    try:
+        with pytest.raises(BackendError, match=r"^llama_decode failed with status 1 \(context of 256 tokens full\?\)$"):
+            small.timed_prefill(list(range(100, 400)))
+    finally:
+        small.close()

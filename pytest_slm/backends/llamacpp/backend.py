@@ -138,6 +138,7 @@ class LlamaCppModel:
             raise BackendError(
                 f"llama.cpp could not create a context for {path} (n_ctx={self.n_ctx}, KV cache {self._kv_type})"
             )
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)  # what llama.cpp made: it pads a small request up
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._threads = request.threads
         self._rows: _Rows | None = None  # the generation context, made at the first generate()
