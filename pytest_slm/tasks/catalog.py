@@ -9,7 +9,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -143,16 +144,17 @@ def evaluate(model: SlmModel, spec: TaskSpec, limit: int | None, catalog: TaskCa
     manager = catalog.manager(with_lm_eval_tasks=spec.name not in catalog.shipped)
     started = time.perf_counter()
     try:
-        output = simple_evaluate(
-            model=lm,
-            tasks=[spec.name],
-            num_fewshot=spec.shots,
-            limit=limit,
-            task_manager=manager,
-            log_samples=True,
-            bootstrap_iters=0,
-            verbosity="ERROR",
-        )
+        with _no_run_description():
+            output = simple_evaluate(
+                model=lm,
+                tasks=[spec.name],
+                num_fewshot=spec.shots,
+                limit=limit,
+                task_manager=manager,
+                log_samples=True,
+                bootstrap_iters=0,
+                verbosity="ERROR",
+            )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # the task's data, as users bring it
         raise TaskError(f"lm-eval could not load task {spec.name!r}: {type(exc).__name__}: {exc}") from None
     seconds = time.perf_counter() - started
@@ -243,6 +245,24 @@ def _response(record: dict[str, Any]) -> str:
         scores = [f[0] if isinstance(f, (list, tuple)) else f for f in filtered]
         return f"choice {scores.index(max(scores))}"
     return str(filtered[0] if filtered else "")
+
+
+@contextmanager
+def _no_run_description() -> Iterator[None]:
+    """simple_evaluate ends by describing the run for its own results file: `git describe` in a
+    subprocess and an import of transformers, about a second per process. The baselines keep their
+    own provenance, so those two are left out while an item evaluates (lm-eval's own use is untouched)."""
+    from lm_eval import evaluator
+
+    skipped = {"add_env_info": lambda storage: None, "get_git_commit_hash": lambda: None}
+    saved = {name: getattr(evaluator, name) for name in skipped if hasattr(evaluator, name)}
+    for name in saved:
+        setattr(evaluator, name, skipped[name])
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(evaluator, name, original)
 
 
 def _quiet_lm_eval() -> None:
