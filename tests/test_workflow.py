@@ -25,7 +25,7 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         f"""
         slm_devices = ["llamacpp-cpu"]
         slm_tasks = ["slm_facts"]
-        slm_limit = "40"
+        slm_limit = "20"
         slm_threads = "2"
         slm_cache = "{tmp_path_factory.mktemp("cache")}"
         slm_eval_text = "eval.txt"
@@ -36,7 +36,7 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         slm_repeats = "3"
         slm_latency_tolerance = ["0.5"]
         slm_noise_ceiling = "10"
-        slm_detect_drop = "25"
+        slm_detect_drop = "35"
         """,
         tasks=True,
         eval_chars=1500,
@@ -92,7 +92,7 @@ def test_every_kind_fails_without_a_baseline_then_passes_fails_on_a_better_one_a
     worse.assert_outcomes(failed=ITEMS)
     worse.stdout.fnmatch_lines_random(
         [
-            "*slm_facts:0: acc regressed: * now vs 1.000 baseline (-* points, n=40)",
+            "*slm_facts:0: acc regressed: * now vs 1.000 baseline (-* points, n=20)",
             "*flips: * right->wrong, 0 wrong->right; McNemar exact one-sided p = * < alpha 0.05",
             "*now wrong: doc 000*",
             "*smollm2-135m-llamacpp-cpu-native: mean KL divergence to the reference is * nats, worse than the baseline's *",
