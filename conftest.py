@@ -24,3 +24,20 @@ def _busy_gate_off_not_strict(request: pytest.FixtureRequest, monkeypatch: pytes
         request.getfixturevalue("pytester")
     monkeypatch.delenv("CI", raising=False)  # CI's own run would make every run these tests start strict
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} --slm-busy=off".strip())
+
+
+@pytest.fixture(scope="session")
+def keep_loaded() -> None:
+    """What an end-to-end llama.cpp run imports that pytester's in-process clean-up must not unload:
+    extension modules (numpy, llama.cpp, pyarrow) cannot be initialised twice in one interpreter.
+    Imported here first, they are in the snapshot pytester restores after each run, so a run can be
+    in this process instead of a subprocess (about 2.5 s a run: start-up and imports). Not MLX: a
+    process routes its matmuls to OpenBLAS before MLX loads (pytest_slm/backends/mlx/blas.py), so
+    MLX runs stay subprocesses."""
+    import datasets  # noqa: F401
+    import llama_cpp  # noqa: F401
+    import lm_eval.evaluator
+    import lm_eval.tasks  # noqa: F401
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401

@@ -1,7 +1,7 @@
 """End to end through pytest itself: the real embedded model, real llama.cpp, real lm-eval tasks.
 
-Each run is a subprocess: in process, pytester unloads what a run imported, and extension modules
-(numpy, llama.cpp, pyarrow) cannot be loaded twice in one interpreter."""
+The runs are in this process (conftest.py: keep_loaded), a few seconds a run faster than a
+subprocess each; MLX's are subprocesses (conftest.py says why)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from projects import shipped_project
 from pytest_slm.models.registry import resolve_source
 from pytest_slm.store.baselines import LOCK_NAME, BaselineKey, BaselineStore
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = "20"
@@ -44,7 +44,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def files(root: Path) -> dict[str, bytes]:
     """Every file of the project, but what pytester's subprocess runs leave (their output, basetemp)."""
-    ignored = {"__pycache__", ".pytest_cache", "stdout", "stderr"}
+    ignored = {"__pycache__", ".pytest_cache", "stdout", "stderr", "basetemp"}
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
@@ -63,14 +63,14 @@ def summary(result: pytest.RunResult) -> list[str]:
 
 
 def test_update_then_compare_passes_and_xdist_gives_the_serial_table_loading_each_model_once(project):
-    result = project.runpytest_subprocess("--update-baselines")
+    result = project.runpytest_inprocess("--update-baselines")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*pytest-slm summary*", "*baselines: 2 changed, 0 unchanged*"])
     facts = load(project, FACTS)
     assert facts["n"] == int(LIMIT) and facts["metric"] == "acc" and len(facts["outcomes"]) == int(LIMIT)
     assert facts["provenance"]["llama_cpp_python"] and facts["provenance"]["lm_eval"]
 
-    serial = project.runpytest_subprocess("-v")
+    serial = project.runpytest_inprocess("-v")
     serial.assert_outcomes(passed=2)
     serial.stdout.fnmatch_lines(
         [
@@ -79,13 +79,13 @@ def test_update_then_compare_passes_and_xdist_gives_the_serial_table_loading_eac
             "*smollm2-135m-llamacpp-cpu-native-slm_arith:5*+0.0 pt*0/0*pass*",
         ]
     )
-    parallel = project.runpytest_subprocess("-v", "-n", "2")
+    parallel = project.runpytest_inprocess("-v", "-n", "2")
     parallel.assert_outcomes(passed=2)
     assert summary(parallel) == summary(serial) and len(summary(serial)) == 2
     [loads] = [line for line in parallel.stdout.lines if line.startswith("model loads: ")]
     assert loads.count("smollm2-135m-llamacpp-cpu-native") == 1 and loads.startswith("model loads: gw")
 
-    again = project.runpytest_subprocess("--update-baselines")
+    again = project.runpytest_inprocess("--update-baselines")
     again.stdout.fnmatch_lines(["*baselines: 0 changed, 2 unchanged*"])
 
 
@@ -101,20 +101,20 @@ def test_mlx_cpu_items_run_on_openblas_and_agree_with_the_committed_full_run(pro
 
 
 def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
-    result = project.runpytest_subprocess()
+    result = project.runpytest_inprocess()
     assert result.parseoutcomes() == {"unjudged": 2}
     result.stdout.fnmatch_lines(
         [
             "*no accuracy baseline for smollm2-135m-llamacpp-cpu-native-slm_facts:0 (baselines/*); create it with: pytest '*' --update-baselines"
         ]
     )
-    strict = project.runpytest_subprocess("--slm-strict")
+    strict = project.runpytest_inprocess("--slm-strict")
     strict.assert_outcomes(failed=2)  # read before any model run, as every kind's baseline is
     strict.stdout.fnmatch_lines(["*no accuracy baseline for smollm2-135m-llamacpp-cpu-native-slm_arith:5 *"])
 
 
 def test_update_writes_exactly_the_items_that_ran(project):
-    project.runpytest_subprocess("--update-baselines", "-k", "slm_arith").assert_outcomes(passed=1, deselected=1)
+    project.runpytest_inprocess("--update-baselines", "-k", "slm_arith").assert_outcomes(passed=1, deselected=1)
     written = sorted(
         str(p.relative_to(project.path / "baselines")) for p in (project.path / "baselines").rglob("*.json")
     )
@@ -122,17 +122,17 @@ def test_update_writes_exactly_the_items_that_ran(project):
 
 
 def test_changed_prompts_are_detected_not_compared(project):
-    project.runpytest_subprocess("--update-baselines", "-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
+    project.runpytest_inprocess("--update-baselines", "-k", "slm_facts").assert_outcomes(passed=1, deselected=1)
     yaml = project.path / "suites" / "tasks" / "slm_facts.yaml"
     yaml.write_text(yaml.read_text().replace("Answer:", "A:"))
-    result = project.runpytest_subprocess("-k", "slm_facts")
+    result = project.runpytest_inprocess("-k", "slm_facts")
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(["*the task changed since the baseline (changed: prompts)*--slm-allow-task-change*"])
 
 
 def test_user_tests_get_a_loaded_model_per_combination_and_absent_devices_skip(project):
     shutil.copy(ROOT / "suites" / "test_instruct_format.py", project.path / "test_instruct_format.py")
-    result = project.runpytest_subprocess(
+    result = project.runpytest_inprocess(
         "test_instruct_format.py", "--slm-devices=llamacpp-cpu,llamacpp-cuda", "-rs", "-m", "slm"
     )
     result.assert_outcomes(passed=2, skipped=2)
@@ -144,7 +144,7 @@ def test_truncated_gguf_is_a_clear_failure(project):
     truncated = project.path / "tiny.gguf"
     truncated.write_bytes(gguf.read_bytes()[: 4 << 20])
     before = files(project.path)
-    result = project.runpytest_subprocess(f"--slm-models={truncated}", "--update-baselines", "-k", "slm_facts")
+    result = project.runpytest_inprocess(f"--slm-models={truncated}", "--update-baselines", "-k", "slm_facts")
     result.assert_outcomes(errors=1, deselected=1)
     result.stdout.fnmatch_lines(
         [f"*tiny-llamacpp-cpu-native: llama.cpp could not load {truncated} (truncated or corrupt GGUF?)"]
@@ -211,7 +211,7 @@ def test_four_workers_writing_the_same_300_baselines_lose_nothing(project):
     """Every worker writes every file (--dist each): 1,200 racing writes, every file whole afterwards."""
     project.makepyfile(test_accuracy=STRESS)
     tasks = ",".join(f"{name}:{shots}" for name in ("slm_facts", "slm_cloze", "slm_arith") for shots in range(100))
-    result = project.runpytest_subprocess("--update-baselines", "-n", "4", "--dist", "each", f"--slm-tasks={tasks}")
+    result = project.runpytest_inprocess("--update-baselines", "-n", "4", "--dist", "each", f"--slm-tasks={tasks}")
     result.assert_outcomes(passed=1200)
     store = BaselineStore(project.path / "baselines")
     written = [p for p in (project.path / "baselines").rglob("*") if p.is_file() and p.name != LOCK_NAME]
@@ -225,7 +225,7 @@ def test_four_workers_writing_the_same_300_baselines_lose_nothing(project):
 
 def test_an_empty_matrix_says_why_in_one_line(project):
     shutil.copy(ROOT / "suites" / "test_parity.py", project.path / "test_parity.py")
-    result = project.runpytest_subprocess("test_parity.py", "-rs")
+    result = project.runpytest_inprocess("test_parity.py", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
         ["*pytest-slm: parity needs a llama.cpp and an MLX device on the same hardware; selected: llamacpp-cpu"]
