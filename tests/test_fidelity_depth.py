@@ -23,7 +23,7 @@ from pytest_slm.measure.divergence import DEPTH_WINDOWS, Positions, depth_window
 from pytest_slm.options import BUILTIN_DEPTH_TEXT, DEFAULT_DEPTH_TEXT
 from pytest_slm.store.baselines import BaselineError
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE, F16 = Case("m", "llamacpp-cpu", "native", kv="q8_0"), Case("m", "llamacpp-cpu", "native")
@@ -201,7 +201,7 @@ def test_a_kv_cache_at_depth_is_recorded_and_judged_per_depth(project):
     item = "smollm2-135m-llamacpp-cpu-native-kv-q8_0"
     path = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "native-kv-q8_0" / "fidelity.json"
     options = ("-p", "no:cacheprovider")
-    written = project.runpytest_subprocess(*options, "--slm-depths=0,128", "--update-baselines", "-v")  # -v: positions
+    written = project.runpytest_inprocess(*options, "--slm-depths=0,128", "--update-baselines", "-v")  # -v: positions
     written.assert_outcomes(passed=1)
     written.stdout.fnmatch_lines(
         [f"{item} *updated", f"{item} @d128 *124 *updated"]
@@ -212,7 +212,7 @@ def test_a_kv_cache_at_depth_is_recorded_and_judged_per_depth(project):
         0 < first["depths"]["128"]["mean_kld"] and first["depths"]["128"]["top1_agreement"] < 1
     )  # the cache moves them
 
-    again = project.runpytest_subprocess(*options, "--slm-depths=0,128", "-v")
+    again = project.runpytest_inprocess(*options, "--slm-depths=0,128", "-v")
     again.assert_outcomes(passed=1)
     again.stdout.fnmatch_lines([f"{item} *pass", f"{item} @d128 *124 *pass"])
 
@@ -221,7 +221,7 @@ def test_a_kv_cache_at_depth_is_recorded_and_judged_per_depth(project):
         "depths": {"128": {**first["depths"]["128"], "mean_kld": first["depths"]["128"]["mean_kld"] * 2}},
     }
     path.write_text(json.dumps(damaged))
-    judged = project.runpytest_subprocess(*options, "--slm-depths=0,64,128")
+    judged = project.runpytest_inprocess(*options, "--slm-depths=0,64,128")
     judged.assert_outcomes(failed=1)
     judged.stdout.fnmatch_lines_random(
         [

@@ -12,7 +12,7 @@ from projects import shipped_project
 
 from pytest_slm.measure.divergence import Fidelity
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 FIGURES = [field.name for field in fields(Fidelity) if field.name != "tokens"]  # every statistic, swapped whole
 
@@ -45,7 +45,7 @@ def fidelity_file(project: pytest.Pytester, quant: str) -> Path:
 
 
 def test_swapped_q8_0_and_q2_k_figures_are_caught_both_ways(project):
-    written = project.runpytest_subprocess("--update-baselines")
+    written = project.runpytest_inprocess("--update-baselines")
     written.assert_outcomes(passed=2)
     written.stdout.fnmatch_lines(
         [
@@ -57,12 +57,12 @@ def test_swapped_q8_0_and_q2_k_figures_are_caught_both_ways(project):
     assert q8["reference"] == q2["reference"] == "smollm2-135m-llamacpp-cpu-f32"
     assert q8["mean_kld"] * 10 < q2["mean_kld"] and q8["top1_agreement"] > q2["top1_agreement"]
 
-    project.runpytest_subprocess().assert_outcomes(passed=2)
+    project.runpytest_inprocess().assert_outcomes(passed=2)
 
     for path, source in ((fidelity_file(project, "q8_0"), q2), (fidelity_file(project, "q2_k"), q8)):
         record = json.loads(path.read_text())
         path.write_text(json.dumps({**record, **{name: source[name] for name in FIGURES}}))
-    swapped = project.runpytest_subprocess()
+    swapped = project.runpytest_inprocess()
     swapped.assert_outcomes(failed=2)
     swapped.stdout.fnmatch_lines_random(
         [
@@ -73,7 +73,7 @@ def test_swapped_q8_0_and_q2_k_figures_are_caught_both_ways(project):
 
 
 def test_a_ceiling_fails_even_when_updating_and_writes_nothing(project):
-    result = project.runpytest_subprocess("--update-baselines", "--slm-kld-ceiling=q2_k=0.05", "-k", "q2_k")
+    result = project.runpytest_inprocess("--update-baselines", "--slm-kld-ceiling=q2_k=0.05", "-k", "q2_k")
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
         ["*smollm2-135m-llamacpp-cpu-q2_k: mean KL divergence * nats is over the q2_k ceiling 0.05*"]

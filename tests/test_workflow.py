@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 NATIVE = Path("baselines/smollm2-135m/llamacpp-cpu/native")
 SUITE = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")  # the shipped suite
@@ -68,7 +68,7 @@ def better_than_measured(project: pytest.Pytester) -> None:
 
 
 def test_every_kind_fails_without_a_baseline_then_passes_fails_on_a_better_one_and_recovers(project):
-    strict = project.runpytest_subprocess("--slm-strict")
+    strict = project.runpytest_inprocess("--slm-strict")
     strict.assert_outcomes(failed=ITEMS)
     strict.stdout.fnmatch_lines_random(
         [
@@ -84,11 +84,11 @@ def test_every_kind_fails_without_a_baseline_then_passes_fails_on_a_better_one_a
     )
     assert not (project.path / "baselines").exists()
 
-    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=ITEMS)
-    project.runpytest_subprocess().assert_outcomes(passed=ITEMS)
+    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=ITEMS)
+    project.runpytest_inprocess().assert_outcomes(passed=ITEMS)
 
     better_than_measured(project)
-    worse = project.runpytest_subprocess()
+    worse = project.runpytest_inprocess()
     worse.assert_outcomes(failed=ITEMS)
     worse.stdout.fnmatch_lines_random(
         [
@@ -102,7 +102,7 @@ def test_every_kind_fails_without_a_baseline_then_passes_fails_on_a_better_one_a
         ]
     )
 
-    rewritten = project.runpytest_subprocess("--update-baselines")
+    rewritten = project.runpytest_inprocess("--update-baselines")
     rewritten.assert_outcomes(passed=ITEMS)
     rewritten.stdout.fnmatch_lines(["*baselines: 5 changed, 0 unchanged*"])
-    project.runpytest_subprocess().assert_outcomes(passed=ITEMS)
+    project.runpytest_inprocess().assert_outcomes(passed=ITEMS)
