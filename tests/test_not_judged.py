@@ -11,7 +11,7 @@ from projects import WHOLE, shipped_project
 
 from pytest_slm.checks.core import REASONS
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 FED = """
 import pytest
@@ -98,7 +98,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(project):
-    first = project.runpytest_subprocess("-k", "memory or accuracy")
+    first = project.runpytest_inprocess("-k", "memory or accuracy")
     assert first.parseoutcomes() == {"unjudged": 2, "deselected": 2}
     first.stdout.fnmatch_lines_random(
         [
@@ -106,17 +106,17 @@ def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(proj
             "NOT JUDGED (no baseline) *test_task_accuracy*: smollm2-135m-llamacpp-cpu-native-slm_facts:0: no accuracy baseline *",
         ]
     )
-    assert project.runpytest_subprocess("-k", "memory or accuracy", "--slm-strict").parseoutcomes() == {
+    assert project.runpytest_inprocess("-k", "memory or accuracy", "--slm-strict").parseoutcomes() == {
         "failed": 2,
         "deselected": 2,
     }
-    assert project.runpytest_subprocess("-k", "memory", "--slm-strict", "--slm-first-run").parseoutcomes() == {
+    assert project.runpytest_inprocess("-k", "memory", "--slm-strict", "--slm-first-run").parseoutcomes() == {
         "unjudged": 1,
         "deselected": 3,
     }
 
-    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=4)
-    again = project.runpytest_subprocess("-k", "prefill or accuracy", "--slm-noise-ceiling=0")
+    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=4)
+    again = project.runpytest_inprocess("-k", "prefill or accuracy", "--slm-noise-ceiling=0")
     assert again.parseoutcomes() == {"unjudged": 2, "deselected": 2}
     again.stdout.fnmatch_lines_random(
         [
@@ -124,9 +124,9 @@ def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(proj
             "NOT JUDGED (cannot detect) *test_task_accuracy*: *cannot detect a *n=8*",
         ]
     )
-    strict = project.runpytest_subprocess("-k", "prefill or accuracy", "--slm-noise-ceiling=0", "--slm-strict")
+    strict = project.runpytest_inprocess("-k", "prefill or accuracy", "--slm-noise-ceiling=0", "--slm-strict")
     strict.assert_outcomes(failed=2, deselected=2)
-    parallel = project.runpytest_subprocess("-k", "decode", "-n", "2")
+    parallel = project.runpytest_inprocess("-k", "decode", "-n", "2")
     assert parallel.parseoutcomes() == {"unjudged": 1}
     parallel.stdout.fnmatch_lines(
         ["NOT JUDGED (under xdist) *test_decode_speed*: decode is measured alone: with 2 xdist workers*"]

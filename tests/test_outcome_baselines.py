@@ -12,7 +12,7 @@ import json
 import pytest
 from projects import shipped_project
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 APP_TESTS = """
 import os
@@ -53,7 +53,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(project, monkeypatch):
     monkeypatch.setenv("ANSWER_TOKENS", "32")
-    written = project.runpytest_subprocess("--update-baselines")
+    written = project.runpytest_inprocess("--update-baselines")
     written.assert_outcomes(passed=2)
     record = json.loads((project.path / RECORD).read_text())
     assert (record["kind"], record["test"], record["outcome"]) == (
@@ -66,7 +66,7 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
     ]  # absolute: none
 
     monkeypatch.setenv("ANSWER_TOKENS", "2")
-    newly = project.runpytest_subprocess("--slm-report=report")
+    newly = project.runpytest_inprocess("--slm-report=report")
     newly.assert_outcomes(failed=2)
     newly.stdout.fnmatch_lines(
         [
@@ -80,11 +80,11 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
         ("test_app.py::test_names_the_capital", "passed", "failed", "FAIL")
     ]
 
-    recorded = project.runpytest_subprocess("--update-baselines", "-k", "not always")
+    recorded = project.runpytest_inprocess("--update-baselines", "-k", "not always")
     assert recorded.parseoutcomes() == {"known_failure": 1, "deselected": 1}
     assert json.loads((project.path / RECORD).read_text())["reason"].startswith("assert 'Paris' in ")
 
-    known = project.runpytest_subprocess("--slm-strict", "-n", "2", "-k", "not always")  # from an xdist worker too
+    known = project.runpytest_inprocess("--slm-strict", "-n", "2", "-k", "not always")  # from an xdist worker too
     assert known.parseoutcomes() == {"known_failure": 1} and known.ret == 0  # xdist counts no deselected
     known.stdout.fnmatch_lines(
         [
@@ -94,7 +94,7 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
     )
 
     monkeypatch.setenv("ANSWER_TOKENS", "two")  # failing still, but not by the recorded assert
-    crashed = project.runpytest_subprocess("-k", "not always")
+    crashed = project.runpytest_inprocess("-k", "not always")
     crashed.assert_outcomes(failed=1, deselected=1)
     crashed.stdout.fnmatch_lines(
         [
@@ -111,18 +111,18 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
         f"{MATCHED}: smollm2-135m-llamacpp-cpu-native: failed at the baseline of * ({RECORD}),"
         " skips now: the app's chat is switched off"
     )
-    skipping = project.runpytest_subprocess("-k", "not always")
+    skipping = project.runpytest_inprocess("-k", "not always")
     assert skipping.parseoutcomes() == {"unjudged": 1, "deselected": 1} and skipping.ret == 0
     skipping.stdout.fnmatch_lines(
         ["1 item: 0 pass, 0 fail, 1 not judged (1 skips now: *)", f"NOT JUDGED (skips now) {said}"]
     )
-    strict = project.runpytest_subprocess("-k", "not always", "--slm-strict")
+    strict = project.runpytest_inprocess("-k", "not always", "--slm-strict")
     strict.assert_outcomes(failed=1, deselected=1)
     strict.stdout.fnmatch_lines([f"FAILED, NOT JUDGED (skips now) {said}"])
     monkeypatch.delenv("CHAT_OFF")
 
     monkeypatch.setenv("ANSWER_TOKENS", "32")
-    fixed = project.runpytest_subprocess("-k", "not always")
+    fixed = project.runpytest_inprocess("-k", "not always")
     assert fixed.parseoutcomes() == {"fixed": 1, "deselected": 1} and fixed.ret == 0
     fixed.stdout.fnmatch_lines(
         [
@@ -135,9 +135,9 @@ def test_newly_failing_fails_still_failing_is_known_and_newly_passing_is_fixed(p
     )
 
     monkeypatch.setenv("CHAT_OFF", "1")  # an intended skip, recorded: skipping on is a plain skip, even strict
-    project.runpytest_subprocess("-k", "not always", "--update-baselines").assert_outcomes(skipped=1, deselected=1)
+    project.runpytest_inprocess("-k", "not always", "--update-baselines").assert_outcomes(skipped=1, deselected=1)
     assert json.loads((project.path / RECORD).read_text())["outcome"] == "skipped"
-    project.runpytest_subprocess("-k", "not always", "--slm-strict").assert_outcomes(skipped=1, deselected=1)
+    project.runpytest_inprocess("-k", "not always", "--slm-strict").assert_outcomes(skipped=1, deselected=1)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_an_outcome_record_that_cannot_be_trusted_fails_its_item_in_one_line_and
     path.parent.mkdir(parents=True)
     path.write_text(planted)
     monkeypatch.setenv("ANSWER_TOKENS", "32")
-    result = project.runpytest_subprocess("-k", "not always")
+    result = project.runpytest_inprocess("-k", "not always")
     result.assert_outcomes(failed=1, deselected=1)
     said = said.format(path=path, record=RECORD)
     result.stdout.fnmatch_lines([f"*smollm2-135m-llamacpp-cpu-native: baseline {said}"])
