@@ -1,5 +1,6 @@
 """Root conftest: the plugin's own tests drive pytest itself through `pytester`."""
 
+import importlib
 import os
 
 import pytest
@@ -26,18 +27,21 @@ def _busy_gate_off_not_strict(request: pytest.FixtureRequest, monkeypatch: pytes
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} --slm-busy=off".strip())
 
 
+# What an end-to-end llama.cpp run imports that must outlive pytester's in-process clean-up, which
+# unloads every module a run imported: extension modules (numpy, llama.cpp, pyarrow) cannot be
+# initialised twice in one interpreter, and matplotlib's second copy breaks the first one's figures.
+KEEP_LOADED = (
+    "numpy", "llama_cpp", "pyarrow", "pandas", "datasets", "lm_eval.evaluator", "lm_eval.tasks",
+    "pytest_slm.report.charts", "pytest_slm.report.trend_charts",
+)  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def keep_loaded() -> None:
-    """What an end-to-end llama.cpp run imports that pytester's in-process clean-up must not unload:
-    extension modules (numpy, llama.cpp, pyarrow) cannot be initialised twice in one interpreter.
-    Imported here first, they are in the snapshot pytester restores after each run, so a run can be
-    in this process instead of a subprocess (about 2.5 s a run: start-up and imports). Not MLX: a
-    process routes its matmuls to OpenBLAS before MLX loads (pytest_slm/backends/mlx/blas.py), so
-    MLX runs stay subprocesses."""
-    import datasets  # noqa: F401
-    import llama_cpp  # noqa: F401
-    import lm_eval.evaluator
-    import lm_eval.tasks  # noqa: F401
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-    import pyarrow  # noqa: F401
+    """Imported here first, KEEP_LOADED is in the snapshot pytester restores after each run, so a
+    run can be in this process instead of a subprocess (about 2.5 s a run: start-up and imports).
+    Not MLX: a process routes its matmuls to OpenBLAS before MLX loads (pytest_slm/backends/mlx/
+    blas.py), so MLX runs stay subprocesses; so do runs of a test file named like one of tests/
+    (test_load_time.py), which pytest would take for the module already imported."""
+    for name in KEEP_LOADED:
+        importlib.import_module(name)

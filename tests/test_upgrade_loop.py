@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from projects import WHOLE, shipped_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
+pytestmark = pytest.mark.slow  # make check leaves it out
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypatch):
-    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=4)
+    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=4)  # its test_load_time.py
     [decode] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("decode.json")]
     installed = decode["provenance"]["llama_cpp_python"]
     assert (
