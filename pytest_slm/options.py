@@ -700,12 +700,15 @@ def _check_context(parsed: SlmConfig) -> None:
     deepest = depth + max((*parsed.prefill_lengths, parsed.decode_prompt + parsed.decode_tokens))
     if deepest <= CONTEXT_LENGTH:
         return
-    needs = f"the longest prompt or prompt + decoded tokens needs {deepest} tokens of context"
-    if depth:
-        needs = f"--slm-depths: depth {depth} + {needs}"
-    else:
-        needs = f"--slm-prefill-lengths, --slm-decode-prompt, --slm-decode-tokens: {needs}"
-    raise pytest.UsageError(f"{needs}, models are loaded with {CONTEXT_LENGTH}")
+    options = (
+        f"--slm-depths: depth {depth} +"
+        if depth
+        else "--slm-prefill-lengths, --slm-decode-prompt, --slm-decode-tokens:"
+    )
+    raise pytest.UsageError(
+        f"{options} the longest prompt or prompt + decoded tokens needs {deepest} tokens of context,"
+        f" models are loaded with {CONTEXT_LENGTH}"
+    )
 
 
 def _say_overrides(config: pytest.Config, parsed: SlmConfig) -> None:
