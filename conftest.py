@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from pytest_slm.backends.mlx.blas import route_to_openblas
+
 pytest_plugins = ["pytester"]
 
 
@@ -32,16 +34,17 @@ def _busy_gate_off_not_strict(request: pytest.FixtureRequest, monkeypatch: pytes
 # initialised twice in one interpreter, and matplotlib's second copy breaks the first one's figures.
 KEEP_LOADED = (
     "numpy", "llama_cpp", "pyarrow", "pandas", "datasets", "lm_eval.evaluator", "lm_eval.tasks",
-    "pytest_slm.report.charts", "pytest_slm.report.trend_charts",
+    "pytest_slm.report.charts", "pytest_slm.report.trend_charts", "mlx.core", "mlx_lm",
+    "pytest_slm.backends.mlx.backend",
 )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def keep_loaded() -> None:
     """Imported here first, KEEP_LOADED is in the snapshot pytester restores after each run, so a
-    run can be in this process instead of a subprocess (about 2.5 s a run: start-up and imports).
-    Not MLX: a process routes its matmuls to OpenBLAS before MLX loads (pytest_slm/backends/mlx/
-    blas.py), so MLX runs stay subprocesses; so do runs of a test file named like one of tests/
-    (test_load_time.py), which pytest would take for the module already imported."""
+    run can be in this process instead of a subprocess (start-up, imports and lm-eval's task index:
+    3-9 s a run). MLX's matmuls are routed to OpenBLAS first, as a run's own process does before it
+    loads MLX (pytest_slm/backends/mlx/blas.py)."""
+    route_to_openblas()
     for name in KEEP_LOADED:
         importlib.import_module(name)

@@ -3,10 +3,12 @@ copied from this one into a pytester directory, with the options of the test in 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -41,3 +43,14 @@ def shipped_project(
         (root / "eval.txt").write_text(text if eval_chars == WHOLE else text[:eval_chars], encoding="utf-8")
     pytester.makefile(".toml", pyproject="[tool.pytest.ini_options]\n" + textwrap.dedent(ini).strip() + "\n")
     return pytester
+
+
+def benchmark_plugin(name: str) -> ModuleType:
+    """benchmarks/<name>.py, a pytest plugin that changes the runtime under test (slowed_runtime,
+    reported_version), as a module to give `runpytest_inprocess(plugins=[...])`: the run stays in
+    this process, where `-p name` would need a new one to read PYTHONPATH."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

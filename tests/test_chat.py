@@ -12,7 +12,7 @@ import pytest
 from pytest_slm.models import chat
 from pytest_slm.models.registry import load_registry
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"tokenizer.chat_template"
@@ -68,7 +68,7 @@ def test_chat_renders_the_models_own_template_identically_on_both_runtimes(pytes
     gguf = load_registry(ROOT / "suites" / "models.toml")["smollm2-135m"].gguf_path()
     plain = without_template(gguf, pytester.path / "smollm2-plain.gguf")
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         f"--slm-models=smollm2-135m,{plain}", "--slm-devices=llamacpp-cpu,mlx-cpu", "--slm-threads=2", "-rfs"
     )
     # the embedded model chats on both runtimes; bad conversations fail in one line each

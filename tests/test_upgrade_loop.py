@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from projects import WHOLE, shipped_project
+from projects import WHOLE, benchmark_plugin, shipped_project
 
-pytestmark = pytest.mark.slow  # make check leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,12 +40,13 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         """,
         eval_chars=WHOLE,
     )
-    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_load_time.py")
+    # renamed: a test module of this process is named test_load_time already
+    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_loading.py")
     return project
 
 
 def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypatch):
-    project.runpytest_subprocess("--update-baselines").assert_outcomes(passed=4)  # its test_load_time.py
+    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=4)  # its test_loading.py
     [decode] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("decode.json")]
     installed = decode["provenance"]["llama_cpp_python"]
     assert (
@@ -53,20 +54,20 @@ def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypa
         and "runtime" not in decode["fingerprint"]
     )
 
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks"))
     monkeypatch.setenv("PYTEST_SLM_REPORTED_VERSION", "99.0.0")
+    reported_version = benchmark_plugin("reported_version")
     # 50% here: this run proves the items compare across the upgrade; at 25%, a fresh clone's CI run
     # failed its unchanged ttft as 27-28% slower in both rounds, a shared machine's noise
-    upgraded = project.runpytest_subprocess(
-        "-p", "reported_version", "--slm-strict", "--slm-report=report", "--slm-latency-tolerance=0.5"
+    upgraded = project.runpytest_inprocess(
+        "--slm-strict", "--slm-report=report", "--slm-latency-tolerance=0.5", plugins=[reported_version]
     )
     upgraded.assert_outcomes(passed=4)  # strict: an item that compared nothing would fail
     changed = json.loads((project.path / "report" / "results.json").read_text())["changed"]
     assert f"llama-cpp-python {installed} → 99.0.0 (4 items)" in changed
 
     monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "0.5")  # every llama_decode 50% slower as well
-    slowed = project.runpytest_subprocess(
-        "-k", "decode", "-p", "reported_version", "-p", "slowed_runtime", "--slm-repeats=9"
+    slowed = project.runpytest_inprocess(
+        "-k", "decode", "--slm-repeats=9", plugins=[reported_version, benchmark_plugin("slowed_runtime")]
     )
     slowed.assert_outcomes(failed=1, deselected=3)
     slowed.stdout.fnmatch_lines(
