@@ -393,11 +393,10 @@ START_UP = [
 ]
 
 
-# Usage errors come before any model loads, so most runs here are in this process (a second faster
-# each); a subprocess where the run imports lm-eval's data stack (pyarrow and pandas: extension
-# modules that pytester's in-process clean-up would unload) or where an argument is not UTF-8 (in
-# this process pytest gets it as bytes, which no shell passes).
-OWN_PROCESS = {"unknown-task", "gguf-name-not-utf8"}
+# Usage errors come before any model loads, so the runs here are in this process (a second faster
+# each; conftest.py: keep_loaded), but where an argument is not UTF-8: in this process pytest gets
+# it as bytes, which no shell passes.
+OWN_PROCESS = {"gguf-name-not-utf8"}
 
 
 @pytest.mark.parametrize(("make", "pattern"), START_UP)
