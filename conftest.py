@@ -42,9 +42,9 @@ KEEP_LOADED = (
 @pytest.fixture(scope="session")
 def keep_loaded() -> None:
     """Imported here first, KEEP_LOADED is in the snapshot pytester restores after each run, so a
-    run can be in this process instead of a subprocess (start-up, imports and lm-eval's task index:
-    3-9 s a run). MLX's matmuls are routed to OpenBLAS first, as a run's own process does before it
-    loads MLX (pytest_slm/backends/mlx/blas.py)."""
+    run can be in this process instead of a subprocess (its start-up and imports: seconds a run).
+    MLX's matmuls are routed to OpenBLAS first, as a run's own process does before it loads MLX
+    (pytest_slm/backends/mlx/blas.py)."""
     route_to_openblas()
     for name in KEEP_LOADED:
         importlib.import_module(name)

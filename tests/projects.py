@@ -15,6 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
 WHOLE = -1  # eval_chars: the whole evaluation text
+# suites/test_load_time.py as a project's copy names it: a run in this process would take
+# test_load_time for tests/test_load_time.py, a module it has imported already
+LOAD_TIME = "test_loading.py"
 
 
 def shipped_project(

@@ -12,12 +12,11 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from projects import WHOLE, benchmark_plugin, shipped_project
+from projects import LOAD_TIME, WHOLE, benchmark_plugin, shipped_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 ROOT = Path(__file__).resolve().parents[1]
-LOAD_TIME = "test_loading.py"  # suites/test_load_time.py, renamed: tests/test_load_time.py is imported already
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from projects import WHOLE, benchmark_plugin, shipped_project
+from projects import LOAD_TIME, WHOLE, benchmark_plugin, shipped_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
@@ -40,13 +40,12 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         """,
         eval_chars=WHOLE,
     )
-    # renamed: a test module of this process is named test_load_time already
-    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / "test_loading.py")
+    shutil.copy(ROOT / "suites" / "test_load_time.py", project.path / LOAD_TIME)
     return project
 
 
 def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypatch):
-    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=4)  # its test_loading.py
+    project.runpytest_inprocess("--update-baselines").assert_outcomes(passed=4)  # with its load-time item
     [decode] = [json.loads(p.read_text()) for p in (project.path / "baselines").rglob("decode.json")]
     installed = decode["provenance"]["llama_cpp_python"]
     assert (
