@@ -43,8 +43,8 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every file of the project, but what pytester's subprocess runs leave (their output, basetemp)."""
-    ignored = {"__pycache__", ".pytest_cache", "stdout", "stderr", "basetemp"}
+    """Every file of the project, but what pytester's in-process runs leave (caches, basetemp)."""
+    ignored = {"__pycache__", ".pytest_cache", "basetemp"}
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
