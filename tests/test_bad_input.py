@@ -431,7 +431,7 @@ TAMPERED_ACCURACY = [  # (shots, how the baseline is broken, the item's failure 
     (
         0,
         _set(outcomes={}),
-        "*slm_facts:0: baseline *: field 'outcomes' is {}: it has not n = 10 samples. If the change*",
+        "*slm_facts:0: baseline *: field 'outcomes' is {}: it has not n = 5 samples. If the change*",
     ),
     (
         1,
@@ -462,8 +462,8 @@ TAMPERED_ACCURACY = [  # (shots, how the baseline is broken, the item's failure 
     ),
     (
         8,
-        lambda r: _outcomes(r, {**r["outcomes"], "00010": 1, "00011": 0}),
-        "*slm_facts:8: limit differs: the baseline has 12 samples, this run 10 (--slm-limit)*",
+        lambda r: _outcomes(r, {**r["outcomes"], "00005": 1, "00006": 0}),
+        "*slm_facts:8: limit differs: the baseline has 7 samples, this run 5 (--slm-limit)*",
     ),
     (9, _set(metric=""), "*slm_facts:9: baseline *: field 'metric' is '': empty*"),
     (10, _set(kind="latency"), "*slm_facts:10: baseline *: field 'kind' is 'latency', this item stores 'accuracy'*"),
@@ -567,10 +567,10 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "[tool.pytest.ini_options]\n"
         'slm_devices = ["llamacpp-cpu"]\n'
         f"slm_tasks = {json.dumps(tasks)}\n"
-        'slm_limit = "10"\nslm_threads = "2"\nslm_cache = "cache"\nslm_eval_text = "eval.txt"\nslm_eval_window = "128"\n'
+        'slm_limit = "5"\nslm_threads = "2"\nslm_cache = "cache"\nslm_eval_text = "eval.txt"\nslm_eval_window = "128"\n'
         'slm_prefill_lengths = ["32"]\nslm_decode_prompt = "16"\nslm_decode_tokens = "8"\nslm_repeats = "2"\n'
         # what is judged here is trust in a record, not timing or power: no busy gate, no noise ceiling,
-        # and 10 samples judged as long as a drop can fail them at all
+        # and 5 samples judged as long as a drop can fail them at all
         'slm_busy = "off"\nslm_noise_ceiling = "10"\nslm_detect_drop = "off"\n'
     )
     update = _pytest(root, "--update-baselines")

@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """The shipped runtime suite, with shorter measurements than the defaults to keep the test quick,
-    and a 50% tolerance: this test proves the mechanics (a 2x slowdown fails in both rounds, an
-    unchanged run passes), not the calibration, which benchmarks/latency_calibration.py measures."""
+    """The shipped runtime suite, with shorter measurements than the defaults (5 repeats, not 9) to
+    keep the test quick, and a 50% tolerance: this test proves the mechanics (a 2x slowdown fails in
+    both rounds, an unchanged run passes), not the calibration, which
+    benchmarks/latency_calibration.py measures."""
     return shipped_project(
         pytester,
         ("test_runtime.py",),
@@ -34,6 +35,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_prefill_lengths = ["32"]
         slm_decode_prompt = "32"
         slm_decode_tokens = "16"
+        slm_repeats = "5"
         slm_latency_tolerance = ["0.5"]
         slm_noise_ceiling = "10"
         """,
@@ -56,7 +58,7 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
     decode = next(r for p, r in files.items() if p.endswith("decode.json"))
     assert decode["fingerprint"]["threads"] == 2 and "runtime" not in decode["fingerprint"]
     assert decode["provenance"]["runtime_build"].startswith("llama-cpp-python ")
-    assert len(decode["metrics"]["decode"]["seconds"]) == 9 and decode["metrics"]["decode"]["tokens"] == 16
+    assert len(decode["metrics"]["decode"]["seconds"]) == 5 and decode["metrics"]["decode"]["tokens"] == 16
     memory = next(r for p, r in files.items() if p.endswith("memory.json"))
     assert memory["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # layers x KV heads x head size, K and V in F16
 
@@ -111,11 +113,11 @@ def test_another_machine_skips_with_the_reason_and_xdist_workers_do_not_time(pro
 
 
 def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
-    """--slm-depths (llama-bench's -d): prefill and decode also timed with 256 tokens of the text
+    """--slm-depths (llama-bench's -d): prefill and decode also timed with 128 tokens of the text
     already in the cache, each (metric, depth) a figure of its own in the baseline; the memory item
     shows the cache at that depth (a run judged on fewer depths: tests/test_depths.py)."""
     depths = (
-        "--slm-depths=0,256",
+        "--slm-depths=0,128",
         "--slm-repeats=2",
         "--slm-threads=1",
         "--slm-decode-tokens=16",
@@ -127,17 +129,17 @@ def test_depths_are_metrics_of_their_own_with_their_own_baseline(project):
     prefill, decode = (
         next(r for p, r in files.items() if p.endswith(f"{name}.json")) for name in ("prefill", "decode")
     )
-    assert sorted(prefill["metrics"]) == ["prefill@64", "prefill@64@d256"]
-    assert sorted(decode["metrics"]) == ["decode", "decode@d256", "ttft@32", "ttft@32@d256"]
-    assert decode["metrics"]["decode@d256"]["tokens"] == 16 and len(decode["metrics"]["decode@d256"]["seconds"]) == 2
+    assert sorted(prefill["metrics"]) == ["prefill@64", "prefill@64@d128"]
+    assert sorted(decode["metrics"]) == ["decode", "decode@d128", "ttft@32", "ttft@32@d128"]
+    assert decode["metrics"]["decode@d128"]["tokens"] == 16 and len(decode["metrics"]["decode@d128"]["seconds"]) == 2
 
     again = project.runpytest_inprocess(*depths, "-v")
     again.assert_outcomes(passed=3)
     again.stdout.fnmatch_lines(
         [
-            "smollm2-135m-llamacpp-cpu-native*decode@d256*tok/s*pass",
-            "*memory item*weights*KV/token*KV @256*KV @512*",
-            f"smollm2-135m-llamacpp-cpu-native*23040 B*{256 * 23040 / 2**20:.1f} MiB (*%)*pass",
+            "smollm2-135m-llamacpp-cpu-native*decode@d128*tok/s*pass",
+            "*memory item*weights*KV/token*KV @128*KV @512*",
+            f"smollm2-135m-llamacpp-cpu-native*23040 B*{128 * 23040 / 2**20:.1f} MiB (*%)*pass",
         ]
     )
 
