@@ -76,12 +76,18 @@ def unjudged(report: pytest.TestReport) -> tuple[str, str] | None:
     the report's text, which survives xdist's transfer."""
     if not (report.skipped or report.failed):
         return None
-    longrepr = report.longrepr
-    text = str(longrepr[2]).removeprefix("Skipped: ") if isinstance(longrepr, tuple) else report.longreprtext
+    text = reported_text(report)
     found = _PREFIX.search(text)
     if found is None or (report.skipped and found.start() != 0):
         return None
     return found.group(1), text[found.end() :].strip().removesuffix(STRICT_SUFFIX)
+
+
+def reported_text(report: pytest.TestReport) -> str:
+    """What a report says: a skip's reason without pytest's "Skipped: ", or a failure's text."""
+    longrepr = report.longrepr
+    text = str(longrepr[2]) if isinstance(longrepr, tuple) else report.longreprtext
+    return text.removeprefix("Skipped: ")
 
 
 def first_line(report: pytest.TestReport) -> str:

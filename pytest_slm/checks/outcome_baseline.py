@@ -35,6 +35,7 @@ from .core import (
     envelope,
     first_line,
     not_judged_report,
+    reported_text,
     require,
     since_baseline,
     validate,
@@ -71,9 +72,7 @@ class Observed:
         if report.passed:
             return cls(PASSED)
         if report.skipped:
-            longrepr = report.longrepr
-            said = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
-            return cls(SKIPPED, said.removeprefix("Skipped: "))
+            return cls(SKIPPED, reported_text(report))
         return cls(FAILED, _reason(report), call.excinfo.typename if call.excinfo is not None else "")
 
     @classmethod
