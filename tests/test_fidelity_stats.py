@@ -40,6 +40,16 @@ def test_wilson_interval_matches_scipys():
     assert wilson_interval(100, 100)[1] == 1.0 and wilson_interval(0, 100)[0] == pytest.approx(0.0, abs=1e-15)
 
 
+@pytest.mark.parametrize("count", [10, 100, 126, 1000])
+def test_a_candidate_that_agrees_everywhere_gives_a_record_the_check_accepts(count):
+    """126 positions (a 700-character text in windows of 64) put a perfect agreement of 1.0 outside
+    an interval that rounding ended at 1 - 2e-16: the parity item failed as untrustworthy."""
+    logits = np.random.default_rng(count).normal(size=(count + 1, 50))
+    figures = compare([(logits, logits.copy(), [i % 50 for i in range(count + 1)])])
+    assert figures.top1_agreement == figures.top1_high == 1.0
+    validate_distributions(asdict(figures))
+
+
 def test_identical_distributions_give_zero_divergence_and_ratio_one():
     logits = np.random.default_rng(0).normal(size=(33, 50))
     tokens = list(range(33))
