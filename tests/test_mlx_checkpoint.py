@@ -73,7 +73,9 @@ def test_a_checkpoint_by_path_keeps_baselines_for_its_mlx_quants_and_has_parity_
     formats parity."""
     for name in ("test_accuracy.py", "test_fidelity.py", "test_parity.py", "test_runtime.py"):
         pytester.path.joinpath(name).write_text((ROOT / "suites" / name).read_text())
-    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:1500])
+    # 700 characters: 126 positions in windows of 64, on which the MLX import agrees with the f32 GGUF
+    # at every one (a perfect agreement the parity check refused until 7 Dec 2026)
+    (pytester.path / "eval.txt").write_text((ROOT / "suites" / "eval" / "text.txt").read_text()[:700])
     cheap = (
         "--slm-tasks=slm_facts",
         "--slm-limit=4",
