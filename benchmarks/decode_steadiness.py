@@ -12,6 +12,9 @@ scheme, in random order so that a busy spell falls on all of them alike:
     1t-5x32    5 repeats of 32 tokens, 1 thread: no barrier between two threads on two shared cores
     1t-9x32    9 repeats of 32 tokens, 1 thread: more repeats
     1t-5x64    5 repeats of 64 tokens, 1 thread: longer repeats
+    1t-5x32 2x slept, 1t-5x32 2x spun
+               1t-5x32 with every llama_decode twice as long, the added time slept (slowed_runtime.py
+               before 7 Dec 2026) or spent busy (since): how steady the end-to-end test's slowed runs are
 
 Per scheme: the median speed, the run-to-run robust spread, the runs' median own spread, and
 `shown`: the share of four consecutive runs (v1, v2, v3, v4) for which `find_steps`, given
@@ -29,8 +32,11 @@ import os
 import random
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from tabulate import tabulate
 
@@ -41,14 +47,36 @@ from pytest_slm.history.changepoint import find_steps
 from pytest_slm.stats import MAD_TO_SIGMA
 
 SCHEMES = {
-    "5x32": (2, 5, 32),
-    "1t-5x32": (1, 5, 32),
-    "1t-9x32": (1, 9, 32),
-    "1t-5x64": (1, 5, 64),
-}  # threads, repeats, tokens
+    "5x32": (2, 5, 32, None),
+    "1t-5x32": (1, 5, 32, None),
+    "1t-9x32": (1, 9, 32, None),
+    "1t-5x64": (1, 5, 64, None),
+    "1t-5x32 2x slept": (1, 5, 32, "slept"),
+    "1t-5x32 2x spun": (1, 5, 32, "spun"),
+}  # threads, repeats, tokens, how llama_decode is made twice as slow (None: it is not)
+
+
+def spin(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def doubled(decode: Callable[..., int], wait: Callable[[float], None]) -> Callable[..., int]:
+    """`decode` taking twice as long: its own duration again, waited out by `wait`."""
+
+    def slowed(ctx: Any, batch: Any) -> int:
+        started = time.perf_counter()
+        status = decode(ctx, batch)
+        wait(time.perf_counter() - started)
+        return status
+
+    return slowed
 
 
 def one_run() -> dict[str, dict[str, float]]:
+    import llama_cpp
+
     from pytest_slm.backends import backend
     from pytest_slm.backends.base import LoadRequest
     from pytest_slm.measure.machine import measure_decode
@@ -58,9 +86,15 @@ def one_run() -> dict[str, dict[str, float]]:
     text = (ROOT / "suites" / "eval" / "text.txt").read_text()
     found = {}
     for name in random.sample(list(SCHEMES), len(SCHEMES)):
-        threads, repeats, tokens = SCHEMES[name]
+        threads, repeats, tokens, slowed = SCHEMES[name]
         model = backend("llamacpp").load(LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", threads))
-        decode = measure_decode(model, model.tokenize(text), 32, tokens, repeats)[0]
+        original = llama_cpp.llama_decode
+        if slowed:
+            llama_cpp.llama_decode = doubled(original, time.sleep if slowed == "slept" else spin)
+        try:
+            decode = measure_decode(model, model.tokenize(text), 32, tokens, repeats)[0]
+        finally:
+            llama_cpp.llama_decode = original
         model.close()
         spread = decode.spread
         found[name] = {"tok_s": decode.shown(spread.median), "spread": spread.relative}

@@ -2,8 +2,9 @@
 (1 + $PYTEST_SLM_SLOWDOWN) times as long. What the latency items must catch, injected below them.
 
 The added time is spent busy, as a slower runtime would spend it: a sleep there let the virtual
-machine deschedule the process and added its own wake-up jitter (five slowed decode runs on one
-thread, 7 Dec 2026: repeats' relative spread 3.2-11.3% with a sleep, 0.4-2.1% spinning).
+machine deschedule the process and added its own wake-up jitter (`decode_steadiness.py --runs 6`,
+7 Dec 2026, load average 0.6-1.0: the slowed runs' repeats spread 3.1% in the median run and up to
+9% with a sleep, 1.4% and up to 3% spinning).
 
 Load it with `-p slowed_runtime` and this directory on PYTHONPATH.
 """
