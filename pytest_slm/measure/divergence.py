@@ -20,6 +20,7 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 # evaluation text's 1,530 at depth 0, at a bounded cost (depth + 1,024 tokens per model).
 DEPTH_WINDOWS = 4
 # The KL divergence percentiles a record keeps, by the name a tail gate is configured with.
+EXACT_REST = 1e-6  # a top k leaving less probability than this has the rest summed, not subtracted
 KLD_PERCENTILES = {"median": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9, "max": 100.0}
 
 
@@ -104,7 +105,7 @@ def top_k(logits: np.ndarray, tokens: Sequence[int], k: int) -> TopK:
     k = min(k, log_probs.shape[1])
     indices = np.argpartition(-log_probs, k - 1, axis=1)[:, :k]
     kept = np.take_along_axis(log_probs, indices, axis=1)
-    rest = _log_sum_exp(_without(log_probs, indices))
+    rest = _log_rest(log_probs, indices, kept)
     target = log_probs[np.arange(len(log_probs)), np.asarray(tokens[1:])]
     return TopK(indices.astype(np.int32), kept.astype(np.float32), rest.astype(np.float32), target.astype(np.float32))
 
@@ -118,7 +119,7 @@ def positions(reference: Reference, candidate_logits: np.ndarray, tokens: Sequen
         kept = reference.log_probs.astype(np.float64)
         indices = reference.indices.astype(np.int64)
         candidate_kept = np.take_along_axis(candidate, indices, axis=1)
-        candidate_rest = _log_sum_exp(_without(candidate, indices))
+        candidate_rest = _log_rest(candidate, indices, candidate_kept)
         rest = reference.rest.astype(np.float64)
         with np.errstate(invalid="ignore"):  # no mass left: the term is 0, not 0 * inf
             rest_term = np.where(np.isneginf(rest), 0.0, np.exp(rest) * (rest - candidate_rest))
@@ -200,6 +201,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     rows -= rows.max(axis=1, keepdims=True)
     result: np.ndarray = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
     return result
+
+
+def _log_rest(log_probs: np.ndarray, indices: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Each row's log probability outside `indices` (`kept` its log probabilities there): one minus
+    the kept mass, the rows being normalized, which reads k entries instead of the vocabulary; the
+    rest summed itself where it is under EXACT_REST, too little for the subtraction to keep its digits."""
+    outside = 1.0 - np.exp(kept).sum(axis=1)
+    rest: np.ndarray = np.log(np.maximum(outside, EXACT_REST))
+    if (small := outside < EXACT_REST).any():
+        rest[small] = _log_sum_exp(_without(log_probs[small], indices[small]))
+    return rest
 
 
 def _without(log_probs: np.ndarray, indices: np.ndarray) -> np.ndarray:
