@@ -192,7 +192,11 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     assert all(note.startswith("page cache kept") for note in record["notes"].values())
     assert record["energy"] and record["machine"] is not None and record["competition"]["cpus"] >= 1
 
-    again = project.runpytest_inprocess(LOAD_TIME, "--slm-repeats=2", "--junitxml=junit.xml")
+    # a 300% tolerance: this test proves the mechanics; a fresh clone's run measured an unchanged cold
+    # load of this 92 MiB file 69% and 77% slower in its two rounds (0.255 s against 0.144 s)
+    again = project.runpytest_inprocess(
+        LOAD_TIME, "--slm-repeats=2", "--slm-latency-tolerance=3", "--junitxml=junit.xml"
+    )
     again.stdout.fnmatch_lines(["smollm2-135m-llamacpp-cpu-native*load.warm*s*pass"])
     assert "model loads:" not in again.stdout.str()
     [note] = [

@@ -55,10 +55,10 @@ def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypa
 
     monkeypatch.setenv("PYTEST_SLM_REPORTED_VERSION", "99.0.0")
     reported_version = benchmark_plugin("reported_version")
-    # 50% here: this run proves the items compare across the upgrade; at 25%, a fresh clone's CI run
-    # failed its unchanged ttft as 27-28% slower in both rounds, a shared machine's noise
+    # 300% here: this run proves the items compare across the upgrade, not timing; on a shared machine
+    # fresh clones' runs found an unchanged ttft 27-28% slower and a cold load 69-77% slower
     upgraded = project.runpytest_inprocess(
-        "--slm-strict", "--slm-report=report", "--slm-latency-tolerance=0.5", plugins=[reported_version]
+        "--slm-strict", "--slm-report=report", "--slm-latency-tolerance=3", plugins=[reported_version]
     )
     upgraded.assert_outcomes(passed=4)  # strict: an item that compared nothing would fail
     changed = json.loads((project.path / "report" / "results.json").read_text())["changed"]
