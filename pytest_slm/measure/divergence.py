@@ -19,8 +19,8 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 # Windows compared after a nonzero depth: 4 of 256 tokens are 1,020 positions, two thirds of the
 # evaluation text's 1,530 at depth 0, at a bounded cost (depth + 1,024 tokens per model).
 DEPTH_WINDOWS = 4
-# The KL divergence percentiles a record keeps, by the name a tail gate is configured with.
 EXACT_REST = 1e-6  # a top k leaving less probability than this has the rest summed, not subtracted
+# The KL divergence percentiles a record keeps, by the name a tail gate is configured with.
 KLD_PERCENTILES = {"median": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9, "max": 100.0}
 
 
