@@ -23,6 +23,7 @@ from .measure.divergence import Fidelity
 from .measure.machine import (
     Fingerprint,
     MemoryUse,
+    SpeedProbe,
     Timing,
     fingerprint,
     measure_decode,
@@ -162,8 +163,8 @@ class Runtime:
         self._latency(
             model,
             "prefill",
-            lambda: measure_prefill(
-                model.backend, tokens, config.prefill_lengths, config.repeats, config.depths, config.cooldown
+            lambda probe: measure_prefill(
+                model.backend, tokens, config.prefill_lengths, config.repeats, config.depths, config.cooldown, probe
             ),
         )
 
@@ -175,7 +176,7 @@ class Runtime:
         self._latency(
             model,
             "decode",
-            lambda: measure_decode(
+            lambda probe: measure_decode(
                 model.backend,
                 tokens,
                 config.decode_prompt,
@@ -183,6 +184,7 @@ class Runtime:
                 config.repeats,
                 config.depths,
                 config.cooldown,
+                probe,
             ),
         )
 
@@ -208,7 +210,7 @@ class Runtime:
         first.backend.close()  # a mapped file cannot be evicted
         notes: dict[str, str] = {}
 
-        def measure() -> list[Timing]:
+        def measure(_: SpeedProbe | None) -> list[Timing]:  # a load reads the disk: no speed probe
             timings, note = measure_load(load, files, tokens, config.decode_prompt, config.repeats)
             notes.update({t.metric: note for t in timings if note and ".cold" in t.metric})
             return timings
@@ -236,7 +238,11 @@ class Runtime:
         return model.tokenize(self._session.texts.eval_text)
 
     def _latency(
-        self, model: SlmModel, name: str, measure: Callable[[], list[Timing]], notes: dict[str, str] | None = None
+        self,
+        model: SlmModel,
+        name: str,
+        measure: Callable[[SpeedProbe | None], list[Timing]],
+        notes: dict[str, str] | None = None,
     ) -> None:
         __tracebackhide__ = True
         session = self._session
@@ -245,11 +251,20 @@ class Runtime:
         config = session.config
         cooldown = config.cooldown if name != "load" else 0  # the load item does not rest
         gate = BusyGate(config.busy, config.busy_wait, config.strict)
+        machine = self._fingerprint(model)
+        # the speed probe times the CPU: not what a GPU's timings or a load from disk depend on
+        probe = machine.accelerator == "none" and name != "load"
         timed = timed_runs(
-            model.case.device, cooldown, gate, model.case.id, lambda: measured(model.case.id, measure), notes or {}
+            model.case.device,
+            cooldown,
+            gate,
+            model.case.id,
+            lambda speed: measured(model.case.id, lambda: measure(speed)),
+            notes or {},
+            probe,
         )
         settings = LatencySettings(**config.settings("latency"))
-        check = LatencyCheck(model.case, name, self._fingerprint(model), settings, timed)
+        check = LatencyCheck(model.case, name, machine, settings, timed)
         core.run(check, session.check_context(self._item, lambda: model.provenance, model.case))
 
     def _fingerprint(self, model: SlmModel) -> Fingerprint:

@@ -103,6 +103,7 @@ RUNTIME_ROW = {
     "competition": 0.05,
     "joules_per_token": 0.15,
     "watts": 12.0,
+    "host_change_pct": 4.0,
 }
 MEMORY_ROW = {
     "item": "m-llamacpp-cpu-native",
@@ -117,7 +118,7 @@ MEMORY_ROW = {
 }
 
 
-def test_full_runtime_and_memory_tables_show_both_rounds_energy_and_the_kv_share():
+def test_full_runtime_and_memory_tables_show_both_rounds_the_probe_energy_and_the_kv_share():
     [runtime] = report.table("runtime", [RUNTIME_ROW], full=True).splitlines()[2:]
     assert runtime.split() == [
         "m-llamacpp-cpu-native",
@@ -133,6 +134,8 @@ def test_full_runtime_and_memory_tables_show_both_rounds_energy_and_the_kv_share
         "rounds)",
         "1.50",
         "5%",
+        "4.0%",
+        "slower",
         "150",
         "mJ/tok,",
         "12",
@@ -141,7 +144,7 @@ def test_full_runtime_and_memory_tables_show_both_rounds_energy_and_the_kv_share
     ]
     unmetered = {**RUNTIME_ROW, "watts": None, "energy_note": "no RAPL: /sys/class/powercap absent"}
     [unmetered] = report.table("runtime", [unmetered], full=True).splitlines()[2:]
-    assert unmetered.split()[-6:] == ["5%", "no", "RAPL:", "/sys/class/powercap", "absent", "FAIL"]
+    assert unmetered.split()[-8:] == ["5%", "4.0%", "slower", "no", "RAPL:", "/sys/class/powercap", "absent", "FAIL"]
     [memory] = report.table("memory", [MEMORY_ROW], full=True).splitlines()[2:]
     assert memory.split() == ["m-llamacpp-cpu-native", "128.0", "MiB", "1024", "B", "0.5", "MiB", "(0%)", "-", "pass"]
 

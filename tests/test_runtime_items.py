@@ -59,6 +59,7 @@ def test_update_compare_and_a_real_slowdown_is_caught_in_both_rounds(project, mo
     assert decode["fingerprint"]["threads"] == 2 and "runtime" not in decode["fingerprint"]
     assert decode["provenance"]["runtime_build"].startswith("llama-cpp-python ")
     assert len(decode["metrics"]["decode"]["seconds"]) == 5 and decode["metrics"]["decode"]["tokens"] == 16
+    assert decode["probe_seconds"] > 0  # the speed probe beside the timings: the machine's own speed then
     memory = next(r for p, r in files.items() if p.endswith("memory.json"))
     assert memory["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # layers x KV heads x head size, K and V in F16
 
@@ -191,6 +192,7 @@ def test_load_time_cold_warm_and_first_token_from_cold_against_this_machines_bas
     assert set(record["notes"]) <= {"load.cold", "ttft.cold@32"}
     assert all(note.startswith("page cache kept") for note in record["notes"].values())
     assert record["energy"] and record["machine"] is not None and record["competition"]["cpus"] >= 1
+    assert record["probe_seconds"] is None  # a load reads the disk: the speed probe times the CPU
 
     # a 300% tolerance: this test proves the mechanics; a fresh clone's run measured an unchanged cold
     # load of this 92 MiB file 69% and 77% slower in its two rounds (0.255 s against 0.144 s)

@@ -14,7 +14,7 @@ from ..backends.base import MemoryProfile
 from ..matrix import Case
 from ..measure.busy import Competition, During, machine_state, wait_until_quiet
 from ..measure.energy import EnergyReading, Metered, meter_for
-from ..measure.machine import Fingerprint, MemoryUse, Timing, load_average, metric_depth
+from ..measure.machine import Fingerprint, MemoryUse, SpeedProbe, Timing, load_average, metric_depth
 from ..stats import MAD_TO_SIGMA, Slowdown, Spread, compare_timings, spread
 from ..store.baselines import BaselineKey
 from .accuracy import model_identity
@@ -26,6 +26,9 @@ REFRESH_HERE = "If the change is intended, refresh the baseline with --update-ba
 DOCUMENTED_SLOWDOWN = 0.25  # what the latency calibration shows caught (docs/notes/latency.md)
 # A row's verdict when its metric compared nothing, and the item's not-judged reason for it.
 UNJUDGED = {NOT_JUDGED: UNLIKE_CONDITIONS, "busy": BUSY, "too noisy": TOO_NOISY}
+# How far the speed probe may have moved since the baseline for the baseline to be scaled by it;
+# further, the machine is not the one the baseline was timed on (docs/notes/latency.md)
+MAX_HOST_CHANGE = DOCUMENTED_SLOWDOWN
 
 
 def unlike_conditions(notes: Mapping[str, str], baseline_notes: Mapping[str, str]) -> dict[str, str]:
@@ -38,6 +41,13 @@ def unlike_conditions(notes: Mapping[str, str], baseline_notes: Mapping[str, str
         if bool(now) != bool(then):
             unlike[metric] = f"now {now or 'evicted'}; the baseline's: {then or 'evicted'}"
     return unlike
+
+
+def host_change(run: LatencyRun, baseline: Mapping[str, Any]) -> float | None:
+    """How much slower this machine computes now than when the baseline was timed, by the speed
+    probe (0.1: 10% slower, negative: faster); None where either was not probed."""
+    then = baseline.get("probe_seconds")
+    return None if run.probe is None or not then else run.probe / then - 1.0
 
 
 def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
@@ -83,6 +93,7 @@ class LatencyRow:
     watts: float | None = None
     energy_note: str = ""  # why there is no energy figure
     note: str = ""  # why the figure is not what the metric's name says ("page cache kept: ...")
+    host_change_pct: float | None = None  # how much slower the speed probe found this machine than at the baseline
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class LatencyRun:
     machine: Mapping[str, Any] = field(default_factory=dict)  # clocks and temperatures (busy.machine_state)
     energy: EnergyReading | str = "not measured"  # or why not
     notes: Mapping[str, str] = field(default_factory=dict)  # per metric: why a figure is not what its name says
+    probe: float | None = None  # seconds of a SpeedProbe sample, the round's median; None: not probed
 
     def busy(self, threshold: float | None) -> str | None:
         """How busy the machine was during this round, if more than `threshold` allows."""
@@ -137,11 +149,13 @@ def timed_runs(
     cooldown: float,
     gate: BusyGate,
     item: str,
-    measure: Callable[[], Sequence[Timing]],
+    measure: Callable[[SpeedProbe | None], Sequence[Timing]],
     notes: Mapping[str, str],
+    probe: bool,
 ) -> Callable[[], LatencyRun]:
     """One timed round each call: the busy gate, then the timings with the load average before,
-    others' share of our CPUs and the device's energy counter during, and the machine's clocks
+    others' share of our CPUs and the device's energy counter during (where `probe`, with the speed
+    probe's samples between the repeats: the average power includes them), and the machine's clocks
     after. The energy meter is not read with a cooldown (its rests would count). `notes` is read
     after the timings: a measurement may add to it."""
     meter = f"not read with --slm-cooldown={cooldown:g}: the rests would count" if cooldown else meter_for(device)
@@ -149,9 +163,11 @@ def timed_runs(
     def timed() -> LatencyRun:
         gate.wait_until_quiet(item)
         load = load_average()
+        speed = SpeedProbe() if probe else None
         with During() as during, Metered(meter) as metered:
-            timings = tuple(measure())
-        return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes))
+            timings = tuple(measure(speed))
+        seconds = speed.seconds if speed else None
+        return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes), seconds)
 
     return timed
 
@@ -202,6 +218,7 @@ class LatencyCheck(MachineCheck):
             "machine": dict(run.machine),
             "energy": energy,
             "notes": dict(run.notes),
+            "probe_seconds": run.probe,
         }
 
     def kept(self, record: Mapping[str, Any], stored: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -282,6 +299,8 @@ class LatencyCheck(MachineCheck):
                 f"  {row.metric}: {row.median:.4g} {row.unit} now vs {row.baseline:.4g} baseline;"
                 f" slower by {changes} (rounds), limit {row.limit_pct:.1f}% = max(tolerance, k x uncertainty)"
             )
+        if failed[0].host_change_pct is not None:
+            lines.append(f"  (the baseline scaled by the speed probe: {_host(failed[0].host_change_pct)})")
         lines.append(REFRESH_HERE)
         return "\n".join(lines)
 
@@ -297,12 +316,24 @@ class LatencyCheck(MachineCheck):
                 " (prompt lengths or token counts differ)."
             )
         tolerance, k = self.settings.tolerance, self.settings.k
-        unlike = unlike_conditions(run.notes, baseline.get("notes", {}))
+        unlike = self._unlike(run, baseline)
+        scale = 1.0 + (host_change(run, baseline) or 0.0)  # the baseline's timings on the machine as fast as now
         return {
-            m: compare_timings(spread(stored[m]["seconds"]), t.spread, tolerance(m), k)
+            m: compare_timings(spread([s * scale for s in stored[m]["seconds"]]), t.spread, tolerance(m), k)
             for m, t in measured.items()
             if m not in unlike
         }, None
+
+    def _unlike(self, run: LatencyRun, baseline: Mapping[str, Any]) -> dict[str, str]:
+        """Metrics measured under other conditions than their baseline: a page cache kept or not
+        (unlike_conditions), or, for every metric, a machine whose speed probe moved further than
+        MAX_HOST_CHANGE either way, too far for the probe's ratio to stand for the runtime's."""
+        unlike = unlike_conditions(run.notes, baseline.get("notes", {}))
+        change = host_change(run, baseline)
+        if change is not None and max(1 + change, 1 / (1 + change)) > 1 + MAX_HOST_CHANGE:
+            why = f"the speed probe found {_host(100 * change)}, beyond {100 * MAX_HOST_CHANGE:.0f}% either way"
+            unlike.update({t.metric: why for t in run.timings if t.metric not in unlike})
+        return unlike
 
     def _verdict(self, metric: str, rounds: Sequence[Round], unlike: Mapping[str, str]) -> tuple[str, str]:
         """(verdict, note) of one metric over the rounds: FAIL when every quiet round found it slower
@@ -333,7 +364,8 @@ class LatencyCheck(MachineCheck):
         """One row per metric, with the figures of the last quiet round (the last round if none was)."""
         shown = next((r for r in reversed(rounds) if not r.busy), rounds[-1])
         run = shown.run
-        unlike = unlike_conditions(run.notes, baseline.get("notes", {})) if baseline else {}
+        unlike = self._unlike(run, baseline) if baseline else {}
+        change = host_change(run, baseline) if baseline else None
         rows = []
         for timing in run.timings:
             stored = baseline["metrics"].get(timing.metric) if baseline else None
@@ -358,6 +390,7 @@ class LatencyCheck(MachineCheck):
                     competition=run.competition.share if run.competition else None,
                     note=note or run.notes.get(timing.metric, ""),
                     **energy_cells(run.energy, timing.shown(current.median) if timing.tokens else None),
+                    host_change_pct=None if change is None else 100 * change,
                 )
             )
         return rows
@@ -473,6 +506,11 @@ def validate_latency(record: Mapping[str, Any]) -> None:
     require(record, "load_average", (float, type(None)))
     for optional in ("competition", "machine", "energy", "notes"):  # absent from baselines older than the busy gate
         require(record, optional, (dict, type(None)))
+    require(record, "probe_seconds", (float, type(None)), lambda v: v is None or v > 0, "a probe takes time")
+
+
+def _host(change_pct: float) -> str:
+    return f"this machine {abs(change_pct):.1f}% {'slower' if change_pct >= 0 else 'faster'} than at the baseline"
 
 
 def validate_memory(record: Mapping[str, Any]) -> None:
@@ -522,6 +560,7 @@ class LatencyKind(Kind):
             ),
             Column("load", lambda row: or_dash(row["load"], "{:.2f}"), brief=False),
             Column("others", lambda row: or_dash(row.get("competition"), "{:.0%}"), brief=False),
+            Column("probe", lambda row: _change(row.get("host_change_pct")), brief=False),
             Column("energy", _energy, brief=False),
             VERDICT,
         ]

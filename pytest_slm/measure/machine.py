@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -115,6 +116,37 @@ class Timing:
         return {"seconds": [round(s, 6) for s in self.seconds], "tokens": self.tokens}
 
 
+PROBE_SIZE = 256  # one 256 x 256 float32 product in numpy's own loop: about 2 ms on this project's VMs
+PROBE_PRODUCTS = 8
+
+
+class SpeedProbe:
+    """How fast this machine computes while the timings are taken, apart from the runtime under
+    test: a fixed workload timed once after each timed repeat (`repeated`), so that its samples
+    span the round. A shared VM's speed moves by a quarter from one minute to the next with nothing
+    to see (docs/notes/latency.md, "The speed probe"); a baseline is compared as this speed scales
+    it. einsum without `optimize` is numpy's own loop on one thread, where a BLAS product may take
+    several."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._einsum = np.einsum
+        self._matrix = np.linspace(-1.0, 1.0, PROBE_SIZE**2, dtype=np.float32).reshape(PROBE_SIZE, PROBE_SIZE)
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        started = time.perf_counter()
+        for _ in range(PROBE_PRODUCTS):
+            self._einsum("ij,jk->ik", self._matrix, self._matrix, optimize=False)
+        self.samples.append(time.perf_counter() - started)
+
+    @property
+    def seconds(self) -> float | None:
+        """The samples' median, robust to a sample a descheduling hit; None before any."""
+        return statistics.median(self.samples) if self.samples else None
+
+
 def prompt_tokens(text_tokens: Sequence[int], length: int) -> list[int]:
     """The first `length` tokens of the evaluation text, repeated if it is shorter: real text, so
     that no runtime takes a shortcut on degenerate input."""
@@ -143,13 +175,16 @@ def metric_depth(metric: str) -> int:
     return int(last[1:]) if "@" in metric and last[:1] == "d" and last[1:].isdigit() else 0
 
 
-def repeated(run: Callable[[], T], repeats: int, cooldown: float = 0.0) -> list[T]:
+def repeated(run: Callable[[], T], repeats: int, cooldown: float = 0.0, probe: SpeedProbe | None = None) -> list[T]:
     """`repeats` runs, each after `cooldown` seconds of rest (mlx-lm's benchmark --delay): a device
-    that throttles when hot is timed as cool each time, not slower run after run."""
+    that throttles when hot is timed as cool each time, not slower run after run. The probe, if
+    any, samples after each run."""
     results = []
     for _ in range(repeats):
         time.sleep(cooldown)
         results.append(run())
+        if probe is not None:
+            probe.sample()
     return results
 
 
@@ -160,6 +195,7 @@ def measure_prefill(
     repeats: int,
     depths: Sequence[int] = (0,),
     cooldown: float = 0.0,
+    probe: SpeedProbe | None = None,
 ) -> list[Timing]:
     """Prompt evaluation at each length after each depth of context: one warm-up, then `repeats`
     timed runs."""
@@ -168,7 +204,7 @@ def measure_prefill(
         for length in lengths:
             context, prompt = at_depth(text_tokens, depth, length)
             model.timed_prefill(prompt, context)
-            seconds = tuple(repeated(partial(model.timed_prefill, prompt, context), repeats, cooldown))
+            seconds = tuple(repeated(partial(model.timed_prefill, prompt, context), repeats, cooldown, probe))
             timings.append(Timing(depth_metric(f"prefill@{length}", depth), seconds, length))
     return timings
 
@@ -181,6 +217,7 @@ def measure_decode(
     repeats: int,
     depths: Sequence[int] = (0,),
     cooldown: float = 0.0,
+    probe: SpeedProbe | None = None,
 ) -> list[Timing]:
     """Generation after a fixed prompt, itself after each depth of context: tokens per second of
     decoding, and time to first token."""
@@ -188,7 +225,7 @@ def measure_decode(
     for depth in depths:
         context, prompt = at_depth(text_tokens, depth, prompt_length)
         model.timed_decode(prompt, min(new_tokens, 8), context)
-        runs = repeated(partial(model.timed_decode, prompt, new_tokens, context), repeats, cooldown)
+        runs = repeated(partial(model.timed_decode, prompt, new_tokens, context), repeats, cooldown, probe)
         timings += [
             Timing(depth_metric("decode", depth), tuple(decode for _, decode in runs), new_tokens),
             Timing(depth_metric(f"ttft@{prompt_length}", depth), tuple(first for first, _ in runs), 0),

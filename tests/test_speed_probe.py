@@ -1,0 +1,83 @@
+"""The speed probe in the latency verdict, on fake runs: a baseline is compared as the probe scales
+it (a machine computing slower now is not a regression of the runtime), a slowdown the probe does
+not explain still fails, a probe that moved too far either way leaves the item not judged, and a
+baseline without a probe is compared as before. The real probe's timings: the last test."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_slm.checks.core import UNLIKE_CONDITIONS, RecordError
+from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings, validate_latency
+from pytest_slm.matrix import Case
+from pytest_slm.measure.machine import Fingerprint, SpeedProbe, Timing, repeated
+
+PROBE = 0.05  # the baseline's probe, seconds
+
+
+def check(rounds: list[LatencyRun]) -> LatencyCheck:
+    machine = Fingerprint("cpu", 1, "none", "Linux")
+    settings = LatencySettings({"*": 0.1}, 3.0)
+    return LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", machine, settings, iter(rounds).__next__)
+
+
+def run(seconds: float, probe: float | None) -> LatencyRun:
+    return LatencyRun((Timing("decode", (seconds,) * 5, 100),), 1.0, probe=probe)
+
+
+def baseline(probe: float | None = PROBE) -> dict:
+    record = {"metrics": {"decode": {"seconds": [1.0] * 5, "tokens": 100}}}
+    return record if probe is None else {**record, "probe_seconds": probe}
+
+
+def test_a_machine_slower_by_what_the_probe_found_passes_and_the_row_says_how_much():
+    verdict = check([]).judge(run(1.2, PROBE * 1.2), baseline())
+    assert verdict.failure is None and verdict.not_judged is None
+    [row] = verdict.rows
+    assert row.verdict == "pass" and row.change_pct == pytest.approx(0.0, abs=1e-9)
+    assert row.host_change_pct == pytest.approx(20.0)
+
+
+def test_a_slowdown_the_probe_does_not_explain_fails_naming_the_probe():
+    unchanged_machine = check([run(1.3, PROBE)]).judge(run(1.3, PROBE), baseline())
+    assert unchanged_machine.failure and "+30.0%, +30.0% (rounds)" in unchanged_machine.failure
+    assert "(the baseline scaled by the speed probe: this machine 0.0% slower than at the baseline)" in (
+        unchanged_machine.failure
+    )
+    slower_machine = check([run(1.5, PROBE * 1.1)]).judge(run(1.5, PROBE * 1.1), baseline())  # 36% beyond the probe
+    assert slower_machine.failure and "+36.4%" in slower_machine.failure
+
+
+@pytest.mark.parametrize(("factor", "found"), [(1.3, "30.0% slower"), (1 / 1.3, "23.1% faster")])
+def test_a_probe_moved_beyond_a_quarter_either_way_is_unlike_conditions(factor, found):
+    """Further than the documented 25% either way (a ratio of 1.25), the probe's ratio is not
+    trusted to stand for the runtime's: neither a pass nor a failure, whatever the timings."""
+    verdict = check([]).judge(run(1.0 * factor, PROBE * factor), baseline())
+    assert verdict.failure is None and verdict.not_judged
+    reason, message = verdict.not_judged
+    assert reason == UNLIKE_CONDITIONS and f"the speed probe found this machine {found} than at the baseline" in message
+    assert [row.verdict for row in verdict.rows] == ["not judged"]
+
+
+def test_a_baseline_or_a_run_without_a_probe_is_compared_unscaled():
+    for now, before in ((PROBE * 1.2, None), (None, PROBE)):
+        verdict = check([run(1.2, now)]).judge(run(1.2, now), baseline(before))
+        assert verdict.failure and "+20.0%, +20.0% (rounds)" in verdict.failure
+        assert "speed probe" not in verdict.failure and verdict.rows[0].host_change_pct is None
+
+
+def test_the_record_keeps_the_probe_and_a_tampered_one_is_refused():
+    record = check([]).record(run(1.0, PROBE))
+    assert record["probe_seconds"] == PROBE
+    validate_latency({**record, "load_average": 1.0})
+    for bad in (0, -1.0, "fast", float("nan")):
+        with pytest.raises(RecordError, match="probe_seconds"):
+            validate_latency({**record, "load_average": 1.0, "probe_seconds": bad})
+
+
+def test_the_probe_samples_after_each_timed_repeat():
+    probe = SpeedProbe()
+    assert probe.seconds is None
+    assert repeated(iter([3, 1, 2]).__next__, 3, probe=probe) == [3, 1, 2]
+    assert len(probe.samples) == 3 and all(0 < s < 5 for s in probe.samples)
+    assert probe.seconds == sorted(probe.samples)[1]
