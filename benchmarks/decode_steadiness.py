@@ -33,15 +33,15 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from statistics import median
-from typing import Any
 
 from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from slowed_runtime import slowed, spin
 
 from pytest_slm.history.changepoint import find_steps
 from pytest_slm.stats import MAD_TO_SIGMA
@@ -56,24 +56,6 @@ SCHEMES = {
 }  # threads, repeats, tokens, how llama_decode is made twice as slow (None: it is not)
 
 
-def spin(seconds: float) -> None:
-    until = time.perf_counter() + seconds
-    while time.perf_counter() < until:
-        pass
-
-
-def doubled(decode: Callable[..., int], wait: Callable[[float], None]) -> Callable[..., int]:
-    """`decode` taking twice as long: its own duration again, waited out by `wait`."""
-
-    def slowed(ctx: Any, batch: Any) -> int:
-        started = time.perf_counter()
-        status = decode(ctx, batch)
-        wait(time.perf_counter() - started)
-        return status
-
-    return slowed
-
-
 def one_run() -> dict[str, dict[str, float]]:
     import llama_cpp
 
@@ -86,11 +68,11 @@ def one_run() -> dict[str, dict[str, float]]:
     text = (ROOT / "suites" / "eval" / "text.txt").read_text()
     found = {}
     for name in random.sample(list(SCHEMES), len(SCHEMES)):
-        threads, repeats, tokens, slowed = SCHEMES[name]
+        threads, repeats, tokens, how = SCHEMES[name]
         model = backend("llamacpp").load(LoadRequest("smollm2-135m", entry.gguf_path(), None, "cpu", "native", threads))
         original = llama_cpp.llama_decode
-        if slowed:
-            llama_cpp.llama_decode = doubled(original, time.sleep if slowed == "slept" else spin)
+        if how:
+            llama_cpp.llama_decode = slowed(original, 1.0, time.sleep if how == "slept" else spin)
         try:
             decode = measure_decode(model, model.tokenize(text), 32, tokens, repeats)[0]
         finally:

@@ -11,8 +11,28 @@ Load it with `-p slowed_runtime` and this directory on PYTHONPATH.
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+
+
+def spin(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def slowed(decode: Callable[..., int], slowdown: float, wait: Callable[[float], None] = spin) -> Callable[..., int]:
+    """`decode` taking (1 + `slowdown`) times as long, the added time waited out by `wait`."""
+
+    def slowed_decode(ctx: Any, batch: Any) -> int:
+        started = time.perf_counter()
+        status = decode(ctx, batch)
+        wait(slowdown * (time.perf_counter() - started))
+        return status
+
+    return slowed_decode
 
 
 @pytest.fixture(autouse=True)
@@ -20,14 +40,4 @@ def slowed_llama_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     import llama_cpp
 
     slowdown = float(os.environ.get("PYTEST_SLM_SLOWDOWN", "0"))
-    decode = llama_cpp.llama_decode
-
-    def slowed(ctx, batch):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        status = decode(ctx, batch)
-        until = time.perf_counter() + slowdown * (time.perf_counter() - started)
-        while time.perf_counter() < until:
-            pass
-        return status
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", slowed)
+    monkeypatch.setattr(llama_cpp, "llama_decode", slowed(llama_cpp.llama_decode, slowdown))
