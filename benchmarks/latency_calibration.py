@@ -247,6 +247,33 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
         shares = [int(a) + int(b) for run in runs for a, b in OTHERS.findall(run["items"][item]["message"])]
         return f"{min(shares)}-{max(shares)}%" if shares else "-"
 
+    def probed(runs: list[dict[str, Any]], item: str) -> str:
+        """How much slower (+) or faster (-) the speed probe found the machine than at the baseline,
+        over the runs that compared (the lowest and highest), and in how many beyond 10%: one figure
+        a run, every metric's row showing the same round's."""
+        found = [
+            float(next(v for k, v in run["items"][item].items() if k.endswith(".host_change_pct")))
+            for run in runs
+            if any(k.endswith(".host_change_pct") for k in run["items"][item])
+        ]
+        if not found:
+            return "-"
+        beyond = sum(abs(v) > 10 for v in found)
+        return f"{min(found):+.1f}% to {max(found):+.1f}% ({beyond} beyond 10%)"
+
+    def largest(runs: list[dict[str, Any]], item: str) -> str:
+        """The largest change of any metric against its baseline as judged (the baseline scaled by
+        the probe), and what it would have been unscaled."""
+        changes = [
+            (float(figures[key]), 100 * ((1 + float(figures[key]) / 100) * (1 + float(figures[host]) / 100) - 1))
+            for figures in (run["items"][item] for run in runs)
+            for key in figures
+            if key.endswith(".change_pct") and (host := key.replace(".change_pct", ".host_change_pct")) in figures
+        ]
+        if not changes:
+            return "-"
+        return f"{max(c for c, _ in changes):+.1f}% ({max(u for _, u in changes):+.1f}%)"
+
     def loads(runs: list[dict[str, Any]]) -> str:
         values = [v for run in runs for v in (run["load_before"], run["load_after"])]
         return f"{min(values):.1f}-{max(values):.1f}" if values else "-"
@@ -267,6 +294,8 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
                 judged["passed"],
                 judged["failed"],
                 ", ".join(f"{k} {v}" for k, v in sorted(unjudged.items())) or "0",
+                probed(reruns, item),
+                largest(reruns, item),
                 others(updates + reruns, item),
                 loads(updates),
                 loads(reruns),
@@ -281,6 +310,8 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
         "rerun passed",
         "rerun FAILED (false)",
         "rerun not judged",
+        "speed probe, reruns",
+        "largest rerun change (unscaled)",
         "others when busy",
         "load, updates",
         "load, reruns",
