@@ -1,11 +1,12 @@
-"""Does a machine-speed probe track the minute-to-minute drift that made Gemma's `prefill@128` fail
-falsely at the defaults (docs/notes/latency.md, "At the defaults")?
+"""Does the plugin's speed probe track the minute-to-minute drift that made Gemma's `prefill@128` fail
+falsely at the defaults (docs/notes/latency.md, "The speed probe")?
 
-    .venv/bin/python benchmarks/speed_probe.py --minutes 10
+    .venv/bin/python benchmarks/speed_probe.py --minutes 6
 
-One thread throughout, as the defaults time on two cores. Each sample times, back to back: a fixed
-single-thread float32 matrix product (numpy, its BLAS held to one thread), then llama.cpp's prefill
-of a 128-token prompt on Gemma 3 270M (the registry's `gemma3-270m`, a fresh KV cache each time).
+One thread throughout, as the defaults time on two cores. Each sample times, back to back: one
+sample of the latency items' speed probe (pytest_slm.measure.machine.SpeedProbe: a fixed float32
+matrix product in numpy's own single-thread loop), then llama.cpp's prefill of a 128-token prompt
+on Gemma 3 270M (the registry's `gemma3-270m`, from an empty KV cache each time).
 If the host's speed is what moves, both move together and prefill / probe is steadier than prefill
 alone; if the ratio moves as much, a probe cannot tell a slower host from a slower runtime. The
 table gives, per minute, the medians of both and of their ratio, and over the whole run the spread
@@ -15,11 +16,6 @@ Raw samples go to benchmarks/data/speed_probe.json.
 
 from __future__ import annotations
 
-import os
-
-os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-
-# after the thread settings, which numpy's BLAS reads on import
 import argparse
 import datetime as dt
 import json
@@ -31,38 +27,32 @@ import numpy as np
 from llama_cpp import Llama
 from tabulate import tabulate
 
+from pytest_slm.measure.machine import SpeedProbe
 from pytest_slm.models.registry import BUILTIN_REGISTRY, load_registry
 
 OUT = Path(__file__).resolve().parent / "data" / "speed_probe.json"
 PROMPT = "The history of the river valley begins with the first farmers who settled along its banks. " * 8
 
 
-def probe(matrix: np.ndarray, rounds: int = 20) -> float:
-    """Seconds for `rounds` products of a fixed 384 x 384 matrix with itself: compute alone."""
-    started = time.perf_counter()
-    for _ in range(rounds):
-        matrix @ matrix
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=6.0)
     args = parser.parse_args()
     path = load_registry(BUILTIN_REGISTRY)["gemma3-270m"].gguf_path()
     llm = Llama(model_path=str(path), n_threads=1, n_threads_batch=1, n_ctx=512, verbose=False)
     tokens = llm.tokenize(PROMPT.encode())[:128]
-    matrix = np.random.default_rng(0).standard_normal((384, 384), dtype=np.float32)
+    probe = SpeedProbe()
     llm.eval(tokens)  # warm-up
     samples = []
     started, end = time.monotonic(), time.monotonic() + 60 * args.minutes
     while time.monotonic() < end:
-        probe_s = probe(matrix)
-        llm.reset()
-        llm._ctx.kv_cache_clear()
+        probe.sample()
+        llm.reset()  # the next eval removes the cache from position 0
         t0 = time.perf_counter()
         llm.eval(tokens)
-        samples.append({"t": time.monotonic() - started, "probe_s": probe_s, "prefill_s": time.perf_counter() - t0})
+        samples.append(
+            {"t": time.monotonic() - started, "probe_s": probe.samples[-1], "prefill_s": time.perf_counter() - t0}
+        )
     rows = []
     for minute in range(int(args.minutes + 0.999)):
         inside = [s for s in samples if minute * 60 <= s["t"] < (minute + 1) * 60]
