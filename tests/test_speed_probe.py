@@ -10,7 +10,7 @@ import pytest
 from pytest_slm.checks.core import UNLIKE_CONDITIONS, RecordError
 from pytest_slm.checks.runtime import LatencyCheck, LatencyRun, LatencySettings, validate_latency
 from pytest_slm.matrix import Case
-from pytest_slm.measure.machine import Fingerprint, SpeedProbe, Timing, repeated
+from pytest_slm.measure.machine import PROBE_SAMPLES, Fingerprint, SpeedProbe, Timing, repeated
 
 PROBE = 0.05  # the baseline's probe, seconds
 
@@ -81,3 +81,9 @@ def test_the_probe_samples_after_each_timed_repeat():
     assert repeated(iter([3, 1, 2]).__next__, 3, probe=probe) == [3, 1, 2]
     assert len(probe.samples) == 3 and all(0 < s < 5 for s in probe.samples)
     assert probe.seconds == sorted(probe.samples)[1]
+
+
+def test_a_round_of_few_repeats_is_probed_before_and_after_up_to_the_minimum():
+    probe = SpeedProbe()
+    assert probe.around(lambda: repeated(lambda: 7, 2, probe=probe)) == [7, 7]
+    assert len(probe.samples) == PROBE_SAMPLES

@@ -165,7 +165,7 @@ def timed_runs(
         load = load_average()
         speed = SpeedProbe() if probe else None
         with During() as during, Metered(meter) as metered:
-            timings = tuple(measure(speed))
+            timings = tuple(speed.around(lambda: measure(speed)) if speed else measure(None))
         seconds = speed.seconds if speed else None
         return LatencyRun(timings, load, during.result, machine_state(), metered.reading, dict(notes), seconds)
 

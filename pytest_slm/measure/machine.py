@@ -118,12 +118,15 @@ class Timing:
 
 PROBE_SIZE = 256  # one 256 x 256 float32 product in numpy's own loop: about 2 ms on this project's VMs
 PROBE_PRODUCTS = 8
+PROBE_SAMPLES = 9  # at least, in a round: before the timings, between the repeats, then after them
 
 
 class SpeedProbe:
     """How fast this machine computes while the timings are taken, apart from the runtime under
     test: a fixed workload timed once after each timed repeat (`repeated`), so that its samples
-    span the round. A shared VM's speed moves by a quarter from one minute to the next with nothing
+    span the round, and before and after the timings (`around`) up to PROBE_SAMPLES: a round of
+    one or two repeats would otherwise rest on one or two samples, which one descheduling moves by
+    a third (seen on this project's VM, 7 Dec 2026). A shared VM's speed moves by a quarter from one minute to the next with nothing
     to see (docs/notes/latency.md, "The speed probe"); a baseline is compared as this speed scales
     it. einsum without `optimize` is numpy's own loop on one thread, where a BLAS product may take
     several."""
@@ -134,12 +137,24 @@ class SpeedProbe:
         self._einsum = np.einsum
         self._matrix = np.linspace(-1.0, 1.0, PROBE_SIZE**2, dtype=np.float32).reshape(PROBE_SIZE, PROBE_SIZE)
         self.samples: list[float] = []
+        self.sample()  # a warm-up: the matrix's first pass through the caches
+        self.samples.clear()
 
     def sample(self) -> None:
         started = time.perf_counter()
         for _ in range(PROBE_PRODUCTS):
             self._einsum("ij,jk->ik", self._matrix, self._matrix, optimize=False)
         self.samples.append(time.perf_counter() - started)
+
+    def around(self, measure: Callable[[], T]) -> T:
+        """`measure()`, with half of PROBE_SAMPLES before it and the rest after, less the samples
+        its repeats took."""
+        for _ in range(PROBE_SAMPLES // 2):
+            self.sample()
+        result = measure()
+        while len(self.samples) < PROBE_SAMPLES:
+            self.sample()
+        return result
 
     @property
     def seconds(self) -> float | None:
