@@ -510,7 +510,7 @@ def validate_latency(record: Mapping[str, Any]) -> None:
 
 
 def _host(change_pct: float) -> str:
-    return f"this machine {abs(change_pct):.1f}% {'slower' if change_pct >= 0 else 'faster'} than at the baseline"
+    return f"this machine {_change(change_pct)} than at the baseline"
 
 
 def validate_memory(record: Mapping[str, Any]) -> None:

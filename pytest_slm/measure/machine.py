@@ -125,11 +125,11 @@ class SpeedProbe:
     """How fast this machine computes while the timings are taken, apart from the runtime under
     test: a fixed workload timed once after each timed repeat (`repeated`), so that its samples
     span the round, and before and after the timings (`around`) up to PROBE_SAMPLES: a round of
-    one or two repeats would otherwise rest on one or two samples, which one descheduling moves by
-    a third (seen on this project's VM, 7 Dec 2026). A shared VM's speed moves by a quarter from one minute to the next with nothing
-    to see (docs/notes/latency.md, "The speed probe"); a baseline is compared as this speed scales
-    it. einsum without `optimize` is numpy's own loop on one thread, where a BLAS product may take
-    several."""
+    a few repeats would otherwise rest on a few samples, which one descheduling moves by a third
+    (seen on this project's VM, 7 Dec 2026). A shared VM's speed moves by a quarter from one minute
+    to the next with nothing to see (docs/notes/latency.md, "The speed probe"); a baseline is
+    compared as this speed scales it. einsum without `optimize` is numpy's own loop on one thread,
+    where a BLAS product may take several."""
 
     def __init__(self) -> None:
         import numpy as np
