@@ -448,6 +448,14 @@ OPTIONS: dict[str, Option] = {
             feeds={"latency": "ceiling"},
         ),
         Option(
+            "slm-probe-limit",
+            "probe_limit",
+            number(float, 0.0),
+            "how far the speed probe may find this machine's own speed moved since the baseline, either way, for the baseline's timings to be scaled by it: further, they are not judged ('unlike conditions')",
+            "0.25",
+            feeds={"latency": "probe_limit"},
+        ),
+        Option(
             "slm-busy",
             "busy",
             off_or(number(float, 0.0, high=1.0)),
@@ -619,6 +627,7 @@ class SlmConfig:
     latency_tolerances: dict[str, float]
     latency_k: float
     noise_ceiling: float
+    probe_limit: float
     busy: float | None  # None: --slm-busy=off
     busy_wait: float
     kv_contexts: tuple[int, ...]

@@ -15,9 +15,9 @@ from pytest_slm.measure.machine import PROBE_SAMPLES, Fingerprint, SpeedProbe, T
 PROBE = 0.05  # the baseline's probe, seconds
 
 
-def check(rounds: list[LatencyRun]) -> LatencyCheck:
+def check(rounds: list[LatencyRun], **settings: float) -> LatencyCheck:
     machine = Fingerprint("cpu", 1, "none", "Linux")
-    settings = LatencySettings({"*": 0.1}, 3.0)
+    settings = LatencySettings({"*": 0.1}, 3.0, **settings)
     return LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", machine, settings, iter(rounds).__next__)
 
 
@@ -57,6 +57,14 @@ def test_a_probe_moved_beyond_a_quarter_either_way_is_unlike_conditions(factor, 
     reason, message = verdict.not_judged
     assert reason == UNLIKE_CONDITIONS and f"the speed probe found this machine {found} than at the baseline" in message
     assert [row.verdict for row in verdict.rows] == ["not judged"]
+
+
+def test_the_probe_limit_is_the_setting_and_the_message_names_it():
+    moved = run(1.3 * 1.05, PROBE * 1.3)  # the machine 30% slower, the runtime 5% beyond it: within 10%
+    wide = check([moved], probe_limit=0.5).judge(moved, baseline())
+    assert wide.not_judged is None and wide.failure is None and wide.rows[0].verdict == "pass"
+    narrow = check([], probe_limit=0.1).judge(run(1.12, PROBE * 1.12), baseline())
+    assert narrow.not_judged and "beyond 10% either way (--slm-probe-limit)" in narrow.not_judged[1]
 
 
 def test_a_baseline_or_a_run_without_a_probe_is_compared_unscaled():

@@ -26,9 +26,6 @@ REFRESH_HERE = "If the change is intended, refresh the baseline with --update-ba
 DOCUMENTED_SLOWDOWN = 0.25  # what the latency calibration shows caught (docs/notes/latency.md)
 # A row's verdict when its metric compared nothing, and the item's not-judged reason for it.
 UNJUDGED = {NOT_JUDGED: UNLIKE_CONDITIONS, "busy": BUSY, "too noisy": TOO_NOISY}
-# How far the speed probe may have moved since the baseline for the baseline to be scaled by it;
-# further, the machine is not the one the baseline was timed on (docs/notes/latency.md)
-MAX_HOST_CHANGE = DOCUMENTED_SLOWDOWN
 
 
 def unlike_conditions(notes: Mapping[str, str], baseline_notes: Mapping[str, str]) -> dict[str, str]:
@@ -104,6 +101,9 @@ class LatencySettings:
     ceiling: float = (
         0.2  # the largest noise limit (k x combined uncertainty) a metric is judged with (--slm-noise-ceiling)
     )
+    # How far the speed probe may have moved since the baseline for the baseline to be scaled by it
+    # (--slm-probe-limit); further, the machine is not the one the baseline was timed on (docs/notes/latency.md)
+    probe_limit: float = DOCUMENTED_SLOWDOWN
 
     def tolerance(self, metric: str) -> float:
         return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
@@ -327,11 +327,13 @@ class LatencyCheck(MachineCheck):
     def _unlike(self, run: LatencyRun, baseline: Mapping[str, Any]) -> dict[str, str]:
         """Metrics measured under other conditions than their baseline: a page cache kept or not
         (unlike_conditions), or, for every metric, a machine whose speed probe moved further than
-        MAX_HOST_CHANGE either way, too far for the probe's ratio to stand for the runtime's."""
+        --slm-probe-limit either way, too far for the probe's ratio to stand for the runtime's."""
         unlike = unlike_conditions(run.notes, baseline.get("notes", {}))
-        change = host_change(run, baseline)
-        if change is not None and max(1 + change, 1 / (1 + change)) > 1 + MAX_HOST_CHANGE:
-            why = f"the speed probe found {_host(100 * change)}, beyond {100 * MAX_HOST_CHANGE:.0f}% either way"
+        change, limit = host_change(run, baseline), self.settings.probe_limit
+        if change is not None and max(1 + change, 1 / (1 + change)) > 1 + limit:
+            why = (
+                f"the speed probe found {_host(100 * change)}, beyond {100 * limit:.0f}% either way (--slm-probe-limit)"
+            )
             unlike.update({t.metric: why for t in run.timings if t.metric not in unlike})
         return unlike
 
