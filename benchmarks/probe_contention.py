@@ -1,0 +1,123 @@
+"""What the speed probe sees of a slower machine, and what it misses (docs/notes/latency.md, "The
+speed probe"): the embedded model's decode and prefill on llama.cpp, one thread, beside the probe.
+
+    .venv/bin/python benchmarks/probe_contention.py phases --seconds 75
+    .venv/bin/python benchmarks/probe_contention.py processes --count 12
+
+`phases`: four phases of `--seconds` each, sampling back to back one probe sample, one sweep over
+128 MiB (a memory-bound probe the plugin does not have), a 128-token prefill and 32 decoded tokens:
+quiet, then with a process streaming memory on the other core, then with one spinning on it, then
+quiet again. Per phase the medians, and their change from the first quiet phase.
+
+`processes`: `--count` processes in a row, each loading the model, decoding 64 tokens 7 times with a
+probe sample after each: per process the decode median, its max/min spread and the probe's median.
+Speed that differs between processes of one build, unseen by the probe, fails a rerun falsely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from llama_cpp import Llama
+
+from pytest_slm.measure.machine import SpeedProbe
+from pytest_slm.models.registry import BUILTIN_REGISTRY, load_registry
+
+TEXT = ("The history of the river valley begins with the first farmers who settled along its banks. " * 8).encode()
+HOGS = {
+    "memory hog": "import numpy as np\na = np.ones(64 * 2**20, np.float32)\nb = np.empty_like(a)\n"
+    "while True: np.copyto(b, a)",
+    "cpu hog": "while True: pass",
+}
+
+
+def model() -> tuple[Llama, list[int]]:
+    path = load_registry(BUILTIN_REGISTRY)["smollm2-135m"].gguf_path()
+    llm = Llama(model_path=str(path), n_threads=1, n_threads_batch=1, n_ctx=512, verbose=False)
+    return llm, llm.tokenize(TEXT)[:128]
+
+
+def decode_seconds(llm: Llama, tokens: list[int], count: int) -> float:
+    """`count` tokens decoded one at a time after a 16-token prompt."""
+    llm.reset()
+    llm.eval(tokens[:16])
+    started = time.perf_counter()
+    for _ in range(count):
+        llm.eval([tokens[5]])
+    return time.perf_counter() - started
+
+
+def phases(seconds: float) -> None:
+    llm, tokens = model()
+    probe = SpeedProbe()
+    memory = np.ones(32 * 2**20, dtype=np.float32)  # 128 MiB: far past the caches
+
+    def one_sample() -> tuple[float, ...]:
+        probe.samples.clear()
+        probe.sample()
+        started = time.perf_counter()
+        memory.sum()
+        swept = time.perf_counter() - started
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(tokens)
+        return probe.samples[0], swept, time.perf_counter() - started, decode_seconds(llm, tokens, 32)
+
+    one_sample()  # warm-up
+    medians = {}
+    for name in ("quiet", "memory hog", "cpu hog", "quiet again"):
+        hog = subprocess.Popen([sys.executable, "-c", HOGS[name]]) if name in HOGS else None
+        time.sleep(2)
+        samples, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(one_sample())
+        if hog:
+            hog.kill()
+            hog.wait()
+        medians[name] = [statistics.median(s[i] for s in samples) for i in range(4)], len(samples)
+    first = medians["quiet"][0]
+    print("phase, samples, then per measure: median ms (change from the first quiet phase)")
+    print("measures: probe, 128 MiB sweep, prefill of 128 tokens, decode of 32 tokens")
+    for name, (values, count) in medians.items():
+        shown = "  ".join(f"{1000 * v:7.1f} ({100 * (v / f - 1):+5.1f}%)" for v, f in zip(values, first))
+        print(f"{name:12} {count:4d}  {shown}")
+
+
+def one_process() -> None:
+    llm, tokens = model()
+    probe = SpeedProbe()
+    decode_seconds(llm, tokens, 64)  # warm-up
+    speeds = []
+    for _ in range(7):
+        speeds.append(64 / decode_seconds(llm, tokens, 64))
+        probe.sample()
+    assert probe.seconds is not None
+    spread = max(speeds) / min(speeds) - 1
+    print(
+        f"decode {statistics.median(speeds):6.1f} tok/s, spread {100 * spread:4.1f}%, probe {1000 * probe.seconds:.2f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("phases").add_argument("--seconds", type=float, default=75.0)
+    commands.add_parser("processes").add_argument("--count", type=int, default=12)
+    commands.add_parser("one-process")  # what `processes` starts
+    args = parser.parse_args()
+    if args.command == "phases":
+        phases(args.seconds)
+    elif args.command == "processes":
+        for _ in range(args.count):
+            subprocess.run([sys.executable, __file__, "one-process"], check=True)
+    else:
+        one_process()
+
+
+if __name__ == "__main__":
+    main()
