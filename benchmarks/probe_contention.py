@@ -9,9 +9,10 @@ speed probe"): the embedded model's decode and prefill on llama.cpp, one thread,
 quiet, then with a process streaming memory on the other core, then with one spinning on it, then
 quiet again. Per phase the medians, and their change from the first quiet phase.
 
-`processes`: `--count` processes in a row, each loading the model, decoding 64 tokens 7 times with a
-probe sample after each: per process the decode median, its max/min spread and the probe's median.
-Speed that differs between processes of one build, unseen by the probe, fails a rerun falsely.
+`processes`: `--count` processes in a row, each loading the model, then 7 times: decoding 64 tokens,
+prefilling 128 and 512 tokens, and a probe sample. Per process the medians, decode's max/min spread
+and prefill@128 over prefill@512 (a ratio the machine's speed cannot move). Speed that differs
+between processes of one build, unseen by the probe, fails a rerun falsely.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ HOGS = {
 
 def model() -> tuple[Llama, list[int]]:
     path = load_registry(BUILTIN_REGISTRY)["smollm2-135m"].gguf_path()
-    llm = Llama(model_path=str(path), n_threads=1, n_threads_batch=1, n_ctx=512, verbose=False)
-    return llm, llm.tokenize(TEXT)[:128]
+    llm = Llama(model_path=str(path), n_threads=1, n_threads_batch=1, n_ctx=1024, verbose=False)
+    return llm, llm.tokenize(TEXT * 6)[:512]
 
 
 def decode_seconds(llm: Llama, tokens: list[int], count: int) -> float:
@@ -49,6 +50,13 @@ def decode_seconds(llm: Llama, tokens: list[int], count: int) -> float:
     started = time.perf_counter()
     for _ in range(count):
         llm.eval([tokens[5]])
+    return time.perf_counter() - started
+
+
+def prefill_seconds(llm: Llama, prompt: list[int]) -> float:
+    llm.reset()
+    started = time.perf_counter()
+    llm.eval(prompt)
     return time.perf_counter() - started
 
 
@@ -63,10 +71,7 @@ def phases(seconds: float) -> None:
         started = time.perf_counter()
         memory.sum()
         swept = time.perf_counter() - started
-        llm.reset()
-        started = time.perf_counter()
-        llm.eval(tokens)
-        return probe.samples[0], swept, time.perf_counter() - started, decode_seconds(llm, tokens, 32)
+        return probe.samples[0], swept, prefill_seconds(llm, tokens[:128]), decode_seconds(llm, tokens, 32)
 
     one_sample()  # warm-up
     medians = {}
@@ -92,14 +97,18 @@ def one_process() -> None:
     llm, tokens = model()
     probe = SpeedProbe()
     decode_seconds(llm, tokens, 64)  # warm-up
-    speeds = []
+    speeds, short, long = [], [], []
     for _ in range(7):
         speeds.append(64 / decode_seconds(llm, tokens, 64))
+        short.append(128 / prefill_seconds(llm, tokens[:128]))
+        long.append(512 / prefill_seconds(llm, tokens))
         probe.sample()
     assert probe.seconds is not None
     spread = max(speeds) / min(speeds) - 1
+    p128, p512 = statistics.median(short), statistics.median(long)
     print(
-        f"decode {statistics.median(speeds):6.1f} tok/s, spread {100 * spread:4.1f}%, probe {1000 * probe.seconds:.2f} ms"
+        f"decode {statistics.median(speeds):5.1f} tok/s (spread {100 * spread:4.1f}%), prefill@128 {p128:5.1f},"
+        f" prefill@512 {p512:5.1f} tok/s, 128/512 {p128 / p512:.3f}, probe {1000 * probe.seconds:.2f} ms"
     )
 
 
