@@ -124,3 +124,25 @@ def test_each_timed_run_rests_first_when_a_cooldown_is_asked(monkeypatch):
     rests: list[float] = []
     monkeypatch.setattr(machine.time, "sleep", rests.append)
     assert machine.repeated(iter([3, 1, 2]).__next__, 3, 2.5) == [3, 1, 2] and rests == [2.5] * 3
+
+
+def test_prefill_takes_the_lengths_in_turn_each_after_its_rest(monkeypatch):
+    """A slow spell of a few seconds falls on every length alike, not on one length's block."""
+    rests: list[float] = []
+    monkeypatch.setattr(machine.time, "sleep", rests.append)
+    calls: list[tuple[int, int]] = []
+
+    class Recorder:
+        def timed_prefill(self, tokens, context=()):
+            calls.append((len(context), len(tokens)))
+            return float(len(calls))
+
+    timings = machine.measure_prefill(Recorder(), list(range(50)), (4, 8), 3, depths=(0, 16), cooldown=0.5)
+    assert calls == [(0, 4), (0, 8)] * 4 + [(16, 4), (16, 8)] * 4  # a warm-up each, then 3 runs in turn
+    assert [(t.metric, t.seconds) for t in timings] == [
+        ("prefill@4", (3.0, 5.0, 7.0)),
+        ("prefill@8", (4.0, 6.0, 8.0)),
+        ("prefill@4@d16", (11.0, 13.0, 15.0)),
+        ("prefill@8@d16", (12.0, 14.0, 16.0)),
+    ]
+    assert rests == [0.5] * 12

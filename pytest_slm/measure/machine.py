@@ -196,11 +196,21 @@ def repeated(run: Callable[[], T], repeats: int, cooldown: float = 0.0, probe: S
     any, samples after each run."""
     results = []
     for _ in range(repeats):
-        time.sleep(cooldown)
-        results.append(run())
+        results.append(rested(run, cooldown))
         if probe is not None:
             probe.sample()
     return results
+
+
+def rested(run: Callable[[], T], cooldown: float) -> T:
+    """`run()` after `cooldown` seconds of rest."""
+    if cooldown:
+        time.sleep(cooldown)
+    return run()
+
+
+def _in_turn(runs: Sequence[Callable[[], T]], cooldown: float) -> list[T]:
+    return [rested(run, cooldown) for run in runs]
 
 
 def measure_prefill(
@@ -212,15 +222,22 @@ def measure_prefill(
     cooldown: float = 0.0,
     probe: SpeedProbe | None = None,
 ) -> list[Timing]:
-    """Prompt evaluation at each length after each depth of context: one warm-up, then `repeats`
-    timed runs."""
+    """Prompt evaluation at each length after each depth of context: one warm-up each, then
+    `repeats` timed runs with the lengths taken in turn. In turn, not one length's runs after the
+    other's: a shared VM's speed moves over seconds, and a block of 128-token runs (6 s) timed in a
+    fast spell made a baseline every later run failed against (docs/notes/latency.md, "The speed
+    probe"); taken in turn, each length's median spans the whole round."""
     timings = []
     for depth in depths:
-        for length in lengths:
-            context, prompt = at_depth(text_tokens, depth, length)
-            model.timed_prefill(prompt, context)
-            seconds = tuple(repeated(partial(model.timed_prefill, prompt, context), repeats, cooldown, probe))
-            timings.append(Timing(depth_metric(f"prefill@{length}", depth), seconds, length))
+        prompts = [at_depth(text_tokens, depth, length) for length in lengths]
+        timed = [partial(model.timed_prefill, prompt, context) for context, prompt in prompts]
+        for run in timed:
+            run()  # a warm-up; the context (the same for every length) stays in the cache
+        runs = repeated(partial(_in_turn, timed, cooldown), repeats, probe=probe)
+        timings += [
+            Timing(depth_metric(f"prefill@{length}", depth), tuple(run[i] for run in runs), length)
+            for i, length in enumerate(lengths)
+        ]
     return timings
 
 
