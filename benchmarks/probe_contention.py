@@ -3,6 +3,7 @@ speed probe"): the embedded model's decode and prefill on llama.cpp, one thread,
 
     .venv/bin/python benchmarks/probe_contention.py phases --seconds 75
     .venv/bin/python benchmarks/probe_contention.py processes --count 12
+    .venv/bin/python benchmarks/probe_contention.py blocks --count 6 [--fresh]
 
 `phases`: four phases of `--seconds` each, sampling back to back one probe sample, one sweep over
 128 MiB (a memory-bound probe the plugin does not have), a 128-token prefill and 32 decoded tokens:
@@ -13,6 +14,11 @@ quiet again. Per phase the medians, and their change from the first quiet phase.
 prefilling 128 and 512 tokens, and a probe sample. Per process the medians, decode's max/min spread
 and prefill@128 over prefill@512 (a ratio the machine's speed cannot move). Speed that differs
 between processes of one build, unseen by the probe, fails a rerun falsely.
+
+`blocks`: `--count` blocks, each the plugin's own measurement of prefill at 128 and 512 tokens and of
+decode (`measure_prefill`, `measure_decode`, 3 repeats each): all on one load of the model, or with
+`--fresh` each on a load of its own. Per metric the blocks' robust spread and range: whether what
+moves a process's figures is its load of the model or the minute it was timed in.
 """
 
 from __future__ import annotations
@@ -112,15 +118,51 @@ def one_process() -> None:
     )
 
 
+def blocks(count: int, fresh: bool) -> None:
+    from pathlib import Path
+
+    from pytest_slm.backends import backend
+    from pytest_slm.backends.base import LoadRequest
+    from pytest_slm.measure.machine import measure_decode, measure_prefill
+    from pytest_slm.stats import spread
+
+    root = Path(__file__).resolve().parents[1]
+    path = load_registry(BUILTIN_REGISTRY)["smollm2-135m"].gguf_path()
+    request = LoadRequest("smollm2-135m", path, None, "cpu", "native", 1)
+    text = (root / "suites" / "eval" / "text.txt").read_text()
+    loaded = None if fresh else backend("llamacpp").load(request)
+    found: dict[str, list[float]] = {}
+    for _ in range(count):
+        model = loaded or backend("llamacpp").load(request)
+        tokens = model.tokenize(text)
+        for timing in measure_prefill(model, tokens, (128, 512), 3) + measure_decode(model, tokens, 128, 32, 3):
+            found.setdefault(timing.metric, []).append(timing.shown(timing.spread.median))
+        if fresh:
+            model.close()
+    print(f"{count} blocks, {'each on a fresh load' if fresh else 'all on one load'}:")
+    for metric, values in found.items():
+        middle = statistics.median(values)
+        low, high = min(values) / middle - 1, max(values) / middle - 1
+        print(
+            f"  {metric:12} median {middle:7.2f}, robust spread {100 * spread(values).relative:4.1f}%,"
+            f" range {100 * low:+5.1f}% to {100 * high:+5.1f}%"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("phases").add_argument("--seconds", type=float, default=75.0)
     commands.add_parser("processes").add_argument("--count", type=int, default=12)
     commands.add_parser("one-process")  # what `processes` starts
+    blocks_command = commands.add_parser("blocks")
+    blocks_command.add_argument("--count", type=int, default=6)
+    blocks_command.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
     if args.command == "phases":
         phases(args.seconds)
+    elif args.command == "blocks":
+        blocks(args.count, args.fresh)
     elif args.command == "processes":
         for _ in range(args.count):
             subprocess.run([sys.executable, __file__, "one-process"], check=True)
