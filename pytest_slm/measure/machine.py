@@ -196,13 +196,13 @@ def repeated(run: Callable[[], T], repeats: int, cooldown: float = 0.0, probe: S
     any, samples after each run."""
     results = []
     for _ in range(repeats):
-        results.append(rested(run, cooldown))
+        results.append(_rested(run, cooldown))
         if probe is not None:
             probe.sample()
     return results
 
 
-def rested(run: Callable[[], T], cooldown: float) -> T:
+def _rested(run: Callable[[], T], cooldown: float) -> T:
     """`run()` after `cooldown` seconds of rest."""
     if cooldown:
         time.sleep(cooldown)
@@ -210,7 +210,8 @@ def rested(run: Callable[[], T], cooldown: float) -> T:
 
 
 def _in_turn(runs: Sequence[Callable[[], T]], cooldown: float) -> list[T]:
-    return [rested(run, cooldown) for run in runs]
+    """Each of `runs` once, each after its rest."""
+    return [_rested(run, cooldown) for run in runs]
 
 
 def measure_prefill(
