@@ -28,12 +28,16 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from llama_cpp import Llama
 
-from pytest_slm.measure.machine import SpeedProbe
+from pytest_slm.backends import backend
+from pytest_slm.backends.base import LoadRequest
+from pytest_slm.measure.machine import SpeedProbe, measure_decode, measure_prefill
 from pytest_slm.models.registry import BUILTIN_REGISTRY, load_registry
+from pytest_slm.stats import spread
 
 TEXT = ("The history of the river valley begins with the first farmers who settled along its banks. " * 8).encode()
 HOGS = {
@@ -119,13 +123,6 @@ def one_process() -> None:
 
 
 def blocks(count: int, fresh: bool) -> None:
-    from pathlib import Path
-
-    from pytest_slm.backends import backend
-    from pytest_slm.backends.base import LoadRequest
-    from pytest_slm.measure.machine import measure_decode, measure_prefill
-    from pytest_slm.stats import spread
-
     root = Path(__file__).resolve().parents[1]
     path = load_registry(BUILTIN_REGISTRY)["smollm2-135m"].gguf_path()
     request = LoadRequest("smollm2-135m", path, None, "cpu", "native", 1)
