@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from html import unescape
 from xml.etree import ElementTree
 
@@ -471,15 +472,10 @@ def _tick_labels(svg):
 
 
 def _chromium(tmp_path, page, *arguments):
-    """Headless chromium on `page` with `arguments`; its profile, caches and temporary files stay in tmp_path."""
+    """Headless chromium on `page` with `arguments`; its profile and caches stay in tmp_path, its
+    temporary files in a short directory of their own: its socket's path must fit in 108 bytes,
+    which an xdist worker's tmp_path can exceed."""
     home = tmp_path / "home"
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "TMPDIR": str(tmp_path),
-        "XDG_CONFIG_HOME": str(home / "config"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-    }
     command = [
         CHROMIUM,
         "--headless",
@@ -496,7 +492,15 @@ def _chromium(tmp_path, page, *arguments):
         *arguments,
         page.as_uri(),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+    with tempfile.TemporaryDirectory(prefix="chromium-") as temporary:
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "TMPDIR": temporary,
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_CACHE_HOME": str(home / "cache"),
+        }
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a browser to render the page: apt-get install -y chromium")
