@@ -59,8 +59,12 @@ lint: install
 check: lint
 	$(PY) -m pytest tests -m "not slow" $(ARGS)
 
+# Everything: the models' runs use one thread each, so the tests that judge no timing go to two
+# workers (a file's tests to one, so its shared projects are made once); those marked `timed`, which
+# judge this machine's speed, load or page cache, run after them alone (see conftest.py)
 test: lint
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests -m "not timed" -n 2 --dist loadfile $(ARGS)
+	$(PY) -m pytest tests -m timed $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

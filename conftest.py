@@ -14,6 +14,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: runs a model, a runtime or an external tool (seconds to minutes); make check leaves it out"
     )
+    config.addinivalue_line(
+        "markers",
+        "timed: judges this machine's speed, load or page cache; make test runs these alone, after the rest in two workers",
+    )
 
 
 @pytest.fixture(autouse=True)

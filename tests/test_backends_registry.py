@@ -60,7 +60,7 @@ def test_a_llama_cpp_only_run_never_imports_mlx(pytester: pytest.Pytester):
     shutil.copy(ROOT / "suites" / "models.toml", pytester.path / "suites" / "models.toml")
     pytester.makepyfile(test_llama_only=LLAMA_ONLY)
     pytester.makeconftest(MODULES_AT_EXIT)
-    result = pytester.runpytest_subprocess("--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-threads=2")
+    result = pytester.runpytest_subprocess("--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-threads=1")
     result.assert_outcomes(passed=1)
     modules = set((pytester.path / "modules.txt").read_text().split())
     assert "llama_cpp" in modules  # the model did load

@@ -68,7 +68,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_devices = ["llamacpp-cpu"]
         slm_tasks = ["slm_facts"]
         slm_limit = "10"
-        slm_threads = "2"
+        slm_threads = "1"
         slm_cache = "cache"
         slm_detect_drop = "off"
         """,
@@ -567,7 +567,7 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "[tool.pytest.ini_options]\n"
         'slm_devices = ["llamacpp-cpu"]\n'
         f"slm_tasks = {json.dumps(tasks)}\n"
-        'slm_limit = "5"\nslm_threads = "2"\nslm_cache = "cache"\nslm_eval_text = "eval.txt"\nslm_eval_window = "128"\n'
+        'slm_limit = "5"\nslm_threads = "1"\nslm_cache = "cache"\nslm_eval_text = "eval.txt"\nslm_eval_window = "128"\n'
         'slm_prefill_lengths = ["32"]\nslm_decode_prompt = "16"\nslm_decode_tokens = "8"\nslm_repeats = "2"\n'
         # what is judged here is trust in a record, not timing or power: no busy gate, no noise ceiling,
         # and 5 samples judged as long as a drop can fail them at all

@@ -69,7 +69,7 @@ def test_chat_renders_the_models_own_template_identically_on_both_runtimes(pytes
     plain = without_template(gguf, pytester.path / "smollm2-plain.gguf")
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_inprocess(
-        f"--slm-models=smollm2-135m,{plain}", "--slm-devices=llamacpp-cpu,mlx-cpu", "--slm-threads=2", "-rfs"
+        f"--slm-models=smollm2-135m,{plain}", "--slm-devices=llamacpp-cpu,mlx-cpu", "--slm-threads=1", "-rfs"
     )
     # the embedded model chats on both runtimes; bad conversations fail in one line each
     result.assert_outcomes(passed=2, failed=4, skipped=6)

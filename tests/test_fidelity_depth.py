@@ -187,7 +187,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_models = ["smollm2-135m"]
         slm_devices = ["llamacpp-cpu"]
         slm_kv_types = ["q8_0"]
-        slm_threads = "2"
+        slm_threads = "1"
         slm_eval_text = "eval.txt"
         slm_eval_window = "32"
         slm_history = "off"

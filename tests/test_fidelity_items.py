@@ -31,7 +31,7 @@ def project(pytester: pytest.Pytester, cache: Path) -> pytest.Pytester:
         f"""
         slm_devices = ["llamacpp-cpu"]
         slm_quants = ["q8_0", "q2_k"]
-        slm_threads = "2"
+        slm_threads = "1"
         slm_eval_text = "eval.txt"
         slm_eval_window = "128"
         slm_cache = "{cache}"

@@ -106,7 +106,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[np.ndarray]
     logits = {}
     for quant in ("native", "q8_0"):
         model = load(
-            LoadRequest("smollm2-135m", gguf, None, "cpu", quant, threads=2, cache_dir=tmp_path_factory.mktemp("q"))
+            LoadRequest("smollm2-135m", gguf, None, "cpu", quant, threads=1, cache_dir=tmp_path_factory.mktemp("q"))
         )
         try:
             chunks = windows(model.tokenize(text), 256)

@@ -53,7 +53,7 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         slm_devices = ["llamacpp-cpu"]
         slm_tasks = ["slm_facts"]
         slm_limit = "30"
-        slm_threads = "2"
+        slm_threads = "1"
         slm_cache = "{tmp_path_factory.mktemp("cache")}"
         slm_eval_text = "eval.txt"
         slm_decode_prompt = "32"
@@ -134,6 +134,7 @@ def junit_verdict(project: pytest.Pytester, item: str, name: str) -> str:
     raise AssertionError(f"{item} not in junit.xml")
 
 
+@pytest.mark.timed
 def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(project):
     """The issue's scenario: runs 1 and 2 of the same build (the second one's figures become the
     baselines), run 3 with llama_decode twice as slow in the decode item, run 4 with that slowdown
@@ -143,7 +144,7 @@ def test_two_runs_a_slowdown_and_an_edited_task_are_steps_at_the_right_runs(proj
     too much for two runs a side to hold a 25% step; one thread moved 1.6%
     (benchmarks/decode_steadiness.py, docs/history.md). 30 samples: the accuracy item detects a
     drop of about 21 points (18 right answers), under the project's --slm-detect-drop of 25."""
-    selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider", "--slm-threads=1")
+    selection = ("-k", "accuracy or decode", "-p", "no:cacheprovider")
     project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     project.runpytest_inprocess(*selection, "--update-baselines").assert_outcomes(passed=2, deselected=2)
     slowed_decode = SlowedDecodeItem()

@@ -133,7 +133,7 @@ def test_an_estimate_the_runtime_contradicts_never_fails_an_update_and_fails_aga
 def model(request, tmp_path_factory):
     source = {"embedded": EMBEDDED, "gemma": GEMMA}[request.param]
     gguf = resolve_source(source, ROOT, tmp_path_factory.mktemp("cache"))
-    loaded = backend.load(LoadRequest(request.param, gguf, None, "cpu", "native", threads=2))
+    loaded = backend.load(LoadRequest(request.param, gguf, None, "cpu", "native", threads=1))
     yield request.param, loaded
     loaded.close()
 

@@ -30,7 +30,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_models = ["smollm2-135m"]
         slm_devices = ["llamacpp-cpu"]
         slm_kv_types = ["f16", "q8_0"]
-        slm_threads = "2"
+        slm_threads = "1"
         slm_tasks = ["slm_facts"]
         slm_limit = "4"
         slm_eval_text = "eval.txt"

@@ -27,7 +27,7 @@ def gguf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(gguf):
-    loaded = load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2))
+    loaded = load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=1))
     yield loaded
     loaded.close()
 
@@ -48,7 +48,7 @@ def questions():
 def plain_reference(gguf, context, continuation):
     """Re-evaluate context + continuation from an empty cache with logits everywhere."""
     llm = plain_reference.llm = getattr(plain_reference, "llm", None) or llama_cpp.Llama(
-        str(gguf), n_ctx=2048, n_threads=2, logits_all=True, verbose=False
+        str(gguf), n_ctx=2048, n_threads=1, logits_all=True, verbose=False
     )
     llm.reset()
     llm.eval(context + continuation)
@@ -213,7 +213,7 @@ def test_logits_after_a_context_are_the_whole_sequences_and_the_context_is_kept(
 def test_a_prompt_past_the_context_is_one_line_naming_the_context(gguf):
     """What a user's own test meets when its prompt outgrows the context (the latency items' prompts
     are checked against it at start-up: tests/test_bad_input.py)."""
-    request = LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2, context_length=256, batch_size=64)
+    request = LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=1, context_length=256, batch_size=64)
     small = load(request)
     try:
         with pytest.raises(BackendError, match=r"^llama_decode failed with status 1 \(context of 256 tokens full\?\)$"):

@@ -67,13 +67,13 @@ def test_missing_mlx_gives_install_hint(monkeypatch, request):
 
 def test_unknown_quant_is_unsupported_and_lists_the_valid_ones(tmp_path):
     with pytest.raises(Unsupported) as info:
-        mlx_backend.load(LoadRequest("m", tmp_path / "m.gguf", None, "cpu", "q4_k_m", threads=2))
+        mlx_backend.load(LoadRequest("m", tmp_path / "m.gguf", None, "cpu", "q4_k_m", threads=1))
     assert all(q in str(info.value) for q in mlx_backend.QUANTS)
 
 
 def test_a_quantized_kv_cache_is_unsupported_on_mlx(tmp_path):
     with pytest.raises(Unsupported, match="MLX runs its unquantized KV cache only, not 'q8_0'"):
-        mlx_backend.load(LoadRequest("m", tmp_path / "m.gguf", None, "cpu", "native", threads=2, kv_type="q8_0"))
+        mlx_backend.load(LoadRequest("m", tmp_path / "m.gguf", None, "cpu", "native", threads=1, kv_type="q8_0"))
 
 
 # -- on the real model ------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def gguf(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(mx, gguf):
-    loaded = mlx_backend.load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2))
+    loaded = mlx_backend.load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=1))
     yield loaded
     loaded.close()
 
@@ -106,7 +106,7 @@ def llama_vocab(gguf):
 def test_model_dir_without_weights_is_a_one_line_error(mx, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(BackendError) as info:
-        mlx_backend.load(LoadRequest("m", None, tmp_path, "cpu", "native", threads=2))
+        mlx_backend.load(LoadRequest("m", None, tmp_path, "cpu", "native", threads=1))
     assert not isinstance(info.value, Unsupported)
     assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
 
@@ -232,7 +232,7 @@ def test_rows_generated_side_by_side_are_the_rows_generated_alone(model, texts):
 
 
 def llama_cpp_log_probs(llama_cpp, gguf, tokens):
-    llm = llama_cpp.Llama(str(gguf), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    llm = llama_cpp.Llama(str(gguf), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
     llm.eval(tokens)
     logits = np.asarray(llm.scores[: len(tokens)], dtype=np.float64)
     logits -= logits.max(axis=1, keepdims=True)
@@ -260,7 +260,7 @@ def test_native_matches_llama_cpp_and_a_broken_unpermutation_does_not(mx, model,
         return rows.reshape(n_heads, 2, out // n_heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
     monkeypatch.setattr(gguf_import, "unpermute_qk", forward_permutation)
-    broken = mlx_backend.load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2))
+    broken = mlx_backend.load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=1))
     broken_agreement, broken_kld = parity(mx, broken, reference, tokens)
     assert broken_agreement < 0.8 and broken_kld > 0.5  # measured: 0.18 and 2.46
 
@@ -270,8 +270,8 @@ def test_mlx_directory_loads_like_the_gguf_it_was_saved_from(mx, gguf, tmp_path)
     from pytest_slm.backends.mlx.export import export_checkpoint
 
     checkpoint = export_checkpoint(gguf, tmp_path / "checkpoint")
-    directory = mlx_backend.load(LoadRequest("m", None, checkpoint, "cpu", "native", threads=2))
-    from_gguf = mlx_backend.load(LoadRequest("m", gguf, None, "cpu", "f16", threads=2))
+    directory = mlx_backend.load(LoadRequest("m", None, checkpoint, "cpu", "native", threads=1))
+    from_gguf = mlx_backend.load(LoadRequest("m", gguf, None, "cpu", "f16", threads=1))
     for text in STRINGS:
         assert directory.tokenize(text) == from_gguf.tokenize(text)
     assert [directory.token_bytes(t) for t in range(4096)] == [from_gguf.token_bytes(t) for t in range(4096)]

@@ -97,6 +97,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     )
 
 
+@pytest.mark.timed
 def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(project):
     first = project.runpytest_inprocess("-k", "memory or accuracy")
     assert first.parseoutcomes() == {"unjudged": 2, "deselected": 2}

@@ -50,6 +50,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     )
 
 
+@pytest.mark.timed
 def test_gemma_by_path_passes_every_llama_cpp_item_when_updating_and_against_what_it_wrote(project, tmp_path):
     cache = tmp_path / "cache"
     gguf = project.path / "gemma-3-270m.gguf"

@@ -35,7 +35,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_devices = ["llamacpp-cpu"]
         slm_tasks = ["slm_facts", "slm_arith:5"]
         slm_limit = "{LIMIT}"
-        slm_threads = "2"
+        slm_threads = "1"
         slm_detect_drop = "35"
         """,
         tasks=True,

@@ -27,7 +27,7 @@ def test_a_kept_reference_reads_back_as_it_was_kept_and_is_small(tmp_path_factor
     from pytest_slm.backends.llamacpp.backend import load
 
     gguf = resolve_source(EMBEDDED, tmp_path_factory.getbasetemp())
-    model = load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=2))
+    model = load(LoadRequest("smollm2-135m", gguf, None, "cpu", "native", threads=1))
     try:
         tokens = model.tokenize((ROOT / "suites" / "eval" / "text.txt").read_text()[:1200])
         chunks = windows(tokens, 128)
@@ -75,7 +75,7 @@ def project(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory)
         f"""
         slm_devices = ["llamacpp-cpu"]
         slm_quants = ["q8_0"]
-        slm_threads = "2"
+        slm_threads = "1"
         slm_eval_text = "eval.txt"
         slm_eval_window = "128"
         slm_cache = "{tmp_path_factory.mktemp("artifacts")}"

@@ -207,7 +207,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
         slm_quants = ["q4_0"]
         slm_tasks = ["slm_arith"]
         slm_limit = "40"
-        slm_threads = "2"
+        slm_threads = "1"
         slm_history = "off"
         """,
     )

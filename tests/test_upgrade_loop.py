@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 import pytest
 from projects import LOAD_TIME, WHOLE, benchmark_plugin, shipped_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
+pytestmark = [pytest.mark.slow, pytest.mark.timed, pytest.mark.usefixtures("keep_loaded")]  # see conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 

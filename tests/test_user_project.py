@@ -19,7 +19,7 @@ def test_my_app_still_answers(slm_model):
         max_tokens=16,
     )
 """
-ARGS = ("--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-limit=10", "--slm-threads=2")
+ARGS = ("--slm-models=smollm2-135m", "--slm-devices=llamacpp-cpu", "--slm-limit=10", "--slm-threads=1")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from projects import shipped_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_loaded")]  # make check leaves slow out
+pytestmark = [pytest.mark.slow, pytest.mark.timed, pytest.mark.usefixtures("keep_loaded")]  # see conftest.py
 
 NATIVE = Path("baselines/smollm2-135m/llamacpp-cpu/native")
 SUITE = ("test_accuracy.py", "test_fidelity.py", "test_runtime.py")  # the shipped suite
