@@ -21,7 +21,8 @@ reruns against it; then one baseline and --slowed-runs runs with every llama_dec
 --slowdown slower. Each item is counted passed, failed, or not judged by its reason (busy, too
 noisy, no baseline where the update wrote none), and an update's refused write (too noisy) apart.
 The 1-minute load average is taken before and after every run; raw results, every item's JUnit
-properties included, go to benchmarks/data/latency_defaults_<model>.json after every run.
+properties included, go to benchmarks/data/latency_defaults_<model>.json after every run. The
+tables also say how well the speed probe followed each metric over the reruns (`probe_fit`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -236,6 +238,45 @@ def at_defaults(args: argparse.Namespace, model: str) -> dict[str, Any]:
     return data
 
 
+def compared(run: dict[str, Any], item: str) -> list[tuple[str, float, float, float]]:
+    """Each metric of `item` a run compared with its baseline: (metric, the probe's change, the
+    change unscaled, the change as judged against the baseline the probe scaled), in %, + slower."""
+    figures = run["items"][item]
+    return [
+        (key.removesuffix(".change_pct"), probe, 100 * ((1 + judged / 100) * (1 + probe / 100) - 1), judged)
+        for key in figures
+        if key.endswith(".change_pct") and (host := key.replace(".change_pct", ".host_change_pct")) in figures
+        for probe, judged in [(float(figures[host]), float(figures[key]))]
+    ]
+
+
+def probe_fit(runs: list[dict[str, Any]], tablefmt: str) -> str:
+    """How well the speed probe followed each metric over the reruns: the correlation of the probe's
+    change with the metric's unscaled change, and the spread (standard deviation) of the change
+    against the baseline before and after the probe scaled it. A probe that followed the runtime
+    would correlate near 1 and shrink the spread; one blind to what moved it would not."""
+    by_metric: dict[str, list[tuple[float, float, float]]] = {}
+    for run in runs:
+        for item in ITEMS:
+            for metric, probe, unscaled, judged in compared(run, item):
+                by_metric.setdefault(metric, []).append((probe, unscaled, judged))
+    rows = []
+    for metric, changes in sorted(by_metric.items()):
+        probes, unscaled, judged = zip(*changes)
+        steady = len(changes) < 3 or len(set(probes)) < 2 or len(set(unscaled)) < 2
+        rows.append(
+            [
+                metric,
+                len(changes),
+                "-" if steady else f"{statistics.correlation(probes, unscaled):+.2f}",
+                "-" if len(changes) < 2 else f"{statistics.stdev(unscaled):.1f}%",
+                "-" if len(changes) < 2 else f"{statistics.stdev(judged):.1f}%",
+            ]
+        )
+    headers = ["metric", "reruns compared", "probe vs change: correlation", "change's spread, unscaled", "scaled"]
+    return tabulate(rows, headers=headers, tablefmt=tablefmt) if rows else ""
+
+
 def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
     """The false-failure and detection tables of one model's raw results (tablefmt "github": Markdown)."""
 
@@ -264,12 +305,7 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
     def largest(runs: list[dict[str, Any]], item: str) -> str:
         """The largest change of any metric against its baseline as judged (the baseline scaled by
         the probe), and what it would have been unscaled."""
-        changes = [
-            (float(figures[key]), 100 * ((1 + float(figures[key]) / 100) * (1 + float(figures[host]) / 100) - 1))
-            for figures in (run["items"][item] for run in runs)
-            for key in figures
-            if key.endswith(".change_pct") and (host := key.replace(".change_pct", ".host_change_pct")) in figures
-        ]
+        changes = [(judged, unscaled) for run in runs for _, _, unscaled, judged in compared(run, item)]
         if not changes:
             return "-"
         return f"{max(c for c, _ in changes):+.1f}% ({max(u for _, u in changes):+.1f}%)"
@@ -317,6 +353,9 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
         "load, reruns",
     ]
     out = f"{data['model']}: unchanged build\n" + tabulate(rows, headers=headers, tablefmt=tablefmt)
+    fit = probe_fit(reruns, tablefmt)
+    if fit:  # runs from before the speed probe have no probe figures
+        out += f"\n\n{data['model']}: how the speed probe followed the reruns\n{fit}"
     slowed = data["detection"]["runs"]
     if slowed:
         rows = []
