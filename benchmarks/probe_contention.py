@@ -4,6 +4,7 @@ speed probe"): the embedded model's decode and prefill on llama.cpp, one thread,
     .venv/bin/python benchmarks/probe_contention.py phases --seconds 75
     .venv/bin/python benchmarks/probe_contention.py processes --count 12
     .venv/bin/python benchmarks/probe_contention.py blocks --count 6 [--fresh]
+    .venv/bin/python benchmarks/probe_contention.py track --minutes 20 [--model gemma3-270m]
 
 `phases`: four phases of `--seconds` each, sampling back to back one probe sample, one sweep over
 128 MiB (a memory-bound probe the plugin does not have), a 128-token prefill and 32 decoded tokens:
@@ -19,6 +20,13 @@ between processes of one build, unseen by the probe, fails a rerun falsely.
 decode (`measure_prefill`, `measure_decode`, 3 repeats each): all on one load of the model, or with
 `--fresh` each on a load of its own. Per metric the blocks' robust spread and range: whether what
 moves a process's figures is its load of the model or the minute it was timed in.
+
+`track`: the machine left as it is, for `--minutes` in windows of `--window` seconds, samples back
+to back as `phases` does (the probe, the 128 MiB sweep, prefill of 128 tokens, decode of 32) on one
+thread. Per window each measure's median and its change from the windows' median; then, for prefill
+and decode against each probe, the correlation of their changes and the spread of the runtime's
+window medians before and after dividing by the probe: which probe follows what moves the runtime
+from one minute to the next.
 """
 
 from __future__ import annotations
@@ -47,8 +55,8 @@ HOGS = {
 }
 
 
-def model() -> tuple[Llama, list[int]]:
-    path = load_registry(BUILTIN_REGISTRY)["smollm2-135m"].gguf_path()
+def model(name: str = "smollm2-135m") -> tuple[Llama, list[int]]:
+    path = load_registry(BUILTIN_REGISTRY)[name].gguf_path()
     llm = Llama(model_path=str(path), n_threads=1, n_threads_batch=1, n_ctx=1024, verbose=False)
     return llm, llm.tokenize(TEXT * 6)[:512]
 
@@ -103,6 +111,42 @@ def phases(seconds: float) -> None:
         print(f"{name:12} {count:4d}  {shown}")
 
 
+def track(minutes: float, window: float, name: str) -> None:
+    llm, tokens = model(name)
+    probe = SpeedProbe()
+    memory = np.ones(32 * 2**20, dtype=np.float32)  # 128 MiB: far past the 32 MiB L3
+
+    def one_sample() -> tuple[float, float, float, float]:
+        probe.samples.clear()
+        probe.sample()
+        started = time.perf_counter()
+        memory.sum()
+        swept = time.perf_counter() - started
+        return probe.samples[0], swept, prefill_seconds(llm, tokens[:128]), decode_seconds(llm, tokens, 32)
+
+    one_sample()  # warm-up
+    windows: list[list[float]] = []
+    for _ in range(round(60 * minutes / window)):
+        samples, end = [], time.monotonic() + window
+        while time.monotonic() < end:
+            samples.append(one_sample())
+        windows.append([statistics.median(s[i] for s in samples) for i in range(4)])
+    middle = [statistics.median(w[i] for w in windows) for i in range(4)]
+    change = [[100 * (w[i] / middle[i] - 1) for i in range(4)] for w in windows]
+    print(f"{name}, {len(windows)} windows of {window:.0f} s: each measure's median, change from the windows' median")
+    print("window    probe    sweep  prefill   decode")
+    for number, values in enumerate(change, 1):
+        print(f"{number:6d} " + " ".join(f"{v:+7.1f}%" for v in values))
+    columns = list(zip(*change))
+    for runtime, label in ((2, "prefill@128"), (3, "decode 32")):
+        for by, probe_name in ((0, "probe (einsum)"), (1, "128 MiB sweep")):
+            scaled = [100 * ((1 + r / 100) / (1 + q / 100) - 1) for r, q in zip(columns[runtime], columns[by])]
+            print(
+                f"{label:11} against {probe_name:14}: correlation {statistics.correlation(columns[runtime], columns[by]):+.2f},"
+                f" spread {statistics.stdev(columns[runtime]):.1f}% unscaled, {statistics.stdev(scaled):.1f}% scaled"
+            )
+
+
 def one_process() -> None:
     llm, tokens = model()
     probe = SpeedProbe()
@@ -152,12 +196,18 @@ def main() -> None:
     commands.add_parser("phases").add_argument("--seconds", type=float, default=75.0)
     commands.add_parser("processes").add_argument("--count", type=int, default=12)
     commands.add_parser("one-process")  # what `processes` starts
+    track_command = commands.add_parser("track")
+    track_command.add_argument("--minutes", type=float, default=20.0)
+    track_command.add_argument("--window", type=float, default=60.0, help="seconds")
+    track_command.add_argument("--model", default="gemma3-270m")
     blocks_command = commands.add_parser("blocks")
     blocks_command.add_argument("--count", type=int, default=6)
     blocks_command.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
     if args.command == "phases":
         phases(args.seconds)
+    elif args.command == "track":
+        track(args.minutes, args.window, args.model)
     elif args.command == "blocks":
         blocks(args.count, args.fresh)
     elif args.command == "processes":
