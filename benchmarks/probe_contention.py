@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +79,14 @@ def prefill_seconds(llm: Llama, prompt: list[int]) -> float:
     return time.perf_counter() - started
 
 
-def phases(seconds: float) -> None:
-    llm, tokens = model()
+def sampler(name: str = "smollm2-135m") -> Callable[[], tuple[float, float, float, float]]:
+    """One sample's seconds, back to back: the plugin's probe, a sweep over 128 MiB (far past the
+    32 MiB L3), a 128-token prefill and 32 decoded tokens; warmed up once."""
+    llm, tokens = model(name)
     probe = SpeedProbe()
-    memory = np.ones(32 * 2**20, dtype=np.float32)  # 128 MiB: far past the caches
+    memory = np.ones(32 * 2**20, dtype=np.float32)
 
-    def one_sample() -> tuple[float, ...]:
+    def one_sample() -> tuple[float, float, float, float]:
         probe.samples.clear()
         probe.sample()
         started = time.perf_counter()
@@ -91,7 +94,12 @@ def phases(seconds: float) -> None:
         swept = time.perf_counter() - started
         return probe.samples[0], swept, prefill_seconds(llm, tokens[:128]), decode_seconds(llm, tokens, 32)
 
-    one_sample()  # warm-up
+    one_sample()
+    return one_sample
+
+
+def phases(seconds: float) -> None:
+    one_sample = sampler()
     medians = {}
     for name in ("quiet", "memory hog", "cpu hog", "quiet again"):
         hog = subprocess.Popen([sys.executable, "-c", HOGS[name]]) if name in HOGS else None
@@ -112,19 +120,7 @@ def phases(seconds: float) -> None:
 
 
 def track(minutes: float, window: float, name: str) -> None:
-    llm, tokens = model(name)
-    probe = SpeedProbe()
-    memory = np.ones(32 * 2**20, dtype=np.float32)  # 128 MiB: far past the 32 MiB L3
-
-    def one_sample() -> tuple[float, float, float, float]:
-        probe.samples.clear()
-        probe.sample()
-        started = time.perf_counter()
-        memory.sum()
-        swept = time.perf_counter() - started
-        return probe.samples[0], swept, prefill_seconds(llm, tokens[:128]), decode_seconds(llm, tokens, 32)
-
-    one_sample()  # warm-up
+    one_sample = sampler(name)
     windows: list[list[float]] = []
     for _ in range(round(60 * minutes / window)):
         samples, end = [], time.monotonic() + window
