@@ -242,12 +242,13 @@ def compared(run: dict[str, Any], item: str) -> list[tuple[str, float, float, fl
     """Each metric of `item` a run compared with its baseline: (metric, the probe's change, the
     change unscaled, the change as judged against the baseline the probe scaled), in %, + slower."""
     figures = run["items"][item]
-    return [
-        (key.removesuffix(".change_pct"), probe, 100 * ((1 + judged / 100) * (1 + probe / 100) - 1), judged)
-        for key in figures
-        if key.endswith(".change_pct") and (host := key.replace(".change_pct", ".host_change_pct")) in figures
-        for probe, judged in [(float(figures[host]), float(figures[key]))]
-    ]
+    found = []
+    for key, value in figures.items():
+        metric = key.removesuffix(".change_pct")
+        if metric != key and f"{metric}.host_change_pct" in figures:
+            probe, judged = float(figures[f"{metric}.host_change_pct"]), float(value)
+            found.append((metric, probe, 100 * ((1 + judged / 100) * (1 + probe / 100) - 1), judged))
+    return found
 
 
 def probe_fit(runs: list[dict[str, Any]], tablefmt: str) -> str:
@@ -263,12 +264,12 @@ def probe_fit(runs: list[dict[str, Any]], tablefmt: str) -> str:
     rows = []
     for metric, changes in sorted(by_metric.items()):
         probes, unscaled, judged = zip(*changes)
-        steady = len(changes) < 3 or len(set(probes)) < 2 or len(set(unscaled)) < 2
+        no_correlation = len(changes) < 3 or len(set(probes)) < 2 or len(set(unscaled)) < 2
         rows.append(
             [
                 metric,
                 len(changes),
-                "-" if steady else f"{statistics.correlation(probes, unscaled):+.2f}",
+                "-" if no_correlation else f"{statistics.correlation(probes, unscaled):+.2f}",
                 "-" if len(changes) < 2 else f"{statistics.stdev(unscaled):.1f}%",
                 "-" if len(changes) < 2 else f"{statistics.stdev(judged):.1f}%",
             ]
