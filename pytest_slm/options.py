@@ -456,6 +456,14 @@ OPTIONS: dict[str, Option] = {
             feeds={"latency": "probe_limit"},
         ),
         Option(
+            "slm-confirm-pause",
+            "confirm_pause",
+            number(float, 0.0),
+            "seconds between a latency round that found a slowdown and the round that confirms it, so that a slow minute on a shared machine is not timed twice",
+            "60",
+            feeds={"latency": "confirm_pause"},
+        ),
+        Option(
             "slm-busy",
             "busy",
             off_or(number(float, 0.0, high=1.0)),
@@ -628,6 +636,7 @@ class SlmConfig:
     latency_k: float
     noise_ceiling: float
     probe_limit: float
+    confirm_pause: float  # seconds before a confirmation round
     busy: float | None  # None: --slm-busy=off
     busy_wait: float
     kv_contexts: tuple[int, ...]

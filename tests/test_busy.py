@@ -93,6 +93,21 @@ def test_a_slowdown_one_quiet_round_saw_and_the_next_did_not_passes_unconfirmed_
     assert verdict.rows[0].note == "unconfirmed: slower than its limit in 1 of 2 quiet rounds (+100.0%, +0.0%)"
 
 
+def test_a_confirmation_waits_the_pause_first_and_a_pass_waits_for_nothing(monkeypatch):
+    """A shared machine's slow spell lasts a round or two: the confirmation is timed after
+    --slm-confirm-pause, and the failure says how far apart its rounds were."""
+    slept: list[float] = []
+    monkeypatch.setattr("pytest_slm.checks.runtime.sleep", slept.append)
+    machine = Fingerprint("cpu", 2, "none", "Linux")
+    settings = LatencySettings({"*": 0.1}, 3.0, 0.15, confirm_pause=60.0)
+    confirmed = LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", machine, settings, [run(2.0, 0.05)].pop)
+    verdict = confirmed.judge(run(2.0, 0.05), BASELINE)
+    assert slept == [60.0] and verdict.rows[0].rounds == 2
+    assert verdict.failure and "in every quiet round (60 s apart, --slm-confirm-pause):" in verdict.failure
+    slept.clear()
+    assert busy_check([]).judge(run(1.0, 0.05), BASELINE).failure is None and slept == []
+
+
 def test_slower_on_a_quiet_machine_fails_and_the_gate_off_judges_every_round():
     assert busy_check([run(2.0, 0.05)]).judge(run(2.0, 0.05), BASELINE).failure
     off = busy_check([run(2.0, 0.9)], threshold=None).judge(run(2.0, 0.9), BASELINE)

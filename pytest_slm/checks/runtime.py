@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from math import hypot
 from operator import itemgetter
+from time import sleep
 from typing import Any, ClassVar
 
 from ..backends.base import MemoryProfile
@@ -104,6 +105,10 @@ class LatencySettings:
     # How far the speed probe may have moved since the baseline for the baseline to be scaled by it
     # (--slm-probe-limit); further, the machine is not the one the baseline was timed on (docs/notes/latency.md)
     probe_limit: float = DOCUMENTED_SLOWDOWN
+    # Seconds between a round that found a slowdown and the next (--slm-confirm-pause, 60 by
+    # default): on a shared machine a slow spell lasts a round or two, so a confirmation timed at
+    # once would see the same spell (docs/notes/latency.md). 0 here: a check built directly confirms at once.
+    confirm_pause: float = 0.0
 
     def tolerance(self, metric: str) -> float:
         return self.tolerances.get(metric.split("@")[0], self.tolerances["*"])
@@ -236,6 +241,7 @@ class LatencyCheck(MachineCheck):
             return Verdict(self._rows([Round(run, {}, None)], baseline), f"{self.item}: {problem} {REFRESH_HERE}")
         rounds = [Round(run, slowdowns, run.busy(self.settings.busy))]
         while len(rounds) < MAX_ROUNDS and self._unsettled(rounds):
+            sleep(self.settings.confirm_pause)
             again = self.timed()
             rounds.append(Round(again, self._compare(again, baseline)[0], again.busy(self.settings.busy)))
         rows = self._rows(rounds, baseline)
@@ -290,7 +296,9 @@ class LatencyCheck(MachineCheck):
         return False
 
     def _failure(self, failed: Sequence[LatencyRow], rounds: Sequence[Round]) -> str:
-        lines = [f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every quiet round:"]
+        pause = self.settings.confirm_pause
+        apart = f" ({pause:g} s apart, --slm-confirm-pause)" if pause else ""
+        lines = [f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every quiet round{apart}:"]
         for row in failed:
             changes = ", ".join(
                 f"{100 * r.slowdowns[row.metric].change:+.1f}%" + (" (busy)" if r.busy else "") for r in rounds
