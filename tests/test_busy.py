@@ -94,8 +94,8 @@ def test_a_slowdown_one_quiet_round_saw_and_the_next_did_not_passes_unconfirmed_
 
 
 def test_a_confirmation_waits_the_pause_first_and_a_pass_waits_for_nothing(monkeypatch):
-    """A shared machine's slow spell lasts a round or two: the confirmation is timed after
-    --slm-confirm-pause, and the failure says how far apart its rounds were."""
+    """Two rounds timed back to back meet the same slow spell of a shared machine: the
+    confirmation is timed after --slm-confirm-pause, and the failure says so."""
     slept: list[float] = []
     monkeypatch.setattr("pytest_slm.checks.runtime.sleep", slept.append)
     machine = Fingerprint("cpu", 2, "none", "Linux")
@@ -103,7 +103,10 @@ def test_a_confirmation_waits_the_pause_first_and_a_pass_waits_for_nothing(monke
     confirmed = LatencyCheck(Case("m", "llamacpp-cpu", "native"), "decode", machine, settings, [run(2.0, 0.05)].pop)
     verdict = confirmed.judge(run(2.0, 0.05), BASELINE)
     assert slept == [60.0] and verdict.rows[0].rounds == 2
-    assert verdict.failure and "in every quiet round (60 s apart, --slm-confirm-pause):" in verdict.failure
+    assert (
+        verdict.failure
+        and "in every quiet round (each confirmation after a 60 s pause, --slm-confirm-pause):" in verdict.failure
+    )
     slept.clear()
     assert busy_check([]).judge(run(1.0, 0.05), BASELINE).failure is None and slept == []
 

@@ -106,8 +106,8 @@ class LatencySettings:
     # (--slm-probe-limit); further, the machine is not the one the baseline was timed on (docs/notes/latency.md)
     probe_limit: float = DOCUMENTED_SLOWDOWN
     # Seconds between a round that found a slowdown and the next (--slm-confirm-pause, 60 by
-    # default): on a shared machine a slow spell lasts a round or two, so a confirmation timed at
-    # once would see the same spell (docs/notes/latency.md). 0 here: a check built directly confirms at once.
+    # default): on a shared machine two rounds timed back to back meet the same slow spell
+    # (docs/notes/latency.md, "The confirmation's pause"). 0 here: a check built directly confirms at once.
     confirm_pause: float = 0.0
 
     def tolerance(self, metric: str) -> float:
@@ -297,8 +297,10 @@ class LatencyCheck(MachineCheck):
 
     def _failure(self, failed: Sequence[LatencyRow], rounds: Sequence[Round]) -> str:
         pause = self.settings.confirm_pause
-        apart = f" ({pause:g} s apart, --slm-confirm-pause)" if pause else ""
-        lines = [f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every quiet round{apart}:"]
+        paused = f" (each confirmation after a {pause:g} s pause, --slm-confirm-pause)" if pause else ""
+        lines = [
+            f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every quiet round{paused}:"
+        ]
         for row in failed:
             changes = ", ".join(
                 f"{100 * r.slowdowns[row.metric].change:+.1f}%" + (" (busy)" if r.busy else "") for r in rounds
