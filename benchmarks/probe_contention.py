@@ -203,6 +203,8 @@ def main() -> None:
     if args.command == "phases":
         phases(args.seconds)
     elif args.command == "track":
+        if round(60 * args.minutes / args.window) < 2:  # a correlation needs two windows
+            track_command.error("needs at least two windows (--minutes x 60 / --window): their medians are compared")
         track(args.minutes, args.window, args.model)
     elif args.command == "blocks":
         blocks(args.count, args.fresh)
