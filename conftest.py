@@ -28,8 +28,8 @@ def _machine_gates_off_not_strict(request: pytest.FixtureRequest, monkeypatch: p
     mechanics must not turn "busy" or "unlike conditions" because of them (a make test of 7 Dec 2026
     found this VM's probe 29.8% slower than a baseline written seconds before). The gates' own tests
     set them (a later option wins). A slowdown is confirmed at once, not after --slm-confirm-pause:
-    these tests check the verdict's mechanics, not this machine's slow spells, and a minute's pause
-    per failing item would double the suite. Set after pytester starts, since it clears PYTEST_ADDOPTS."""
+    these tests check the verdict's mechanics, not this machine's slow spells, and each failing item
+    would wait a minute. Set after pytester starts, since it clears PYTEST_ADDOPTS."""
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")
     monkeypatch.delenv("CI", raising=False)  # CI's own run would make every run these tests start strict

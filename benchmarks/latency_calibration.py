@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -278,6 +279,51 @@ def probe_fit(runs: list[dict[str, Any]], tablefmt: str) -> str:
     return tabulate(rows, headers=headers, tablefmt=tablefmt) if rows else ""
 
 
+FAILED_ROUNDS = re.compile(r"(\S+): .*? slower by (.*?) \(rounds\)")  # a failure's line per metric
+UNCONFIRMED_ROUNDS = re.compile(r"in \d+ of \d+ quiet rounds \((.*?)\)")  # a passing row's note
+
+
+def rounds(data: dict[str, Any]) -> str:
+    """What the confirmation's pause rests on (docs/notes/latency.md): each rerun that timed a
+    confirmation, with its rounds' changes (failed: slower in both), and how a run's median relates
+    to the next run's a minute later (update, rerun, next update, ...), per metric; then each slowed
+    run an item did not catch, with what its last round compared."""
+    lines = [f"{data['model']}, {data['started']}: reruns that timed a confirmation (changes by round)"]
+    for number, cycle in enumerate(data["cycles"], 1):
+        for figures in cycle["rerun"]["items"].values():
+            for key, note in figures.items():
+                if key.endswith(".note") and (found := UNCONFIRMED_ROUNDS.search(note)):
+                    lines.append(f"  cycle {number:2d} {key.removesuffix('.note'):12} passed unconfirmed: {found[1]}")
+            for metric, changes in FAILED_ROUNDS.findall(figures.get("message", "")):
+                lines.append(f"  cycle {number:2d} {metric:12} failed: {changes}")
+    medians: dict[str, list[float | None]] = {}
+    for cycle in data["cycles"]:
+        for run in (cycle["update"], cycle["rerun"]):
+            figures = run["items"].get("test_prefill_speed", {})
+            for metric in ("prefill@128", "prefill@512"):
+                value = figures.get(f"{metric}.median")
+                medians.setdefault(metric, []).append(float(value) if value else None)
+    for metric, values in medians.items():
+        pairs = [(a, b) for a, b in pairwise(values) if a and b]
+        if len(pairs) > 2:
+            correlation = statistics.correlation(*zip(*pairs))
+            lines.append(
+                f"  {metric}: each run's median against the next run's, {len(pairs)} pairs: correlation {correlation:+.2f}"
+            )
+    for number, run in enumerate(data["detection"]["runs"], 1):
+        for item, figures in run["items"].items():
+            if figures["outcome"] != "failed":
+                lines.append(f"  slowed run {number:2d} {item}: {figures['outcome']} {figures['message'][:160]}")
+                for metric, probe, unscaled, judged in compared(run, item):
+                    found = UNCONFIRMED_ROUNDS.search(figures[f"{metric}.note"])
+                    lines.append(
+                        f"    {metric:12} {judged:+.1f}% against the scaled baseline, limit"
+                        f" {float(figures[f'{metric}.limit_pct']):.1f}%; probe {probe:+.1f}%, unscaled {unscaled:+.1f}%"
+                        + (f"; rounds {found[1]}" if found else "")
+                    )
+    return "\n".join(lines)
+
+
 def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
     """The false-failure and detection tables of one model's raw results (tablefmt "github": Markdown)."""
 
@@ -370,11 +416,14 @@ def tables(data: dict[str, Any], tablefmt: str = "simple") -> str:
                     seen["failed"],
                     seen["passed"],
                     ", ".join(f"{k} {v}" for k, v in sorted(unjudged.items())) or "0",
+                    probed(slowed, item),
                     others(slowed, item),
                     loads(slowed),
                 ]
             )
-        headers = ["item", "runs", "caught (failed)", "missed (passed)", "not judged", "others when busy", "load"]
+        headers = [
+            "item", "runs", "caught (failed)", "missed (passed)", "not judged", "speed probe", "others when busy", "load"
+        ]  # fmt: skip
         out += f"\n\n{data['model']}: every llama_decode {data['slowdown']:.0%} slower\n" + tabulate(
             rows, headers=headers, tablefmt=tablefmt
         )
@@ -408,9 +457,12 @@ def main() -> None:
         help="with --at-defaults and one model: the JSON file (default benchmarks/data/latency_defaults_<model>.json)",
     )
     parser.add_argument("--table", nargs="*", help="print the tables of these saved JSON files, in Markdown, and stop")
+    parser.add_argument("--rounds", nargs="*", help="print the confirmation rounds of these saved JSON files, and stop")
     args = parser.parse_args()
 
-    if args.table:
+    if args.rounds:
+        print("\n\n".join(rounds(json.loads(Path(p).read_text())) for p in args.rounds))
+    elif args.table:
         print("\n\n".join(tables(json.loads(Path(p).read_text()), "github") for p in args.table))
     elif args.at_defaults:
         for model in args.models.split(","):
