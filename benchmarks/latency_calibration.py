@@ -10,7 +10,7 @@ confirmation round before failing) run as ordinary pytest subprocesses, exactly 
 would run them day after day.
 
 The first form times the embedded model at the given --threads against one baseline written at
-the start. An item fails when any of its metrics is slower in every quiet round; the table counts
+the start. An item fails when any of its metrics is slower in every round that judged it; the table counts
 failed items, and apart from them the items the busy gate (on, at its defaults, as a user runs it)
 ended busy: a busy item is neither a catch nor a false alarm.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -279,8 +280,47 @@ def probe_fit(runs: list[dict[str, Any]], tablefmt: str) -> str:
     return tabulate(rows, headers=headers, tablefmt=tablefmt) if rows else ""
 
 
+def probe_error(datas: list[dict[str, Any]]) -> str:
+    """How far the runtime's change strayed from the speed probe's, over every compared run of
+    these files (the reruns, and the slowed runs less their injected slowdown): per metric family,
+    the least-squares fit of error^2 = a^2 + c^2 x probe^2, where the error is the change the probe's
+    scaling left (log ratios). `a` is what any run strays; `c` is what scaling by the probe adds per
+    unit of the probe's change: the plugin's PROBE_SCALING_ERROR (docs/notes/latency.md)."""
+    import numpy as np
+
+    by_family: dict[str, list[tuple[float, float]]] = {}
+    for data in datas:
+        runs = [cycle["rerun"] for cycle in data["cycles"]] + (data.get("detection") or {}).get("runs", [])
+        for run in runs:
+            for item in run["items"]:
+                for metric, probe, unscaled, _ in compared(run, item):
+                    probed = math.log1p(probe / 100)
+                    error = math.log((1 + unscaled / 100) / (1 + run["slowdown"])) - probed
+                    for family in (metric.split("@")[0], "all"):
+                        by_family.setdefault(family, []).append((probed, error))
+    rows = []
+    for family, pairs in sorted(by_family.items()):
+        probed, error = np.array(pairs).T
+        (a2, c2), *_ = np.linalg.lstsq(np.vstack([np.ones_like(probed), probed**2]).T, error**2, rcond=None)
+        far = np.abs(probed) >= math.log1p(0.1)
+        rows.append(
+            [
+                family,
+                len(pairs),
+                f"{100 * math.sqrt(max(a2, 0)):.1f}%",
+                f"{math.sqrt(max(c2, 0)):.2f}",
+                f"{100 * np.sqrt(np.mean(error[~far] ** 2)):.1f}% ({(~far).sum()})",
+                f"{100 * np.sqrt(np.mean(error[far] ** 2)):.1f}% ({far.sum()})" if far.any() else "-",
+            ]
+        )
+    headers = ["metric", "runs compared", "a", "c", "error, probe within 10% (runs)", "beyond 10%"]
+    return tabulate(rows, headers=headers)
+
+
 FAILED_ROUNDS = re.compile(r"(\S+): .*? slower by (.*?) \(rounds\)")  # a failure's line per metric
-UNCONFIRMED_ROUNDS = re.compile(r"in \d+ of \d+ quiet rounds \((.*?)\)")  # a passing row's note
+UNCONFIRMED_ROUNDS = re.compile(
+    r"in \d+ of \d+ (?:quiet rounds|rounds that judged it) \((.*?)\)"
+)  # a passing row's note
 
 
 def rounds(data: dict[str, Any]) -> str:
@@ -458,9 +498,14 @@ def main() -> None:
     )
     parser.add_argument("--table", nargs="*", help="print the tables of these saved JSON files, in Markdown, and stop")
     parser.add_argument("--rounds", nargs="*", help="print the confirmation rounds of these saved JSON files, and stop")
+    parser.add_argument(
+        "--probe-error", nargs="*", help="fit the speed probe's scaling error over these saved JSON files, and stop"
+    )
     args = parser.parse_args()
 
-    if args.rounds:
+    if args.probe_error:
+        print(probe_error([json.loads(Path(p).read_text()) for p in args.probe_error]))
+    elif args.rounds:
         print("\n\n".join(rounds(json.loads(Path(p).read_text())) for p in args.rounds))
     elif args.table:
         print("\n\n".join(tables(json.loads(Path(p).read_text()), "github") for p in args.table))

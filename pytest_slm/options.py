@@ -443,7 +443,7 @@ OPTIONS: dict[str, Option] = {
             "slm-noise-ceiling",
             "noise_ceiling",
             number(float, 0.0),
-            "largest noise limit (k x the medians' combined uncertainty) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy",
+            "largest noise limit (k x the combined uncertainty of the medians and the speed probe's scaling) a latency metric is judged with: a noisier one is 'too noisy' (not judged), and --update-baselines refuses a baseline that noisy",
             "0.2",
             feeds={"latency": "ceiling"},
         ),

@@ -150,18 +150,21 @@ class Slowdown:
 
     change: float
     limit: float  # the change that counts as a regression: max(tolerance, k x combined uncertainty)
-    noise: float = 0.0  # k x the two medians' combined uncertainty: what the noise alone would let through
+    noise: float = (
+        0.0  # k x the combined uncertainty (the two medians', the scaling's): what the noise alone would let through
+    )
 
     @property
     def regressed(self) -> bool:
         return self.change > self.limit
 
 
-def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: float) -> Slowdown:
+def compare_timings(baseline: Spread, current: Spread, tolerance: float, k: float, scaling: float = 0.0) -> Slowdown:
     """Slower beyond both a practical tolerance and the noise of the two medians compared: k times
     their standard errors added in quadrature, so a noisier machine needs more repeats, not a
-    looser tolerance, to judge as finely."""
-    noise = k * hypot(baseline.uncertainty, current.uncertainty)
+    looser tolerance, to judge as finely. `scaling` is the relative uncertainty of a factor the
+    baseline was scaled by (the speed probe's), added in quadrature as a third error."""
+    noise = k * hypot(baseline.uncertainty, current.uncertainty, scaling)
     return Slowdown(change=current.median / baseline.median - 1.0, limit=max(tolerance, noise), noise=noise)
 
 

@@ -90,7 +90,7 @@ def test_a_slowdown_one_quiet_round_saw_and_the_next_did_not_passes_unconfirmed_
     verdict = busy_check([run(1.0, 0.05)]).judge(run(2.0, 0.05), BASELINE)
     assert verdict.failure is None and verdict.not_judged is None and verdict.rows[0].rounds == 2
     assert verdict.rows[0].verdict == "pass"
-    assert verdict.rows[0].note == "unconfirmed: slower than its limit in 1 of 2 quiet rounds (+100.0%, +0.0%)"
+    assert verdict.rows[0].note == "unconfirmed: slower than its limit in 1 of 2 rounds that judged it (+100.0%, +0.0%)"
 
 
 def test_a_confirmation_waits_the_pause_first_and_a_pass_waits_for_nothing(monkeypatch):
@@ -105,7 +105,8 @@ def test_a_confirmation_waits_the_pause_first_and_a_pass_waits_for_nothing(monke
     assert slept == [60.0] and verdict.rows[0].rounds == 2
     assert (
         verdict.failure
-        and "in every quiet round (each confirmation after a 60 s pause, --slm-confirm-pause):" in verdict.failure
+        and "in every round that judged it (each confirmation after a 60 s pause, --slm-confirm-pause):"
+        in verdict.failure
     )
     slept.clear()
     assert busy_check([]).judge(run(1.0, 0.05), BASELINE).failure is None and slept == []

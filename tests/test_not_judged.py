@@ -121,7 +121,7 @@ def test_real_items_that_cannot_judge_say_why_and_strict_fails_exactly_them(proj
     assert again.parseoutcomes() == {"unjudged": 2, "deselected": 2}
     again.stdout.fnmatch_lines_random(
         [
-            "NOT JUDGED (too noisy) *test_prefill_speed*: *prefill@32: too noisy (noise limit *% > ceiling 0%: *",
+            "NOT JUDGED (too noisy) *test_prefill_speed*: *prefill@32: too noisy (noise limit *% > ceiling 0%*",
             "NOT JUDGED (cannot detect) *test_task_accuracy*: *cannot detect a *n=8*",
         ]
     )

@@ -111,7 +111,7 @@ def test_help_shows_each_declared_default(pytester):
     result = pytester.runpytest("--help")
     text = re.sub(r"\s+", " ", result.stdout.str())
     assert "timed runs per latency metric, after one warm-up (default 9)" in text
-    assert "largest noise limit (k x the medians' combined uncertainty)" in text
+    assert "largest noise limit (k x the combined uncertainty of the medians and the speed probe's scaling)" in text
 
 
 SHOW_CONFIG = """

@@ -99,7 +99,7 @@ def test_an_upgrade_is_compared_across_and_a_slowdown_names_it(project, monkeypa
     slowed.assert_outcomes(failed=1, deselected=3)
     slowed.stdout.fnmatch_lines(
         [
-            "*smollm2-135m-llamacpp-cpu-native: slower than this machine's baseline (*1 threads*), in every quiet round:",
+            "*smollm2-135m-llamacpp-cpu-native: slower than this machine's baseline (*1 threads*), in every round that judged it:",
             "*decode: * tok/s now vs * baseline; slower by +*%, +*% (rounds), limit *",
             f"*changed since the baseline: llama-cpp-python {installed} → 99.0.0; runtime build llama-cpp-python {installed} → llama-cpp-python 99.0.0",
             "*decode*slower*(2 rounds)*FAIL*",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from math import hypot
+from math import hypot, log1p
 from operator import itemgetter
 from time import sleep
 from typing import Any, ClassVar
@@ -23,8 +23,13 @@ from .columns import VERDICT, Column, Rows, Table, mib, or_dash, select
 from .core import BUSY, NOT_JUDGED, TOO_NOISY, UNLIKE_CONDITIONS, Check, RecordError, Verdict, not_judged, require
 from .kind import Figure, Judged, Kind, Runs, Stored
 
+STEADIER = "more --slm-repeats, --slm-threads=1 or a quieter machine, then refresh the baseline"
 REFRESH_HERE = "If the change is intended, refresh the baseline with --update-baselines on this machine."
 DOCUMENTED_SLOWDOWN = 0.25  # what the latency calibration shows caught (docs/notes/latency.md)
+# How far a runtime's change strays from the speed probe's, per unit of the probe's change (both as
+# logarithms): the fit over the committed calibration runs (benchmarks/latency_calibration.py
+# --probe-error; docs/notes/latency.md, "The probe's own uncertainty").
+PROBE_SCALING_ERROR = 0.43
 # A row's verdict when its metric compared nothing, and the item's not-judged reason for it.
 UNJUDGED = {NOT_JUDGED: UNLIKE_CONDITIONS, "busy": BUSY, "too noisy": TOO_NOISY}
 
@@ -46,6 +51,13 @@ def host_change(run: LatencyRun, baseline: Mapping[str, Any]) -> float | None:
     probe (0.1: 10% slower, negative: faster); None where either was not probed."""
     then = baseline.get("probe_seconds")
     return None if run.probe is None or not then else run.probe / then - 1.0
+
+
+def scaling_uncertainty(change: float) -> float:
+    """The relative uncertainty of a baseline the speed probe scaled by `change` (0.1: 10% slower):
+    none on a machine as fast as at the baseline, more the further it moved, as the probe stands
+    for the runtime only roughly (a slow spell slows them by different amounts)."""
+    return PROBE_SCALING_ERROR * abs(log1p(change))
 
 
 def runtime_key(case: Case, kind: str, fingerprint: Fingerprint) -> BaselineKey:
@@ -185,6 +197,7 @@ class Round:
     run: LatencyRun
     slowdowns: Mapping[str, Slowdown]
     busy: str | None
+    host: float | None = None  # how much slower the speed probe found the machine than at the baseline
 
 
 MAX_ROUNDS = 3  # the first, a confirmation, and one more where a busy round left a slowdown unconfirmed
@@ -192,10 +205,12 @@ MAX_ROUNDS = 3  # the first, a confirmation, and one more where a busy round lef
 
 @dataclass
 class LatencyCheck(MachineCheck):
-    """`prefill`, `decode` or `load`. A metric fails only if every quiet round found it slower (a
+    """`prefill`, `decode` or `load`. A metric fails only if every clear round found it slower (a
     confirmation round is timed before failing), whatever a busy round saw; it is not judged when
-    only busy rounds saw it slower, or when the noise alone (k x the medians' combined uncertainty) would let through
-    more than the noise ceiling: a limit that high hides the slowdowns the item exists to catch."""
+    only busy rounds saw it slower, or when the noise alone (k x the medians' and the speed probe's
+    scaling's combined uncertainty) would let through more than the noise ceiling: a limit that
+    high hides the slowdowns the item exists to catch. A round that could not tell (busy, or
+    passing under such a limit) is followed by one more."""
 
     case: Case
     name: str
@@ -239,11 +254,11 @@ class LatencyCheck(MachineCheck):
         slowdowns, problem = self._compare(run, baseline)
         if problem:
             return Verdict(self._rows([Round(run, {}, None)], baseline), f"{self.item}: {problem} {REFRESH_HERE}")
-        rounds = [Round(run, slowdowns, run.busy(self.settings.busy))]
+        rounds = [self._round(run, slowdowns, baseline)]
         while len(rounds) < MAX_ROUNDS and self._unsettled(rounds):
             sleep(self.settings.confirm_pause)
             again = self.timed()
-            rounds.append(Round(again, self._compare(again, baseline)[0], again.busy(self.settings.busy)))
+            rounds.append(self._round(again, self._compare(again, baseline)[0], baseline))
         rows = self._rows(rounds, baseline)
         failed = [row for row in rows if row.verdict == "FAIL"]
         if failed:
@@ -254,6 +269,9 @@ class LatencyCheck(MachineCheck):
             said = "; ".join(f"{row.metric}: {row.verdict} ({row.note})" for row in unjudged)
             return Verdict(rows, not_judged=(reason, f"{self.item}: {said}; the rest passed"))
         return Verdict(rows)
+
+    def _round(self, run: LatencyRun, slowdowns: Mapping[str, Slowdown], baseline: Mapping[str, Any]) -> Round:
+        return Round(run, slowdowns, run.busy(self.settings.busy), host_change(run, baseline))
 
     def _judge_update(self, run: LatencyRun) -> Verdict:
         """A baseline is written only from a quiet round, and only if its own spread leaves a limit
@@ -283,15 +301,23 @@ class LatencyCheck(MachineCheck):
             " --slm-threads=1, or a quieter machine.",
         )
 
+    def _clear(self, round: Round, metric: str) -> bool:
+        """Whether `round` says anything of `metric`: it was quiet, and it found the metric slower
+        or its noise limit is under the ceiling. A busy round can only read slower; a pass under a
+        limit above the ceiling (a noisy round, or one whose speed probe moved far) passes blind."""
+        slowdown = round.slowdowns[metric]
+        return not round.busy and (slowdown.regressed or slowdown.noise <= self.settings.ceiling)
+
     def _unsettled(self, rounds: Sequence[Round]) -> bool:
-        """Another round is needed where a metric is slower in every round so far and fewer than two
-        quiet rounds say so: a slowdown is confirmed by two quiet rounds, or ends not judged."""
-        quiet = [r for r in rounds if not r.busy]
+        """Another round is needed where a metric is slower in every clear round so far and fewer
+        than two clear rounds say so, unless the last round was clear: a slowdown is confirmed by
+        two clear rounds, and a round that could not tell is followed by one more."""
         for metric in rounds[0].slowdowns:
-            slower = all(r.slowdowns[metric].regressed for r in quiet) and any(
+            clear = [r for r in rounds if self._clear(r, metric)]
+            slower = all(r.slowdowns[metric].regressed for r in clear) and any(
                 r.slowdowns[metric].regressed for r in rounds
             )
-            if slower and len(quiet) < 2 and (len(rounds) < 2 or rounds[-1].busy):
+            if slower and len(clear) < 2 and (len(rounds) < 2 or not self._clear(rounds[-1], metric)):
                 return True
         return False
 
@@ -299,11 +325,12 @@ class LatencyCheck(MachineCheck):
         pause = self.settings.confirm_pause
         paused = f" (each confirmation after a {pause:g} s pause, --slm-confirm-pause)" if pause else ""
         lines = [
-            f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every quiet round{paused}:"
+            f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every round that judged it{paused}:"
         ]
         for row in failed:
             changes = ", ".join(
-                f"{100 * r.slowdowns[row.metric].change:+.1f}%" + (" (busy)" if r.busy else "") for r in rounds
+                f"{100 * r.slowdowns[row.metric].change:+.1f}%" + _unclear(r, self._clear(r, row.metric))
+                for r in rounds
             )
             lines.append(
                 f"  {row.metric}: {row.median:.4g} {row.unit} now vs {row.baseline:.4g} baseline;"
@@ -327,9 +354,13 @@ class LatencyCheck(MachineCheck):
             )
         tolerance, k = self.settings.tolerance, self.settings.k
         unlike = self._unlike(run, baseline)
-        scale = 1.0 + (host_change(run, baseline) or 0.0)  # the baseline's timings on the machine as fast as now
+        change = host_change(run, baseline) or 0.0
+        scale, scaling = (
+            1.0 + change,
+            scaling_uncertainty(change),
+        )  # the baseline's timings on the machine as fast as now
         return {
-            m: compare_timings(spread([s * scale for s in stored[m]["seconds"]]), t.spread, tolerance(m), k)
+            m: compare_timings(spread([s * scale for s in stored[m]["seconds"]]), t.spread, tolerance(m), k, scaling)
             for m, t in measured.items()
             if m not in unlike
         }, None
@@ -348,29 +379,44 @@ class LatencyCheck(MachineCheck):
         return unlike
 
     def _verdict(self, metric: str, rounds: Sequence[Round], unlike: Mapping[str, str]) -> tuple[str, str]:
-        """(verdict, note) of one metric over the rounds: FAIL when every quiet round found it slower
-        (a regression beyond even a noisy limit fails too); otherwise not judged where a busy round
-        alone saw it slower, or its noise limit is above the ceiling; else pass, saying so where a
-        quiet round saw it slower and another did not (unconfirmed: the row shows the last round)."""
+        """(verdict, note) of one metric over the rounds: FAIL when every clear round found it
+        slower (a regression beyond even a noisy limit fails too); otherwise not judged where a busy
+        round alone saw it slower, or where every round that did not find it slower had a noise
+        limit above the ceiling; else pass, saying so where a clear round saw it slower and another
+        did not (unconfirmed: the row shows the last quiet round)."""
         if metric in unlike:
             return NOT_JUDGED, unlike[metric]
         if metric not in rounds[0].slowdowns:
             return "changed", ""
-        quiet = [r for r in rounds if not r.busy]
-        if quiet and all(r.slowdowns[metric].regressed for r in quiet):
+        clear = [r for r in rounds if self._clear(r, metric)]
+        if clear and all(r.slowdowns[metric].regressed for r in clear):
             return "FAIL", ""
+        quiet = [r for r in rounds if not r.busy]
         if not quiet and all(r.slowdowns[metric].regressed for r in rounds):
             return "busy", f"slower only in busy rounds: {rounds[-1].busy}, above --slm-busy={self.settings.busy:g}"
-        noise = max(r.slowdowns[metric].noise for r in (quiet or rounds))
-        if noise > self.settings.ceiling:
-            return "too noisy", (
-                f"noise limit {100 * noise:.0f}% > ceiling {100 * self.settings.ceiling:.0f}%: more --slm-repeats,"
-                " --slm-threads=1 or a quieter machine, then refresh the baseline"
+        passes = [r for r in (quiet or rounds) if not r.slowdowns[metric].regressed]  # busy can only read slower
+        if all(r.slowdowns[metric].noise > self.settings.ceiling for r in passes):
+            return "too noisy", self._too_noisy(max(passes, key=lambda r: r.slowdowns[metric].noise), metric)
+        if slower := sum(r.slowdowns[metric].regressed for r in clear):
+            changes = ", ".join(f"{100 * r.slowdowns[metric].change:+.1f}%" for r in clear)
+            return (
+                "pass",
+                f"unconfirmed: slower than its limit in {slower} of {len(clear)} rounds that judged it ({changes})",
             )
-        if slower := sum(r.slowdowns[metric].regressed for r in quiet):
-            changes = ", ".join(f"{100 * r.slowdowns[metric].change:+.1f}%" for r in quiet)
-            return "pass", f"unconfirmed: slower than its limit in {slower} of {len(quiet)} quiet rounds ({changes})"
         return "pass", ""
+
+    def _too_noisy(self, round: Round, metric: str) -> str:
+        """Why a metric's noise limit is above the ceiling, and the fix: where the speed probe's
+        scaling alone took it there, a machine back at the baseline's speed; else steadier timings."""
+        noise, ceiling = round.slowdowns[metric].noise, self.settings.ceiling
+        said = f"noise limit {100 * noise:.0f}% > ceiling {100 * ceiling:.0f}%"
+        if round.host is None:
+            return f"{said}: {STEADIER}"
+        probe = self.settings.k * scaling_uncertainty(round.host)
+        said += f" with the speed probe's uncertainty ({_host(100 * round.host)})"
+        if noise**2 - probe**2 <= ceiling**2:
+            return f"{said}: rerun when this machine is as fast as when the baseline was timed"
+        return f"{said}: {STEADIER}"
 
     def _rows(self, rounds: Sequence[Round], baseline: Mapping[str, Any] | None) -> list[LatencyRow]:
         """One row per metric, with the figures of the last quiet round (the last round if none was)."""
@@ -519,6 +565,11 @@ def validate_latency(record: Mapping[str, Any]) -> None:
     for optional in ("competition", "machine", "energy", "notes"):  # absent from baselines older than the busy gate
         require(record, optional, (dict, type(None)))
     require(record, "probe_seconds", (float, type(None)), lambda v: v is None or v > 0, "a probe takes time")
+
+
+def _unclear(round: Round, clear: bool) -> str:
+    """How a failure message marks a round that could not judge a metric."""
+    return "" if clear else " (busy)" if round.busy else " (too noisy)"
 
 
 def _host(change_pct: float) -> str:
