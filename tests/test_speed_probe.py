@@ -75,6 +75,9 @@ def test_a_confirmation_the_probes_uncertainty_blinded_is_followed_by_one_more_r
     slower, blinded = run(1.3, PROBE), run(1.3, PROBE * 1.2)
     caught = check([blinded, slower]).judge(slower, baseline())
     assert caught.failure and "+30.0%, +8.3% (too noisy), +30.0% (rounds)" in caught.failure
+    never_again = check([blinded, blinded]).judge(slower, baseline())  # one clear round, as with busy ones
+    assert never_again.failure and "+30.0%, +8.3% (too noisy), +8.3% (too noisy) (rounds)" in never_again.failure
+    assert never_again.rows[0].change_pct == pytest.approx(30.0)  # the row shows the round that judged
     passed = check([blinded, run(1.0, PROBE)]).judge(slower, baseline())
     assert passed.failure is None and passed.not_judged is None
     assert passed.rows[0].note == "unconfirmed: slower than its limit in 1 of 2 rounds that judged it (+30.0%, +0.0%)"
@@ -99,6 +102,12 @@ def test_a_probe_moved_beyond_a_quarter_either_way_is_unlike_conditions(factor, 
     reason, message = verdict.not_judged
     assert reason == UNLIKE_CONDITIONS and f"the speed probe found this machine {found} than at the baseline" in message
     assert [row.verdict for row in verdict.rows] == ["not judged"]
+
+
+def test_a_round_whose_probe_moved_past_the_limit_compares_nothing_and_one_more_is_timed():
+    far = run(1.3 * 1.3, PROBE * 1.3)
+    verdict = check([far, run(1.3, PROBE)]).judge(run(1.3, PROBE), baseline())
+    assert verdict.failure and "+30.0%, not compared, +30.0% (rounds)" in verdict.failure
 
 
 def test_the_probe_limit_is_the_setting_and_the_message_names_it():

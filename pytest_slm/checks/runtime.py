@@ -253,7 +253,9 @@ class LatencyCheck(MachineCheck):
             return self._judge_update(run)
         slowdowns, problem = self._compare(run, baseline)
         if problem:
-            return Verdict(self._rows([Round(run, {}, None)], baseline), f"{self.item}: {problem} {REFRESH_HERE}")
+            return Verdict(
+                self._rows([self._round(run, {}, baseline)], baseline), f"{self.item}: {problem} {REFRESH_HERE}"
+            )
         rounds = [self._round(run, slowdowns, baseline)]
         while len(rounds) < MAX_ROUNDS and self._unsettled(rounds):
             sleep(self.settings.confirm_pause)
@@ -305,8 +307,10 @@ class LatencyCheck(MachineCheck):
         """Whether `round` says anything of `metric`: it was quiet, and it found the metric slower
         or its noise limit is under the ceiling. A busy round can only read slower; a pass under a
         limit above the ceiling (a noisy round, or one whose speed probe moved far) passes blind."""
-        slowdown = round.slowdowns[metric]
-        return not round.busy and (slowdown.regressed or slowdown.noise <= self.settings.ceiling)
+        slowdown = round.slowdowns.get(metric)  # None: not compared in this round (unlike conditions)
+        return (
+            slowdown is not None and not round.busy and (slowdown.regressed or slowdown.noise <= self.settings.ceiling)
+        )
 
     def _unsettled(self, rounds: Sequence[Round]) -> bool:
         """Another round is needed where a metric is slower in every clear round so far and fewer
@@ -315,7 +319,7 @@ class LatencyCheck(MachineCheck):
         for metric in rounds[0].slowdowns:
             clear = [r for r in rounds if self._clear(r, metric)]
             slower = all(r.slowdowns[metric].regressed for r in clear) and any(
-                r.slowdowns[metric].regressed for r in rounds
+                r.slowdowns[metric].regressed for r in rounds if metric in r.slowdowns
             )
             if slower and len(clear) < 2 and (len(rounds) < 2 or not self._clear(rounds[-1], metric)):
                 return True
@@ -328,10 +332,7 @@ class LatencyCheck(MachineCheck):
             f"{self.item}: slower than this machine's baseline ({self.fingerprint}), in every round that judged it{paused}:"
         ]
         for row in failed:
-            changes = ", ".join(
-                f"{100 * r.slowdowns[row.metric].change:+.1f}%" + _unclear(r, self._clear(r, row.metric))
-                for r in rounds
-            )
+            changes = ", ".join(_round_change(r, row.metric, self._clear(r, row.metric)) for r in rounds)
             lines.append(
                 f"  {row.metric}: {row.median:.4g} {row.unit} now vs {row.baseline:.4g} baseline;"
                 f" slower by {changes} (rounds), limit {row.limit_pct:.1f}% = max(tolerance, k x uncertainty)"
@@ -380,21 +381,22 @@ class LatencyCheck(MachineCheck):
 
     def _verdict(self, metric: str, rounds: Sequence[Round], unlike: Mapping[str, str]) -> tuple[str, str]:
         """(verdict, note) of one metric over the rounds: FAIL when every clear round found it
-        slower (a regression beyond even a noisy limit fails too); otherwise not judged where a busy
-        round alone saw it slower, or where every round that did not find it slower had a noise
-        limit above the ceiling; else pass, saying so where a clear round saw it slower and another
-        did not (unconfirmed: the row shows the last quiet round)."""
+        slower (a regression beyond even a noisy limit fails too); otherwise not judged where only
+        busy rounds saw it slower, or where every round that passed it did so under a noise limit
+        above the ceiling; else pass, saying so where a clear round saw it slower and another did
+        not (unconfirmed). `unlike`: the metrics the row's round could not compare, and why."""
         if metric in unlike:
             return NOT_JUDGED, unlike[metric]
-        if metric not in rounds[0].slowdowns:
+        compared = [r for r in rounds if metric in r.slowdowns]
+        if not compared:
             return "changed", ""
-        clear = [r for r in rounds if self._clear(r, metric)]
+        clear = [r for r in compared if self._clear(r, metric)]
         if clear and all(r.slowdowns[metric].regressed for r in clear):
             return "FAIL", ""
-        quiet = [r for r in rounds if not r.busy]
-        if not quiet and all(r.slowdowns[metric].regressed for r in rounds):
-            return "busy", f"slower only in busy rounds: {rounds[-1].busy}, above --slm-busy={self.settings.busy:g}"
-        passes = [r for r in (quiet or rounds) if not r.slowdowns[metric].regressed]  # busy can only read slower
+        judging = [r for r in compared if not r.busy] or compared  # a busy round's pass passes: busy only slows
+        passes = [r for r in judging if not r.slowdowns[metric].regressed]
+        if not passes:  # then every round that saw it slower was busy
+            return "busy", f"slower only in busy rounds: {judging[-1].busy}, above --slm-busy={self.settings.busy:g}"
         if all(r.slowdowns[metric].noise > self.settings.ceiling for r in passes):
             return "too noisy", self._too_noisy(max(passes, key=lambda r: r.slowdowns[metric].noise), metric)
         if slower := sum(r.slowdowns[metric].regressed for r in clear):
@@ -418,23 +420,28 @@ class LatencyCheck(MachineCheck):
             return f"{said}: rerun when this machine is as fast as when the baseline was timed"
         return f"{said}: {STEADIER}"
 
+    def _shown(self, rounds: Sequence[Round], metric: str) -> Round:
+        """The round a metric's row shows: the last that judged it, else the last quiet one that
+        compared it, else the last that compared it, else the last."""
+        rank = [(self._clear(r, metric), metric in r.slowdowns and not r.busy, metric in r.slowdowns) for r in rounds]
+        return rounds[max(range(len(rounds)), key=lambda i: (rank[i], i))]
+
     def _rows(self, rounds: Sequence[Round], baseline: Mapping[str, Any] | None) -> list[LatencyRow]:
-        """One row per metric, with the figures of the last quiet round (the last round if none was)."""
-        shown = next((r for r in reversed(rounds) if not r.busy), rounds[-1])
-        run = shown.run
-        unlike = self._unlike(run, baseline) if baseline else {}
-        change = host_change(run, baseline) if baseline else None
+        """One row per metric, with the figures of the round that shows it best (_shown)."""
         rows = []
-        for timing in run.timings:
-            stored = baseline["metrics"].get(timing.metric) if baseline else None
-            slowdown = shown.slowdowns.get(timing.metric)
-            verdict, note = ("updated", "") if baseline is None else self._verdict(timing.metric, rounds, unlike)
+        for metric in (t.metric for t in rounds[0].run.timings):
+            shown = self._shown(rounds, metric)
+            run, slowdown = shown.run, shown.slowdowns.get(metric)
+            timing = next(t for t in run.timings if t.metric == metric)
+            stored = baseline["metrics"].get(metric) if baseline else None
+            unlike = self._unlike(run, baseline) if baseline else {}
+            verdict, note = ("updated", "") if baseline is None else self._verdict(metric, rounds, unlike)
             current = timing.spread
             rows.append(
                 LatencyRow(
                     self.item,
                     **model_identity(self.case),
-                    metric=timing.metric,
+                    metric=metric,
                     unit=timing.unit,
                     median=timing.shown(current.median),
                     min=timing.shown(current.minimum),
@@ -446,9 +453,9 @@ class LatencyCheck(MachineCheck):
                     load=run.load,
                     verdict=verdict,
                     competition=run.competition.share if run.competition else None,
-                    note=note or run.notes.get(timing.metric, ""),
+                    note=note or run.notes.get(metric, ""),
                     **energy_cells(run.energy, timing.shown(current.median) if timing.tokens else None),
-                    host_change_pct=None if change is None else 100 * change,
+                    host_change_pct=None if shown.host is None else 100 * shown.host,
                 )
             )
         return rows
@@ -567,9 +574,13 @@ def validate_latency(record: Mapping[str, Any]) -> None:
     require(record, "probe_seconds", (float, type(None)), lambda v: v is None or v > 0, "a probe takes time")
 
 
-def _unclear(round: Round, clear: bool) -> str:
-    """How a failure message marks a round that could not judge a metric."""
-    return "" if clear else " (busy)" if round.busy else " (too noisy)"
+def _round_change(round: Round, metric: str, clear: bool) -> str:
+    """A round's change of `metric` in a failure message, marked where the round could not judge it."""
+    if metric not in round.slowdowns:
+        return "not compared"
+    return f"{100 * round.slowdowns[metric].change:+.1f}%" + (
+        "" if clear else " (busy)" if round.busy else " (too noisy)"
+    )
 
 
 def _host(change_pct: float) -> str:
