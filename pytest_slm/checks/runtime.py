@@ -189,10 +189,11 @@ def timed_runs(
     return timed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Round:
     """One timed round against the baseline: its figures, each metric's slowdown, and whether the
-    machine was busy while it ran (a busy round can only read slower, so it never fails a metric)."""
+    machine was busy while it ran (a busy round can only read slower, so it never fails a metric).
+    Told apart by identity: two rounds may time the same."""
 
     run: LatencyRun
     slowdowns: Mapping[str, Slowdown]
@@ -200,7 +201,7 @@ class Round:
     host: float | None = None  # how much slower the speed probe found the machine than at the baseline
 
 
-MAX_ROUNDS = 3  # the first, a confirmation, and one more where a busy round left a slowdown unconfirmed
+MAX_ROUNDS = 3  # the first, a confirmation, and one more where a round that could not tell left a slowdown unconfirmed
 
 
 @dataclass
@@ -314,14 +315,14 @@ class LatencyCheck(MachineCheck):
 
     def _unsettled(self, rounds: Sequence[Round]) -> bool:
         """Another round is needed where a metric is slower in every clear round so far and fewer
-        than two clear rounds say so, unless the last round was clear: a slowdown is confirmed by
-        two clear rounds, and a round that could not tell is followed by one more."""
+        than two clear rounds say so: a slowdown is confirmed by two clear rounds, and a round that
+        could not tell (busy, too noisy, not compared) is followed by one more, up to MAX_ROUNDS."""
         for metric in rounds[0].slowdowns:
             clear = [r for r in rounds if self._clear(r, metric)]
             slower = all(r.slowdowns[metric].regressed for r in clear) and any(
                 r.slowdowns[metric].regressed for r in rounds if metric in r.slowdowns
             )
-            if slower and len(clear) < 2 and (len(rounds) < 2 or not self._clear(rounds[-1], metric)):
+            if slower and len(clear) < 2:
                 return True
         return False
 
@@ -381,10 +382,12 @@ class LatencyCheck(MachineCheck):
 
     def _verdict(self, metric: str, rounds: Sequence[Round], unlike: Mapping[str, str]) -> tuple[str, str]:
         """(verdict, note) of one metric over the rounds: FAIL when every clear round found it
-        slower (a regression beyond even a noisy limit fails too); otherwise not judged where only
-        busy rounds saw it slower, or where every round that passed it did so under a noise limit
-        above the ceiling; else pass, saying so where a clear round saw it slower and another did
-        not (unconfirmed). `unlike`: the metrics the row's round could not compare, and why."""
+        slower (a regression beyond even a noisy limit fails too), two of them, or one beside busy
+        rounds; too noisy where one clear round found it slower and the other quiet rounds could
+        not tell; otherwise not judged where only busy rounds saw it slower, or where every round
+        that passed it did so under a noise limit above the ceiling; else pass, saying so where a
+        clear round saw it slower and another did not (unconfirmed). `unlike`: the metrics the
+        row's round could not compare, and why."""
         if metric in unlike:
             return NOT_JUDGED, unlike[metric]
         compared = [r for r in rounds if metric in r.slowdowns]
@@ -392,7 +395,14 @@ class LatencyCheck(MachineCheck):
             return "changed", ""
         clear = [r for r in compared if self._clear(r, metric)]
         if clear and all(r.slowdowns[metric].regressed for r in clear):
-            return "FAIL", ""
+            blind = [r for r in rounds if not r.busy and r not in clear]  # quiet, yet could not tell
+            if len(clear) > 1 or not blind:  # one quiet round fails alone only beside busy ones, which only slow
+                return "FAIL", ""
+            changes = ", ".join(_round_change(r, metric, r in clear) for r in rounds)
+            return (
+                "too noisy",
+                f"slower in the one round that judged it, unconfirmed ({changes}): rerun when this machine times steadily",
+            )
         judging = [r for r in compared if not r.busy] or compared  # a busy round's pass passes: busy only slows
         passes = [r for r in judging if not r.slowdowns[metric].regressed]
         if not passes:  # then every round that saw it slower was busy
