@@ -410,7 +410,7 @@ class LatencyCheck(MachineCheck):
         if all(r.slowdowns[metric].noise > self.settings.ceiling for r in passes):
             return "too noisy", self._too_noisy(max(passes, key=lambda r: r.slowdowns[metric].noise), metric)
         if slower := sum(r.slowdowns[metric].regressed for r in clear):
-            changes = ", ".join(f"{100 * r.slowdowns[metric].change:+.1f}%" for r in clear)
+            changes = ", ".join(_round_change(r, metric, clear=True) for r in clear)
             return (
                 "pass",
                 f"unconfirmed: slower than its limit in {slower} of {len(clear)} rounds that judged it ({changes})",
